@@ -1,0 +1,92 @@
+#include "drivers/sim/program.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace vmitap::sim {
+
+namespace {
+
+// x86-like length distribution: mostly 2-7 bytes, a few long ones.
+uint8_t instruction_length(rng& r) {
+  static constexpr uint8_t lengths[] = {1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 6, 7, 7, 8, 10, 15};
+  return lengths[r.below(std::size(lengths))];
+}
+
+}  // namespace
+
+program program::generate(const workload_config& cfg, drv::gfn_t max_gfn) {
+  if (cfg.functions == 0 || cfg.min_function_length < 2
+      || cfg.max_function_length < cfg.min_function_length)
+    throw std::invalid_argument("sim workload: need functions >= 1 and 2 <= min <= max length");
+  program p;
+  rng r{cfg.seed ^ 0x5eed0f5c0de5ULL};
+  uint64_t pa = drv::pa_of(cfg.code_base_gfn);
+  auto data_page = [&](uint64_t k) { return drv::pa_of(cfg.data_base_gfn + k % std::max(cfg.data_pages, 1u)); };
+  for (uint32_t f = 0; f < cfg.functions; ++f) {
+    pa = (pa + 15) & ~uint64_t{15};  // functions start 16-byte aligned
+    auto len = cfg.min_function_length
+               + uint32_t(r.below(cfg.max_function_length - cfg.min_function_length + 1));
+    function fn{uint32_t(p.instructions_.size()), len, 0};
+    for (uint32_t i = 0; i < len; ++i) {
+      instruction in;
+      in.length = instruction_length(r);
+      if ((pa & drv::page_mask) + in.length > drv::page_size)
+        pa = (pa | drv::page_mask) + 1;  // no instruction straddles a page
+      in.pa = pa;
+      pa += in.length;
+      bool last = i + 1 == len;
+      if (last) {
+        in.kind = op::ret;
+      } else if (f + 1 < cfg.functions && r.chance(cfg.call_probability)) {
+        in.kind = op::call;  // only to later functions: the call graph is acyclic
+        in.target = f + 1 + uint32_t(r.below(std::min<uint32_t>(8, cfg.functions - f - 1)));
+      } else if (i + 2 < len && r.chance(cfg.branch_probability)) {
+        in.kind = op::branch;
+        in.target = fn.first + i + 2 + uint32_t(r.below(len - i - 2));
+      } else if (r.chance(cfg.load_probability)) {
+        in.kind = op::load;
+        in.data_pa = r.chance(cfg.code_read_fraction)
+                       ? drv::pa_of(cfg.code_base_gfn) + r.below(pa - drv::pa_of(cfg.code_base_gfn))
+                       : data_page(r.next()) + r.below(drv::page_size / 8) * 8;
+      } else if (r.chance(cfg.store_probability)) {
+        in.kind = op::store;
+        in.data_pa = data_page(r.next()) + r.below(drv::page_size / 8) * 8;
+      }
+      if (i == 0)
+        fn.entry_pa = in.pa;
+      p.index_by_pa_.emplace(in.pa, uint32_t(p.instructions_.size()));
+      p.instructions_.push_back(in);
+    }
+    p.functions_.push_back(fn);
+  }
+  p.first_code_gfn_ = cfg.code_base_gfn;
+  p.last_code_gfn_ = drv::gfn_of(pa - 1);
+  auto last_data_gfn = cfg.data_base_gfn + std::max(cfg.data_pages, 1u) - 1;
+  if (p.last_code_gfn_ > max_gfn || last_data_gfn > max_gfn)
+    throw std::invalid_argument("sim workload: code or data pages lie beyond guest memory");
+  if (cfg.data_base_gfn <= p.last_code_gfn_ && last_data_gfn >= p.first_code_gfn_)
+    throw std::invalid_argument("sim workload: data pages overlap code pages");
+  double sum = 0;
+  for (uint32_t f = 0; f < cfg.functions; ++f)
+    p.root_weights_.push_back(sum += 1.0 / (f + 1));
+  return p;
+}
+
+std::optional<uint32_t> program::index_of(uint64_t pa) const {
+  if (auto i = index_by_pa_.find(pa); i != index_by_pa_.end())
+    return i->second;
+  return std::nullopt;
+}
+
+uint32_t program::pick_root(rng& r) const {
+  double x = double(r.next() >> 11) * 0x1.0p-53 * root_weights_.back();
+  auto i = std::upper_bound(root_weights_.begin(), root_weights_.end(), x);
+  return functions_[std::min<size_t>(i - root_weights_.begin(), functions_.size() - 1)].first;
+}
+
+std::byte program::code_byte(uint64_t pa) const {
+  return std::byte((pa * 0x9e3779b1u) >> 24);
+}
+
+}  // namespace vmitap::sim

@@ -1,0 +1,101 @@
+#pragma once
+
+// The simulated guest's code: functions of variable-length instructions laid out across code
+// pages, with calls, returns, forward branches and data loads/stores. Generated from a seed, so
+// the same seed gives the same guest.
+
+#include "drivers/driver.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+namespace vmitap::sim {
+
+/// splitmix64: small, fast, and the same sequence on every platform.
+class rng {
+public:
+  explicit rng(uint64_t seed) : state_(seed) {}
+  uint64_t next() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  /// Uniform in [0, bound).
+  uint64_t below(uint64_t bound) { return bound == 0 ? 0 : next() % bound; }
+  /// True with probability `p`.
+  bool chance(double p) { return double(next() >> 11) * 0x1.0p-53 < p; }
+
+private:
+  uint64_t state_;
+};
+
+struct workload_config {
+  uint64_t seed = 1;
+  uint32_t functions = 48;
+  uint32_t min_function_length = 6;  ///< instructions, the final `ret` included
+  uint32_t max_function_length = 40;
+  double call_probability = 0.06;    ///< per instruction
+  double branch_probability = 0.05;  ///< a conditional forward branch
+  double load_probability = 0.15;
+  double store_probability = 0.08;
+  double code_read_fraction = 0.25;  ///< loads that read constants from code pages
+  drv::gfn_t code_base_gfn = 0x100;
+  drv::gfn_t data_base_gfn = 0x800;
+  uint32_t data_pages = 16;
+};
+
+enum class op : uint8_t { plain, call, ret, branch, load, store };
+
+struct instruction {
+  uint64_t pa = 0;
+  uint8_t length = 1;
+  op kind = op::plain;
+  uint32_t target = 0;   ///< call: callee function; branch: instruction index jumped to
+  uint64_t data_pa = 0;  ///< load/store: the data address
+};
+
+struct function {
+  uint32_t first = 0;  ///< index of its first instruction
+  uint32_t count = 0;
+  uint64_t entry_pa = 0;
+};
+
+/// Guest virtual address of a guest physical one (the sim maps the kernel linearly).
+inline constexpr uint64_t kernel_base = 0xffffffff80000000ULL;
+constexpr uint64_t gva_of(uint64_t pa) { return kernel_base + pa; }
+
+class program {
+public:
+  /// Lays out `cfg.functions` functions from `cfg.code_base_gfn`; every address stays below
+  /// `max_gfn`. Instructions never straddle a page boundary.
+  static program generate(const workload_config& cfg, drv::gfn_t max_gfn);
+
+  const instruction& at(uint32_t index) const { return instructions_[index]; }
+  size_t size() const { return instructions_.size(); }
+  std::span<const function> functions() const { return functions_; }
+  std::optional<uint32_t> index_of(uint64_t pa) const;
+
+  /// Picks the next top-level function; low indices are hotter (1/(rank+1) weights).
+  uint32_t pick_root(rng& r) const;
+
+  drv::gfn_t first_code_gfn() const { return first_code_gfn_; }
+  drv::gfn_t last_code_gfn() const { return last_code_gfn_; }
+  bool is_code(drv::gfn_t gfn) const { return gfn >= first_code_gfn_ && gfn <= last_code_gfn_; }
+
+  /// The byte a memory read at `pa` sees on a code page (opcode-like filler, deterministic).
+  std::byte code_byte(uint64_t pa) const;
+
+private:
+  std::vector<instruction> instructions_;
+  std::vector<function> functions_;
+  std::vector<double> root_weights_;  ///< cumulative
+  std::unordered_map<uint64_t, uint32_t> index_by_pa_;
+  drv::gfn_t first_code_gfn_ = 0;
+  drv::gfn_t last_code_gfn_ = 0;
+};
+
+}  // namespace vmitap::sim

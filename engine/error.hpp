@@ -1,0 +1,50 @@
+#pragma once
+
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace vmitap {
+
+/// Every error vmitap reports. Drivers, actors and the engine all return these inside
+/// `caf::error`, with a context string that names the call and its cause.
+enum class ec : uint8_t {
+  none = 0,
+  driver_call_failed,  ///< a hypervisor call failed; context: "call: strerror (errno N)"
+  no_such_domain,
+  domain_dead,
+  already_attached,    ///< a second monitor on one domain (Xen: EBUSY)
+  not_attached,
+  no_such_vcpu,
+  vcpu_not_paused,     ///< a response for a VCPU that waits for none
+  no_such_view,
+  view_in_use,         ///< destroying a view a VCPU runs in (Xen: EBUSY)
+  gfn_out_of_range,    ///< not guest RAM
+  invalid_argument,
+  breakpoint_not_found,
+  duplicate_breakpoint,
+  timeout,
+  config_invalid,
+  shutting_down,
+};
+
+inline constexpr caf::atom_value error_category = caf::atom("vmitap");
+
+const char* to_string(ec code);
+
+caf::error make_error(ec code);
+caf::error make_error(ec code, std::string context);
+
+/// A failed driver call: "call: strerror (errno N)".
+caf::error make_driver_error(std::string_view call, int err);
+
+/// The code carried by `err`, or `ec::none` for errors of other categories and no error.
+ec code_of(const caf::error& err);
+
+/// A human-readable line for any error, vmitap's or CAF's.
+std::string render(const caf::error& err);
+
+}  // namespace vmitap
