@@ -151,7 +151,7 @@ caf::error domain::destroy_view(drv::view_id id) {
   if (id >= max_views || !views_[id].active)
     return make_error(ec::no_such_view, "xc_altp2m_destroy_view: no view " + std::to_string(id));
   for (auto& v : vcpus_)
-    if (v->view == id || (v->fast_singlestep && v->fast_return_view == id))
+    if (v->view == id)  // as Xen counts it: a pending fast-singlestep return does not
       return make_error(ec::view_in_use, "xc_altp2m_destroy_view: view " + std::to_string(id)
                                            + " is in use by vcpu " + std::to_string(v->id)
                                            + " (errno " + std::to_string(EBUSY) + ")");
@@ -309,7 +309,8 @@ std::optional<drv::event> domain::step(vcpu& v) {
   v.emulate_next = false;
   retire(v, in);
   if (v.fast_singlestep) {
-    v.view = v.fast_return_view;
+    if (views_[v.fast_return_view].active)  // Xen skips a switch to a destroyed view
+      v.view = v.fast_return_view;
     v.fast_singlestep = v.singlestep = false;
     return std::nullopt;
   }
@@ -708,6 +709,8 @@ void hypervisor::enqueue(std::shared_ptr<domain> d, drv::vcpu_id vcpu,
 bool hypervisor::pop(std::pair<std::weak_ptr<domain>, drv::vcpu_id>& out, bool wait) {
   std::unique_lock g{queue_mutex_};
   for (;;) {
+    if (stopping_)
+      return false;
     auto now = steady_clock::now();
     while (!timed_.empty() && timed_.begin()->first <= now) {
       ready_.push_back(timed_.begin()->second);
@@ -718,7 +721,7 @@ bool hypervisor::pop(std::pair<std::weak_ptr<domain>, drv::vcpu_id>& out, bool w
       ready_.pop_front();
       return true;
     }
-    if (stopping_ || !wait)
+    if (!wait)
       return false;
     if (timed_.empty())
       queue_cv_.wait(g);

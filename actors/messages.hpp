@@ -1,0 +1,141 @@
+#pragma once
+
+// Payloads exchanged between vmitap's actors. All messages stay inside one process (they are
+// never serialized), so pointer-carrying types are allowed as message types below.
+
+#include "drivers/driver.hpp"
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace vmitap {
+
+// Verb atoms (CAF 0.17: at most 10 characters).
+using add_atom = caf::atom_constant<caf::atom("add")>;
+using remove_atom = caf::atom_constant<caf::atom("remove")>;
+using clear_atom = caf::atom_constant<caf::atom("clear")>;
+using list_atom = caf::atom_constant<caf::atom("list")>;
+using event_atom = caf::atom_constant<caf::atom("event")>;
+using orphan_atom = caf::atom_constant<caf::atom("orphan")>;
+using snapshot_atom = caf::atom_constant<caf::atom("snapshot")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using monitor_atom = caf::atom_constant<caf::atom("monitor")>;
+using restore_atom = caf::atom_constant<caf::atom("restore")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using create_atom = caf::atom_constant<caf::atom("create")>;
+using teardown_atom = caf::atom_constant<caf::atom("teardown")>;
+using attach_atom = caf::atom_constant<caf::atom("attach")>;
+using detach_atom = caf::atom_constant<caf::atom("detach")>;
+using died_atom = caf::atom_constant<caf::atom("died")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
+using hit_atom = caf::atom_constant<caf::atom("hit")>;
+using registry_atom = caf::atom_constant<caf::atom("registry")>;
+using started_atom = caf::atom_constant<caf::atom("started")>;
+using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using ok_atom = caf::atom_constant<caf::atom("ok")>;
+
+enum class step_mode : uint8_t {
+  classic,  ///< view 0 + toggle singlestep, back on the SINGLESTEP event: two events a trap
+  fast,     ///< view 0 + fast singlestep with return view (Xen >= 4.17.4): one event a trap
+};
+const char* to_string(step_mode m);
+
+/// What a user asks for: a breakpoint at a guest physical address in a view.
+struct breakpoint_spec {
+  uint64_t pa = 0;
+  drv::view_id view = 0;
+  std::string name;
+  std::vector<std::string> tags;
+};
+
+/// A registered breakpoint. Immutable once published; its hit count is shared with the
+/// VCPU actors that count hits.
+struct breakpoint {
+  uint64_t id = 0;
+  breakpoint_spec spec;
+  std::shared_ptr<std::atomic<uint64_t>> hits = std::make_shared<std::atomic<uint64_t>>(0);
+};
+
+using breakpoint_ptr = std::shared_ptr<const breakpoint>;
+
+constexpr uint64_t page_key(drv::view_id view, drv::gfn_t gfn) {
+  return (uint64_t{view} << 52) | gfn;
+}
+
+/// An immutable, versioned table of monitored pages, published by the registry to the VCPU
+/// actors, which resolve events against it locally.
+struct breakpoint_table {
+  uint64_t version = 0;
+  std::unordered_map<uint64_t, std::vector<breakpoint_ptr>> pages;  ///< page_key → breakpoints
+  std::vector<drv::view_id> views;  ///< the views vmitap manages (events there are ours)
+
+  const std::vector<breakpoint_ptr>* find(drv::view_id view, drv::gfn_t gfn) const {
+    auto i = pages.find(page_key(view, gfn));
+    return i == pages.end() ? nullptr : &i->second;
+  }
+  bool manages(drv::view_id view) const;
+};
+
+using table_ptr = std::shared_ptr<const breakpoint_table>;
+
+/// One breakpoint hit, as sinks receive it.
+struct hit_record {
+  drv::domain_id domain = 0;
+  std::shared_ptr<const std::string> domain_name;
+  drv::vcpu_id vcpu = 0;
+  drv::view_id view = 0;
+  drv::gfn_t gfn = 0;
+  uint64_t rip = 0;
+  uint64_t cr3 = 0;
+  breakpoint_ptr bp;
+  std::chrono::steady_clock::time_point at;
+};
+
+/// Per-VCPU counts, reported when the VCPU actor is drained.
+struct vcpu_stats {
+  uint64_t events = 0;
+  uint64_t hits = 0;
+  uint64_t neighbours = 0;
+  uint64_t stale = 0;
+  uint64_t spurious = 0;
+  uint64_t malformed = 0;
+  uint64_t singlesteps = 0;
+  uint64_t respond_failures = 0;
+  uint64_t hits_dropped = 0;  ///< by a full sink queue (the hit itself is still counted)
+  vcpu_stats& operator+=(const vcpu_stats& x);
+};
+
+/// What a domain's teardown or status reports.
+struct domain_report {
+  drv::domain_id id = 0;
+  std::string name;
+  bool died = false;
+  vcpu_stats totals;
+  std::vector<breakpoint_ptr> breakpoints;  ///< with their final hit counts
+  uint64_t access_calls = 0;    ///< batched access-change calls made
+  uint64_t access_changes = 0;  ///< pages changed by them
+  uint64_t access_failures = 0;
+  std::string error;            ///< first teardown error, if any
+};
+
+}  // namespace vmitap
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::drv::event)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::drv::domain_info)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::drv::page_access)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::breakpoint_spec)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::breakpoint_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vmitap::breakpoint_ptr>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::table_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::hit_record)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::vcpu_stats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::domain_report)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vmitap::domain_report>)

@@ -1,0 +1,225 @@
+#include "engine/engine.hpp"
+
+#include "engine/error.hpp"
+
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <fnmatch.h>
+#include <map>
+
+namespace vmitap {
+
+bool domain_selector::matches(const drv::domain_info& d) const {
+  if (id && *id != d.id)
+    return false;
+  if (!name.empty() && name != d.name)
+    return false;
+  if (!pattern.empty() && fnmatch(pattern.c_str(), d.name.c_str(), 0) != 0)
+    return false;
+  return true;
+}
+
+namespace {
+
+struct engine_state {
+  engine_state() = default;  // not an aggregate: CAF would build it from `self`
+  static inline const char* name = "vmitap.engine";
+  std::shared_ptr<drv::driver> driver;
+  engine_config cfg;
+  std::map<std::string, sink_handle> sinks;
+  std::map<drv::domain_id, domain_supervisor_actor> supervisors;
+  std::vector<domain_report> ended;
+  bool stopping = false;
+};
+
+using engine_ptr = engine_actor::stateful_pointer<engine_state>;
+
+void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> done = {},
+                    std::string error = {}) {
+  auto& st = self->state;
+  auto it = st.supervisors.find(id);
+  if (it == st.supervisors.end())
+    return;
+  auto sup = it->second;
+  st.supervisors.erase(it);
+  self->request(sup, st.cfg.stop_deadline, detach_atom::value)
+    .then(
+      [self, done, error](domain_report& r) {
+        if (r.error.empty())
+          r.error = error;
+        if (!r.error.empty())
+          spdlog::warn("domain {} ({}): teardown: {}", r.name, r.id, r.error);
+        else
+          spdlog::info("domain {} ({}) detached", r.name, r.id);
+        self->state.ended.push_back(std::move(r));
+        if (done)
+          done();
+      },
+      [self, id, done](caf::error& err) {
+        spdlog::error("domain {}: detach failed: {}", id, render(err));
+        domain_report r;
+        r.id = id;
+        r.error = render(err);
+        self->state.ended.push_back(std::move(r));
+        if (done)
+          done();
+      });
+}
+
+engine_actor::behavior_type engine_behavior(engine_ptr self, std::shared_ptr<drv::driver> driver,
+                                            engine_config cfg,
+                                            std::map<std::string, sink_handle> sinks) {
+  self->state.driver = std::move(driver);
+  self->state.cfg = std::move(cfg);
+  self->state.sinks = std::move(sinks);
+  return {
+    [self](started_atom, const drv::domain_info& info) {
+      auto& st = self->state;
+      if (st.stopping || st.supervisors.count(info.id))
+        return;
+      for (auto& entry : st.cfg.domains) {
+        if (!entry.select.matches(info))
+          continue;
+        std::vector<sink_handle> sinks;
+        for (auto& name : entry.sinks)
+          sinks.push_back(st.sinks.at(name));
+        auto sup = self->spawn(domain_supervisor, st.driver, info, entry.plan, std::move(sinks),
+                               st.cfg.detached_event_sources);
+        st.supervisors.emplace(info.id, sup);
+        self->request(sup, defaults::attach_timeout, attach_atom::value)
+          .then(
+            [info](ok_atom) {
+              spdlog::info("domain {} ({}) attached: {} vcpus", info.name, info.id, info.vcpus);
+            },
+            [self, info](caf::error& err) {
+              spdlog::error("domain {} ({}): attach failed: {}", info.name, info.id, render(err));
+              collect_detach(self, info.id, {}, "attach: " + render(err));
+            });
+        return;
+      }
+    },
+    [self](stopped_atom, const drv::domain_info& info) {
+      auto it = self->state.supervisors.find(info.id);
+      if (it == self->state.supervisors.end())
+        return;
+      spdlog::warn("domain {} ({}) stopped while monitored", info.name, info.id);
+      self->send(it->second, died_atom::value);
+      collect_detach(self, info.id);
+    },
+    [self](status_atom) {
+      auto rp = self->make_response_promise<std::vector<domain_report>>();
+      auto out = std::make_shared<std::vector<domain_report>>(self->state.ended);
+      auto left = std::make_shared<size_t>(self->state.supervisors.size());
+      if (*left == 0)
+        rp.deliver(*out);
+      for (auto& [id, sup] : self->state.supervisors)
+        self->request(sup, defaults::request_timeout, status_atom::value)
+          .then(
+            [rp, out, left](domain_report& r) mutable {
+              out->push_back(std::move(r));
+              if (--*left == 0)
+                rp.deliver(*out);
+            },
+            [rp, out, left](caf::error&) mutable {
+              if (--*left == 0)
+                rp.deliver(*out);
+            });
+      return rp;
+    },
+    [self](stop_atom) {
+      auto& st = self->state;
+      st.stopping = true;
+      auto rp = self->make_response_promise<std::vector<domain_report>>();
+      auto left = std::make_shared<size_t>(st.supervisors.size());
+      if (*left == 0)
+        rp.deliver(st.ended);
+      std::vector<drv::domain_id> ids;
+      for (auto& [id, sup] : st.supervisors)
+        ids.push_back(id);
+      for (auto id : ids)
+        collect_detach(self, id, [self, rp, left]() mutable {
+          if (--*left == 0)
+            rp.deliver(self->state.ended);
+        });
+      return rp;
+    },
+  };
+}
+
+}  // namespace
+
+engine::engine(engine_config cfg, std::shared_ptr<drv::driver> driver)
+  : cfg_(std::move(cfg)), driver_(std::move(driver)) {
+  system_cfg_.set("scheduler.max-threads", cfg_.worker_threads);
+  system_cfg_.set("scheduler.max-throughput", defaults::max_throughput);
+  system_ = std::make_unique<caf::actor_system>(system_cfg_);
+}
+
+engine::~engine() {
+  stop();
+}
+
+caf::error engine::start() {
+  std::map<std::string, sink_handle> sinks;
+  for (auto& s : cfg_.sinks) {
+    auto h = spawn_sink(*system_, s);
+    if (!h)
+      return std::move(h.error());
+    sinks.emplace(s.name, *h);
+    sinks_.push_back(*h);
+  }
+  actor_ = system_->spawn(engine_behavior, driver_, cfg_, std::move(sinks));
+  auto me = actor_;
+  if (auto err = driver_->watch([me](const drv::domain_change& c) {
+        if (c.started)
+          caf::anon_send(me, started_atom::value, c.domain);
+        else
+          caf::anon_send(me, stopped_atom::value, c.domain);
+      }))
+    return err;
+  auto domains = driver_->list_domains();
+  if (!domains)
+    return std::move(domains.error());
+  for (auto& d : *domains)
+    caf::anon_send(actor_, started_atom::value, d);
+  return {};
+}
+
+std::vector<domain_report> engine::status() {
+  std::vector<domain_report> out;
+  if (!actor_ || stopped_)
+    return out;
+  caf::scoped_actor self{*system_};
+  self->request(actor_, defaults::request_timeout, status_atom::value)
+    .receive([&](std::vector<domain_report>& r) { out = std::move(r); },
+             [&](caf::error& err) { spdlog::error("status: {}", render(err)); });
+  return out;
+}
+
+std::vector<domain_report> engine::stop() {
+  std::vector<domain_report> out;
+  if (stopped_)
+    return out;
+  stopped_ = true;
+  driver_->unwatch();
+  caf::scoped_actor self{*system_};
+  if (actor_) {
+    self->request(actor_, cfg_.stop_deadline + std::chrono::seconds(1), stop_atom::value)
+      .receive([&](std::vector<domain_report>& r) { out = std::move(r); },
+               [&](caf::error& err) { spdlog::error("stop: {}", render(err)); });
+    self->send_exit(actor_, caf::exit_reason::user_shutdown);
+  }
+  for (auto& s : sinks_) {
+    self->request(s.actor, defaults::request_timeout, flush_atom::value)
+      .receive([](ok_atom) {}, [](caf::error&) {});
+    self->send_exit(s.actor, caf::exit_reason::user_shutdown);
+  }
+  return out;
+}
+
+}  // namespace vmitap

@@ -1,0 +1,66 @@
+#pragma once
+
+// The engine: owns the actor system, attaches every domain its plan selects (also those that
+// start later), and detaches them all, in order, on stop.
+
+#include "actors/domain_supervisor.hpp"
+#include "actors/interfaces.hpp"
+#include "actors/sinks.hpp"
+#include "engine/defaults.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
+#include <optional>
+
+namespace vmitap {
+
+/// Which domains a plan applies to: by id, by exact name, or by a glob pattern on the name.
+struct domain_selector {
+  std::optional<drv::domain_id> id;
+  std::string name;
+  std::string pattern;
+  bool matches(const drv::domain_info& d) const;
+};
+
+struct engine_config {
+  size_t worker_threads = defaults::worker_threads;
+  bool detached_event_sources = false;  ///< VCPU actors and controllers on their own threads
+  std::chrono::milliseconds stop_deadline = defaults::stop_deadline;
+  std::vector<sink_config> sinks;
+  struct domain_entry {
+    domain_selector select;
+    domain_plan plan;
+    std::vector<std::string> sinks;  ///< names from `sinks`
+  };
+  std::vector<domain_entry> domains;
+};
+
+class engine {
+public:
+  engine(engine_config cfg, std::shared_ptr<drv::driver> driver);
+  ~engine();
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  /// Opens the sinks, watches the driver and attaches the running domains it selects.
+  caf::error start();
+  /// Reports of every domain, live ones and those that ended.
+  std::vector<domain_report> status();
+  /// Detaches every domain (within the stop deadline) and returns their final reports.
+  std::vector<domain_report> stop();
+
+  caf::actor_system& system() { return *system_; }
+  engine_actor handle() const { return actor_; }
+
+private:
+  engine_config cfg_;
+  std::shared_ptr<drv::driver> driver_;
+  caf::actor_system_config system_cfg_;
+  std::unique_ptr<caf::actor_system> system_;
+  engine_actor actor_;
+  std::vector<sink_handle> sinks_;
+  bool stopped_ = false;
+};
+
+}  // namespace vmitap
