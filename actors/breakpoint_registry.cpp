@@ -19,8 +19,13 @@ void publish(state_ptr self) {
   auto table = std::make_shared<breakpoint_table>();
   table->version = ++st.version;
   table->views = st.views;
-  for (auto& [key, p] : st.pages)
+  std::map<drv::view_id, size_t> per_view;
+  for (auto& [key, p] : st.pages) {
     table->pages.emplace(key, p.breakpoints);
+    per_view[p.view] += p.breakpoints.size();
+  }
+  for (auto view : st.views)
+    st.metrics->breakpoints(view).Set(double(per_view[view]));
   table_ptr snapshot = std::move(table);
   for (auto& v : st.vcpus)
     self->send(v, snapshot_atom::value, snapshot);
@@ -141,8 +146,10 @@ caf::result<ok_atom> remove_one(state_ptr self, uint64_t id) {
 
 breakpoint_registry_actor::behavior_type
 breakpoint_registry(state_ptr self, ept_controller_actor controller, std::vector<vcpu_actor> vcpus,
-                    std::vector<drv::view_id> views, drv::gfn_t max_gfn) {
+                    std::vector<drv::view_id> views, drv::gfn_t max_gfn,
+                    std::shared_ptr<domain_metrics> metrics) {
   auto& st = self->state;
+  st.metrics = std::move(metrics);
   st.controller = std::move(controller);
   st.vcpus = std::move(vcpus);
   st.views = std::move(views);
@@ -163,9 +170,12 @@ breakpoint_registry(state_ptr self, ept_controller_actor controller, std::vector
       auto bp = std::make_shared<breakpoint>();
       bp->id = st.next_id++;
       bp->spec = std::move(spec);
+      bp->hits_metric = &st.metrics->hits(bp->spec.view, bp->spec.name);
       auto key = page_key(bp->spec.view, drv::gfn_of(bp->spec.pa));
       auto [it, fresh] = st.pages.try_emplace(key);
       auto& p = it->second;
+      p.view = bp->spec.view;
+      p.gfn = drv::gfn_of(bp->spec.pa);
       p.breakpoints.push_back(bp);
       st.by_id.emplace(bp->id, bp);
       publish(self);
@@ -174,11 +184,8 @@ breakpoint_registry(state_ptr self, ept_controller_actor controller, std::vector
       auto rp = self->make_response_promise<uint64_t>();
       p.adding.push_back(rp);
       p.adding_ids.push_back(bp->id);
-      if (fresh) {
-        p.view = bp->spec.view;
-        p.gfn = drv::gfn_of(bp->spec.pa);
+      if (fresh)
         request_change(self, key, true);
-      }
       return rp;
     },
     [self](remove_atom, uint64_t id) { return remove_one(self, id); },

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "actors/interfaces.hpp"
+#include "engine/metrics.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -40,11 +41,13 @@ struct breakpoint_registry_state {
   std::map<uint64_t, breakpoint_ptr> by_id;
   std::vector<caf::typed_response_promise<ok_atom>> clearing;
   caf::error clear_error;
+  std::shared_ptr<domain_metrics> metrics;
 };
 
 breakpoint_registry_actor::behavior_type
 breakpoint_registry(breakpoint_registry_actor::stateful_pointer<breakpoint_registry_state> self,
                     ept_controller_actor controller, std::vector<vcpu_actor> vcpus,
-                    std::vector<drv::view_id> views, drv::gfn_t max_gfn);
+                    std::vector<drv::view_id> views, drv::gfn_t max_gfn,
+                    std::shared_ptr<domain_metrics> metrics);
 
 }  // namespace vmitap

@@ -53,17 +53,19 @@ caf::error spawn_children(state_ptr self) {
   drv::event_handlers handlers;
   for (drv::vcpu_id i = 0; i < st.info.vcpus; ++i) {
     auto home = st.plan.vcpu_views.count(i) ? st.views.at(st.plan.vcpu_views.at(i)) : view_ids[0];
-    vcpu_config cfg{st.info.id, domain_name, i, st.session, st.plan.mode, home, st.sinks};
+    vcpu_config cfg{st.info.id, domain_name, i,        st.session,
+                    st.plan.mode, home,        st.sinks, st.metrics};
     auto v = spawn_child<vcpu_actor>(self, vcpu, std::move(cfg));
     st.vcpus.push_back(v);
     handlers.per_vcpu.push_back([v](const drv::event& ev) {
-      caf::anon_send(v, event_atom::value, ev);
+      caf::anon_send(v, event_atom::value, ev, seen_now());
     });
   }
   auto me = caf::actor_cast<domain_supervisor_actor>(self);
   handlers.orphan = [me](const drv::event& ev) { caf::anon_send(me, orphan_atom::value, ev); };
   st.registry = spawn_child<breakpoint_registry_actor>(self, breakpoint_registry, st.controller,
-                                                       st.vcpus, view_ids, st.info.max_gfn);
+                                                       st.vcpus, view_ids, st.info.max_gfn,
+                                                       st.metrics);
   if (auto err = st.session->switch_all(view_ids[0]))
     return err;
   return st.session->start_events(std::move(handlers));
@@ -99,7 +101,7 @@ caf::result<ok_atom> attach(state_ptr self) {
   // Nothing runs until every breakpoint is armed, so hits are exact from the first one.
   if (auto err = st.session->pause())
     return err;
-  st.controller = spawn_child<ept_controller_actor>(self, ept_controller, st.session);
+  st.controller = spawn_child<ept_controller_actor>(self, ept_controller, st.session, st.metrics);
   auto rp = self->make_response_promise<ok_atom>();
   auto j = join(st.plan.views.size(), [self, rp](caf::error err) mutable {
     if (!err)
@@ -115,6 +117,7 @@ caf::result<ok_atom> attach(state_ptr self) {
                   drv::page_access::rwx)
       .then([self, j, name](drv::view_id id) {
               self->state.views[name] = id;
+              self->state.metrics->name_view(id, name);
               j->report({});
             },
             [j](caf::error& err) { j->report(err); });
@@ -228,13 +231,15 @@ caf::result<domain_report> detach(state_ptr self) {
 
 domain_supervisor_actor::behavior_type
 domain_supervisor(state_ptr self, std::shared_ptr<drv::driver> driver, drv::domain_info info,
-                  domain_plan plan, std::vector<sink_handle> sinks, bool detached_children) {
+                  domain_plan plan, std::vector<sink_handle> sinks, bool detached_children,
+                  std::shared_ptr<domain_metrics> metrics) {
   auto& st = self->state;
   st.driver = std::move(driver);
   st.info = std::move(info);
   st.plan = std::move(plan);
   st.sinks = std::move(sinks);
   st.detached_children = detached_children;
+  st.metrics = std::move(metrics);
   return {
     [self](attach_atom) { return attach(self); },
     [self](detach_atom) { return detach(self); },
@@ -247,6 +252,7 @@ domain_supervisor(state_ptr self, std::shared_ptr<drv::driver> driver, drv::doma
     [self](died_atom) { self->state.died = true; },
     [self](orphan_atom, const drv::event& ev) {
       ++self->state.orphans;
+      self->state.metrics->malformed(malformed_cause::vcpu_out_of_range).Increment();
       if (self->state.session)
         self->state.session->respond(drv::make_response(ev));
     },

@@ -2,6 +2,7 @@
 
 #include "actors/interfaces.hpp"
 #include "actors/sinks.hpp"
+#include "engine/metrics.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -32,6 +33,7 @@ struct domain_supervisor_state {
   domain_plan plan;
   std::vector<sink_handle> sinks;
   bool detached_children = false;
+  std::shared_ptr<domain_metrics> metrics;
 
   std::shared_ptr<drv::domain_session> session;
   std::map<std::string, drv::view_id> views;
@@ -46,6 +48,7 @@ struct domain_supervisor_state {
 domain_supervisor_actor::behavior_type
 domain_supervisor(domain_supervisor_actor::stateful_pointer<domain_supervisor_state> self,
                   std::shared_ptr<drv::driver> driver, drv::domain_info info, domain_plan plan,
-                  std::vector<sink_handle> sinks, bool detached_children);
+                  std::vector<sink_handle> sinks, bool detached_children,
+                  std::shared_ptr<domain_metrics> metrics);
 
 }  // namespace vmitap

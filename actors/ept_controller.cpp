@@ -20,6 +20,27 @@ struct planned {
 
 }  // namespace
 
+caf::error ept_controller_state::set_access(drv::view_id view,
+                                            const std::vector<drv::access_change>& batch) {
+  ++calls;
+  auto t0 = std::chrono::steady_clock::now();
+  auto err = session->set_access(view, batch);
+  metrics->access_seconds().Observe(
+    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  metrics->batch_size().Observe(double(batch.size()));
+  if (err)
+    ++failures;
+  return err;
+}
+
+void ept_controller_state::publish_page_counts() {
+  std::map<drv::view_id, size_t> per_view;
+  for (auto& [key, before] : previous)
+    ++per_view[key.first];
+  for (auto view : views)
+    metrics->monitored_pages(view).Set(double(per_view[view]));
+}
+
 void ept_controller_state::flush() {
   flush_queued = false;
   auto batch = std::move(pending);
@@ -62,10 +83,7 @@ void ept_controller_state::flush() {
     }
     if (batch_changes.empty())
       continue;
-    ++calls;
-    auto err = session->set_access(view, batch_changes);
-    if (err)
-      ++failures;
+    auto err = set_access(view, batch_changes);
     for (auto* p : applied) {
       bool done = !err;
       if (err) {
@@ -73,6 +91,7 @@ void ept_controller_state::flush() {
         auto now = session->get_access(view, p->gfn);
         done = now && *now == p->target;
       }
+      metrics->access_changes(done).Increment();
       if (done) {
         ++changes;
         if (p->monitor)
@@ -85,6 +104,7 @@ void ept_controller_state::flush() {
       }
     }
   }
+  publish_page_counts();
   for (size_t i = 0; i < batch.size(); ++i) {
     if (result[i])
       batch[i].promise.deliver(result[i]);
@@ -99,24 +119,27 @@ caf::error ept_controller_state::restore_everything() {
   for (auto& [key, before] : previous)
     by_view[key.first].push_back({key.second, before});
   for (auto& [view, batch] : by_view) {
-    ++calls;
-    if (auto err = session->set_access(view, batch)) {
-      ++failures;
+    if (auto err = set_access(view, batch)) {
+      metrics->access_changes(false).Increment(double(batch.size()));
       if (!first)
         first = std::move(err);
       continue;
     }
     changes += batch.size();
+    metrics->access_changes(true).Increment(double(batch.size()));
     for (auto& c : batch)
       previous.erase({view, c.gfn});
   }
+  publish_page_counts();
   return first;
 }
 
 ept_controller_impl::behavior_type
 ept_controller(ept_controller_impl::stateful_pointer<ept_controller_state> self,
-               std::shared_ptr<drv::domain_session> session) {
+               std::shared_ptr<drv::domain_session> session,
+               std::shared_ptr<domain_metrics> metrics) {
   self->state.session = std::move(session);
+  self->state.metrics = std::move(metrics);
   auto enqueue = [self](drv::view_id view, drv::gfn_t gfn, bool monitor) {
     auto& st = self->state;
     auto promise = self->make_response_promise<ok_atom>();

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "actors/interfaces.hpp"
+#include "engine/metrics.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -32,13 +33,18 @@ struct ept_controller_state {
   uint64_t calls = 0;
   uint64_t changes = 0;
   uint64_t failures = 0;
+  std::shared_ptr<domain_metrics> metrics;
 
   void flush();
+  /// One batched call, measured and counted.
+  caf::error set_access(drv::view_id view, const std::vector<drv::access_change>& batch);
+  void publish_page_counts();
   caf::error restore_everything();
 };
 
 ept_controller_impl::behavior_type
 ept_controller(ept_controller_impl::stateful_pointer<ept_controller_state> self,
-               std::shared_ptr<drv::domain_session> session);
+               std::shared_ptr<drv::domain_session> session,
+               std::shared_ptr<domain_metrics> metrics);
 
 }  // namespace vmitap

@@ -20,8 +20,9 @@ using sink_actor = caf::typed_actor<
 /// One per VCPU event stream: decides hit / page neighbour / stale / spurious / malformed,
 /// steps the VCPU over the trapped instruction, and answers every request exactly once.
 using vcpu_actor = caf::typed_actor<
-  /// A request from the hypervisor for this VCPU.
-  caf::reacts_to<event_atom, drv::event>,
+  /// A request from the hypervisor for this VCPU, and when the driver saw it
+  /// (steady-clock nanoseconds).
+  caf::reacts_to<event_atom, drv::event, int64_t>,
   /// The registry's newest breakpoint table.
   caf::reacts_to<snapshot_atom, table_ptr>,
   /// Answered after every event queued before it was answered; reports the counts.

@@ -5,6 +5,8 @@
 
 #include "drivers/driver.hpp"
 
+#include <prometheus/counter.h>
+
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 
@@ -62,6 +64,7 @@ struct breakpoint {
   uint64_t id = 0;
   breakpoint_spec spec;
   std::shared_ptr<std::atomic<uint64_t>> hits = std::make_shared<std::atomic<uint64_t>>(0);
+  prometheus::Counter* hits_metric = nullptr;  ///< vmitap_breakpoint_hits_total, same count
 };
 
 using breakpoint_ptr = std::shared_ptr<const breakpoint>;

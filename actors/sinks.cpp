@@ -15,9 +15,10 @@ namespace vmitap {
 bool sink_handle::offer(hit_record rec) const {
   if (queue->depth.fetch_add(1, std::memory_order_relaxed) >= queue->bound) {
     queue->depth.fetch_sub(1, std::memory_order_relaxed);
-    queue->dropped.fetch_add(1, std::memory_order_relaxed);
+    queue->metrics.dropped->Increment();
     return false;
   }
+  queue->metrics.depth->Increment();
   caf::anon_send(actor, hit_atom::value, std::move(rec));
   return true;
 }
@@ -117,7 +118,8 @@ sink_actor::behavior_type sink(sink_actor::stateful_pointer<sink_state> self,
         if (st.cfg.rotate_bytes != 0 && st.bytes >= st.cfg.rotate_bytes && st.owns_file)
           rotate(st);
       }
-      st.queue->written.fetch_add(1, std::memory_order_relaxed);
+      st.queue->metrics.written->Increment();
+      st.queue->metrics.depth->Decrement();
       st.queue->depth.fetch_sub(1, std::memory_order_relaxed);
     },
     [self](flush_atom) {
@@ -130,7 +132,8 @@ sink_actor::behavior_type sink(sink_actor::stateful_pointer<sink_state> self,
 
 }  // namespace
 
-caf::expected<sink_handle> spawn_sink(caf::actor_system& sys, const sink_config& cfg) {
+caf::expected<sink_handle> spawn_sink(caf::actor_system& sys, const sink_config& cfg,
+                                      sink_metrics metrics) {
   std::FILE* out = stdout;
   bool owns = false;
   if (cfg.type == sink_config::kind::jsonl_file) {
@@ -139,7 +142,7 @@ caf::expected<sink_handle> spawn_sink(caf::actor_system& sys, const sink_config&
       return make_driver_error("fopen(" + cfg.path + ") for sink " + cfg.name, errno);
     owns = true;
   }
-  auto queue = std::make_shared<sink_queue>(cfg.name, cfg.queue_bound);
+  auto queue = std::make_shared<sink_queue>(cfg.name, cfg.queue_bound, metrics);
   auto actor = sys.spawn<caf::detached>(sink, queue, cfg, out, owns);
   return sink_handle{actor, queue};
 }

@@ -4,6 +4,7 @@
 // senders bound what they have queued at it through a shared `sink_queue` and count drops.
 
 #include "actors/interfaces.hpp"
+#include "engine/metrics.hpp"
 
 #include <caf/fwd.hpp>
 
@@ -15,13 +16,12 @@ namespace vmitap {
 
 /// The bound on one sink's mailbox, shared by its senders and the sink.
 struct sink_queue {
-  explicit sink_queue(std::string sink_name, size_t max_depth)
-    : name(std::move(sink_name)), bound(max_depth) {}
+  sink_queue(std::string sink_name, size_t max_depth, sink_metrics m)
+    : name(std::move(sink_name)), bound(max_depth), metrics(m) {}
   const std::string name;
   const size_t bound;
+  const sink_metrics metrics;  ///< written / dropped / depth, as exported
   std::atomic<size_t> depth{0};
-  std::atomic<uint64_t> written{0};
-  std::atomic<uint64_t> dropped{0};
 };
 
 /// What a sender holds of a sink.
@@ -45,6 +45,7 @@ struct sink_config {
 };
 
 /// Opens the sink's output; a path that cannot be opened is an error naming it and errno.
-caf::expected<sink_handle> spawn_sink(caf::actor_system& sys, const sink_config& cfg);
+caf::expected<sink_handle> spawn_sink(caf::actor_system& sys, const sink_config& cfg,
+                                      sink_metrics metrics);
 
 }  // namespace vmitap

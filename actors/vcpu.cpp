@@ -29,7 +29,7 @@ drv::response vcpu_logic::decide(const drv::event& ev, const breakpoint_table* t
                                  std::vector<breakpoint_ptr>& hits, verdict& out) {
   auto rsp = drv::make_response(ev);  // right version, pause flag, echoes
   if (ev.version != drv::interface_version) {
-    out = verdict::malformed;
+    out = verdict::bad_version;
     return rsp;
   }
   switch (ev.reason) {
@@ -61,7 +61,7 @@ drv::response vcpu_logic::decide(const drv::event& ev, const breakpoint_table* t
       }
       return rsp;
     default:
-      out = verdict::malformed;
+      out = verdict::unknown_reason;
       return rsp;
   }
 }
@@ -70,20 +70,35 @@ vcpu_actor::behavior_type vcpu(vcpu_actor::stateful_pointer<vcpu_state> self, vc
   self->state.logic = vcpu_logic{cfg.mode, cfg.home_view};
   self->state.cfg = std::move(cfg);
   return {
-    [self](event_atom, const drv::event& ev) {
+    [self](event_atom, const drv::event& ev, int64_t seen_ns) {
       auto& st = self->state;
+      auto& m = *st.cfg.metrics;
       ++st.stats.events;
       st.hits.clear();
       vcpu_logic::verdict v;
+      bool was_stepping = st.logic.stepping();
       auto rsp = st.logic.decide(ev, st.table.get(), st.hits, v);
       // Answer first: the guest VCPU waits for it; the records can follow.
       if (auto err = st.cfg.session->respond(rsp))
         ++st.stats.respond_failures;
+      m.handling().Observe(double(seen_now() - seen_ns) * 1e-9);
+      auto& series = m.vcpu(st.cfg.vcpu);
+      (ev.reason == drv::event_reason::mem_access   ? series.mem_access
+       : ev.reason == drv::event_reason::singlestep ? series.singlestep
+                                                    : series.other)
+        ->Increment();
+      if (st.logic.stepping() != was_stepping) {
+        if (st.logic.stepping())
+          m.vcpus_stepping().Increment();
+        else
+          m.vcpus_stepping().Decrement();
+      }
       switch (v) {
         case vcpu_logic::verdict::hit: {
           auto now = std::chrono::steady_clock::now();
           for (auto& bp : st.hits) {
             bp->hits->fetch_add(1, std::memory_order_relaxed);
+            bp->hits_metric->Increment();
             ++st.stats.hits;
             hit_record rec{st.cfg.domain, st.cfg.domain_name, ev.vcpu,   ev.view,
                            ev.mem.gfn,    ev.regs.rip,        ev.regs.cr3, bp, now};
@@ -92,11 +107,24 @@ vcpu_actor::behavior_type vcpu(vcpu_actor::stateful_pointer<vcpu_state> self, vc
           }
           break;
         }
-        case vcpu_logic::verdict::neighbour: ++st.stats.neighbours; break;
-        case vcpu_logic::verdict::stale: ++st.stats.stale; break;
+        case vcpu_logic::verdict::neighbour:
+          ++st.stats.neighbours;
+          m.neighbours().Increment();
+          break;
+        case vcpu_logic::verdict::stale:
+          ++st.stats.stale;
+          m.stale().Increment();
+          break;
         case vcpu_logic::verdict::spurious: ++st.stats.spurious; break;
         case vcpu_logic::verdict::singlestep: ++st.stats.singlesteps; break;
-        case vcpu_logic::verdict::malformed: ++st.stats.malformed; break;
+        case vcpu_logic::verdict::bad_version:
+          ++st.stats.malformed;
+          m.malformed(malformed_cause::bad_version).Increment();
+          break;
+        case vcpu_logic::verdict::unknown_reason:
+          ++st.stats.malformed;
+          m.malformed(malformed_cause::unknown_reason).Increment();
+          break;
       }
     },
     [self](snapshot_atom, table_ptr& table) {

@@ -2,6 +2,7 @@
 
 #include "actors/interfaces.hpp"
 #include "actors/sinks.hpp"
+#include "engine/metrics.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -16,12 +17,28 @@ struct vcpu_config {
   step_mode mode = step_mode::fast;
   drv::view_id home_view = 0;  ///< the monitored view this VCPU returns to after a step
   std::vector<sink_handle> sinks;
+  std::shared_ptr<domain_metrics> metrics;
 };
+
+/// Steady-clock nanoseconds: when a request was seen, for vmitap_event_handling_seconds.
+inline int64_t seen_now() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
 
 /// What the VCPU actor decides for one request, without any actor machinery.
 class vcpu_logic {
 public:
-  enum class verdict : uint8_t { hit, neighbour, stale, spurious, singlestep, malformed };
+  enum class verdict : uint8_t {
+    hit,
+    neighbour,
+    stale,
+    spurious,
+    singlestep,
+    bad_version,
+    unknown_reason,
+  };
 
   explicit vcpu_logic(step_mode mode, drv::view_id home_view)
     : mode_(mode), home_view_(home_view) {}

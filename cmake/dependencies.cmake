@@ -13,5 +13,6 @@ set_target_properties(caf::core PROPERTIES
 
 find_package(GTest REQUIRED)
 find_package(benchmark REQUIRED)
+find_package(prometheus-cpp REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(CLI11 REQUIRED)

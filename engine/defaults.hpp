@@ -24,6 +24,8 @@ inline constexpr size_t sink_queue_bound = 65536;
 /// own mailbox (each response raises the next event), so unbounded throughput would let it
 /// keep a worker forever and starve every other actor.
 inline constexpr size_t max_throughput = 64;
+/// Where the Prometheus exporter listens (loopback only unless configured otherwise).
+inline constexpr const char* metrics_listen = "127.0.0.1:9464";
 /// Scheduler threads of the actor system.
 inline constexpr size_t worker_threads = 2;
 

@@ -61,6 +61,7 @@ engine_config::domain_entry demo_entry(sim::domain& dom, step_mode mode, bool tw
 engine_config demo_topology(sim::hypervisor& hv, const demo_options& opt) {
   engine_config cfg;
   cfg.worker_threads = opt.worker_threads;
+  cfg.metrics_listen = opt.metrics_listen;
   if (!opt.hits_path.empty())
     cfg.sinks.push_back({"hits", sink_config::kind::jsonl_file, opt.hits_path, 0,
                          defaults::sink_queue_bound});
@@ -136,7 +137,7 @@ int run_demo(const demo_options& opt) {
   engine eng{cfg, driver};
   if (auto err = eng.start()) {
     spdlog::error("start: {}", render(err));
-    return 1;
+    return 2;
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
@@ -145,6 +146,11 @@ int run_demo(const demo_options& opt) {
   auto last = t0;
   std::printf("vmitap demo: %zu simulated domains, %llu instructions per VCPU\n",
               std::size(demo_domains), (unsigned long long) opt.instructions_per_vcpu);
+  if (eng.metrics_port() != 0)
+    std::printf("metrics: http://%s:%d/metrics\n",
+                opt.metrics_listen.substr(0, opt.metrics_listen.rfind(':')).c_str(),
+                eng.metrics_port());
+  std::fflush(stdout);
   for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
     bool all_halted = true;

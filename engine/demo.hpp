@@ -17,6 +17,7 @@ struct demo_options {
   std::string hits_path = "vmitap-hits.jsonl";
   size_t worker_threads = defaults::worker_threads;
   std::chrono::nanoseconds exit_latency{0};
+  std::string metrics_listen = defaults::metrics_listen;
 };
 
 /// The demo's plan for one domain: breakpoints on hot function entries, one inside a

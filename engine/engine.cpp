@@ -11,6 +11,7 @@
 
 #include <fnmatch.h>
 #include <map>
+#include <set>
 
 namespace vmitap {
 
@@ -27,12 +28,14 @@ bool domain_selector::matches(const drv::domain_info& d) const {
 namespace {
 
 struct engine_state {
+  vmitap::metrics* metrics = nullptr;
   engine_state() = default;  // not an aggregate: CAF would build it from `self`
   static inline const char* name = "vmitap.engine";
   std::shared_ptr<drv::driver> driver;
   engine_config cfg;
   std::map<std::string, sink_handle> sinks;
   std::map<drv::domain_id, domain_supervisor_actor> supervisors;
+  std::set<drv::domain_id> attached;
   std::vector<domain_report> ended;
   bool stopping = false;
 };
@@ -47,6 +50,8 @@ void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> do
     return;
   auto sup = it->second;
   st.supervisors.erase(it);
+  if (st.attached.erase(id) > 0)
+    st.metrics->domains_monitored().Decrement();
   self->request(sup, st.cfg.stop_deadline, detach_atom::value)
     .then(
       [self, done, error](domain_report& r) {
@@ -73,7 +78,9 @@ void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> do
 
 engine_actor::behavior_type engine_behavior(engine_ptr self, std::shared_ptr<drv::driver> driver,
                                             engine_config cfg,
-                                            std::map<std::string, sink_handle> sinks) {
+                                            std::map<std::string, sink_handle> sinks,
+                                            vmitap::metrics* metrics) {
+  self->state.metrics = metrics;
   self->state.driver = std::move(driver);
   self->state.cfg = std::move(cfg);
   self->state.sinks = std::move(sinks);
@@ -89,14 +96,18 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, std::shared_ptr<drv
         for (auto& name : entry.sinks)
           sinks.push_back(st.sinks.at(name));
         auto sup = self->spawn(domain_supervisor, st.driver, info, entry.plan, std::move(sinks),
-                               st.cfg.detached_event_sources);
+                               st.cfg.detached_event_sources, st.metrics->attach_domain(info));
         st.supervisors.emplace(info.id, sup);
         self->request(sup, defaults::attach_timeout, attach_atom::value)
           .then(
-            [info](ok_atom) {
+            [self, info](ok_atom) {
+              self->state.metrics->domain_attach(true).Increment();
+              self->state.metrics->domains_monitored().Increment();
+              self->state.attached.insert(info.id);
               spdlog::info("domain {} ({}) attached: {} vcpus", info.name, info.id, info.vcpus);
             },
             [self, info](caf::error& err) {
+              self->state.metrics->domain_attach(false).Increment();
               spdlog::error("domain {} ({}): attach failed: {}", info.name, info.id, render(err));
               collect_detach(self, info.id, {}, "attach: " + render(err));
             });
@@ -154,7 +165,7 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, std::shared_ptr<drv
 }  // namespace
 
 engine::engine(engine_config cfg, std::shared_ptr<drv::driver> driver)
-  : cfg_(std::move(cfg)), driver_(std::move(driver)) {
+  : cfg_(std::move(cfg)), driver_(std::move(driver)), metrics_(VMITAP_VERSION) {
   system_cfg_.set("scheduler.max-threads", cfg_.worker_threads);
   system_cfg_.set("scheduler.max-throughput", defaults::max_throughput);
   system_ = std::make_unique<caf::actor_system>(system_cfg_);
@@ -164,16 +175,33 @@ engine::~engine() {
   stop();
 }
 
+int engine::metrics_port() const {
+  if (!exposer_)
+    return 0;
+  auto ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
 caf::error engine::start() {
+  if (!cfg_.metrics_listen.empty()) {
+    try {
+      exposer_ = std::make_unique<prometheus::Exposer>(cfg_.metrics_listen);
+    } catch (const std::exception& e) {
+      return make_error(ec::invalid_argument,
+                        "metrics listen address " + cfg_.metrics_listen + ": " + e.what());
+    }
+    for (auto& c : metrics_.collectables())
+      exposer_->RegisterCollectable(c);
+  }
   std::map<std::string, sink_handle> sinks;
   for (auto& s : cfg_.sinks) {
-    auto h = spawn_sink(*system_, s);
+    auto h = spawn_sink(*system_, s, metrics_.sink(s.name));
     if (!h)
       return std::move(h.error());
     sinks.emplace(s.name, *h);
     sinks_.push_back(*h);
   }
-  actor_ = system_->spawn(engine_behavior, driver_, cfg_, std::move(sinks));
+  actor_ = system_->spawn(engine_behavior, driver_, cfg_, std::move(sinks), &metrics_);
   auto me = actor_;
   if (auto err = driver_->watch([me](const drv::domain_change& c) {
         if (c.started)
@@ -207,6 +235,13 @@ std::vector<domain_report> engine::stop() {
     return out;
   stopped_ = true;
   driver_->unwatch();
+  stop_actors(out);
+  // Every actor gone: their domain series are removed and no sink holds a file.
+  system_->await_all_actors_done();
+  return out;
+}
+
+void engine::stop_actors(std::vector<domain_report>& out) {
   caf::scoped_actor self{*system_};
   if (actor_) {
     self->request(actor_, cfg_.stop_deadline + std::chrono::seconds(1), stop_atom::value)
@@ -219,7 +254,6 @@ std::vector<domain_report> engine::stop() {
       .receive([](ok_atom) {}, [](caf::error&) {});
     self->send_exit(s.actor, caf::exit_reason::user_shutdown);
   }
-  return out;
 }
 
 }  // namespace vmitap

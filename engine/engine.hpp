@@ -7,9 +7,12 @@
 #include "actors/interfaces.hpp"
 #include "actors/sinks.hpp"
 #include "engine/defaults.hpp"
+#include "engine/metrics.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+
+#include <prometheus/exposer.h>
 
 #include <optional>
 
@@ -27,6 +30,7 @@ struct engine_config {
   size_t worker_threads = defaults::worker_threads;
   bool detached_event_sources = false;  ///< VCPU actors and controllers on their own threads
   std::chrono::milliseconds stop_deadline = defaults::stop_deadline;
+  std::string metrics_listen = defaults::metrics_listen;  ///< host:port; empty: no exporter
   std::vector<sink_config> sinks;
   struct domain_entry {
     domain_selector select;
@@ -51,11 +55,18 @@ public:
   std::vector<domain_report> stop();
 
   caf::actor_system& system() { return *system_; }
+  vmitap::metrics& metrics() { return metrics_; }
+  /// The port the exporter listens on (0 without one); useful with ":0".
+  int metrics_port() const;
   engine_actor handle() const { return actor_; }
 
 private:
+  void stop_actors(std::vector<domain_report>& out);
+
   engine_config cfg_;
   std::shared_ptr<drv::driver> driver_;
+  vmitap::metrics metrics_;  // outlives the actor system: actors hold its series
+  std::unique_ptr<prometheus::Exposer> exposer_;
   caf::actor_system_config system_cfg_;
   std::unique_ptr<caf::actor_system> system_;
   engine_actor actor_;

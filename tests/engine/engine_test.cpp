@@ -21,7 +21,11 @@ namespace {
 
 struct scenario {
   std::shared_ptr<sim::hypervisor> hv = std::make_shared<sim::hypervisor>();
-  engine_config cfg;
+  engine_config cfg = [] {
+    engine_config c;
+    c.metrics_listen = "";  // tests run in parallel: no fixed port
+    return c;
+  }();
   std::vector<std::shared_ptr<sim::domain>> domains;
 
   std::shared_ptr<sim::domain> add(std::string name, uint32_t vcpus, uint64_t budget,
@@ -217,7 +221,7 @@ TEST(engine_e2e, sigterm_during_a_flood_detaches_and_exits_clean) {
   if (pid == 0) {
     dup2(out[1], STDOUT_FILENO);
     execl(VMITAP_BINARY, VMITAP_BINARY, "run", "--instructions", "1000000000", "--hits", "",
-          static_cast<char*>(nullptr));
+          "--metrics", "127.0.0.1:0", static_cast<char*>(nullptr));
     _exit(127);
   }
   close(out[1]);
