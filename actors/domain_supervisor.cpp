@@ -2,6 +2,7 @@
 
 #include "actors/breakpoint_registry.hpp"
 #include "actors/ept_controller.hpp"
+#include "actors/join.hpp"
 #include "actors/vcpu.hpp"
 #include "engine/defaults.hpp"
 #include "engine/error.hpp"
@@ -14,27 +15,6 @@ namespace vmitap {
 namespace {
 
 using state_ptr = domain_supervisor_actor::stateful_pointer<domain_supervisor_state>;
-
-/// Calls `done(first_error)` once `count` asynchronous steps reported in.
-struct join_counter {
-  size_t left;
-  caf::error first;
-  std::function<void(caf::error)> done;
-  void report(caf::error err) {
-    if (err && !first)
-      first = std::move(err);
-    if (--left == 0)
-      done(std::move(first));
-  }
-};
-
-template <class F>
-std::shared_ptr<join_counter> join(size_t count, F done) {
-  auto j = std::make_shared<join_counter>(join_counter{count, {}, std::move(done)});
-  if (count == 0)
-    j->done({});
-  return j;
-}
 
 template <class Handle, class... Ts>
 auto spawn_child(state_ptr self, Ts&&... xs) {
@@ -84,7 +64,12 @@ void add_breakpoints(state_ptr self, caf::typed_response_promise<ok_atom> rp) {
   for (auto& bp : st.plan.breakpoints) {
     breakpoint_spec spec{bp.pa, st.views.at(bp.view), bp.name, bp.tags};
     self->request(st.registry, defaults::attach_timeout, add_atom::value, std::move(spec))
-      .then([j](uint64_t) { j->report({}); }, [j](caf::error& err) { j->report(err); });
+      .then(
+        [self, j, name = bp.name](uint64_t id) {
+          self->state.breakpoint_ids[name] = id;
+          j->report({});
+        },
+        [j](caf::error& err) { j->report(err); });
   }
 }
 
@@ -227,6 +212,61 @@ caf::result<domain_report> detach(state_ptr self) {
   return rp;
 }
 
+/// Removes what the new plan lacks or changed, then adds what is new or changed.
+caf::result<ok_atom> update(state_ptr self, domain_plan plan) {
+  auto& st = self->state;
+  if (!plan.same_shape(st.plan))
+    return make_error(ec::invalid_argument, "update: views or step mode differ; re-attach");
+  auto unchanged = [&](const domain_plan::breakpoint& bp) {
+    return std::find(plan.breakpoints.begin(), plan.breakpoints.end(), bp)
+           != plan.breakpoints.end();
+  };
+  std::vector<std::string> removed;
+  for (auto& bp : st.plan.breakpoints)
+    if (!unchanged(bp))
+      removed.push_back(bp.name);
+  std::vector<domain_plan::breakpoint> added;
+  for (auto& bp : plan.breakpoints)
+    if (std::find(st.plan.breakpoints.begin(), st.plan.breakpoints.end(), bp)
+        == st.plan.breakpoints.end())
+      added.push_back(bp);
+  st.plan = std::move(plan);
+  auto rp = self->make_response_promise<ok_atom>();
+  auto add_all = [self, rp, added](caf::error removal_error) mutable {
+    auto j = join(added.size(), [rp, removal_error](caf::error err) mutable {
+      if (!err)
+        err = removal_error;
+      if (err)
+        rp.deliver(err);
+      else
+        rp.deliver(ok_atom::value);
+    });
+    for (auto& bp : added) {
+      breakpoint_spec spec{bp.pa, self->state.views.at(bp.view), bp.name, bp.tags, true};
+      self->request(self->state.registry, defaults::access_change_timeout, add_atom::value, spec)
+        .then(
+          [self, j, name = bp.name](uint64_t id) {
+            self->state.breakpoint_ids[name] = id;
+            j->report({});
+          },
+          [j](caf::error& err) { j->report(err); });
+    }
+  };
+  auto j = join(removed.size(), add_all);
+  for (auto& name : removed) {
+    auto id = st.breakpoint_ids.find(name);
+    if (id == st.breakpoint_ids.end()) {  // it never got armed
+      j->report({});
+      continue;
+    }
+    auto bp_id = id->second;
+    st.breakpoint_ids.erase(id);
+    self->request(st.registry, defaults::access_change_timeout, remove_atom::value, bp_id)
+      .then([j](ok_atom) { j->report({}); }, [j](caf::error& err) { j->report(err); });
+  }
+  return rp;
+}
+
 }  // namespace
 
 domain_supervisor_actor::behavior_type
@@ -249,6 +289,7 @@ domain_supervisor(state_ptr self, std::shared_ptr<drv::driver> driver, drv::doma
       return rp;
     },
     [self](registry_atom) { return self->state.registry; },
+    [self](update_atom, domain_plan& plan) { return update(self, std::move(plan)); },
     [self](died_atom) { self->state.died = true; },
     [self](orphan_atom, const drv::event& ev) {
       ++self->state.orphans;

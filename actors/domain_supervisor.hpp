@@ -11,20 +11,6 @@
 
 namespace vmitap {
 
-/// What to set up in one domain: the engine's plan, resolved to names.
-struct domain_plan {
-  struct breakpoint {
-    std::string name;
-    uint64_t pa = 0;
-    std::string view;
-    std::vector<std::string> tags;
-  };
-  std::vector<std::string> views = {"main"};  ///< created in order; the first is the default
-  step_mode mode = step_mode::fast;
-  std::map<drv::vcpu_id, std::string> vcpu_views;  ///< VCPUs whose home is not the first view
-  std::vector<breakpoint> breakpoints;
-};
-
 struct domain_supervisor_state {
   domain_supervisor_state() = default;  // not an aggregate: CAF would build it from `self`
   static inline const char* name = "vmitap.domain_supervisor";
@@ -40,6 +26,7 @@ struct domain_supervisor_state {
   ept_controller_actor controller;
   breakpoint_registry_actor registry;
   std::vector<vcpu_actor> vcpus;
+  std::map<std::string, uint64_t> breakpoint_ids;  // name → registry id
   bool died = false;
   bool detached = false;
   uint64_t orphans = 0;

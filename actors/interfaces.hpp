@@ -62,6 +62,8 @@ using domain_supervisor_actor = caf::typed_actor<
   caf::replies_to<detach_atom>::with<domain_report>,
   caf::replies_to<status_atom>::with<domain_report>,
   caf::replies_to<registry_atom>::with<breakpoint_registry_actor>,
+  /// Applies a plan that differs only in breakpoints: removes, adds, replaces by name.
+  caf::replies_to<update_atom, domain_plan>::with<ok_atom>,
   /// The domain died: clean up without touching it.
   caf::reacts_to<died_atom>,
   /// A request whose VCPU id is out of range: counted and answered.
@@ -72,6 +74,9 @@ using engine_actor = caf::typed_actor<
   caf::reacts_to<started_atom, drv::domain_info>,
   caf::reacts_to<stopped_atom, drv::domain_info>,
   caf::replies_to<status_atom>::with<std::vector<domain_report>>,
+  /// Applies a new, validated config: breakpoints changed in place, domains attached,
+  /// detached or (new views or step mode) re-attached.
+  caf::replies_to<reload_atom, engine_config_ptr>::with<ok_atom>,
   /// Detaches every domain; answers with their final reports.
   caf::replies_to<stop_atom>::with<std::vector<domain_report>>>;
 

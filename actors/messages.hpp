@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -43,6 +44,8 @@ using started_atom = caf::atom_constant<caf::atom("started")>;
 using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using ok_atom = caf::atom_constant<caf::atom("ok")>;
+using update_atom = caf::atom_constant<caf::atom("update")>;
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
 enum class step_mode : uint8_t {
   classic,  ///< view 0 + toggle singlestep, back on the SINGLESTEP event: two events a trap
@@ -56,6 +59,7 @@ struct breakpoint_spec {
   drv::view_id view = 0;
   std::string name;
   std::vector<std::string> tags;
+  bool live = false;  ///< armed by a reload, after the domain's start: counts from then on
 };
 
 /// A registered breakpoint. Immutable once published; its hit count is shared with the
@@ -88,6 +92,28 @@ struct breakpoint_table {
 };
 
 using table_ptr = std::shared_ptr<const breakpoint_table>;
+
+/// What to set up in one domain: the engine's plan, resolved to names.
+struct domain_plan {
+  struct breakpoint {
+    std::string name;
+    uint64_t pa = 0;
+    std::string view;
+    std::vector<std::string> tags;
+    bool operator==(const breakpoint&) const = default;
+  };
+  std::vector<std::string> views = {"main"};  ///< created in order; the first is the default
+  step_mode mode = step_mode::fast;
+  std::map<drv::vcpu_id, std::string> vcpu_views;  ///< VCPUs whose home is not the first view
+  std::vector<breakpoint> breakpoints;
+  /// True if `other` needs no new views or step mode: only breakpoints differ.
+  bool same_shape(const domain_plan& other) const {
+    return views == other.views && mode == other.mode && vcpu_views == other.vcpu_views;
+  }
+};
+
+struct engine_config;
+using engine_config_ptr = std::shared_ptr<const engine_config>;
 
 /// One breakpoint hit, as sinks receive it.
 struct hit_record {
@@ -142,3 +168,5 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::hit_record)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::vcpu_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::domain_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vmitap::domain_report>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::domain_plan)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::engine_config_ptr)

@@ -13,7 +13,7 @@ namespace vmitap {
 
 struct demo_options {
   uint64_t instructions_per_vcpu = 3'000'000;
-  std::chrono::seconds max_duration{60};
+  std::chrono::seconds max_duration{3600};
   std::string hits_path = "vmitap-hits.jsonl";
   size_t worker_threads = defaults::worker_threads;
   std::chrono::nanoseconds exit_latency{0};
@@ -33,7 +33,17 @@ engine_config demo_topology(sim::hypervisor& hv, const demo_options& opt);
 bool verify_and_print(sim::hypervisor& hv, const std::vector<domain_report>& reports,
                       size_t expected, std::FILE* out);
 
-/// Runs the demo; returns the process exit code (0 only if everything was verified).
+/// Runs `cfg` on the simulated hypervisor `hv` until its guests finish, a signal arrives or
+/// `max_duration` passes; prints progress and the verified summary. Returns the exit code
+/// (0 only if everything was verified; 2 if the engine could not start).
+/// SIGHUP calls `reload` for a new config; an error keeps the running one.
+using config_reader = std::function<caf::expected<engine_config>()>;
+
+int run_on_sim(std::shared_ptr<sim::hypervisor> hv, const engine_config& cfg,
+               std::chrono::seconds max_duration, const std::string& title,
+               config_reader reload = {});
+
+/// Runs the built-in demo.
 int run_demo(const demo_options& opt);
 
 }  // namespace vmitap

@@ -1,5 +1,6 @@
 #include "engine/engine.hpp"
 
+#include "actors/join.hpp"
 #include "engine/error.hpp"
 
 #include <caf/scoped_actor.hpp>
@@ -36,6 +37,7 @@ struct engine_state {
   std::map<std::string, sink_handle> sinks;
   std::map<drv::domain_id, domain_supervisor_actor> supervisors;
   std::set<drv::domain_id> attached;
+  std::map<drv::domain_id, drv::domain_info> infos;
   std::vector<domain_report> ended;
   bool stopping = false;
 };
@@ -76,6 +78,100 @@ void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> do
       });
 }
 
+const engine_config::domain_entry* entry_for(const engine_config& cfg,
+                                            const drv::domain_info& info) {
+  for (auto& e : cfg.domains)
+    if (e.select.matches(info))
+      return &e;
+  return nullptr;
+}
+
+bool same_sink(const sink_config& a, const sink_config& b) {
+  return a.type == b.type && a.path == b.path && a.rotate_bytes == b.rotate_bytes
+         && a.queue_bound == b.queue_bound;
+}
+
+/// Applies `next`: new sinks first, then per domain nothing / breakpoint update / detach /
+/// re-attach, then attach what the new selectors pick, then close sinks no longer wanted.
+caf::result<ok_atom> reload(engine_ptr self, engine_config next) {
+  auto& st = self->state;
+  auto old = st.cfg;
+  std::set<std::string> replaced;  // sinks whose actor changes
+  for (auto& s : old.sinks) {
+    auto n = std::find_if(next.sinks.begin(), next.sinks.end(),
+                          [&](auto& x) { return x.name == s.name; });
+    if (n == next.sinks.end() || !same_sink(*n, s))
+      replaced.insert(s.name);
+  }
+  std::map<std::string, sink_handle> retired;
+  for (auto& s : next.sinks) {
+    if (st.sinks.count(s.name) && !replaced.count(s.name))
+      continue;
+    auto h = spawn_sink(self->system(), s, st.metrics->sink(s.name));
+    if (!h)
+      return std::move(h.error());  // nothing changed yet
+    if (auto old_sink = st.sinks.find(s.name); old_sink != st.sinks.end())
+      retired.emplace(s.name, old_sink->second);
+    st.sinks[s.name] = *h;
+  }
+  for (auto& name : replaced)
+    if (!retired.count(name) && st.sinks.count(name)) {
+      retired.emplace(name, st.sinks.at(name));
+      st.sinks.erase(name);
+    }
+  st.cfg.domains = next.domains;
+  st.cfg.sinks = next.sinks;
+
+  auto rp = self->make_response_promise<ok_atom>();
+  auto finish = [self, rp, retired](caf::error err) mutable {
+    for (auto& [name, h] : retired)  // no domain sends to them any more
+      self->request(h.actor, defaults::request_timeout, flush_atom::value)
+        .then([self, h = h](ok_atom) { self->send_exit(h.actor, caf::exit_reason::user_shutdown); },
+              [](caf::error&) {});
+    auto domains = self->state.driver->list_domains();
+    if (domains)
+      for (auto& d : *domains)
+        self->send(self, started_atom::value, d);
+    if (err)
+      rp.deliver(err);
+    else
+      rp.deliver(ok_atom::value);
+  };
+  std::vector<drv::domain_id> ids;
+  for (auto& [id, sup] : st.supervisors)
+    ids.push_back(id);
+  auto j = join(ids.size(), finish);
+  for (auto id : ids) {
+    auto info = st.infos.at(id);
+    auto* before = entry_for(old, info);
+    auto* after = entry_for(st.cfg, info);
+    bool sinks_changed = !before || !after || before->sinks != after->sinks
+                         || std::any_of(after->sinks.begin(), after->sinks.end(),
+                                        [&](auto& s) { return replaced.count(s) > 0; });
+    if (!after) {
+      spdlog::info("reload: domain {} is no longer selected: detaching", info.name);
+      collect_detach(self, id, [j] { j->report({}); });
+    } else if (sinks_changed || !before->plan.same_shape(after->plan)) {
+      spdlog::info("reload: domain {}: new views, step mode or sinks: re-attaching", info.name);
+      collect_detach(self, id, [j] { j->report({}); });  // `finish` attaches it again
+    } else if (before->plan.breakpoints != after->plan.breakpoints) {
+      self->request(st.supervisors.at(id), defaults::attach_timeout, update_atom::value,
+                    after->plan)
+        .then([j, name = info.name](ok_atom) {
+                spdlog::info("reload: domain {}: breakpoints updated", name);
+                j->report({});
+              },
+              [j, name = info.name](caf::error& err) {
+                spdlog::error("reload: domain {}: {}", name, render(err));
+                j->report(err);
+              });
+    } else {
+      j->report({});
+    }
+  }
+  return rp;
+}
+
 engine_actor::behavior_type engine_behavior(engine_ptr self, std::shared_ptr<drv::driver> driver,
                                             engine_config cfg,
                                             std::map<std::string, sink_handle> sinks,
@@ -98,6 +194,7 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, std::shared_ptr<drv
         auto sup = self->spawn(domain_supervisor, st.driver, info, entry.plan, std::move(sinks),
                                st.cfg.detached_event_sources, st.metrics->attach_domain(info));
         st.supervisors.emplace(info.id, sup);
+        st.infos[info.id] = info;
         self->request(sup, defaults::attach_timeout, attach_atom::value)
           .then(
             [self, info](ok_atom) {
@@ -142,6 +239,7 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, std::shared_ptr<drv
             });
       return rp;
     },
+    [self](reload_atom, const engine_config_ptr& next) { return reload(self, *next); },
     [self](stop_atom) {
       auto& st = self->state;
       st.stopping = true;
@@ -180,6 +278,17 @@ int engine::metrics_port() const {
     return 0;
   auto ports = exposer_->GetListeningPorts();
   return ports.empty() ? 0 : ports.front();
+}
+
+caf::error engine::reload(engine_config next) {
+  if (!actor_ || stopped_)
+    return make_error(ec::shutting_down, "reload: the engine is not running");
+  caf::error result;
+  caf::scoped_actor self{*system_};
+  self->request(actor_, defaults::attach_timeout + cfg_.stop_deadline, reload_atom::value,
+                engine_config_ptr{std::make_shared<engine_config>(std::move(next))})
+    .receive([](ok_atom) {}, [&](caf::error& err) { result = std::move(err); });
+  return result;
 }
 
 caf::error engine::start() {

@@ -51,6 +51,10 @@ public:
   caf::error start();
   /// Reports of every domain, live ones and those that ended.
   std::vector<domain_report> status();
+  /// Applies a new, validated config (breakpoints, domains, sinks); the simulated host and
+  /// the engine section stay as they are. On error the running topology is kept where it
+  /// could not be changed.
+  caf::error reload(engine_config next);
   /// Detaches every domain (within the stop deadline) and returns their final reports.
   std::vector<domain_report> stop();
 

@@ -54,6 +54,13 @@ ec code_of(const caf::error& err) {
   return static_cast<ec>(err.code());
 }
 
+std::string context_of(const caf::error& err) {
+  const auto& ctx = err.context();
+  if (ctx.match_elements<std::string>())
+    return ctx.get_as<std::string>(0);
+  return render(err);
+}
+
 std::string render(const caf::error& err) {
   if (!err)
     return "no error";

@@ -44,6 +44,9 @@ caf::error make_driver_error(std::string_view call, int err);
 /// The code carried by `err`, or `ec::none` for errors of other categories and no error.
 ec code_of(const caf::error& err);
 
+/// The context an error carries (for vmitap's errors: the message without the code).
+std::string context_of(const caf::error& err);
+
 /// A human-readable line for any error, vmitap's or CAF's.
 std::string render(const caf::error& err);
 

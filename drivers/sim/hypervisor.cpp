@@ -495,6 +495,17 @@ uint64_t domain::executions(uint64_t pa, drv::view_id view) {
   return sum;
 }
 
+uint64_t domain::in_flight(uint64_t pa, drv::view_id view) {
+  auto index = program_.index_of(pa);
+  if (!index)
+    return 0;
+  std::unique_lock xl{exec_};
+  uint64_t n = 0;
+  for (auto& v : vcpus_)
+    n += v->arrived && v->pc == *index && v->arrival_view == view;
+  return n;
+}
+
 std::map<std::pair<uint64_t, drv::view_id>, uint64_t> domain::all_executions() {
   std::map<std::pair<uint64_t, drv::view_id>, uint64_t> out;
   std::unique_lock xl{exec_};
