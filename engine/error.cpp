@@ -13,7 +13,6 @@ const char* to_string(ec code) {
     case ec::none: return "none";
     case ec::driver_call_failed: return "driver_call_failed";
     case ec::no_such_domain: return "no_such_domain";
-    case ec::domain_dead: return "domain_dead";
     case ec::already_attached: return "already_attached";
     case ec::not_attached: return "not_attached";
     case ec::no_such_vcpu: return "no_such_vcpu";

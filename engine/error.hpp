@@ -15,7 +15,6 @@ enum class ec : uint8_t {
   none = 0,
   driver_call_failed,  ///< a hypervisor call failed; context: "call: strerror (errno N)"
   no_such_domain,
-  domain_dead,
   already_attached,    ///< a second monitor on one domain (Xen: EBUSY)
   not_attached,
   no_such_vcpu,

@@ -114,6 +114,9 @@ int main(int argc, char** argv) {
   run->add_option("--max-seconds", max_seconds, "stop after this long at the latest");
   run->add_option("--hits", demo.hits_path, "demo: JSON-lines file for hit records");
   run->add_option("--threads", demo.worker_threads, "demo: actor scheduler threads");
+  uint64_t latency_us = 0;
+  run->add_option("--latency-us", latency_us,
+                  "demo: VM-exit latency model: an answered VCPU resumes this much later");
   run->add_option("--metrics", demo.metrics_listen,
                   "demo: Prometheus exporter address (host:port, port 0: any; empty: none)");
 
@@ -134,6 +137,7 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   demo.max_duration = std::chrono::seconds(max_seconds);
+  demo.exit_latency = std::chrono::microseconds(latency_us);
   if (*check)
     return check_config(check_path);
   if (*domains)

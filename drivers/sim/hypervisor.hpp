@@ -160,7 +160,6 @@ private:
     drv::view_id fast_return_view = 0;
     bool emulate_next = false;
     run_state state = run_state::runnable;
-    bool orphan_pending = false;
     std::optional<malformed_kind> malformed;
     std::chrono::steady_clock::time_point resume_at{};
     uint64_t retired = 0;

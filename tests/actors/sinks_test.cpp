@@ -78,10 +78,11 @@ TEST(jsonl_sink, a_full_queue_drops_new_records_and_counts_them) {
   // A sink that never gets to read its mailbox: it blocks until released.
   auto release = std::make_shared<std::promise<void>>();
   auto released = release->get_future().share();
-  sink_actor stuck = sys.spawn<caf::detached>([released](sink_actor::pointer) -> sink_actor::behavior_type {
-    released.wait();
+  auto blocked = [](sink_actor::pointer, std::shared_future<void> until) -> sink_actor::behavior_type {
+    until.wait();
     return {[](hit_atom, const hit_record&) {}, [](flush_atom) { return ok_atom::value; }};
-  });
+  };
+  sink_actor stuck = sys.spawn<caf::detached>(blocked, released);
   auto queue = std::make_shared<sink_queue>("slow", 3, m.sink("slow"));
   sink_handle h{stuck, queue};
   int accepted = 0;
