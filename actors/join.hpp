@@ -19,6 +19,11 @@ public:
     if (--left_ == 0)
       done_(std::move(first_));
   }
+  /// For a count of zero: nothing will report, so finish now.
+  void finish_empty() {
+    if (left_ == 0)
+      done_(caf::error{});
+  }
 
 private:
   size_t left_;
@@ -29,8 +34,7 @@ private:
 template <class F>
 std::shared_ptr<join_counter> join(size_t count, F done) {
   auto j = std::make_shared<join_counter>(count, std::move(done));
-  if (count == 0)
-    done(caf::error{});
+  j->finish_empty();  // `done` itself was moved into the counter
   return j;
 }
 

@@ -185,31 +185,29 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, std::shared_ptr<drv
       auto& st = self->state;
       if (st.stopping || st.supervisors.count(info.id))
         return;
-      for (auto& entry : st.cfg.domains) {
-        if (!entry.select.matches(info))
-          continue;
-        std::vector<sink_handle> sinks;
-        for (auto& name : entry.sinks)
-          sinks.push_back(st.sinks.at(name));
-        auto sup = self->spawn(domain_supervisor, st.driver, info, entry.plan, std::move(sinks),
-                               st.cfg.detached_event_sources, st.metrics->attach_domain(info));
-        st.supervisors.emplace(info.id, sup);
-        st.infos[info.id] = info;
-        self->request(sup, defaults::attach_timeout, attach_atom::value)
-          .then(
-            [self, info](ok_atom) {
-              self->state.metrics->domain_attach(true).Increment();
-              self->state.metrics->domains_monitored().Increment();
-              self->state.attached.insert(info.id);
-              spdlog::info("domain {} ({}) attached: {} vcpus", info.name, info.id, info.vcpus);
-            },
-            [self, info](caf::error& err) {
-              self->state.metrics->domain_attach(false).Increment();
-              spdlog::error("domain {} ({}): attach failed: {}", info.name, info.id, render(err));
-              collect_detach(self, info.id, {}, "attach: " + render(err));
-            });
+      auto* entry = entry_for(st.cfg, info);
+      if (!entry)
         return;
-      }
+      std::vector<sink_handle> sinks;
+      for (auto& name : entry->sinks)
+        sinks.push_back(st.sinks.at(name));
+      auto sup = self->spawn(domain_supervisor, st.driver, info, entry->plan, std::move(sinks),
+                             st.cfg.detached_event_sources, st.metrics->attach_domain(info));
+      st.supervisors.emplace(info.id, sup);
+      st.infos[info.id] = info;
+      self->request(sup, defaults::attach_timeout, attach_atom::value)
+        .then(
+          [self, info](ok_atom) {
+            self->state.metrics->domain_attach(true).Increment();
+            self->state.metrics->domains_monitored().Increment();
+            self->state.attached.insert(info.id);
+            spdlog::info("domain {} ({}) attached: {} vcpus", info.name, info.id, info.vcpus);
+          },
+          [self, info](caf::error& err) {
+            self->state.metrics->domain_attach(false).Increment();
+            spdlog::error("domain {} ({}): attach failed: {}", info.name, info.id, render(err));
+            collect_detach(self, info.id, {}, "attach: " + render(err));
+          });
     },
     [self](stopped_atom, const drv::domain_info& info) {
       auto it = self->state.supervisors.find(info.id);
@@ -222,21 +220,17 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, std::shared_ptr<drv
     [self](status_atom) {
       auto rp = self->make_response_promise<std::vector<domain_report>>();
       auto out = std::make_shared<std::vector<domain_report>>(self->state.ended);
-      auto left = std::make_shared<size_t>(self->state.supervisors.size());
-      if (*left == 0)
-        rp.deliver(*out);
+      // A domain that cannot answer is left out of the status; it still gets detached.
+      auto j = join(self->state.supervisors.size(),
+                    [rp, out](caf::error) mutable { rp.deliver(*out); });
       for (auto& [id, sup] : self->state.supervisors)
         self->request(sup, defaults::request_timeout, status_atom::value)
           .then(
-            [rp, out, left](domain_report& r) mutable {
+            [out, j](domain_report& r) {
               out->push_back(std::move(r));
-              if (--*left == 0)
-                rp.deliver(*out);
+              j->report({});
             },
-            [rp, out, left](caf::error&) mutable {
-              if (--*left == 0)
-                rp.deliver(*out);
-            });
+            [j](caf::error& err) { j->report(err); });
       return rp;
     },
     [self](reload_atom, const engine_config_ptr& next) { return reload(self, *next); },
@@ -244,17 +238,13 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, std::shared_ptr<drv
       auto& st = self->state;
       st.stopping = true;
       auto rp = self->make_response_promise<std::vector<domain_report>>();
-      auto left = std::make_shared<size_t>(st.supervisors.size());
-      if (*left == 0)
-        rp.deliver(st.ended);
-      std::vector<drv::domain_id> ids;
+      auto j = join(st.supervisors.size(),
+                    [self, rp](caf::error) mutable { rp.deliver(self->state.ended); });
+      std::vector<drv::domain_id> ids;  // collect_detach erases from supervisors
       for (auto& [id, sup] : st.supervisors)
         ids.push_back(id);
       for (auto id : ids)
-        collect_detach(self, id, [self, rp, left]() mutable {
-          if (--*left == 0)
-            rp.deliver(self->state.ended);
-        });
+        collect_detach(self, id, [j] { j->report({}); });
       return rp;
     },
   };

@@ -239,3 +239,19 @@ TEST(engine_e2e, sigterm_during_a_flood_detaches_and_exits_clean) {
   EXPECT_NE(text.find("stopped by signal"), std::string::npos) << text;
   EXPECT_NE(text.find("verified:"), std::string::npos) << text;
 }
+
+TEST(engine_e2e, a_domain_without_breakpoints_is_attached_and_counted) {
+  scenario s;
+  s.add("empty", 2, 50000);
+  s.cfg.domains[0].plan.breakpoints.clear();
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  for (int i = 0; i < 400 && eng.metrics().domains_monitored().Value() < 1; ++i)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(eng.metrics().domains_monitored().Value(), 1) << "the attach was answered";
+  EXPECT_EQ(eng.metrics().domain_attach(true).Value(), 1);
+  auto reports = eng.stop();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(reports[0].error.empty()) << reports[0].error;
+  EXPECT_TRUE(s.verified(reports));
+}
