@@ -105,7 +105,8 @@ bool verify_and_print(sim::hypervisor& hv, const std::vector<domain_report>& rep
     }
     for (auto& bp : r.breakpoints) {
       uint64_t hits = bp->hits->load();
-      uint64_t truth = dom ? dom->executions(bp->spec.pa, bp->spec.view) : 0;
+      // Reached, not only retired: a VCPU stopped mid-step at detach has been hit already.
+      uint64_t truth = dom ? dom->reached(bp->spec.pa, bp->spec.view) : 0;
       bool exact = dom && hits == truth;
       // Armed for only part of the run (a reload added it, or re-attached its domain):
       // ground truth counts the whole run, so there is nothing exact to compare with.
@@ -151,15 +152,16 @@ int run_on_sim(std::shared_ptr<sim::hypervisor> hv, const engine_config& cfg,
   for (auto& d : hv->domains())
     selected += std::any_of(cfg.domains.begin(), cfg.domains.end(),
                             [&](auto& e) { return e.select.matches(d->info()); });
+  // Before start-up: a signal that arrives while domains attach must not kill vmitap.
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  if (reload)
+    std::signal(SIGHUP, on_hangup);
   engine eng{cfg, std::make_shared<sim::sim_driver>(hv)};
   if (auto err = eng.start()) {
     spdlog::error("start: {}", render(err));
     return 2;
   }
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
-  if (reload)
-    std::signal(SIGHUP, on_hangup);
   auto t0 = std::chrono::steady_clock::now();
   uint64_t last_events = 0, last_hits = 0;
   auto last = t0;

@@ -495,14 +495,17 @@ uint64_t domain::executions(uint64_t pa, drv::view_id view) {
   return sum;
 }
 
-uint64_t domain::in_flight(uint64_t pa, drv::view_id view) {
+uint64_t domain::reached(uint64_t pa, drv::view_id view) {
   auto index = program_.index_of(pa);
-  if (!index)
+  if (!index || view >= max_views)
     return 0;
   std::unique_lock xl{exec_};
   uint64_t n = 0;
-  for (auto& v : vcpus_)
+  for (auto& v : vcpus_) {
+    if (!v->executions[view].empty())
+      n += v->executions[view][*index];
     n += v->arrived && v->pc == *index && v->arrival_view == view;
+  }
   return n;
 }
 

@@ -113,9 +113,10 @@ public:
   // --- ground truth and invariants --------------------------------------------------------
   /// How often instruction `pa` retired having been reached in `view`.
   uint64_t executions(uint64_t pa, drv::view_id view);
-  /// VCPUs that reached instruction `pa` in `view` and have not retired it yet (they trapped
-  /// there). At a pause, hits = executions + in_flight.
-  uint64_t in_flight(uint64_t pa, drv::view_id view);
+  /// Executions plus VCPUs that reached `pa` in `view` and have not retired it yet (they
+  /// trapped there and may be answered already): what an exact breakpoint has hit by now.
+  /// Read under one lock, so it holds while the guest runs.
+  uint64_t reached(uint64_t pa, drv::view_id view);
   /// The same, for every instruction and view at once: (pa, view) → count, nonzero only.
   std::map<std::pair<uint64_t, drv::view_id>, uint64_t> all_executions();
   uint64_t instructions_retired();

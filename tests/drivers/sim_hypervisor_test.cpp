@@ -190,8 +190,13 @@ TEST_F(sim_hypervisor_test, fast_singlestep_returns_to_its_view_without_event) {
   auto view = monitored_view();
   deny_execute_on_all_code(view);
   auto trap = next_event();
+  auto pa = trap.regs.rip - sim::kernel_base;
+  EXPECT_EQ(dom->executions(pa, view), 0u);
+  EXPECT_EQ(dom->reached(pa, view), 1u) << "trapped there, not retired: reached already";
   fast_step(trap, view);
   auto next = next_event();
+  EXPECT_EQ(dom->executions(pa, view), 1u);
+  EXPECT_EQ(dom->reached(pa, view), 1u) << "retired now, counted once";
   EXPECT_EQ(next.reason, event_reason::mem_access) << "no singlestep event";
   EXPECT_EQ(next.view, view);
   EXPECT_EQ(dom->vcpu_view(0), view);
