@@ -5,7 +5,7 @@ ASAN_BUILD  ?= build-asan
 BENCH_BUILD ?= build-release
 GENERATOR   := $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
 CTEST_FLAGS := --output-on-failure -j 2 --timeout 600
-# The one benign CAF report (DESIGN.md §8) is suppressed by name in this file.
+# The one benign CAF report (cmake/ubsan.supp says which) is suppressed by name.
 SAN_ENV     := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/cmake/ubsan.supp \
                ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 
@@ -21,7 +21,7 @@ build: deps
 	@cmake --build $(BUILD)
 
 demo: build
-	./$(BUILD)/vmitap run
+	./$(BUILD)/engine/vmitap demo
 
 test: test-normal test-asan
 

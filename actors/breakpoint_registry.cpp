@@ -1,7 +1,7 @@
 #include "actors/breakpoint_registry.hpp"
 
-#include "engine/defaults.hpp"
-#include "engine/error.hpp"
+#include "drivers/defaults.hpp"
+#include "drivers/error.hpp"
 
 #include <algorithm>
 
@@ -10,202 +10,282 @@ namespace vmitap {
 namespace {
 
 using state_ptr = breakpoint_registry_actor::stateful_pointer<breakpoint_registry_state>;
-using phase = breakpoint_registry_state::phase;
+using state = breakpoint_registry_state;
 
-/// Sends the VCPU actors a new table. Called before any access change is requested, so a
-/// VCPU always knows a page before the guest can trap on it.
-void publish(state_ptr self) {
+void finish(state::pending& req) {
+  std::visit(
+    [&](auto& rp) {
+      using promise = std::decay_t<decltype(rp)>;
+      if constexpr (std::is_same_v<promise, caf::typed_response_promise<batch_result>>) {
+        rp.deliver(std::move(req.result));
+      } else if (req.first_error) {
+        rp.deliver(req.first_error);
+      } else {
+        rp.deliver(ok_atom::value);
+      }
+    },
+    req.promise);
+}
+
+void page_settled(state::pending& req) {
+  if (--req.pages_left == 0)
+    finish(req);
+}
+
+void set_table_page(state& st, const state::page& p) {
+  st.builder->set_page(p.view, p.gfn, p.breakpoints);
+  st.table_changed = true;
+}
+
+void publish(state& st) {
+  if (std::exchange(st.table_changed, false))
+    st.cfg.domain->table().publish(st.builder->build());
+}
+
+bool holds(const state::page& p, const breakpoint_ptr& bp) {
+  return std::find(p.breakpoints.begin(), p.breakpoints.end(), bp) != p.breakpoints.end();
+}
+
+/// Answers the waiters a page's state satisfies; `err` is why its last change failed.
+void resolve_waiters(state& st, state::page& p, const caf::error& err) {
+  std::vector<state::waiter> keep;
+  for (auto& w : p.waiters) {
+    bool settled = false;
+    switch (w.kind) {
+      case state::wait_kind::add:
+        if (p.monitored || (!p.in_flight && (err || p.breakpoints.empty()))) {
+          settled = true;
+          for (auto& bp : w.added) {
+            if (p.monitored && holds(p, bp)) {
+              ++w.request->result.ok;
+            } else if (!holds(p, bp)) {
+              w.request->result.failed.emplace_back(bp->spec.name, "removed before it was armed");
+            } else {
+              w.request->result.failed.emplace_back(bp->spec.name, render(err));
+              std::erase(p.breakpoints, bp);  // never armed: it goes again
+              if (auto i = st.by_name.find(bp->spec.name); i != st.by_name.end() && i->second == bp)
+                st.by_name.erase(i);
+              set_table_page(st, p);
+            }
+          }
+        }
+        break;
+      case state::wait_kind::remove:
+      case state::wait_kind::clear:
+        if (!p.monitored || !p.breakpoints.empty()) {
+          settled = true;  // restored, or wanted again by a newer add: removal done
+        } else if (!p.in_flight && err) {
+          settled = true;
+          if (w.kind == state::wait_kind::remove)
+            w.request->result.failed.emplace_back("page " + std::to_string(p.gfn),
+                                                  "restore failed: " + render(err));
+          else if (!w.request->first_error)
+            w.request->first_error = make_error(
+              code_of(err) == ec::none ? ec::driver_call_failed : code_of(err),
+              "page " + std::to_string(p.gfn) + " of view " + std::to_string(p.view)
+                + " could not be restored: " + context_of(err));
+        }
+        break;
+    }
+    if (settled)
+      page_settled(*w.request);
+    else
+      keep.push_back(std::move(w));
+  }
+  p.waiters = std::move(keep);
+}
+
+void send_batch(state_ptr self);
+
+void on_results(state_ptr self, std::vector<uint64_t> keys, const change_results& results) {
   auto& st = self->state;
-  auto table = std::make_shared<breakpoint_table>();
-  table->version = ++st.version;
-  table->views = st.views;
-  std::map<drv::view_id, size_t> per_view;
+  st.batch_in_flight = false;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto it = st.pages.find(keys[i]);
+    if (it == st.pages.end())
+      continue;
+    auto& p = it->second;
+    p.in_flight = false;
+    const auto& err = results[i];
+    if (!err)
+      p.monitored = !p.monitored;  // each change flips the confirmed state
+    p.failed = bool(err);
+    resolve_waiters(st, p, err);
+    if (p.breakpoints.empty() && !p.monitored && p.waiters.empty())
+      st.pages.erase(it);
+    else if (!p.failed)
+      st.unsettled.insert(keys[i]);
+  }
+  publish(st);
+  send_batch(self);
+}
+
+/// Sends every page whose wanted and confirmed states differ, as one batch.
+void send_batch(state_ptr self) {
+  auto& st = self->state;
+  if (st.batch_in_flight)
+    return;  // its answer sends the next batch: changes pile up into one
+  page_changes changes;
+  std::vector<uint64_t> keys;
+  for (auto key : st.unsettled) {
+    auto it = st.pages.find(key);
+    if (it == st.pages.end())
+      continue;
+    auto& p = it->second;
+    bool wanted = !p.breakpoints.empty();
+    if (p.in_flight || p.failed || wanted == p.monitored) {
+      if (!p.in_flight)
+        resolve_waiters(st, p, {});
+      if (!wanted && !p.monitored && !p.in_flight && p.waiters.empty())
+        st.pages.erase(it);
+      continue;
+    }
+    p.in_flight = true;
+    changes.push_back({p.view, p.gfn, wanted});
+    keys.push_back(key);
+  }
+  st.unsettled.clear();
+  publish(st);  // before any access changes: no VCPU traps on a page it does not know
+  if (changes.empty())
+    return;
+  st.batch_in_flight = true;
+  self->request(st.cfg.controller, defaults::access_change_timeout, apply_atom::value, changes)
+    .then([self, keys](const change_results& results) { on_results(self, keys, results); },
+          [self, keys](caf::error& err) {
+            on_results(self, keys, change_results(keys.size(), err));
+          });
+}
+
+/// Touches a page: it must be settled again, and whoever waits on it is told when it is.
+state::page& touch(state& st, drv::view_id view, drv::gfn_t gfn) {
+  auto key = page_key(view, gfn);
+  auto& p = st.pages[key];
+  p.view = view;
+  p.gfn = gfn;
+  p.failed = false;
+  st.unsettled.insert(key);
+  return p;
+}
+
+caf::error validate(const state& st, const breakpoint_spec& spec) {
+  if (std::find(st.cfg.views.begin(), st.cfg.views.end(), spec.view) == st.cfg.views.end())
+    return make_error(ec::no_such_view, "view " + std::to_string(spec.view) + " is not monitored");
+  if (drv::gfn_of(spec.pa) > st.cfg.max_gfn)
+    return make_error(ec::gfn_out_of_range, "address beyond guest memory");
+  if (st.by_name.contains(spec.name))
+    return make_error(ec::duplicate_breakpoint, "a breakpoint of that name exists");
+  return {};
+}
+
+caf::result<batch_result> add(state_ptr self, std::vector<breakpoint_spec>& specs) {
+  auto& st = self->state;
+  auto req = std::make_shared<state::pending>();
+  std::map<uint64_t, std::vector<breakpoint_ptr>> per_page;
+  for (auto& spec : specs) {
+    if (auto err = validate(st, spec)) {
+      req->result.failed.emplace_back(spec.name, render(err));
+      continue;
+    }
+    auto bp = std::make_shared<breakpoint>();
+    bp->id = st.next_id++;
+    bp->spec = std::move(spec);
+    st.by_name.emplace(bp->spec.name, bp);
+    per_page[page_key(bp->spec.view, drv::gfn_of(bp->spec.pa))].push_back(std::move(bp));
+  }
+  for (auto& [key, bps] : per_page) {
+    auto& p = touch(st, bps.front()->spec.view, drv::gfn_of(bps.front()->spec.pa));
+    p.breakpoints.insert(p.breakpoints.end(), bps.begin(), bps.end());
+    set_table_page(st, p);
+    if (p.monitored && !p.in_flight) {
+      req->result.ok += bps.size();  // armed the moment the table is published
+      continue;
+    }
+    ++req->pages_left;
+    p.waiters.push_back({req, state::wait_kind::add, std::move(bps)});
+  }
+  bool delegated = req->pages_left > 0;  // answered when its pages settle
+  if (delegated)
+    req->promise = self->make_response_promise<batch_result>();
+  send_batch(self);  // publishes first
+  if (!delegated)
+    return std::move(req->result);
+  return std::get<caf::typed_response_promise<batch_result>>(req->promise);
+}
+
+caf::result<batch_result> remove(state_ptr self, const std::vector<std::string>& names) {
+  auto& st = self->state;
+  auto req = std::make_shared<state::pending>();
+  std::set<uint64_t> emptied;
+  for (auto& name : names) {
+    auto it = st.by_name.find(name);
+    if (it == st.by_name.end()) {
+      req->result.failed.emplace_back(name, "no such breakpoint");
+      continue;
+    }
+    auto bp = it->second;
+    st.by_name.erase(it);
+    auto& p = touch(st, bp->spec.view, drv::gfn_of(bp->spec.pa));
+    std::erase(p.breakpoints, bp);
+    set_table_page(st, p);  // from here on its events are stale
+    ++req->result.ok;
+    if (p.breakpoints.empty() && (p.monitored || p.in_flight))
+      emptied.insert(page_key(p.view, p.gfn));
+  }
+  for (auto key : emptied) {
+    ++req->pages_left;
+    st.pages[key].waiters.push_back({req, state::wait_kind::remove, {}});
+  }
+  bool delegated = req->pages_left > 0;  // answered when its pages settle
+  if (delegated)
+    req->promise = self->make_response_promise<batch_result>();
+  send_batch(self);  // publishes first; settles (and drops) pages never monitored
+  if (!delegated)
+    return std::move(req->result);
+  return std::get<caf::typed_response_promise<batch_result>>(req->promise);
+}
+
+caf::result<ok_atom> clear(state_ptr self) {
+  auto& st = self->state;
+  auto req = std::make_shared<state::pending>();
+  st.by_name.clear();
+  std::vector<uint64_t> busy;
   for (auto& [key, p] : st.pages) {
-    table->pages.emplace(key, p.breakpoints);
-    per_view[p.view] += p.breakpoints.size();
+    p.breakpoints.clear();
+    p.failed = false;  // one more try for pages whose restore failed before
+    set_table_page(st, p);
+    st.unsettled.insert(key);
+    if (p.monitored || p.in_flight)
+      busy.push_back(key);
   }
-  for (auto view : st.views)
-    st.metrics->breakpoints(view).Set(double(per_view[view]));
-  table_ptr snapshot = std::move(table);
-  for (auto& v : st.vcpus)
-    self->send(v, snapshot_atom::value, snapshot);
-}
-
-void request_change(state_ptr self, uint64_t key, bool monitor);
-
-/// Answers `clear` once no page is between states and none is left.
-void finish_clear(state_ptr self) {
-  auto& st = self->state;
-  if (st.clearing.empty())
-    return;
-  for (auto& [key, p] : st.pages)
-    if (p.state != phase::monitored)
-      return;
-  auto promises = std::move(st.clearing);
-  st.clearing.clear();
-  caf::error err = std::move(st.clear_error);
-  if (!err && !st.pages.empty())
-    err = make_error(ec::driver_call_failed,
-                     std::to_string(st.pages.size()) + " pages could not be restored");
-  for (auto& rp : promises) {
-    if (err)
-      rp.deliver(err);
-    else
-      rp.deliver(ok_atom::value);
+  if (!busy.empty()) {
+    req->promise = self->make_response_promise<ok_atom>();
+    req->pages_left = busy.size();
+    for (auto key : busy)
+      st.pages[key].waiters.push_back({req, state::wait_kind::clear, {}});
   }
-}
-
-void on_monitored(state_ptr self, uint64_t key, caf::error err) {
-  auto& st = self->state;
-  auto& p = st.pages.at(key);
-  auto adding = std::move(p.adding);
-  auto ids = std::move(p.adding_ids);
-  p.adding.clear();
-  p.adding_ids.clear();
-  if (err) {
-    // The page never lost Execute: its breakpoints are not armed, so they go again.
-    for (auto& bp : p.breakpoints)
-      st.by_id.erase(bp->id);
-    st.pages.erase(key);
-    publish(self);
-    for (auto& rp : adding)
-      rp.deliver(err);
-    finish_clear(self);
-    return;
-  }
-  p.state = phase::monitored;
-  for (size_t i = 0; i < adding.size(); ++i)
-    adding[i].deliver(ids[i]);
-  if (p.breakpoints.empty())  // all removed while the change was in flight
-    request_change(self, key, false);
-  finish_clear(self);
-}
-
-void on_restored(state_ptr self, uint64_t key, caf::error err) {
-  auto& st = self->state;
-  auto& p = st.pages.at(key);
-  auto removing = std::move(p.removing);
-  p.removing.clear();
-  if (err) {
-    p.state = phase::monitored;  // the guest still has Execute removed; say so
-    if (!st.clear_error)
-      st.clear_error = err;
-    for (auto& rp : removing)
-      rp.deliver(err);
-  } else if (p.breakpoints.empty()) {
-    st.pages.erase(key);
-    publish(self);
-    for (auto& rp : removing)
-      rp.deliver(ok_atom::value);
-  } else {
-    for (auto& rp : removing)  // re-added meanwhile: monitor it again
-      rp.deliver(ok_atom::value);
-    request_change(self, key, true);
-  }
-  finish_clear(self);
-}
-
-void request_change(state_ptr self, uint64_t key, bool monitor) {
-  auto& p = self->state.pages.at(key);
-  p.state = monitor ? phase::applying : phase::restoring;
-  auto handle = [self, key, monitor](caf::error err) {
-    if (monitor)
-      on_monitored(self, key, std::move(err));
-    else
-      on_restored(self, key, std::move(err));
-  };
-  auto req = monitor ? self->request(self->state.controller, defaults::access_change_timeout,
-                                     monitor_atom::value, p.view, p.gfn)
-                     : self->request(self->state.controller, defaults::access_change_timeout,
-                                     restore_atom::value, p.view, p.gfn);
-  req.then([handle](ok_atom) { handle({}); }, [handle](caf::error& err) { handle(err); });
-}
-
-/// Drops one breakpoint; when it was its page's last, answers once the page is restored.
-caf::result<ok_atom> remove_one(state_ptr self, uint64_t id) {
-  auto& st = self->state;
-  auto it = st.by_id.find(id);
-  if (it == st.by_id.end())
-    return make_error(ec::breakpoint_not_found, "no breakpoint " + std::to_string(id));
-  auto bp = it->second;
-  st.by_id.erase(it);
-  auto key = page_key(bp->spec.view, drv::gfn_of(bp->spec.pa));
-  auto& p = st.pages.at(key);
-  std::erase(p.breakpoints, bp);
-  publish(self);  // from here on, its events are stale
-  if (!p.breakpoints.empty() || p.state == phase::applying)
+  send_batch(self);
+  if (busy.empty())
     return ok_atom::value;
-  auto rp = self->make_response_promise<ok_atom>();
-  p.removing.push_back(rp);
-  if (p.state == phase::monitored)
-    request_change(self, key, false);
-  return rp;
+  return std::get<caf::typed_response_promise<ok_atom>>(req->promise);
 }
 
 }  // namespace
 
 breakpoint_registry_actor::behavior_type
-breakpoint_registry(state_ptr self, ept_controller_actor controller, std::vector<vcpu_actor> vcpus,
-                    std::vector<drv::view_id> views, drv::gfn_t max_gfn,
-                    std::shared_ptr<domain_metrics> metrics) {
+breakpoint_registry(state_ptr self, breakpoint_registry_config cfg) {
   auto& st = self->state;
-  st.metrics = std::move(metrics);
-  st.controller = std::move(controller);
-  st.vcpus = std::move(vcpus);
-  st.views = std::move(views);
-  st.max_gfn = max_gfn;
-  publish(self);
+  st.cfg = std::move(cfg);
+  st.builder = std::make_unique<table_builder>(st.cfg.views);
+  st.table_changed = true;
+  publish(st);  // the views are known before any page is
   return {
-    [self](add_atom, breakpoint_spec& spec) -> caf::result<uint64_t> {
-      auto& st = self->state;
-      if (std::find(st.views.begin(), st.views.end(), spec.view) == st.views.end())
-        return make_error(ec::no_such_view, "breakpoint " + spec.name + ": view "
-                                              + std::to_string(spec.view) + " is not monitored");
-      if (drv::gfn_of(spec.pa) > st.max_gfn)
-        return make_error(ec::gfn_out_of_range, "breakpoint " + spec.name + ": address beyond "
-                                                  "guest memory");
-      for (auto& [id, bp] : st.by_id)
-        if (bp->spec.name == spec.name)
-          return make_error(ec::duplicate_breakpoint, "breakpoint " + spec.name + " exists");
-      auto bp = std::make_shared<breakpoint>();
-      bp->id = st.next_id++;
-      bp->spec = std::move(spec);
-      bp->hits_metric = &st.metrics->hits(bp->spec.view, bp->spec.name);
-      auto key = page_key(bp->spec.view, drv::gfn_of(bp->spec.pa));
-      auto [it, fresh] = st.pages.try_emplace(key);
-      auto& p = it->second;
-      p.view = bp->spec.view;
-      p.gfn = drv::gfn_of(bp->spec.pa);
-      p.breakpoints.push_back(bp);
-      st.by_id.emplace(bp->id, bp);
-      publish(self);
-      if (!fresh && p.state == phase::monitored)
-        return bp->id;
-      auto rp = self->make_response_promise<uint64_t>();
-      p.adding.push_back(rp);
-      p.adding_ids.push_back(bp->id);
-      if (fresh)
-        request_change(self, key, true);
-      return rp;
-    },
-    [self](remove_atom, uint64_t id) { return remove_one(self, id); },
-    [self](clear_atom) -> caf::result<ok_atom> {
-      auto& st = self->state;
-      auto rp = self->make_response_promise<ok_atom>();
-      st.clearing.push_back(rp);
-      st.by_id.clear();
-      for (auto& [key, p] : st.pages)
-        p.breakpoints.clear();
-      publish(self);
-      for (auto& [key, p] : st.pages)
-        if (p.state == phase::monitored)
-          request_change(self, key, false);
-      finish_clear(self);
-      return rp;
-    },
+    [self](add_atom, std::vector<breakpoint_spec>& specs) { return add(self, specs); },
+    [self](remove_atom, const std::vector<std::string>& names) { return remove(self, names); },
+    [self](clear_atom) { return clear(self); },
     [self](list_atom) {
       std::vector<breakpoint_ptr> out;
-      for (auto& [id, bp] : self->state.by_id)
+      out.reserve(self->state.by_name.size());
+      for (auto& [name, bp] : self->state.by_name)
         out.push_back(bp);
       return out;
     },

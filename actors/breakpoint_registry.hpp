@@ -1,53 +1,75 @@
 #pragma once
 
+// The one authority on a domain's breakpoints. A page is monitored while it has breakpoints
+// (refcounting by the list of them); the registry publishes the table before it asks the
+// controller to change any page, so no VCPU can trap on a page it does not know yet.
+//
+// Each page has a wanted state (breakpoints or none) and a confirmed one (what the
+// controller reported); the registry sends the controller one batch at a time with every
+// page whose states differ, and answers each add, remove or clear once all the pages it
+// touched are settled, successfully or not. Every request is answered.
+
 #include "actors/interfaces.hpp"
-#include "engine/metrics.hpp"
+#include "actors/monitored_domain.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <caf/typed_response_promise.hpp>
 
-#include <map>
+#include <set>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
 
 namespace vmitap {
+
+struct breakpoint_registry_config {
+  ept_controller_actor controller;
+  domain_ptr domain;                  ///< where the table is published
+  std::vector<drv::view_id> views;    ///< the views breakpoints may be in
+  drv::gfn_t max_gfn = 0;
+};
 
 struct breakpoint_registry_state {
   breakpoint_registry_state() = default;  // not an aggregate: CAF would build it from `self`
   static inline const char* name = "vmitap.breakpoint_registry";
 
-  enum class phase : uint8_t {
-    applying,   // monitor requested, not confirmed
-    monitored,  // Execute removed in the guest (possibly with no breakpoint left: restore failed)
-    restoring,  // restore requested, not confirmed
+  /// A request waiting for pages to settle.
+  struct pending {
+    std::variant<caf::typed_response_promise<batch_result>, caf::typed_response_promise<ok_atom>>
+      promise;
+    batch_result result;
+    size_t pages_left = 0;
+    caf::error first_error;  // clear: the first page that could not be restored
   };
-
+  enum class wait_kind : uint8_t { add, remove, clear };
+  struct waiter {
+    std::shared_ptr<pending> request;
+    wait_kind kind;
+    std::vector<breakpoint_ptr> added;  // add: the request's breakpoints on this page
+  };
   struct page {
     drv::view_id view = 0;
     drv::gfn_t gfn = 0;
-    phase state = phase::applying;
-    std::vector<breakpoint_ptr> breakpoints;
-    std::vector<caf::typed_response_promise<uint64_t>> adding;   // answered with their ids
-    std::vector<uint64_t> adding_ids;
-    std::vector<caf::typed_response_promise<ok_atom>> removing;
+    std::vector<breakpoint_ptr> breakpoints;  // wanted: monitored iff not empty
+    bool monitored = false;                   // confirmed by the controller
+    bool in_flight = false;
+    bool failed = false;  // the last change failed: not retried until asked again
+    std::vector<waiter> waiters;
   };
 
-  ept_controller_actor controller;
-  std::vector<vcpu_actor> vcpus;
-  std::vector<drv::view_id> views;
-  drv::gfn_t max_gfn = 0;
+  breakpoint_registry_config cfg;
+  std::unique_ptr<table_builder> builder;
+  std::unordered_map<uint64_t, page> pages;  // page_key → page
+  std::unordered_map<std::string_view, breakpoint_ptr> by_name;  // keys live in the breakpoints
+  std::set<uint64_t> unsettled;  // pages whose wanted and confirmed state may differ
+  bool batch_in_flight = false;
+  bool table_changed = false;
   uint64_t next_id = 1;
-  uint64_t version = 0;
-  std::map<uint64_t, page> pages;  // page_key → page
-  std::map<uint64_t, breakpoint_ptr> by_id;
-  std::vector<caf::typed_response_promise<ok_atom>> clearing;
-  caf::error clear_error;
-  std::shared_ptr<domain_metrics> metrics;
 };
 
 breakpoint_registry_actor::behavior_type
 breakpoint_registry(breakpoint_registry_actor::stateful_pointer<breakpoint_registry_state> self,
-                    ept_controller_actor controller, std::vector<vcpu_actor> vcpus,
-                    std::vector<drv::view_id> views, drv::gfn_t max_gfn,
-                    std::shared_ptr<domain_metrics> metrics);
+                    breakpoint_registry_config cfg);
 
 }  // namespace vmitap

@@ -1,301 +1,438 @@
 #include "actors/domain_supervisor.hpp"
 
-#include "actors/breakpoint_registry.hpp"
-#include "actors/ept_controller.hpp"
 #include "actors/join.hpp"
-#include "actors/vcpu.hpp"
-#include "engine/defaults.hpp"
-#include "engine/error.hpp"
+#include "drivers/defaults.hpp"
+#include "drivers/error.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/send.hpp>
+
+#include <spdlog/spdlog.h>
 
 namespace vmitap {
 
 namespace {
 
-using state_ptr = domain_supervisor_actor::stateful_pointer<domain_supervisor_state>;
+using state_ptr = domain_supervisor_impl::stateful_pointer<domain_supervisor_state>;
+using phase = domain_supervisor_state::phase;
 
-template <class Handle, class... Ts>
-auto spawn_child(state_ptr self, Ts&&... xs) {
-  if (self->state.detached_children)
-    return self->template spawn<caf::detached + caf::linked>(std::forward<Ts>(xs)...);
-  return self->template spawn<caf::linked>(std::forward<Ts>(xs)...);
+template <class Fun, class... Ts>
+auto spawn_child(state_ptr self, Fun fun, Ts&&... xs) {
+  if (self->state.cfg.detached_children)
+    return self->spawn<caf::detached + caf::linked>(fun, std::forward<Ts>(xs)...);
+  return self->spawn<caf::linked>(fun, std::forward<Ts>(xs)...);
 }
 
-/// Spawns controller, VCPU actors and registry once the views exist; starts events.
-caf::error spawn_children(state_ptr self) {
-  auto& st = self->state;
-  std::vector<drv::view_id> view_ids;
-  for (auto& name : st.plan.views)
-    view_ids.push_back(st.views.at(name));
-  auto domain_name = std::make_shared<const std::string>(st.info.name);
-  drv::event_handlers handlers;
-  for (drv::vcpu_id i = 0; i < st.info.vcpus; ++i) {
-    auto home = st.plan.vcpu_views.count(i) ? st.views.at(st.plan.vcpu_views.at(i)) : view_ids[0];
-    vcpu_config cfg{st.info.id, domain_name, i,        st.session,
-                    st.plan.mode, home,        st.sinks, st.metrics};
-    auto v = spawn_child<vcpu_actor>(self, vcpu, std::move(cfg));
-    st.vcpus.push_back(v);
-    handlers.per_vcpu.push_back([v](const drv::event& ev) {
-      caf::anon_send(v, event_atom::value, ev, seen_now());
-    });
+/// Keeps the first error; a domain that died is not a failure of the call that noticed it.
+void note(state_ptr self, caf::error& first, caf::error err) {
+  if (!err)
+    return;
+  if (code_of(err) == ec::domain_dead) {
+    self->state.died = true;
+    return;
   }
-  auto me = caf::actor_cast<domain_supervisor_actor>(self);
-  handlers.orphan = [me](const drv::event& ev) { caf::anon_send(me, orphan_atom::value, ev); };
-  st.registry = spawn_child<breakpoint_registry_actor>(self, breakpoint_registry, st.controller,
-                                                       st.vcpus, view_ids, st.info.max_gfn,
-                                                       st.metrics);
-  if (auto err = st.session->switch_all(view_ids[0]))
-    return err;
-  return st.session->start_events(std::move(handlers));
+  if (!first)
+    first = std::move(err);
 }
 
-void add_breakpoints(state_ptr self, caf::typed_response_promise<ok_atom> rp) {
+/// Asks the poller for something (`start` gets the callback to run when done) and continues
+/// with `then` on this actor, or after `timeout` if the poller does not answer.
+void await_poller(state_ptr self, std::chrono::milliseconds timeout,
+                  std::function<void(std::function<void()>)> start,
+                  std::function<void(bool timed_out)> then) {
   auto& st = self->state;
-  auto j = join(st.plan.breakpoints.size(), [self, rp](caf::error err) mutable {
-    if (auto e = self->state.session->resume(); e && !err)
-      err = e;
-    if (err)
-      rp.deliver(err);
-    else
-      rp.deliver(ok_atom::value);
-  });
-  for (auto& bp : st.plan.breakpoints) {
-    breakpoint_spec spec{bp.pa, st.views.at(bp.view), bp.name, bp.tags};
-    self->request(st.registry, defaults::attach_timeout, add_atom::value, std::move(spec))
-      .then(
-        [self, j, name = bp.name](uint64_t id) {
-          self->state.breakpoint_ids[name] = id;
-          j->report({});
-        },
-        [j](caf::error& err) { j->report(err); });
+  auto token = st.next_token++;
+  st.awaiting.emplace(token, std::move(then));
+  auto me = caf::actor_cast<domain_supervisor_impl>(self);
+  start([me, token] { caf::anon_send(me, released_atom::value, token << 1); });
+  self->delayed_send(self, timeout, released_atom::value, (token << 1) | 1);
+}
+
+domain_report base_report(state_ptr self) {
+  auto& st = self->state;
+  domain_report r;
+  r.id = st.cfg.info.id;
+  r.name = st.cfg.info.name;
+  r.died = st.died;
+  if (!st.domain)
+    return r;
+  auto& c = st.domain->counters();
+  for (uint32_t i = 0; i < c.vcpu_count; ++i) {
+    auto& v = c.vcpus[i];
+    r.totals.events += v.mem_access.get() + v.singlestep.get() + v.other.get();
+    r.totals.hits += v.hits.get();
+    r.totals.neighbours += v.neighbours.get();
+    r.totals.stale += v.stale.get();
+    r.totals.spurious += v.spurious.get();
+    r.totals.singlesteps += v.singlestep.get();
+    for (auto& m : v.malformed)
+      r.totals.malformed += m.get();
   }
+  r.totals.events += c.orphans.get();
+  r.totals.malformed += c.orphans.get();
+  r.totals.respond_failures = c.respond_failures.get();
+  r.access_calls = c.access_calls.get();
+  r.access_changes = c.access_ok.get();
+  r.access_failures = c.access_failed.get();
+  return r;
 }
 
-caf::result<ok_atom> attach(state_ptr self) {
-  auto& st = self->state;
-  for (auto& bp : st.plan.breakpoints)
-    if (std::find(st.plan.views.begin(), st.plan.views.end(), bp.view) == st.plan.views.end())
-      return make_error(ec::no_such_view, "breakpoint " + bp.name + ": view " + bp.view
-                                            + " is not declared for domain " + st.info.name);
-  auto session = st.driver->attach(st.info.id);
-  if (!session)
-    return std::move(session.error());
-  st.session = std::move(*session);
-  // Nothing runs until every breakpoint is armed, so hits are exact from the first one.
-  if (auto err = st.session->pause())
-    return err;
-  st.controller = spawn_child<ept_controller_actor>(self, ept_controller, st.session, st.metrics);
-  auto rp = self->make_response_promise<ok_atom>();
-  auto j = join(st.plan.views.size(), [self, rp](caf::error err) mutable {
-    if (!err)
-      err = spawn_children(self);
-    if (err) {
-      rp.deliver(err);
-      return;
-    }
-    add_breakpoints(self, rp);
-  });
-  for (auto& name : st.plan.views)
-    self->request(st.controller, defaults::request_timeout, create_atom::value,
-                  drv::page_access::rwx)
-      .then([self, j, name](drv::view_id id) {
-              self->state.views[name] = id;
-              self->state.metrics->name_view(id, name);
-              j->report({});
-            },
-            [j](caf::error& err) { j->report(err); });
-  return rp;
+/// The report with every breakpoint and its hit count.
+void full_report(state_ptr self, std::function<void(domain_report)> done) {
+  auto r = base_report(self);
+  if (!self->state.registry) {
+    done(std::move(r));
+    return;
+  }
+  self->request(self->state.registry, defaults::request_timeout, list_atom::value)
+    .then(
+      [self, r, done](std::vector<breakpoint_ptr>& bps) mutable {
+        r.breakpoints = std::move(bps);
+        r.died = self->state.died;
+        done(std::move(r));
+      },
+      [r, done](caf::error& err) mutable {
+        r.error = "listing breakpoints: " + render(err);
+        done(std::move(r));
+      });
 }
 
-/// Collects the counts of every VCPU actor (after all events queued before the call).
-void gather(state_ptr self, std::function<void(domain_report)> done) {
+void finish_teardown(state_ptr self, domain_report report, caf::error err) {
   auto& st = self->state;
-  auto report = std::make_shared<domain_report>();
-  report->id = st.info.id;
-  report->name = st.info.name;
-  report->died = st.died;
-  report->totals.malformed = st.orphans;
-  auto finish = [self, report, done](caf::error err) {
-    if (err && report->error.empty())
-      report->error = render(err);
-    if (!self->state.registry) {
-      done(*report);
-      return;
-    }
-    self->request(self->state.registry, defaults::request_timeout, list_atom::value)
-      .then(
-        [self, report, done](std::vector<breakpoint_ptr>& bps) {
-          report->breakpoints = std::move(bps);
-          self->request(self->state.controller, defaults::request_timeout, status_atom::value)
-            .then(
-              [report, done](uint64_t calls, uint64_t changes, uint64_t failures) {
-                report->access_calls = calls;
-                report->access_changes = changes;
-                report->access_failures = failures;
-                done(*report);
-              },
-              [report, done](caf::error&) { done(*report); });
-        },
-        [report, done](caf::error& err) {
-          report->error = render(err);
-          done(*report);
-        });
-  };
-  auto j = join(st.vcpus.size(), finish);
-  for (auto& v : st.vcpus)
-    self->request(v, defaults::request_timeout, drain_atom::value)
-      .then(
-        [report, j](const vcpu_stats& s) {
-          report->totals += s;
-          j->report({});
-        },
-        [j](caf::error& err) { j->report(err); });
-}
-
-void shut_down_children(state_ptr self) {
-  auto& st = self->state;
-  for (auto& v : st.vcpus)
-    self->send_exit(v, caf::exit_reason::user_shutdown);
+  if (st.session)
+    note(self, err, st.session->detach());
+  report.died = st.died;
+  if (err && report.error.empty())
+    report.error = render(err);
+  if (st.domain)
+    st.cfg.directory->remove(st.domain.get());
+  // Links carry only abnormal exits: the children must be told.
   if (st.registry)
     self->send_exit(st.registry, caf::exit_reason::user_shutdown);
   if (st.controller)
     self->send_exit(st.controller, caf::exit_reason::user_shutdown);
+  st.now = phase::done;
+  if (st.detaching) {
+    st.detaching->deliver(std::move(report));
+    self->quit();
+    return;
+  }
+  st.final_report = std::move(report);  // for the detach that will come
 }
 
-/// stop events (pause) → drain → final counts → remove breakpoints → restore → views → detach.
-caf::result<domain_report> detach(state_ptr self) {
+/// The ordered teardown, from whatever exists: pause → final drain → report → remove
+/// breakpoints → restore access → views → driver detach.
+void teardown(state_ptr self, caf::error first) {
   auto& st = self->state;
-  auto rp = self->make_response_promise<domain_report>();
-  auto finish = [self, rp](domain_report report, caf::error err) mutable {
+  st.now = phase::detaching;
+  if (st.session && !st.died)
+    note(self, first, st.session->pause());  // every request raised so far is in the ring
+  auto after_drain = [self, first](bool timed_out) mutable {
     auto& st = self->state;
-    if (st.session && !st.detached)
-      if (auto e = st.session->detach(); e && !err)
-        err = e;
-    st.detached = true;
-    if (err && report.error.empty())
-      report.error = render(err);
-    shut_down_children(self);
-    rp.deliver(std::move(report));
-    self->quit();
+    if (timed_out)
+      note(self, first, make_error(ec::timeout, "the poller did not release the ring"));
+    st.owner = nullptr;
+    full_report(self, [self, first](domain_report report) mutable {
+      auto& st = self->state;
+      auto restore = [self, report, first]() mutable {
+        auto& st = self->state;
+        if (!st.controller || st.died) {
+          finish_teardown(self, std::move(report), std::move(first));
+          return;
+        }
+        self->request(st.controller, defaults::access_change_timeout, teardown_atom::value)
+          .then([self, report, first](ok_atom) mutable {
+                  finish_teardown(self, std::move(report), std::move(first));
+                },
+                [self, report, first](caf::error& err) mutable {
+                  note(self, first, err);
+                  finish_teardown(self, std::move(report), std::move(first));
+                });
+      };
+      if (!st.registry || st.died) {
+        restore();
+        return;
+      }
+      self->request(st.registry, defaults::access_change_timeout, clear_atom::value)
+        .then([restore](ok_atom) mutable { restore(); },
+              [self, restore, first](caf::error& err) mutable {
+                note(self, first, err);  // the controller restores what it still can
+                restore();
+              });
+    });
   };
-  if (!st.session) {
-    domain_report report;
-    report.id = st.info.id;
-    report.name = st.info.name;
-    finish(report, {});
+  if (!st.path || !st.owner) {
+    after_drain(false);
+    return;
+  }
+  auto* owner = st.owner;
+  auto* path = st.path.get();
+  await_poller(
+    self, defaults::ring_release_timeout,
+    [owner, path](std::function<void()> done) { owner->release(path, std::move(done)); },
+    std::move(after_drain));
+}
+
+/// Called between attach steps: false if a stop or the domain's death ended the attach.
+bool still_attaching(state_ptr self, caf::error err = {}) {
+  auto& st = self->state;
+  // A stop or the domain's death ends the attach; neither is a failure of the session.
+  caf::error failure = std::move(err);
+  caf::error reason = failure;
+  if (!reason && st.detaching)
+    reason = make_error(ec::shutting_down, "stopped while attaching");
+  if (!reason && st.died)
+    reason = make_error(ec::domain_dead, "the domain died while attaching");
+  if (!reason)
+    return true;
+  st.attaching->deliver(reason);
+  st.attaching.reset();
+  caf::error first;
+  note(self, first, std::move(failure));  // the report names a real failure only
+  teardown(self, std::move(first));
+  return false;
+}
+
+void start_events(state_ptr self) {
+  auto& st = self->state;
+  auto& plan = *st.cfg.plan;
+  event_path_config pc;
+  pc.domain = st.domain;
+  pc.session = st.session;
+  pc.mode = plan.mode;
+  pc.sinks = st.cfg.sinks;
+  auto first = st.views.at(plan.views.front());
+  for (drv::vcpu_id i = 0; i < st.cfg.info.vcpus; ++i) {
+    auto home = plan.vcpu_views.count(i) ? st.views.at(plan.vcpu_views.at(i)) : first;
+    pc.homes.push_back(home);
+    pc.homing.push_back(home != first);
+  }
+  caf::error err;
+  for (drv::vcpu_id i = 0; i < st.cfg.info.vcpus && !err; ++i)
+    if (pc.homing[i])  // its first step takes it home (the only per-VCPU view switch Xen has)
+      err = st.session->set_singlestep(i, true);
+  if (!err)
+    err = st.session->switch_all(first);
+  if (!err) {
+    auto ring = st.session->start_events();
+    if (!ring) {
+      err = std::move(ring.error());
+    } else {
+      pc.ring = *ring;
+      st.path = std::make_shared<event_path>(std::move(pc));
+      st.owner = &st.cfg.pollers->pick();
+      st.owner->add(st.path);
+    }
+  }
+  if (!err)
+    err = st.session->resume();
+  if (!still_attaching(self, err))
+    return;
+  st.now = phase::attached;
+  st.attaching->deliver(ok_atom::value);
+  st.attaching.reset();
+  if (st.next_plan)  // a reload came while attaching
+    self->request(caf::actor_cast<domain_supervisor_actor>(self), defaults::access_change_timeout,
+                  update_atom::value,
+                  std::exchange(st.next_plan, nullptr))
+      .then([](ok_atom) {},
+            [self](caf::error& err) {
+              spdlog::error("domain {}: reload after attach: {}", self->state.cfg.info.name,
+                            render(err));
+            });
+}
+
+std::vector<breakpoint_spec> specs_of(state_ptr self,
+                                      const std::vector<domain_plan::breakpoint>& bps, bool live) {
+  std::vector<breakpoint_spec> out;
+  out.reserve(bps.size());
+  for (auto& bp : bps)
+    out.push_back({bp.pa, self->state.views.at(bp.view), bp.name, bp.tags, live});
+  return out;
+}
+
+std::string describe_failures(const batch_result& r) {
+  std::string out;
+  for (auto& [name, why] : r.failed)
+    out += (out.empty() ? "" : "; ") + name + ": " + why;
+  return out;
+}
+
+void arm(state_ptr self) {
+  auto& st = self->state;
+  std::vector<drv::view_id> ids;
+  std::map<drv::view_id, std::string> names;
+  for (auto& name : st.cfg.plan->views) {
+    ids.push_back(st.views.at(name));
+    names[st.views.at(name)] = name;
+  }
+  st.domain->name_views(std::move(names));
+  st.cfg.directory->add(st.domain);
+  st.registry = spawn_child(self, breakpoint_registry,
+                            breakpoint_registry_config{st.controller, st.domain, ids,
+                                                       st.cfg.info.max_gfn});
+  // Nothing runs until every breakpoint is armed, so hits are exact from the first one.
+  self->request(st.registry, defaults::attach_timeout, add_atom::value,
+                specs_of(self, st.cfg.plan->breakpoints, false))
+    .then(
+      [self](batch_result& r) {
+        caf::error err;
+        if (!r.failed.empty())
+          err = make_error(ec::invalid_argument,
+                           "breakpoints not armed: " + describe_failures(r));
+        if (still_attaching(self, err))
+          start_events(self);
+      },
+      [self](caf::error& err) { still_attaching(self, err); });
+}
+
+caf::result<ok_atom> attach(state_ptr self) {
+  auto& st = self->state;
+  if (st.now != phase::idle)
+    return make_error(ec::invalid_argument, "attach: this supervisor attached already");
+  st.now = phase::attaching;
+  auto rp = self->make_response_promise<ok_atom>();
+  st.attaching = rp;
+  auto session = st.cfg.driver->attach(st.cfg.info.id);
+  if (!session) {
+    still_attaching(self, session.error());
     return rp;
   }
-  if (!st.died)
-    st.session->pause();  // every raised event is in a VCPU mailbox when this returns
-  gather(self, [self, finish](domain_report report) mutable {
-    auto& st = self->state;
-    if (st.died || !st.registry) {
-      finish(std::move(report), {});
-      return;
-    }
-    self->request(st.registry, defaults::stop_deadline, clear_atom::value)
-      .then(
-        [self, finish, report](ok_atom) mutable {
-          self->request(self->state.controller, defaults::stop_deadline, teardown_atom::value)
-            .then([finish, report](ok_atom) mutable { finish(report, {}); },
-                  [finish, report](caf::error& err) mutable { finish(report, err); });
-        },
-        [self, finish, report](caf::error& err) mutable {
-          // Still try the controller's teardown: it restores what it can.
-          self->request(self->state.controller, defaults::stop_deadline, teardown_atom::value)
-            .then([finish, report, err](ok_atom) mutable { finish(report, err); },
-                  [finish, report, err](caf::error&) mutable { finish(report, err); });
-        });
+  st.session = std::move(*session);
+  st.domain = std::make_shared<monitored_domain>(st.cfg.info, st.cfg.session);
+  if (!still_attaching(self, st.session->pause()))
+    return rp;
+  st.controller = spawn_child(self, ept_controller, ept_controller_config{st.session, st.domain});
+  auto j = join(st.cfg.plan->views.size(), [self](caf::error err) {
+    if (still_attaching(self, err))
+      arm(self);
   });
+  for (auto& name : st.cfg.plan->views)
+    self->request(st.controller, defaults::request_timeout, create_atom::value,
+                  drv::page_access::rwx)
+      .then(
+        [self, j, name](drv::view_id id) {
+          self->state.views[name] = id;
+          j->report({});
+        },
+        [j](caf::error& err) { j->report(err); });
+  return rp;
+}
+
+caf::result<domain_report> detach(state_ptr self) {
+  auto& st = self->state;
+  if (st.detaching)
+    return make_error(ec::invalid_argument, "detach: already detaching");
+  auto rp = self->make_response_promise<domain_report>();
+  st.detaching = rp;
+  switch (st.now) {
+    case phase::idle:
+      finish_teardown(self, base_report(self), {});
+      break;
+    case phase::attaching:
+      break;  // the attach stops at its next step and tears down what it built
+    case phase::attached:
+      teardown(self, {});
+      break;
+    case phase::detaching:
+      break;  // a failed attach is tearing down: this detach gets its report
+    case phase::done:
+      rp.deliver(std::move(st.final_report));
+      self->quit();
+      break;
+  }
   return rp;
 }
 
 /// Removes what the new plan lacks or changed, then adds what is new or changed.
-caf::result<ok_atom> update(state_ptr self, domain_plan plan) {
+caf::result<ok_atom> update(state_ptr self, plan_ptr plan) {
   auto& st = self->state;
-  if (!plan.same_shape(st.plan))
+  if (st.now == phase::attaching) {
+    st.next_plan = std::move(plan);  // applied once attached
+    return ok_atom::value;
+  }
+  if (st.now != phase::attached)
+    return make_error(ec::shutting_down, "update: the domain is being detached");
+  if (!plan->same_shape(*st.cfg.plan))
     return make_error(ec::invalid_argument, "update: views or step mode differ; re-attach");
-  auto unchanged = [&](const domain_plan::breakpoint& bp) {
-    return std::find(plan.breakpoints.begin(), plan.breakpoints.end(), bp)
-           != plan.breakpoints.end();
+  auto in = [](const domain_plan& p, const domain_plan::breakpoint& bp) {
+    return std::find(p.breakpoints.begin(), p.breakpoints.end(), bp) != p.breakpoints.end();
   };
   std::vector<std::string> removed;
-  for (auto& bp : st.plan.breakpoints)
-    if (!unchanged(bp))
+  for (auto& bp : st.cfg.plan->breakpoints)
+    if (!in(*plan, bp))
       removed.push_back(bp.name);
   std::vector<domain_plan::breakpoint> added;
-  for (auto& bp : plan.breakpoints)
-    if (std::find(st.plan.breakpoints.begin(), st.plan.breakpoints.end(), bp)
-        == st.plan.breakpoints.end())
+  for (auto& bp : plan->breakpoints)
+    if (!in(*st.cfg.plan, bp))
       added.push_back(bp);
-  st.plan = std::move(plan);
+  st.cfg.plan = std::move(plan);
   auto rp = self->make_response_promise<ok_atom>();
-  auto add_all = [self, rp, added](caf::error removal_error) mutable {
-    auto j = join(added.size(), [rp, removal_error](caf::error err) mutable {
-      if (!err)
-        err = removal_error;
-      if (err)
-        rp.deliver(err);
-      else
-        rp.deliver(ok_atom::value);
-    });
-    for (auto& bp : added) {
-      breakpoint_spec spec{bp.pa, self->state.views.at(bp.view), bp.name, bp.tags, true};
-      self->request(self->state.registry, defaults::access_change_timeout, add_atom::value, spec)
-        .then(
-          [self, j, name = bp.name](uint64_t id) {
-            self->state.breakpoint_ids[name] = id;
-            j->report({});
-          },
-          [j](caf::error& err) { j->report(err); });
-    }
+  auto specs = specs_of(self, added, true);
+  self->request(st.registry, defaults::access_change_timeout, remove_atom::value, removed)
+    .then(
+      [self, rp, specs](batch_result& removal) mutable {
+        auto removal_failures = describe_failures(removal);
+        self->request(self->state.registry, defaults::access_change_timeout, add_atom::value,
+                      std::move(specs))
+          .then(
+            [rp, removal_failures](batch_result& r) mutable {
+              auto failures = removal_failures;
+              if (!r.failed.empty())
+                failures += (failures.empty() ? "" : "; ") + describe_failures(r);
+              if (failures.empty())
+                rp.deliver(ok_atom::value);
+              else
+                rp.deliver(make_error(ec::invalid_argument, failures));
+            },
+            [rp](caf::error& err) mutable { rp.deliver(err); });
+      },
+      [rp](caf::error& err) mutable { rp.deliver(err); });
+  return rp;
+}
+
+caf::result<domain_report> status(state_ptr self) {
+  auto& st = self->state;
+  auto rp = self->make_response_promise<domain_report>();
+  auto report = [self, rp](bool) mutable {
+    full_report(self, [rp](domain_report r) mutable { rp.deliver(std::move(r)); });
   };
-  auto j = join(removed.size(), add_all);
-  for (auto& name : removed) {
-    auto id = st.breakpoint_ids.find(name);
-    if (id == st.breakpoint_ids.end()) {  // it never got armed
-      j->report({});
-      continue;
-    }
-    auto bp_id = id->second;
-    st.breakpoint_ids.erase(id);
-    self->request(st.registry, defaults::access_change_timeout, remove_atom::value, bp_id)
-      .then([j](ok_atom) { j->report({}); }, [j](caf::error& err) { j->report(err); });
+  if (st.now != phase::attached || !st.owner) {
+    report(false);
+    return rp;
   }
+  auto* owner = st.owner;
+  auto* path = st.path.get();
+  await_poller(
+    self, defaults::request_timeout,
+    [owner, path](std::function<void()> done) { owner->sync(path, std::move(done)); },
+    std::move(report));
   return rp;
 }
 
 }  // namespace
 
-domain_supervisor_actor::behavior_type
-domain_supervisor(state_ptr self, std::shared_ptr<drv::driver> driver, drv::domain_info info,
-                  domain_plan plan, std::vector<sink_handle> sinks, bool detached_children,
-                  std::shared_ptr<domain_metrics> metrics) {
-  auto& st = self->state;
-  st.driver = std::move(driver);
-  st.info = std::move(info);
-  st.plan = std::move(plan);
-  st.sinks = std::move(sinks);
-  st.detached_children = detached_children;
-  st.metrics = std::move(metrics);
+domain_supervisor_state::~domain_supervisor_state() {
+  if (owner && path)
+    owner->release(path.get(), [] {});  // never leave a poller draining a dead supervisor's ring
+}
+
+domain_supervisor_impl::behavior_type domain_supervisor(state_ptr self, supervisor_config cfg) {
+  self->state.cfg = std::move(cfg);
   return {
     [self](attach_atom) { return attach(self); },
     [self](detach_atom) { return detach(self); },
-    [self](status_atom) {
-      auto rp = self->make_response_promise<domain_report>();
-      gather(self, [rp](domain_report r) mutable { rp.deliver(std::move(r)); });
-      return rp;
-    },
-    [self](registry_atom) { return self->state.registry; },
-    [self](update_atom, domain_plan& plan) { return update(self, std::move(plan)); },
+    [self](status_atom) { return status(self); },
+    [self](update_atom, plan_ptr& plan) { return update(self, std::move(plan)); },
     [self](died_atom) { self->state.died = true; },
-    [self](orphan_atom, const drv::event& ev) {
-      ++self->state.orphans;
-      self->state.metrics->malformed(malformed_cause::vcpu_out_of_range).Increment();
-      if (self->state.session)
-        self->state.session->respond(drv::make_response(ev));
+    [self](released_atom, uint64_t token) {
+      auto& st = self->state;
+      auto i = st.awaiting.find(token >> 1);
+      if (i == st.awaiting.end())
+        return;  // answered already (or timed out already)
+      auto then = std::move(i->second);
+      st.awaiting.erase(i);
+      then((token & 1) != 0);
     },
   };
 }

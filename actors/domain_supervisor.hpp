@@ -1,41 +1,69 @@
 #pragma once
 
-#include "actors/interfaces.hpp"
-#include "actors/sinks.hpp"
-#include "engine/metrics.hpp"
+// One monitored domain session: attaches (paused until every breakpoint is armed), hands the
+// domain's ring to a poller, applies breakpoint updates, and detaches in order:
+// pause → the poller's final drain → remove breakpoints → restore access → all VCPUs to view 0
+// → destroy views → driver detach. A stop that arrives while it attaches tears down whatever
+// exists by then. A domain that died is cleaned up without touching it.
+
+#include "actors/breakpoint_registry.hpp"
+#include "actors/ept_controller.hpp"
+#include "actors/poller.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
 
-#include <map>
+#include <functional>
+#include <optional>
 
 namespace vmitap {
 
-struct domain_supervisor_state {
-  domain_supervisor_state() = default;  // not an aggregate: CAF would build it from `self`
-  static inline const char* name = "vmitap.domain_supervisor";
+struct supervisor_config {
   std::shared_ptr<drv::driver> driver;
   drv::domain_info info;
-  domain_plan plan;
+  plan_ptr plan;
   std::vector<sink_handle> sinks;
-  bool detached_children = false;
-  std::shared_ptr<domain_metrics> metrics;
+  poller_pool* pollers = nullptr;  ///< outlives every supervisor
+  std::shared_ptr<domain_directory> directory;
+  uint64_t session = 0;            ///< this attach's serial, unique in the process
+  bool detached_children = false;  ///< controller and registry on their own threads
+};
 
+/// The supervisor's full behaviour: its interface plus the pollers' answers to it.
+using domain_supervisor_impl =
+  domain_supervisor_actor::extend<caf::reacts_to<released_atom, uint64_t>>;
+
+struct domain_supervisor_state {
+  domain_supervisor_state() = default;  // not an aggregate: CAF would build it from `self`
+  domain_supervisor_state(const domain_supervisor_state&) = delete;
+  domain_supervisor_state& operator=(const domain_supervisor_state&) = delete;
+  ~domain_supervisor_state();
+  static inline const char* name = "vmitap.domain_supervisor";
+
+  enum class phase : uint8_t { idle, attaching, attached, detaching, done };
+
+  supervisor_config cfg;
+  phase now = phase::idle;
   std::shared_ptr<drv::domain_session> session;
+  domain_ptr domain;
   std::map<std::string, drv::view_id> views;
   ept_controller_actor controller;
   breakpoint_registry_actor registry;
-  std::vector<vcpu_actor> vcpus;
-  std::map<std::string, uint64_t> breakpoint_ids;  // name → registry id
+  std::shared_ptr<event_path> path;
+  poller* owner = nullptr;  // the poller draining path
   bool died = false;
-  bool detached = false;
-  uint64_t orphans = 0;
+  std::optional<caf::typed_response_promise<ok_atom>> attaching;
+  std::optional<caf::typed_response_promise<domain_report>> detaching;
+  plan_ptr next_plan;         // an update that arrived while attaching
+  domain_report final_report;  // a failed attach's teardown, kept for the detach to come
+  /// Continuations waiting for a poller (release or sync), by token.
+  std::map<uint64_t, std::function<void(bool timed_out)>> awaiting;
+  uint64_t next_token = 1;
 };
 
-domain_supervisor_actor::behavior_type
-domain_supervisor(domain_supervisor_actor::stateful_pointer<domain_supervisor_state> self,
-                  std::shared_ptr<drv::driver> driver, drv::domain_info info, domain_plan plan,
-                  std::vector<sink_handle> sinks, bool detached_children,
-                  std::shared_ptr<domain_metrics> metrics);
+domain_supervisor_impl::behavior_type
+domain_supervisor(domain_supervisor_impl::stateful_pointer<domain_supervisor_state> self,
+                  supervisor_config cfg);
 
 }  // namespace vmitap

@@ -1,189 +1,133 @@
 #include "actors/ept_controller.hpp"
 
-#include "engine/error.hpp"
-
-#include <algorithm>
+#include "drivers/error.hpp"
 
 namespace vmitap {
 
 using drv::page_access;
 
-namespace {
-
-struct planned {
-  drv::gfn_t gfn;
-  page_access target;
-  page_access before;       // access before monitoring (for a monitor: what we read)
-  bool monitor;
-  std::vector<size_t> requests;  // indices into the pending batch
-};
-
-}  // namespace
-
-caf::error ept_controller_state::set_access(drv::view_id view,
-                                            const std::vector<drv::access_change>& batch) {
-  ++calls;
+std::vector<bool> ept_controller_state::write(drv::view_id view,
+                                              const std::vector<drv::access_change>& batch,
+                                              caf::error& err) {
+  auto& c = cfg.domain->counters();
+  c.access_calls.add();
   auto t0 = std::chrono::steady_clock::now();
-  auto err = session->set_access(view, batch);
-  metrics->access_seconds().Observe(
+  err = cfg.session->set_access(view, batch);
+  c.access_seconds.observe(
     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  metrics->batch_size().Observe(double(batch.size()));
-  if (err)
-    ++failures;
-  return err;
-}
-
-void ept_controller_state::publish_page_counts() {
-  std::map<drv::view_id, size_t> per_view;
-  for (auto& [key, before] : previous)
-    ++per_view[key.first];
-  for (auto view : views)
-    metrics->monitored_pages(view).Set(double(per_view[view]));
-}
-
-void ept_controller_state::flush() {
-  flush_queued = false;
-  auto batch = std::move(pending);
-  pending.clear();
-  // Group per view; within a view the last request for a gfn decides its state.
-  std::map<drv::view_id, std::map<drv::gfn_t, planned>> plans;
-  std::vector<caf::error> result(batch.size());
-  for (size_t i = 0; i < batch.size(); ++i) {
-    auto& c = batch[i];
-    auto& plan = plans[c.view];
-    auto it = plan.find(c.gfn);
-    if (it == plan.end())
-      it = plan.emplace(c.gfn, planned{c.gfn, page_access::rwx, page_access::rwx, c.monitor, {}}).first;
-    it->second.monitor = c.monitor;
-    it->second.requests.push_back(i);
+  c.batch_size.observe(double(batch.size()));
+  std::vector<bool> done(batch.size(), !err);
+  if (err) {
+    // A prefix may have been applied: read back what the guest really has.
+    std::vector<drv::gfn_t> gfns;
+    for (auto& ch : batch)
+      gfns.push_back(ch.gfn);
+    std::vector<page_access> now(batch.size());
+    if (!cfg.session->get_access(view, gfns, now))
+      for (size_t i = 0; i < batch.size(); ++i)
+        done[i] = now[i] == batch[i].value;
   }
-  for (auto& [view, plan] : plans) {
-    std::vector<drv::access_change> batch_changes;
-    std::vector<planned*> applied;
-    for (auto& [gfn, p] : plan) {
-      auto key = std::pair{view, gfn};
-      auto known = previous.find(key);
-      if (p.monitor && known == previous.end()) {
-        auto before = session->get_access(view, gfn);
-        if (!before) {
-          for (auto i : p.requests)
-            result[i] = before.error();
+  for (bool d : done)
+    (d ? c.access_ok : c.access_failed).add();
+  return done;
+}
+
+change_results ept_controller_state::apply(const page_changes& changes) {
+  change_results results(changes.size());
+  std::map<drv::view_id, std::vector<size_t>> by_view;
+  for (size_t i = 0; i < changes.size(); ++i)
+    by_view[changes[i].view].push_back(i);
+  for (auto& [view, indices] : by_view) {
+    // What monitored pages have now: one batched read for every page not yet monitored.
+    std::vector<drv::gfn_t> unknown;
+    for (auto i : indices)
+      if (changes[i].monitor && !previous.contains({view, changes[i].gfn}))
+        unknown.push_back(changes[i].gfn);
+    std::vector<page_access> before(unknown.size());
+    caf::error read_error;
+    if (!unknown.empty())
+      read_error = cfg.session->get_access(view, unknown, before);
+    std::map<drv::gfn_t, page_access> before_of;
+    for (size_t k = 0; k < unknown.size() && !read_error; ++k)
+      before_of[unknown[k]] = before[k];
+
+    std::vector<drv::access_change> batch;
+    std::vector<size_t> batched;  // index into changes, per batch entry
+    for (auto i : indices) {
+      auto& ch = changes[i];
+      auto known = previous.find({view, ch.gfn});
+      if (ch.monitor && known == previous.end()) {
+        if (read_error) {
+          results[i] = read_error;
           continue;
         }
-        p.before = *before;
-        p.target = without(*before, page_access::x);
-      } else if (!p.monitor && known != previous.end()) {
-        p.before = known->second;
-        p.target = known->second;
+        batch.push_back({ch.gfn, without(before_of[ch.gfn], page_access::x)});
+      } else if (!ch.monitor && known != previous.end()) {
+        batch.push_back({ch.gfn, known->second});
       } else {
-        continue;  // already in the requested state
+        continue;  // already as asked
       }
-      batch_changes.push_back({gfn, p.target});
-      applied.push_back(&p);
+      batched.push_back(i);
     }
-    if (batch_changes.empty())
+    if (batch.empty())
       continue;
-    auto err = set_access(view, batch_changes);
-    for (auto* p : applied) {
-      bool done = !err;
-      if (err) {
-        // A prefix may have been applied: read back what the guest really has.
-        auto now = session->get_access(view, p->gfn);
-        done = now && *now == p->target;
-      }
-      metrics->access_changes(done).Increment();
-      if (done) {
-        ++changes;
-        if (p->monitor)
-          previous[{view, p->gfn}] = p->before;
-        else
-          previous.erase({view, p->gfn});
+    caf::error err;
+    auto done = write(view, batch, err);
+    for (size_t k = 0; k < batch.size(); ++k) {
+      auto& ch = changes[batched[k]];
+      if (!done[k]) {
+        results[batched[k]] = err;
+      } else if (ch.monitor) {
+        previous[{view, ch.gfn}] = before_of[ch.gfn];
       } else {
-        for (auto i : p->requests)
-          result[i] = err;
+        previous.erase({view, ch.gfn});
       }
     }
   }
-  publish_page_counts();
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (result[i])
-      batch[i].promise.deliver(result[i]);
-    else
-      batch[i].promise.deliver(ok_atom::value);
-  }
+  return results;
 }
 
-caf::error ept_controller_state::restore_everything() {
+caf::error ept_controller_state::teardown() {
   caf::error first;
   std::map<drv::view_id, std::vector<drv::access_change>> by_view;
   for (auto& [key, before] : previous)
     by_view[key.first].push_back({key.second, before});
   for (auto& [view, batch] : by_view) {
-    if (auto err = set_access(view, batch)) {
-      metrics->access_changes(false).Increment(double(batch.size()));
-      if (!first)
-        first = std::move(err);
-      continue;
-    }
-    changes += batch.size();
-    metrics->access_changes(true).Increment(double(batch.size()));
-    for (auto& c : batch)
-      previous.erase({view, c.gfn});
+    caf::error err;
+    auto done = write(view, batch, err);
+    for (size_t k = 0; k < batch.size(); ++k)
+      if (done[k])
+        previous.erase({view, batch[k].gfn});
+    if (err && !first)
+      first = make_error(code_of(err), context_of(err) + " (restoring " + std::to_string(batch.size())
+                                         + " pages of view " + std::to_string(view) + ")");
   }
-  publish_page_counts();
+  if (auto err = cfg.session->switch_all(0); err && !first)
+    first = std::move(err);
+  for (auto view : views)
+    if (auto err = cfg.session->destroy_view(view); err && !first)
+      first = std::move(err);
+  views.clear();
   return first;
 }
 
-ept_controller_impl::behavior_type
-ept_controller(ept_controller_impl::stateful_pointer<ept_controller_state> self,
-               std::shared_ptr<drv::domain_session> session,
-               std::shared_ptr<domain_metrics> metrics) {
-  self->state.session = std::move(session);
-  self->state.metrics = std::move(metrics);
-  auto enqueue = [self](drv::view_id view, drv::gfn_t gfn, bool monitor) {
-    auto& st = self->state;
-    auto promise = self->make_response_promise<ok_atom>();
-    st.pending.push_back({view, gfn, monitor, promise});
-    // The flush lands behind everything already queued: all of it goes into one batch.
-    if (!st.flush_queued) {
-      st.flush_queued = true;
-      self->send(self, flush_atom::value);
-    }
-    return promise;
-  };
+ept_controller_actor::behavior_type
+ept_controller(ept_controller_actor::stateful_pointer<ept_controller_state> self,
+               ept_controller_config cfg) {
+  self->state.cfg = std::move(cfg);
   return {
     [self](create_atom, drv::page_access default_access) -> caf::result<drv::view_id> {
-      auto view = self->state.session->create_view(default_access);
+      auto view = self->state.cfg.session->create_view(default_access);
       if (!view)
         return std::move(view.error());
       self->state.views.push_back(*view);
       return *view;
     },
-    [enqueue](monitor_atom, drv::view_id view, drv::gfn_t gfn) {
-      return enqueue(view, gfn, true);
-    },
-    [enqueue](restore_atom, drv::view_id view, drv::gfn_t gfn) {
-      return enqueue(view, gfn, false);
-    },
-    [self](flush_atom) { self->state.flush(); },
+    [self](apply_atom, const page_changes& changes) { return self->state.apply(changes); },
     [self](teardown_atom) -> caf::result<ok_atom> {
-      auto& st = self->state;
-      if (!st.pending.empty())
-        st.flush();
-      auto first = st.restore_everything();
-      if (auto err = st.session->switch_all(0); err && !first)
-        first = std::move(err);
-      for (auto view : st.views)
-        if (auto err = st.session->destroy_view(view); err && !first)
-          first = std::move(err);
-      st.views.clear();
-      if (first)
-        return first;
+      if (auto err = self->state.teardown())
+        return err;
       return ok_atom::value;
-    },
-    [self](status_atom) {
-      auto& st = self->state;
-      return caf::result<uint64_t, uint64_t, uint64_t>{st.calls, st.changes, st.failures};
     },
   };
 }

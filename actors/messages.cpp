@@ -1,15 +1,14 @@
 #include "actors/messages.hpp"
 
-#include <algorithm>
-
 namespace vmitap {
 
 const char* to_string(step_mode m) {
-  return m == step_mode::fast ? "fast" : "classic";
-}
-
-bool breakpoint_table::manages(drv::view_id view) const {
-  return std::find(views.begin(), views.end(), view) != views.end();
+  switch (m) {
+    case step_mode::classic: return "classic";
+    case step_mode::fast: return "fast";
+    case step_mode::emulate: return "emulate";
+  }
+  return "unknown";
 }
 
 vcpu_stats& vcpu_stats::operator+=(const vcpu_stats& x) {
@@ -21,7 +20,6 @@ vcpu_stats& vcpu_stats::operator+=(const vcpu_stats& x) {
   malformed += x.malformed;
   singlesteps += x.singlesteps;
   respond_failures += x.respond_failures;
-  hits_dropped += x.hits_dropped;
   return *this;
 }
 

@@ -5,8 +5,6 @@
 
 #include "drivers/driver.hpp"
 
-#include <prometheus/counter.h>
-
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 
@@ -15,7 +13,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 namespace vmitap {
@@ -25,12 +22,8 @@ using add_atom = caf::atom_constant<caf::atom("add")>;
 using remove_atom = caf::atom_constant<caf::atom("remove")>;
 using clear_atom = caf::atom_constant<caf::atom("clear")>;
 using list_atom = caf::atom_constant<caf::atom("list")>;
-using event_atom = caf::atom_constant<caf::atom("event")>;
+using apply_atom = caf::atom_constant<caf::atom("apply")>;
 using orphan_atom = caf::atom_constant<caf::atom("orphan")>;
-using snapshot_atom = caf::atom_constant<caf::atom("snapshot")>;
-using drain_atom = caf::atom_constant<caf::atom("drain")>;
-using monitor_atom = caf::atom_constant<caf::atom("monitor")>;
-using restore_atom = caf::atom_constant<caf::atom("restore")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using create_atom = caf::atom_constant<caf::atom("create")>;
 using teardown_atom = caf::atom_constant<caf::atom("teardown")>;
@@ -39,17 +32,20 @@ using detach_atom = caf::atom_constant<caf::atom("detach")>;
 using died_atom = caf::atom_constant<caf::atom("died")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
 using hit_atom = caf::atom_constant<caf::atom("hit")>;
-using registry_atom = caf::atom_constant<caf::atom("registry")>;
 using started_atom = caf::atom_constant<caf::atom("started")>;
 using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using ok_atom = caf::atom_constant<caf::atom("ok")>;
 using update_atom = caf::atom_constant<caf::atom("update")>;
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
+using released_atom = caf::atom_constant<caf::atom("released")>;
+using reopen_atom = caf::atom_constant<caf::atom("reopen")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
 enum class step_mode : uint8_t {
   classic,  ///< view 0 + toggle singlestep, back on the SINGLESTEP event: two events a trap
   fast,     ///< view 0 + fast singlestep with return view (Xen >= 4.17.4): one event a trap
+  emulate,  ///< EMULATE: the instruction is emulated in place, no view switch: one event a trap
 };
 const char* to_string(step_mode m);
 
@@ -59,39 +55,24 @@ struct breakpoint_spec {
   drv::view_id view = 0;
   std::string name;
   std::vector<std::string> tags;
-  bool live = false;  ///< armed by a reload, after the domain's start: counts from then on
+  bool live = false;  ///< armed by a reload, after the session's start: counts from then on
 };
 
-/// A registered breakpoint. Immutable once published; its hit count is shared with the
-/// VCPU actors that count hits.
+/// A registered breakpoint. Immutable once published but for its hit count, which the
+/// pollers that see it hit increment.
 struct breakpoint {
   uint64_t id = 0;
   breakpoint_spec spec;
-  std::shared_ptr<std::atomic<uint64_t>> hits = std::make_shared<std::atomic<uint64_t>>(0);
-  prometheus::Counter* hits_metric = nullptr;  ///< vmitap_breakpoint_hits_total, same count
+  mutable std::atomic<uint64_t> hits{0};
 };
 
 using breakpoint_ptr = std::shared_ptr<const breakpoint>;
 
-constexpr uint64_t page_key(drv::view_id view, drv::gfn_t gfn) {
-  return (uint64_t{view} << 52) | gfn;
-}
-
-/// An immutable, versioned table of monitored pages, published by the registry to the VCPU
-/// actors, which resolve events against it locally.
-struct breakpoint_table {
-  uint64_t version = 0;
-  std::unordered_map<uint64_t, std::vector<breakpoint_ptr>> pages;  ///< page_key → breakpoints
-  std::vector<drv::view_id> views;  ///< the views vmitap manages (events there are ours)
-
-  const std::vector<breakpoint_ptr>* find(drv::view_id view, drv::gfn_t gfn) const {
-    auto i = pages.find(page_key(view, gfn));
-    return i == pages.end() ? nullptr : &i->second;
-  }
-  bool manages(drv::view_id view) const;
+/// The outcome of a batch of breakpoint additions or removals: what failed, and why.
+struct batch_result {
+  size_t ok = 0;
+  std::vector<std::pair<std::string, std::string>> failed;  ///< breakpoint name, reason
 };
-
-using table_ptr = std::shared_ptr<const breakpoint_table>;
 
 /// What to set up in one domain: the engine's plan, resolved to names.
 struct domain_plan {
@@ -112,23 +93,33 @@ struct domain_plan {
   }
 };
 
-struct engine_config;
-using engine_config_ptr = std::shared_ptr<const engine_config>;
+using plan_ptr = std::shared_ptr<const domain_plan>;
+
+/// Who a hit record is about: fixed for a session, shared by all its records.
+struct domain_identity {
+  drv::domain_id id = 0;
+  std::string name;
+  std::map<drv::view_id, std::string> view_names;
+};
 
 /// One breakpoint hit, as sinks receive it.
 struct hit_record {
-  drv::domain_id domain = 0;
-  std::shared_ptr<const std::string> domain_name;
+  std::shared_ptr<const domain_identity> domain;
   drv::vcpu_id vcpu = 0;
   drv::view_id view = 0;
   drv::gfn_t gfn = 0;
+  uint64_t offset = 0;
+  uint64_t gla = 0;
   uint64_t rip = 0;
   uint64_t cr3 = 0;
   breakpoint_ptr bp;
   std::chrono::steady_clock::time_point at;
+  std::chrono::system_clock::time_point wall;
 };
 
-/// Per-VCPU counts, reported when the VCPU actor is drained.
+using hit_batch = std::vector<hit_record>;
+
+/// Counts of one domain session, summed over its VCPUs.
 struct vcpu_stats {
   uint64_t events = 0;
   uint64_t hits = 0;
@@ -138,7 +129,6 @@ struct vcpu_stats {
   uint64_t malformed = 0;
   uint64_t singlesteps = 0;
   uint64_t respond_failures = 0;
-  uint64_t hits_dropped = 0;  ///< by a full sink queue (the hit itself is still counted)
   vcpu_stats& operator+=(const vcpu_stats& x);
 };
 
@@ -157,16 +147,15 @@ struct domain_report {
 
 }  // namespace vmitap
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::drv::event)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::drv::domain_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::drv::page_access)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::breakpoint_spec)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vmitap::breakpoint_spec>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::breakpoint_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vmitap::breakpoint_ptr>)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::table_ptr)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::hit_record)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::batch_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::hit_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::vcpu_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::domain_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vmitap::domain_report>)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::domain_plan)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::engine_config_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::plan_ptr)

@@ -1,130 +1,108 @@
 #include "actors/sinks.hpp"
 
-#include "engine/error.hpp"
+#include "actors/hit_json.hpp"
+#include "actors/line_file.hpp"
+#include "drivers/error.hpp"
 
 #include <caf/actor_system.hpp>
+#include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include <cerrno>
-#include <cinttypes>
-#include <filesystem>
+#include <spdlog/spdlog.h>
+
+#include <optional>
 
 namespace vmitap {
 
-bool sink_handle::offer(hit_record rec) const {
-  if (queue->depth.fetch_add(1, std::memory_order_relaxed) >= queue->bound) {
-    queue->depth.fetch_sub(1, std::memory_order_relaxed);
-    queue->metrics.dropped->Increment();
-    return false;
+size_t sink_handle::offer(hit_batch batch) const {
+  auto n = batch.size();
+  auto before = queue->depth.fetch_add(n, std::memory_order_relaxed);
+  size_t room = before >= queue->bound ? 0 : std::min(n, queue->bound - before);
+  if (room < n) {
+    queue->depth.fetch_sub(n - room, std::memory_order_relaxed);
+    queue->dropped.fetch_add(n - room, std::memory_order_relaxed);
+    batch.resize(room);
   }
-  queue->metrics.depth->Increment();
-  caf::anon_send(actor, hit_atom::value, std::move(rec));
-  return true;
-}
-
-namespace {
-
-void append_json_string(std::string& out, const std::string& s) {
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += char(c);
-        }
-    }
-  }
-  out += '"';
-}
-
-}  // namespace
-
-std::string to_json(const hit_record& rec) {
-  std::string out;
-  out.reserve(256);
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "{\"domain_id\":%" PRIu32 ",\"domain\":", rec.domain);
-  out += buf;
-  append_json_string(out, rec.domain_name ? *rec.domain_name : std::string{});
-  std::snprintf(buf, sizeof buf,
-                ",\"vcpu\":%" PRIu32 ",\"view\":%u,\"gfn\":%" PRIu64 ",\"pa\":\"0x%" PRIx64
-                "\",\"rip\":\"0x%" PRIx64 "\",\"cr3\":\"0x%" PRIx64 "\",\"breakpoint\":",
-                rec.vcpu, unsigned(rec.view), rec.gfn, rec.bp->spec.pa, rec.rip, rec.cr3);
-  out += buf;
-  append_json_string(out, rec.bp->spec.name);
-  out += ",\"tags\":[";
-  for (size_t i = 0; i < rec.bp->spec.tags.size(); ++i) {
-    if (i > 0)
-      out += ',';
-    append_json_string(out, rec.bp->spec.tags[i]);
-  }
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(rec.at.time_since_epoch());
-  std::snprintf(buf, sizeof buf, "],\"monotonic_ns\":%lld}", static_cast<long long>(ns.count()));
-  out += buf;
-  return out;
+  if (room > 0)
+    caf::anon_send(actor, hit_atom::value, std::move(batch));
+  return n - room;
 }
 
 namespace {
 
 struct sink_state {
   sink_state() = default;  // not an aggregate: CAF would build it from `self`
+  sink_state(const sink_state&) = delete;
+  sink_state& operator=(const sink_state&) = delete;
+  ~sink_state();           // at exit: nothing buffered is lost
   static inline const char* name = "vmitap.sink";
   std::shared_ptr<sink_queue> queue;
-  sink_config cfg;
-  std::FILE* out = nullptr;
-  bool owns_file = false;
-  uint64_t bytes = 0;
-  ~sink_state() {
-    if (owns_file && out)
-      std::fclose(out);
-  }
+  std::optional<line_file> out;
+  std::string host;
+  std::chrono::milliseconds flush_interval{100};
+  bool tick_pending = false;
+  bool failing = false;  // in a streak of write errors (logged once)
 };
 
-void rotate(sink_state& st) {
-  std::fclose(st.out);
-  std::error_code ec;
-  std::filesystem::rename(st.cfg.path, st.cfg.path + ".1", ec);
-  st.out = std::fopen(st.cfg.path.c_str(), "a");
-  st.bytes = 0;
+using sink_ptr = sink_actor::extend<caf::reacts_to<tick_atom>>::stateful_pointer<sink_state>;
+
+void flush(sink_state& st) {
+  auto records = st.out->buffered_records();
+  auto r = st.out->flush();
+  st.queue->written.add(r.written);
+  st.queue->errors.add(r.failed);
+  st.queue->depth.fetch_sub(records, std::memory_order_relaxed);
+  if (r.error && !st.failing)
+    spdlog::error("sink {}: {} ({} records lost; further errors are counted in "
+                  "vmitap_sink_records_total{{result=\"error\"}})",
+                  st.queue->name, render(r.error), r.failed);
+  else if (!r.error && st.failing && r.written > 0)
+    spdlog::info("sink {}: writing again", st.queue->name);
+  if (r.failed > 0 || r.written > 0)
+    st.failing = r.failed > 0;
 }
 
-sink_actor::behavior_type sink(sink_actor::stateful_pointer<sink_state> self,
-                               std::shared_ptr<sink_queue> queue, sink_config cfg,
-                               std::FILE* out, bool owns_file) {
-  self->state.queue = std::move(queue);
-  self->state.cfg = std::move(cfg);
-  self->state.out = out;
-  self->state.owns_file = owns_file;
-  if (owns_file)
-    self->state.bytes = uint64_t(std::ftell(out));
+sink_state::~sink_state() {
+  if (out && queue)
+    flush(*this);
+}
+
+sink_actor::extend<caf::reacts_to<tick_atom>>::behavior_type
+sink(sink_ptr self, std::shared_ptr<sink_queue> queue, line_file out, std::string host,
+     std::chrono::milliseconds flush_interval) {
+  auto& st = self->state;
+  st.queue = std::move(queue);
+  st.out.emplace(std::move(out));
+  st.host = std::move(host);
+  st.flush_interval = flush_interval;
   return {
-    [self](hit_atom, const hit_record& rec) {
+    [self](hit_atom, const hit_batch& batch) {
       auto& st = self->state;
-      auto line = to_json(rec);
-      line += '\n';
-      if (st.out) {
-        std::fwrite(line.data(), 1, line.size(), st.out);
-        st.bytes += line.size();
-        if (st.cfg.rotate_bytes != 0 && st.bytes >= st.cfg.rotate_bytes && st.owns_file)
-          rotate(st);
+      for (auto& rec : batch)
+        st.out->append(to_json_line(rec, st.host));
+      if (st.out->buffered_bytes() >= 64 * 1024) {
+        flush(self->state);
+      } else if (!st.tick_pending) {
+        st.tick_pending = true;  // out within the flush interval, whatever comes next
+        self->delayed_send(self, st.flush_interval, tick_atom::value);
       }
-      st.queue->metrics.written->Increment();
-      st.queue->metrics.depth->Decrement();
-      st.queue->depth.fetch_sub(1, std::memory_order_relaxed);
+    },
+    [self](tick_atom) {
+      self->state.tick_pending = false;
+      flush(self->state);
     },
     [self](flush_atom) {
-      if (self->state.out)
-        std::fflush(self->state.out);
+      flush(self->state);
+      return ok_atom::value;
+    },
+    [self](reopen_atom) -> caf::result<ok_atom> {
+      auto& st = self->state;
+      flush(self->state);
+      if (auto err = st.out->reopen()) {
+        spdlog::error("sink {}: reopen: {}", st.queue->name, render(err));
+        return err;
+      }
       return ok_atom::value;
     },
   };
@@ -133,18 +111,20 @@ sink_actor::behavior_type sink(sink_actor::stateful_pointer<sink_state> self,
 }  // namespace
 
 caf::expected<sink_handle> spawn_sink(caf::actor_system& sys, const sink_config& cfg,
-                                      sink_metrics metrics) {
-  std::FILE* out = stdout;
-  bool owns = false;
+                                      std::string host) {
+  line_file::options opts;
   if (cfg.type == sink_config::kind::jsonl_file) {
-    out = std::fopen(cfg.path.c_str(), "a");
-    if (!out)
-      return make_driver_error("fopen(" + cfg.path + ") for sink " + cfg.name, errno);
-    owns = true;
+    opts.path = cfg.path;
+    opts.rotate_bytes = cfg.rotate_bytes;
+    opts.rotate_keep = cfg.rotate_keep;
   }
-  auto queue = std::make_shared<sink_queue>(cfg.name, cfg.queue_bound, metrics);
-  auto actor = sys.spawn<caf::detached>(sink, queue, cfg, out, owns);
-  return sink_handle{actor, queue};
+  auto out = line_file::open(opts);
+  if (!out)
+    return make_error(ec::io_failed, "sink " + cfg.name + ": " + context_of(out.error()));
+  auto queue = std::make_shared<sink_queue>(cfg.name, cfg.queue_bound);
+  auto actor = sys.spawn<caf::detached>(sink, queue, std::move(*out), std::move(host),
+                                        cfg.flush_interval);
+  return sink_handle{caf::actor_cast<sink_actor>(actor), queue};
 }
 
 }  // namespace vmitap

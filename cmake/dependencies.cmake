@@ -12,9 +12,9 @@ set_target_properties(caf::core PROPERTIES
   INTERFACE_LINK_LIBRARIES Threads::Threads)
 
 find_package(GTest REQUIRED)
-find_package(benchmark REQUIRED)
 find_package(prometheus-cpp REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(tomlplusplus REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(CLI11 REQUIRED)
+pkg_check_modules(systemd REQUIRED IMPORTED_TARGET libsystemd)

@@ -1,186 +1,86 @@
 #include "engine/config.hpp"
 
-#include "engine/error.hpp"
+#include "drivers/error.hpp"
+#include "engine/backends.hpp"
+#include "engine/config_reader.hpp"
+#include "engine/listen_address.hpp"
 
-#include <toml++/toml.h>
-
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-#include <fnmatch.h>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace vmitap {
 
 namespace {
 
-/// Walks the TOML tree, converts values, and collects every problem with its position.
-class reader {
-public:
-  explicit reader(std::string file) : file_(std::move(file)) {}
-
-  void error(const toml::source_region& where, const std::string& key, const std::string& msg) {
-    std::ostringstream out;
-    out << file_ << ":" << where.begin.line << ":" << where.begin.column << ": " << key << ": "
-        << msg;
-    errors_.push_back({where.begin.line, where.begin.column, out.str()});
-  }
-
-  /// Unknown keys are errors: a typo must not silently mean "default".
-  void allow_only(const toml::table& t, const std::string& path,
-                  std::initializer_list<std::string_view> allowed) {
-    for (auto&& [k, v] : t) {
-      if (std::find(allowed.begin(), allowed.end(), k.str()) != allowed.end())
-        continue;
-      std::string list;
-      for (auto a : allowed)
-        list += (list.empty() ? "" : ", ") + std::string(a);
-      error(k.source(), join(path, k.str()), "unknown key (expected one of: " + list + ")");
-    }
-  }
-
-  template <class T>
-  std::optional<T> get(const toml::table& t, std::string_view key, const std::string& path,
-                       const char* expected) {
-    auto* node = t.get(key);
-    if (!node)
-      return std::nullopt;
-    if constexpr (std::is_same_v<T, std::string>) {
-      if (auto v = node->value_exact<std::string>())
-        return *v;
-    } else if constexpr (std::is_same_v<T, bool>) {
-      if (auto v = node->value_exact<bool>())
-        return *v;
-    } else {
-      if (auto v = node->value_exact<int64_t>())
-        return T(*v);
-    }
-    error(node->source(), join(path, key), std::string("expected ") + expected);
-    return std::nullopt;
-  }
-
-  std::optional<uint64_t> get_count(const toml::table& t, std::string_view key,
-                                    const std::string& path, int64_t min, int64_t max) {
-    auto* node = t.get(key);
-    auto v = get<int64_t>(t, key, path, "an integer");
-    if (!v)
-      return std::nullopt;
-    if (*v < min || *v > max) {
-      error(node->source(), join(path, key),
-            "expected an integer from " + std::to_string(min) + " to " + std::to_string(max)
-              + ", got " + std::to_string(*v));
-      return std::nullopt;
-    }
-    return uint64_t(*v);
-  }
-
-  std::vector<std::string> get_strings(const toml::table& t, std::string_view key,
-                                       const std::string& path) {
-    std::vector<std::string> out;
-    auto* node = t.get(key);
-    if (!node)
-      return out;
-    auto* arr = node->as_array();
-    if (!arr) {
-      error(node->source(), join(path, key), "expected an array of strings");
-      return out;
-    }
-    for (size_t i = 0; i < arr->size(); ++i) {
-      if (auto s = (*arr)[i].value_exact<std::string>())
-        out.push_back(*s);
-      else
-        error((*arr)[i].source(), join(path, key) + "[" + std::to_string(i) + "]",
-              "expected a string");
-    }
-    return out;
-  }
-
-  const toml::table* table(const toml::table& t, std::string_view key, const std::string& path) {
-    auto* node = t.get(key);
-    if (!node)
-      return nullptr;
-    if (auto* tbl = node->as_table())
-      return tbl;
-    error(node->source(), join(path, key), "expected a table");
-    return nullptr;
-  }
-
-  /// An array of tables ([[key]]); a lone table is not accepted.
-  std::vector<const toml::table*> tables(const toml::table& t, std::string_view key,
-                                         const std::string& path) {
-    std::vector<const toml::table*> out;
-    auto* node = t.get(key);
-    if (!node)
-      return out;
-    auto* arr = node->as_array();
-    if (!arr || !arr->is_array_of_tables()) {
-      error(node->source(), join(path, key), "expected an array of tables ([[" + join(path, key) + "]])");
-      return out;
-    }
-    for (auto& e : *arr)
-      out.push_back(e.as_table());
-    return out;
-  }
-
-  static std::string join(const std::string& path, std::string_view key) {
-    return path.empty() ? std::string(key) : path + "." + std::string(key);
-  }
-
-  bool ok() const { return errors_.empty(); }
-  /// One line per problem, in file order.
-  std::string message() {
-    std::stable_sort(errors_.begin(), errors_.end(), [](auto& a, auto& b) {
-      return std::tie(a.line, a.column) < std::tie(b.line, b.column);
-    });
-    std::string out;
-    for (auto& e : errors_)
-      out += (out.empty() ? "" : "\n") + e.text;
-    return out;
-  }
-
-private:
-  struct problem {
-    toml::source_index line;
-    toml::source_index column;
-    std::string text;
-  };
-  std::string file_;
-  std::vector<problem> errors_;
-};
-
-std::string indexed(const std::string& key, size_t i) {
-  return key + "[" + std::to_string(i) + "]";
-}
+namespace fs = std::filesystem;
+using reader = config_reader;
 
 void read_engine(reader& r, const toml::table& root, config& cfg) {
   if (auto* t = r.table(root, "engine", "")) {
-    r.allow_only(*t, "engine", {"driver", "worker_threads", "stop_deadline_seconds",
-                                "detached_event_sources"});
-    if (auto d = r.get<std::string>(*t, "driver", "engine", "a string: \"sim\" or \"xen\"")) {
-      if (*d != "sim" && *d != "xen")
-        r.error(t->get("driver")->source(), "engine.driver",
-                "expected \"sim\" or \"xen\", got \"" + *d + "\"");
-      cfg.driver = *d;
+    r.allow_only(*t, "engine", {"driver", "worker_threads", "pollers", "poller_spin_us",
+                                "stop_deadline_seconds", "detached_children"});
+    if (auto d = r.get_string(*t, "driver", "engine", "a string naming the driver")) {
+      if (!find_backend(*d))
+        r.error(reader::where(*t, "driver"), "engine.driver",
+                "expected one of " + backend_names() + ", got \"" + *d + "\"");
+      else
+        cfg.driver = *d;
     }
     if (auto n = r.get_count(*t, "worker_threads", "engine", 1, 256))
       cfg.engine.worker_threads = *n;
+    if (auto n = r.get_count(*t, "pollers", "engine", 0, 256))
+      cfg.engine.pollers = *n;
+    if (auto n = r.get_count(*t, "poller_spin_us", "engine", 0, 100000))
+      cfg.engine.poller_spin = std::chrono::microseconds(*n);
     if (auto n = r.get_count(*t, "stop_deadline_seconds", "engine", 1, 3600))
       cfg.engine.stop_deadline = std::chrono::seconds(*n);
-    if (auto b = r.get<bool>(*t, "detached_event_sources", "engine", "true or false"))
-      cfg.engine.detached_event_sources = *b;
+    if (auto b = r.get_bool(*t, "detached_children", "engine"))
+      cfg.engine.detached_children = *b;
   }
   if (auto* t = r.table(root, "metrics", "")) {
     r.allow_only(*t, "metrics", {"listen"});
-    if (auto l = r.get<std::string>(*t, "listen", "metrics", "a string \"host:port\" (\"\": off)"))
+    if (auto l = r.get_string(*t, "listen", "metrics", "a string \"host:port\" (\"\": off)")) {
       cfg.engine.metrics_listen = *l;
+      if (!l->empty())
+        if (auto parsed = parse_listen(*l); !parsed)
+          r.error(reader::where(*t, "listen"), "metrics.listen", context_of(parsed.error()));
+    }
   }
+}
+
+/// A file sink's path must be a file vmitap can create or append to, in a directory it can
+/// write (rotation renames in it).
+std::optional<std::string> path_problem(const std::string& path) {
+  if (path.empty())
+    return "must not be empty";
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode))
+      return "is a directory, not a file";
+    if (::access(path.c_str(), W_OK) != 0)
+      return "exists and is not writable: " + std::string(std::strerror(errno));
+  }
+  auto dir = fs::path(path).parent_path();
+  if (dir.empty())
+    dir = ".";
+  if (!fs::is_directory(dir))
+    return "directory " + dir.string() + " does not exist";
+  if (::access(dir.c_str(), W_OK) != 0)
+    return "directory " + dir.string() + " is not writable";
+  return std::nullopt;
 }
 
 void read_sinks(reader& r, const toml::table& root, config& cfg) {
   auto* sinks = r.table(root, "sink", "");
   if (!sinks)
     return;
+  const toml::source_region* stdout_at = nullptr;
   for (auto&& [name, node] : *sinks) {
     auto path = "sink." + std::string(name.str());
     auto* t = node.as_table();
@@ -188,10 +88,11 @@ void read_sinks(reader& r, const toml::table& root, config& cfg) {
       r.error(node.source(), path, "expected a table ([" + path + "])");
       continue;
     }
-    r.allow_only(*t, path, {"type", "path", "rotate_bytes", "queue", "drop"});
+    r.allow_only(*t, path, {"type", "path", "rotate_bytes", "rotate_keep", "queue", "drop",
+                            "flush_interval_ms"});
     sink_config s;
     s.name = std::string(name.str());
-    auto type = r.get<std::string>(*t, "type", path, "a string: \"jsonl\" or \"stdout\"");
+    auto type = r.get_string(*t, "type", path, "a string: \"jsonl\" or \"stdout\"");
     if (!type) {
       if (!t->get("type"))
         r.error(t->source(), path + ".type", "missing (\"jsonl\" or \"stdout\")");
@@ -199,185 +100,163 @@ void read_sinks(reader& r, const toml::table& root, config& cfg) {
     }
     if (*type == "jsonl") {
       s.type = sink_config::kind::jsonl_file;
-      auto file = r.get<std::string>(*t, "path", path, "a file path");
-      if (!file) {
-        if (!t->get("path"))
-          r.error(t->source(), path + ".path", "missing: a jsonl sink needs a file path");
-        continue;
+      if (auto file = r.get_string(*t, "path", path, "a file path")) {
+        s.path = *file;
+        if (auto why = path_problem(s.path))
+          r.error(reader::where(*t, "path"), path + ".path", "\"" + s.path + "\" " + *why);
+      } else if (!t->get("path")) {
+        r.error(t->source(), path + ".path", "missing: a jsonl sink needs a file path");
       }
-      s.path = *file;
-      auto dir = std::filesystem::path(s.path).parent_path();
-      if (dir.empty())
-        dir = ".";
-      if (!std::filesystem::is_directory(dir) || ::access(dir.c_str(), W_OK) != 0)
-        r.error(t->get("path")->source(), path + ".path",
-                "directory " + dir.string() + " does not exist or is not writable");
     } else if (*type == "stdout") {
       s.type = sink_config::kind::stdout_lines;
+      if (stdout_at)
+        r.error(reader::where(*t, "type"), path + ".type",
+                "only one sink may write to stdout (the other is at line "
+                  + std::to_string(stdout_at->begin.line) + ")");
+      stdout_at = &t->source();
+      if (t->get("path"))
+        r.error(reader::where(*t, "path"), path + ".path", "a stdout sink has no path");
     } else {
-      r.error(t->get("type")->source(), path + ".type",
+      r.error(reader::where(*t, "type"), path + ".type",
               "expected \"jsonl\" or \"stdout\", got \"" + *type + "\"");
     }
     if (auto n = r.get_count(*t, "rotate_bytes", path, 0, int64_t(1) << 40))
       s.rotate_bytes = *n;
+    if (auto n = r.get_count(*t, "rotate_keep", path, 0, 1000))
+      s.rotate_keep = uint32_t(*n);
     if (auto n = r.get_count(*t, "queue", path, 1, int64_t(1) << 24))
       s.queue_bound = *n;
-    if (auto d = r.get<std::string>(*t, "drop", path, "a string: \"newest\""))
+    if (auto n = r.get_count(*t, "flush_interval_ms", path, 1, 60000))
+      s.flush_interval = std::chrono::milliseconds(*n);
+    if (auto d = r.get_string(*t, "drop", path, "a string: \"newest\""))
       if (*d != "newest")
-        r.error(t->get("drop")->source(), path + ".drop",
+        r.error(reader::where(*t, "drop"), path + ".drop",
                 "expected \"newest\" (a full queue drops the new record and counts it)");
     cfg.engine.sinks.push_back(s);
   }
 }
 
-void read_sim(reader& r, const toml::table& root, config& cfg) {
-  auto* t = r.table(root, "sim", "");
-  if (!t)
-    return;
-  r.allow_only(*t, "sim", {"latency_us", "domain"});
-  if (auto n = r.get_count(*t, "latency_us", "sim", 0, 1000000))
-    cfg.sim.exit_latency = std::chrono::microseconds(*n);
+void read_breakpoints(reader& r, const backend& be, const toml::table& d, const std::string& path,
+                      config& cfg, engine_config::domain_entry& e, domain_plan& plan) {
+  auto declared = [&](const std::string& v) {
+    return std::find(plan.views.begin(), plan.views.end(), v) != plan.views.end();
+  };
   std::set<std::string> names;
-  auto domains = r.tables(*t, "domain", "sim");
-  for (size_t i = 0; i < domains.size(); ++i) {
-    auto& d = *domains[i];
-    auto path = indexed("sim.domain", i);
-    r.allow_only(d, path, {"name", "vcpus", "memory_mib", "instructions", "seed", "functions"});
-    sim::domain_config dc;
-    if (auto n = r.get<std::string>(d, "name", path, "a string"))
-      dc.name = *n;
-    else if (!d.get("name"))
-      r.error(d.source(), path + ".name", "missing");
-    if (!names.insert(dc.name).second)
-      r.error(d.get("name")->source(), path + ".name", "duplicate domain name \"" + dc.name + "\"");
-    if (auto n = r.get_count(d, "vcpus", path, 1, 128))
-      dc.vcpus = uint32_t(*n);
-    if (auto n = r.get_count(d, "memory_mib", path, 8, 65536))
-      dc.memory_mib = *n;
-    if (auto n = r.get_count(d, "instructions", path, 0, int64_t(1) << 50))
-      dc.instructions_per_vcpu = *n;
-    if (auto n = r.get_count(d, "seed", path, 0, INT64_MAX))
-      dc.workload.seed = *n;
-    if (auto n = r.get_count(d, "functions", path, 6, 4096))
-      dc.workload.functions = uint32_t(*n);
-    cfg.sim.domains.push_back(dc);
+  auto bps = r.tables(d, "breakpoint", path);
+  for (size_t j = 0; j < bps.size(); ++j) {
+    auto& b = *bps[j];
+    auto bpath = path + "." + reader::indexed("breakpoint", j);
+    r.allow_only(b, bpath, {"name", "address", "view", "tags"});
+    domain_plan::breakpoint bp;
+    bp.view = plan.views.front();
+    if (auto n = r.get_string(b, "name", bpath, "a string")) {
+      bp.name = *n;
+      if (n->empty())
+        r.error(reader::where(b, "name"), bpath + ".name", "must not be empty");
+      else if (!names.insert(*n).second)
+        r.error(reader::where(b, "name"), bpath + ".name",
+                "duplicate breakpoint name \"" + *n + "\" in this domain");
+    } else if (!b.get("name")) {
+      r.error(b.source(), bpath + ".name", "missing");
+    }
+    if (auto a = r.get_count(b, "address", bpath, 0, INT64_MAX)) {
+      bp.pa = *a;
+      for (auto& why : be.check_address(cfg, e.select, bp.pa))
+        r.error(reader::where(b, "address"), bpath + ".address", why);
+    } else if (!b.get("address")) {
+      r.error(b.source(), bpath + ".address", "missing (a guest physical address)");
+    }
+    if (auto v = r.get_string(b, "view", bpath, "a view name")) {
+      bp.view = *v;
+      if (!declared(*v))
+        r.error(reader::where(b, "view"), bpath + ".view", "view \"" + *v + "\" is not declared");
+    }
+    bp.tags = r.get_strings(b, "tags", bpath);
+    plan.breakpoints.push_back(std::move(bp));
   }
 }
 
-/// The sim domains a selector picks, so addresses can be checked against their memory.
-std::vector<const sim::domain_config*> sim_targets(const config& cfg, const domain_selector& s) {
-  std::vector<const sim::domain_config*> out;
-  for (auto& d : cfg.sim.domains)
-    if ((s.name.empty() || s.name == d.name)
-        && (s.pattern.empty() || fnmatch(s.pattern.c_str(), d.name.c_str(), 0) == 0))
-      out.push_back(&d);
-  return out;
+void read_vcpu_views(reader& r, const backend& be, const toml::table& d, const std::string& path,
+                     const config& cfg, const engine_config::domain_entry& e, domain_plan& plan) {
+  auto* vv = r.table(d, "vcpu_views", path);
+  if (!vv)
+    return;
+  for (auto&& [k, v] : *vv) {
+    auto key = path + ".vcpu_views." + std::string(k.str());
+    std::string number{k.str()};
+    bool digits = !number.empty() && number.size() <= 10
+                  && std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; });
+    auto id = digits ? std::stoull(number) : 0;
+    auto name = v.value_exact<std::string>();
+    if (!digits || id > UINT32_MAX) {
+      r.error(k.source(), key, "expected a VCPU number (0 to 4294967295) as key");
+    } else if (!name) {
+      r.error(v.source(), key, "expected a view name");
+    } else if (std::find(plan.views.begin(), plan.views.end(), *name) == plan.views.end()) {
+      r.error(v.source(), key, "view \"" + *name + "\" is not declared");
+    } else {
+      for (auto& why : be.check_vcpu(cfg, e.select, drv::vcpu_id(id)))
+        r.error(k.source(), key, why);
+      plan.vcpu_views[drv::vcpu_id(id)] = *name;
+    }
+  }
 }
 
 void read_domains(reader& r, const toml::table& root, config& cfg) {
+  auto& be = *find_backend(cfg.driver);
   std::set<std::string> sink_names;
   for (auto& s : cfg.engine.sinks)
     sink_names.insert(s.name);
   auto domains = r.tables(root, "domain", "");
   for (size_t i = 0; i < domains.size(); ++i) {
     auto& d = *domains[i];
-    auto path = indexed("domain", i);
+    auto path = reader::indexed("domain", i);
     r.allow_only(d, path, {"name", "id", "pattern", "views", "step", "sinks", "vcpu_views",
                            "breakpoint"});
     engine_config::domain_entry e;
-    if (auto n = r.get<std::string>(d, "name", path, "a string"))
+    auto plan = std::make_shared<domain_plan>();
+    if (auto n = r.get_string(d, "name", path, "a string"))
       e.select.name = *n;
     if (auto n = r.get_count(d, "id", path, 0, UINT32_MAX))
       e.select.id = drv::domain_id(*n);
-    if (auto p = r.get<std::string>(d, "pattern", path, "a glob pattern string"))
+    if (auto p = r.get_string(d, "pattern", path, "a glob pattern string"))
       e.select.pattern = *p;
     if (e.select.name.empty() && !e.select.id && e.select.pattern.empty())
       r.error(d.source(), path, "missing a selector: name, id or pattern");
+    else if (auto any = be.selects_any(cfg, e.select); any && !*any)
+      r.warning(d.source(), path, e.select.describe() + " selects no domain of the " + be.name
+                                    + " host (it is attached if one starts later)");
     if (d.get("views")) {
-      e.plan.views = r.get_strings(d, "views", path);
-      if (e.plan.views.empty())
-        r.error(d.get("views")->source(), path + ".views", "expected at least one view name");
+      auto views = r.get_strings(d, "views", path, true);
       std::set<std::string> seen;
-      for (auto& v : e.plan.views)
-        if (!seen.insert(v).second)
-          r.error(d.get("views")->source(), path + ".views", "duplicate view \"" + v + "\"");
-      if (e.plan.views.size() > 9)
-        r.error(d.get("views")->source(), path + ".views", "at most 9 views (Xen's altp2m limit)");
+      for (auto& v : views)
+        if (v.empty() || !seen.insert(v).second)
+          r.error(reader::where(d, "views"), path + ".views",
+                  v.empty() ? "a view name must not be empty" : "duplicate view \"" + v + "\"");
+      if (views.size() > drv::max_views - 1)
+        r.error(reader::where(d, "views"), path + ".views",
+                "at most " + std::to_string(drv::max_views - 1) + " views (Xen's altp2m limit)");
+      if (!views.empty())
+        plan->views = std::move(views);  // else reported; keep the default to go on checking
     }
-    auto declared = [&](const std::string& v) {
-      return std::find(e.plan.views.begin(), e.plan.views.end(), v) != e.plan.views.end();
-    };
-    auto views_list = [&] {
-      std::string s;
-      for (auto& v : e.plan.views)
-        s += (s.empty() ? "" : ", ") + v;
-      return s;
-    };
-    if (auto s = r.get<std::string>(d, "step", path, "a string: \"fast\" or \"classic\"")) {
+    if (auto s = r.get_string(d, "step", path, "a string: \"fast\", \"classic\" or \"emulate\"")) {
       if (*s == "fast")
-        e.plan.mode = step_mode::fast;
+        plan->mode = step_mode::fast;
       else if (*s == "classic")
-        e.plan.mode = step_mode::classic;
+        plan->mode = step_mode::classic;
+      else if (*s == "emulate")
+        plan->mode = step_mode::emulate;
       else
-        r.error(d.get("step")->source(), path + ".step",
-                "expected \"fast\" or \"classic\", got \"" + *s + "\"");
+        r.error(reader::where(d, "step"), path + ".step",
+                "expected \"fast\", \"classic\" or \"emulate\", got \"" + *s + "\"");
     }
     e.sinks = r.get_strings(d, "sinks", path);
     for (auto& s : e.sinks)
       if (!sink_names.count(s))
-        r.error(d.get("sinks")->source(), path + ".sinks", "no sink named \"" + s + "\"");
-    if (auto* vv = r.table(d, "vcpu_views", path)) {
-      for (auto&& [k, v] : *vv) {
-        auto key = path + ".vcpu_views." + std::string(k.str());
-        std::string number{k.str()};
-        char* end = nullptr;
-        auto id = std::strtoul(number.c_str(), &end, 10);
-        auto name = v.value_exact<std::string>();
-        if (number.empty() || *end != '\0')
-          r.error(k.source(), key, "expected a VCPU number as key");
-        else if (!name)
-          r.error(v.source(), key, "expected a view name");
-        else if (!declared(*name))
-          r.error(v.source(), key, "view \"" + *name + "\" is not declared (views: " + views_list() + ")");
-        else
-          e.plan.vcpu_views[drv::vcpu_id(id)] = *name;
-      }
-    }
-    auto targets = sim_targets(cfg, e.select);
-    std::set<std::string> names;
-    auto bps = r.tables(d, "breakpoint", path);
-    for (size_t j = 0; j < bps.size(); ++j) {
-      auto& b = *bps[j];
-      auto bpath = path + "." + indexed("breakpoint", j);
-      r.allow_only(b, bpath, {"name", "address", "view", "tags"});
-      domain_plan::breakpoint bp;
-      bp.view = e.plan.views.front();
-      if (auto n = r.get<std::string>(b, "name", bpath, "a string"))
-        bp.name = *n;
-      else if (!b.get("name"))
-        r.error(b.source(), bpath + ".name", "missing");
-      if (!bp.name.empty() && !names.insert(bp.name).second)
-        r.error(b.get("name")->source(), bpath + ".name",
-                "duplicate breakpoint name \"" + bp.name + "\" in this domain");
-      if (auto a = r.get<int64_t>(b, "address", bpath, "an integer guest physical address")) {
-        bp.pa = uint64_t(*a);
-        for (auto* t : targets)
-          if (*a < 0 || drv::gfn_of(bp.pa) >= t->memory_mib * (1024 * 1024 / drv::page_size))
-            r.error(b.get("address")->source(), bpath + ".address",
-                    "address is not in guest memory of sim domain \"" + t->name + "\" ("
-                      + std::to_string(t->memory_mib) + " MiB)");
-      } else if (!b.get("address")) {
-        r.error(b.source(), bpath + ".address", "missing");
-      }
-      if (auto v = r.get<std::string>(b, "view", bpath, "a view name")) {
-        bp.view = *v;
-        if (!declared(*v))
-          r.error(b.get("view")->source(), bpath + ".view",
-                  "view \"" + *v + "\" is not declared (views: " + views_list() + ")");
-      }
-      bp.tags = r.get_strings(b, "tags", bpath);
-      e.plan.breakpoints.push_back(std::move(bp));
-    }
+        r.error(reader::where(d, "sinks"), path + ".sinks", "no sink named \"" + s + "\"");
+    read_vcpu_views(r, be, d, path, cfg, e, *plan);
+    read_breakpoints(r, be, d, path, cfg, e, *plan);
+    e.plan = std::move(plan);
     cfg.engine.domains.push_back(std::move(e));
   }
 }
@@ -397,76 +276,33 @@ caf::expected<config> parse_config(std::string_view text, const std::string& pat
   config cfg;
   cfg.path = path;
   reader r{path};
-  r.allow_only(root, "", {"engine", "metrics", "sink", "sim", "domain"});
+  r.allow_only(root, "", {"engine", "metrics", "sink", "domain", "sim", "xen"});
   read_engine(r, root, cfg);
   read_sinks(r, root, cfg);
-  read_sim(r, root, cfg);
+  for (auto* name : {"sim", "xen"})
+    if (root.get(name) && cfg.driver != name)
+      r.error(root.get(name)->source(), name,
+              std::string("a [") + name + "] section, but the driver is \"" + cfg.driver + "\"");
+  find_backend(cfg.driver)->read_section(r, r.table(root, cfg.driver, ""), cfg);
   read_domains(r, root, cfg);
   if (!r.ok())
-    return make_error(ec::config_invalid, r.message());
+    return make_error(ec::config_invalid, r.errors());
+  cfg.warnings = r.warnings();
   return cfg;
 }
 
 caf::expected<config> load_config(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    return make_error(ec::config_invalid, path + ": cannot open: " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode))
+    return make_error(ec::config_invalid, path + ": is a directory, not a config file");
   std::ifstream in(path, std::ios::binary);
   if (!in)
     return make_error(ec::config_invalid, path + ": cannot open: " + std::strerror(errno));
   std::stringstream text;
   text << in.rdbuf();
   return parse_config(text.str(), path);
-}
-
-std::string describe(const config& cfg) {
-  std::ostringstream out;
-  out << "config " << cfg.path << ": driver " << cfg.driver << ", " << cfg.engine.worker_threads
-      << " worker threads, event sources " << (cfg.engine.detached_event_sources ? "detached" : "scheduled")
-      << ", stop deadline " << cfg.engine.stop_deadline.count() / 1000 << " s\n";
-  out << "metrics: " << (cfg.engine.metrics_listen.empty() ? "off" : cfg.engine.metrics_listen) << "\n";
-  for (auto& s : cfg.engine.sinks)
-    out << "sink " << s.name << ": "
-        << (s.type == sink_config::kind::jsonl_file ? "jsonl " + s.path : std::string("stdout"))
-        << (s.rotate_bytes ? ", rotate at " + std::to_string(s.rotate_bytes) + " bytes" : "")
-        << ", queue " << s.queue_bound << ", drops newest when full\n";
-  if (cfg.driver == "sim") {
-    out << "sim: " << cfg.sim.domains.size() << " domains, exit latency "
-        << std::chrono::duration_cast<std::chrono::microseconds>(cfg.sim.exit_latency).count() << " us\n";
-    for (auto& d : cfg.sim.domains)
-      out << "  sim domain " << d.name << ": " << d.vcpus << " vcpus, " << d.memory_mib
-          << " MiB, seed " << d.workload.seed << ", "
-          << (d.instructions_per_vcpu ? std::to_string(d.instructions_per_vcpu) + " instructions per vcpu"
-                                      : std::string("runs until stopped"))
-          << "\n";
-  }
-  for (auto& e : cfg.engine.domains) {
-    out << "domain";
-    if (!e.select.name.empty())
-      out << " name=" << e.select.name;
-    if (e.select.id)
-      out << " id=" << *e.select.id;
-    if (!e.select.pattern.empty())
-      out << " pattern=" << e.select.pattern;
-    out << ": supervisor + ept_controller + breakpoint_registry + one vcpu actor per VCPU; step "
-        << to_string(e.plan.mode) << "; views";
-    for (auto& v : e.plan.views)
-      out << " " << v;
-    out << "; sinks";
-    for (auto& s : e.sinks)
-      out << " " << s;
-    if (e.sinks.empty())
-      out << " (none)";
-    out << "\n";
-    for (auto& [vcpu, view] : e.plan.vcpu_views)
-      out << "  vcpu " << vcpu << " lives in view " << view << "\n";
-    for (auto& b : e.plan.breakpoints) {
-      char pa[32];
-      std::snprintf(pa, sizeof pa, "%#llx", (unsigned long long) b.pa);
-      out << "  breakpoint " << b.name << " at " << pa << " in view " << b.view;
-      for (auto& t : b.tags)
-        out << " #" << t;
-      out << "\n";
-    }
-  }
-  return out.str();
 }
 
 }  // namespace vmitap

@@ -1,32 +1,30 @@
 #pragma once
 
 // The config file (TOML): which driver, which domains with which views and breakpoints, where
-// hits go, metrics, threads, and the simulated hypervisor's guests. Every key is documented in
-// examples/*.toml. Errors name file, line, column, the key and what was expected.
+// hits go, metrics, threads, and the driver's own section ([sim] or [xen]). Every key is
+// documented in examples/*.toml and the README. Errors name file, line, column, the key and
+// what was expected.
 
-#include "drivers/sim/hypervisor.hpp"
-#include "engine/engine.hpp"
+#include "engine/engine_config.hpp"
 
+#include <any>
 #include <string>
-#include <vector>
 
 namespace vmitap {
 
 struct config {
   std::string path;
-  std::string driver = "sim";  ///< sim | xen
+  std::string driver = "sim";  ///< a name from the backend table (engine/backends.hpp)
   engine_config engine;
-  struct sim_section {
-    std::chrono::nanoseconds exit_latency{0};
-    std::vector<sim::domain_config> domains;
-  } sim;
+  std::any backend;            ///< the driver's own section, as its backend reads it
+  std::string warnings;        ///< one line per warning, "file:line:column: key: warning: …"
 };
 
 /// Reads and validates `path`. On failure the error (ec::config_invalid) carries one line per
 /// problem: "file:line:column: key: message".
 caf::expected<config> load_config(const std::string& path);
 
-/// The same, from text (for tests); `path` only names it in messages.
+/// The same, from text (tests; the built-in demo); `path` only names it in messages.
 caf::expected<config> parse_config(std::string_view text, const std::string& path);
 
 /// The topology the config would build, for `vmitap check`.

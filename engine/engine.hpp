@@ -1,81 +1,77 @@
 #pragma once
 
-// The engine: owns the actor system, attaches every domain its plan selects (also those that
-// start later), and detaches them all, in order, on stop.
+// The engine as a program uses it: an actor system, the pollers, the exporter, the engine
+// actor; start, status, reload, reopen, stop. Everything behind it is asynchronous; these
+// calls wait for their answers (each bounded by a timeout).
 
-#include "actors/domain_supervisor.hpp"
-#include "actors/interfaces.hpp"
-#include "actors/sinks.hpp"
-#include "engine/defaults.hpp"
+#include "engine/engine_actor.hpp"
+#include "engine/http_exporter.hpp"
 #include "engine/metrics.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 
-#include <prometheus/exposer.h>
-
-#include <optional>
-
 namespace vmitap {
 
-/// Which domains a plan applies to: by id, by exact name, or by a glob pattern on the name.
-struct domain_selector {
-  std::optional<drv::domain_id> id;
+/// One domain's counts for a progress line, cheap to read (no actor is asked).
+struct domain_progress {
   std::string name;
-  std::string pattern;
-  bool matches(const drv::domain_info& d) const;
-};
-
-struct engine_config {
-  size_t worker_threads = defaults::worker_threads;
-  bool detached_event_sources = false;  ///< VCPU actors and controllers on their own threads
-  std::chrono::milliseconds stop_deadline = defaults::stop_deadline;
-  std::string metrics_listen = defaults::metrics_listen;  ///< host:port; empty: no exporter
-  std::vector<sink_config> sinks;
-  struct domain_entry {
-    domain_selector select;
-    domain_plan plan;
-    std::vector<std::string> sinks;  ///< names from `sinks`
-  };
-  std::vector<domain_entry> domains;
+  drv::domain_id id = 0;
+  uint64_t events = 0;
+  uint64_t hits = 0;
 };
 
 class engine {
 public:
-  engine(engine_config cfg, std::shared_ptr<drv::driver> driver);
+  /// `reserved_cores`: cores the backend's own threads use (the sim's guest threads), so
+  /// that the default number of pollers leaves them free.
+  engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t reserved_cores = 0);
   ~engine();
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
 
-  /// Opens the sinks, watches the driver and attaches the running domains it selects.
+  /// Starts the exporter and the sinks, watches the driver and attaches the running domains
+  /// the config selects. Errors: listen_failed (exporter), io_failed (a sink), the driver's.
   caf::error start();
-  /// Reports of every domain, live ones and those that ended.
+  /// Every session's report; every request raised before the call is counted.
   std::vector<domain_report> status();
-  /// Applies a new, validated config (breakpoints, domains, sinks); the simulated host and
-  /// the engine section stay as they are. On error the running topology is kept where it
-  /// could not be changed.
+  /// Live sessions' counts, in a stable order (name, then id).
+  std::vector<domain_progress> progress() const;
+  /// Applies a new, validated config (domains, breakpoints, sinks; not the engine section).
   caf::error reload(engine_config next);
-  /// Detaches every domain (within the stop deadline) and returns their final reports.
+  /// Every file sink reopens its file (after logrotate moved it).
+  caf::error reopen_sinks();
+  /// Detaches every domain (within the stop deadline) and returns every session's report.
   std::vector<domain_report> stop();
 
+  /// Counts a reload (SIGHUP) as applied or rejected, for the exporter.
+  void count_reload(bool ok);
+
   caf::actor_system& system() { return *system_; }
-  vmitap::metrics& metrics() { return metrics_; }
-  /// The port the exporter listens on (0 without one); useful with ":0".
-  int metrics_port() const;
-  engine_actor handle() const { return actor_; }
+  const engine_counters& counters() const { return counters_; }
+  poller_pool& pollers() { return *pollers_; }
+  /// What /metrics serves, as families (for tests).
+  std::vector<prometheus::MetricFamily> collect() const;
+  /// The exporter's port (0 without one); useful with port 0.
+  uint16_t metrics_port() const { return exporter_ ? exporter_->port() : 0; }
+  const engine_config& config() const { return cfg_; }
 
 private:
-  void stop_actors(std::vector<domain_report>& out);
-
   engine_config cfg_;
   std::shared_ptr<drv::driver> driver_;
-  vmitap::metrics metrics_;  // outlives the actor system: actors hold its series
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  engine_counters counters_;
+  std::shared_ptr<domain_directory> directory_ = std::make_shared<domain_directory>();
+  std::shared_ptr<live_set<sink_queue>> sink_queues_ = std::make_shared<live_set<sink_queue>>();
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
+  std::unique_ptr<poller_pool> pollers_;  // outlives the actors that hand it rings
   caf::actor_system_config system_cfg_;
   std::unique_ptr<caf::actor_system> system_;
+  std::unique_ptr<http_exporter> exporter_;
   engine_actor actor_;
-  std::vector<sink_handle> sinks_;
   bool stopped_ = false;
 };
+
+/// The version and revision this binary was built from.
+build_identity this_build();
 
 }  // namespace vmitap

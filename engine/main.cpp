@@ -1,148 +1,206 @@
-// vmitap's command line: run (a config, or the built-in demo), check a config, list domains.
+// vmitap's command line: run a config as a service would, run the built-in demo, check a
+// config, list the domains a driver sees.
 
-#include "drivers/sim/sim_driver.hpp"
-#include "engine/config.hpp"
-#include "engine/demo.hpp"
-#include "engine/error.hpp"
+#include "drivers/error.hpp"
+#include "engine/backend_sim.hpp"
+#include "engine/demo_config.hpp"
+#include "engine/engine.hpp"
+#include "engine/exit_codes.hpp"
+#include "engine/listen_address.hpp"
+#include "engine/run_loop.hpp"
+#include "engine/signals.hpp"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 namespace {
 
 using namespace vmitap;
 
-constexpr int exit_config_error = 2;
-
-/// The simulated host a config describes.
-std::shared_ptr<sim::hypervisor> make_sim(const config& cfg) {
-  auto hv = std::make_shared<sim::hypervisor>(
-    sim::hypervisor_config{.threaded = true, .slice_instructions = 512,
-                           .exit_latency = cfg.sim.exit_latency});
-  for (auto& d : cfg.sim.domains)
-    hv->create_domain(d);
-  return hv;
+int config_error(const caf::error& err) {
+  std::fprintf(stderr, "%s\n", context_of(err).c_str());
+  return exit_code::config;
 }
 
-caf::error xen_unavailable() {
-  return make_error(ec::invalid_argument,
-                    "driver xen: this build has no Xen backend yet; use driver \"sim\"");
+std::optional<std::chrono::seconds> limit(double seconds) {
+  if (seconds <= 0)
+    return std::nullopt;
+  return std::chrono::seconds(int64_t(seconds));
 }
 
-int run_config(const std::string& path, std::chrono::seconds max_duration) {
-  auto cfg = load_config(path);
-  if (!cfg) {
-    std::fprintf(stderr, "%s\n", context_of(cfg.error()).c_str());
-    return exit_config_error;
-  }
-  if (cfg->driver == "xen") {
-    spdlog::error("{}", render(xen_unavailable()));
-    return exit_config_error;
-  }
-  auto reread = [path]() -> caf::expected<engine_config> {
-    auto next = load_config(path);
-    if (!next)
-      return std::move(next.error());
-    return next->engine;  // [engine], [metrics] and [sim] take effect at start only
-  };
-  return run_on_sim(make_sim(*cfg), cfg->engine, max_duration,
-                    "vmitap: " + std::to_string(cfg->sim.domains.size())
-                      + " simulated domains from " + path,
-                    reread);
-}
-
-int check_config(const std::string& path) {
-  auto cfg = load_config(path);
-  if (!cfg) {
-    std::fprintf(stderr, "%s\n", context_of(cfg.error()).c_str());
-    return exit_config_error;
-  }
-  std::printf("%s", describe(*cfg).c_str());
-  return 0;
-}
-
-int list_domains(const std::string& driver, const std::string& config_path) {
-  if (driver == "xen") {
-    std::fprintf(stderr, "%s\n", render(xen_unavailable()).c_str());
-    return 1;
-  }
-  std::shared_ptr<sim::hypervisor> hv;
-  if (config_path.empty()) {
-    hv = std::make_shared<sim::hypervisor>(sim::hypervisor_config{.threaded = false});
-    demo_topology(*hv, demo_options{});
-  } else {
-    auto cfg = load_config(config_path);
-    if (!cfg) {
-      std::fprintf(stderr, "%s\n", context_of(cfg.error()).c_str());
-      return exit_config_error;
+/// --metrics ADDRESS on the command line beats [metrics] listen in the file.
+bool override_metrics(config& cfg, const std::string& listen) {
+  if (listen == "-")
+    return true;
+  if (!listen.empty())
+    if (auto parsed = parse_listen(listen); !parsed) {
+      std::fprintf(stderr, "--metrics %s\n", context_of(parsed.error()).c_str());
+      return false;
     }
-    hv = make_sim(*cfg);
+  cfg.engine.metrics_listen = listen;
+  return true;
+}
+
+struct demo_flags {
+  uint64_t instructions = 3'000'000;
+  std::string hits = "vmitap-hits.jsonl";
+  uint64_t latency_us = 0;
+};
+
+/// The demo: the sim backend with the built-in config (examples/demo.toml), adjusted by the
+/// demo's flags.
+caf::expected<config> demo_config(const demo_flags& flags) {
+  auto cfg = parse_config(builtin_demo_toml, "(built-in demo, examples/demo.toml)");
+  if (!cfg)
+    return cfg;
+  auto& sim = std::any_cast<sim_options&>(cfg->backend);
+  sim.exit_latency = std::chrono::microseconds(flags.latency_us);
+  for (auto& d : sim.domains)
+    d.instructions_per_vcpu = flags.instructions;
+  auto& sinks = cfg->engine.sinks;
+  for (auto& s : sinks)
+    if (s.name == "hits")
+      s.path = flags.hits;
+  if (flags.hits.empty()) {  // no hit file: no sink
+    std::erase_if(sinks, [](auto& s) { return s.name == "hits"; });
+    for (auto& d : cfg->engine.domains)
+      std::erase(d.sinks, "hits");
   }
-  sim::sim_driver drv{hv};
-  auto domains = drv.list_domains();
+  return cfg;
+}
+
+int list_domains(const std::string& driver, const std::string& path) {
+  auto cfg = path.empty() ? demo_config({}) : load_config(path);
+  if (!cfg)
+    return config_error(cfg.error());
+  if (driver != cfg->driver) {
+    cfg->driver = driver;
+    cfg->backend.reset();
+  }
+  auto instance = find_backend(cfg->driver)->start(*cfg);
+  if (!instance) {
+    std::fprintf(stderr, "%s\n", context_of(instance.error()).c_str());
+    return exit_code::unavailable;
+  }
+  auto domains = instance->driver->list_domains();
   if (!domains) {
-    std::fprintf(stderr, "%s\n", render(domains.error()).c_str());
-    return 1;
+    std::fprintf(stderr, "%s\n", context_of(domains.error()).c_str());
+    return exit_code::failed;
   }
-  std::printf("%-6s %-16s %6s %10s %s\n", "id", "name", "vcpus", "memory", "state");
+  std::printf("%-6s %-20s %6s %10s %s\n", "id", "name", "vcpus", "memory", "state");
   for (auto& d : *domains)
-    std::printf("%-6u %-16s %6u %7llu MiB %s\n", d.id, d.name.c_str(), d.vcpus,
+    std::printf("%-6u %-20s %6u %6llu MiB %s\n", d.id, d.name.c_str(), d.vcpus,
                 (unsigned long long) ((d.max_gfn + 1) * drv::page_size >> 20), to_string(d.state));
-  return 0;
+  return exit_code::ok;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Logs go to stderr; hits and summaries to stdout or sinks, never mixed into the log.
+  // First of all: no signal may end vmitap before it can detach (see engine/signals.hpp).
+  block_signals();
+  // Logs go to stderr; stdout belongs to a stdout sink's hit records.
   spdlog::set_default_logger(spdlog::stderr_color_mt("vmitap"));
-  CLI::App app{"vmitap: exact memory breakpoints for Xen guests"};
-  app.set_version_flag("--version", "vmitap " VMITAP_VERSION);
+
+  CLI::App app{"vmitap: exact memory breakpoints for Xen guests, with metrics"};
+  app.set_version_flag("--version", "vmitap " + this_build().version + " (" + this_build().revision + ")");
   app.require_subcommand(1);
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
-    ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+    ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+    ->capture_default_str();
 
-  vmitap::demo_options demo;
-  std::string config_path;
-  uint64_t max_seconds = 3600;
-  auto* run = app.add_subcommand("run", "monitor domains (no --config: the built-in demo)");
-  run->add_option("--config", config_path, "the TOML config (examples/*.toml)");
-  run->add_option("--instructions", demo.instructions_per_vcpu,
-                  "demo: instructions each simulated VCPU executes (0: until stopped)");
-  run->add_option("--max-seconds", max_seconds, "stop after this long at the latest");
-  run->add_option("--hits", demo.hits_path, "demo: JSON-lines file for hit records");
-  run->add_option("--threads", demo.worker_threads, "demo: actor scheduler threads");
-  uint64_t latency_us = 0;
-  run->add_option("--latency-us", latency_us,
-                  "demo: VM-exit latency model: an answered VCPU resumes this much later");
-  run->add_option("--metrics", demo.metrics_listen,
-                  "demo: Prometheus exporter address (host:port, port 0: any; empty: none)");
+  std::string run_config = defaults::config_path;
+  double max_seconds = 0;
+  std::string metrics = "-";
+  auto* run = app.add_subcommand("run", "monitor the domains a config selects, until stopped");
+  run->fallthrough();
+  run->add_option("--config", run_config, "the TOML config (see examples/)")->capture_default_str();
+  run->add_option("--max-seconds", max_seconds, "stop after this long (0: run until a signal)")
+    ->check(CLI::NonNegativeNumber)
+    ->capture_default_str();
+  run->add_option("--metrics", metrics,
+                  "Prometheus exporter address, overriding [metrics] listen (\"\": off)");
+
+  demo_flags demo;
+  double demo_seconds = 0;
+  std::string demo_metrics = "-";
+  auto* demo_cmd = app.add_subcommand(
+    "demo", "the built-in demo: simulated domains, verified against ground truth at the end");
+  demo_cmd->fallthrough();
+  demo_cmd->add_option("--instructions", demo.instructions,
+                       "instructions each simulated VCPU executes (0: until stopped)")
+    ->capture_default_str();
+  demo_cmd->add_option("--max-seconds", demo_seconds, "stop after this long (0: when done)")
+    ->check(CLI::NonNegativeNumber)
+    ->capture_default_str();
+  demo_cmd->add_option("--hits", demo.hits, "JSON-lines file for hit records (\"\": none)")
+    ->capture_default_str();
+  demo_cmd->add_option("--latency-us", demo.latency_us,
+                       "VM-exit latency model: an answered VCPU resumes this much later")
+    ->capture_default_str();
+  demo_cmd->add_option("--metrics", demo_metrics,
+                       "Prometheus exporter address (default: the demo config's, "
+                         + std::string(defaults::metrics_listen) + "; \"\": off)");
 
   std::string check_path;
   auto* check = app.add_subcommand("check", "validate a config and print the topology it builds");
+  check->fallthrough();
   check->add_option("--config", check_path, "the TOML config")->required();
 
   std::string driver = "sim";
   std::string domains_config;
   auto* domains = app.add_subcommand("domains", "list the domains a driver sees");
-  domains->add_option("--driver", driver, "sim or xen")->check(CLI::IsMember({"sim", "xen"}));
+  domains->fallthrough();
+  domains->add_option("--driver", driver, "sim or xen")->capture_default_str();
   domains->add_option("--config", domains_config, "sim: the config whose guests to create");
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : exit_config_error;
+    return app.exit(e) == 0 ? exit_code::ok : exit_code::config;
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
-  demo.max_duration = std::chrono::seconds(max_seconds);
-  demo.exit_latency = std::chrono::microseconds(latency_us);
-  if (*check)
-    return check_config(check_path);
+  bool terminal = isatty(STDERR_FILENO) == 1;
+
+  if (*check || *domains)
+    unblock_signals();  // short commands: signals act as usual
+  if (*check) {
+    auto cfg = load_config(check_path);
+    if (!cfg)
+      return config_error(cfg.error());
+    if (!cfg->warnings.empty())
+      std::fprintf(stderr, "%s\n", cfg->warnings.c_str());
+    std::printf("%s", describe(*cfg).c_str());
+    return exit_code::ok;
+  }
   if (*domains)
     return list_domains(driver, domains_config);
-  if (!config_path.empty())
-    return run_config(config_path, std::chrono::seconds(max_seconds));
-  return vmitap::run_demo(demo);
+  if (*demo_cmd) {
+    auto cfg = demo_config(demo);
+    if (!cfg)
+      return config_error(cfg.error());
+    if (!override_metrics(*cfg, demo_metrics))
+      return exit_code::config;
+    auto& sim = std::any_cast<sim_options&>(cfg->backend);
+    auto title = "vmitap demo: " + std::to_string(sim.domains.size())
+                 + " simulated domains, " + std::to_string(demo.instructions)
+                 + " instructions per VCPU";
+    return vmitap::run(*cfg, {limit(demo_seconds), {}, title, terminal});
+  }
+  auto cfg = load_config(run_config);
+  if (!cfg)
+    return config_error(cfg.error());
+  if (!override_metrics(*cfg, metrics))
+    return exit_code::config;
+  auto reread = [run_config, metrics]() -> caf::expected<config> {
+    auto next = load_config(run_config);
+    if (next && metrics != "-")
+      next->engine.metrics_listen = metrics;
+    return next;
+  };
+  return vmitap::run(*cfg, {limit(max_seconds), reread, "vmitap: " + run_config, terminal});
 }

@@ -1,238 +1,215 @@
 #include "engine/metrics.hpp"
 
-#include <prometheus/collectable.h>
-#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
 
-#include <fstream>
+#include <cmath>
+#include <map>
 #include <sstream>
-#include <unistd.h>
 
 namespace vmitap {
 
 namespace {
 
-using prometheus::BuildCounter;
-using prometheus::BuildGauge;
-using prometheus::BuildHistogram;
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
 
-const prometheus::Histogram::BucketBoundaries& batch_buckets() {
-  static const prometheus::Histogram::BucketBoundaries b{1, 2, 4, 8, 16, 32, 64, 128, 256, 1024};
-  return b;
-}
-
-const prometheus::Histogram::BucketBoundaries& call_buckets() {
-  static const prometheus::Histogram::BucketBoundaries b{1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4,
-                                                        1e-3, 5e-3, 1e-2, 0.1, 1};
-  return b;
-}
-
-/// process_* series as Prometheus client libraries export them, read from /proc at scrape.
-class process_collector : public prometheus::Collectable {
+/// One family; samples with equal label values are summed.
+class family {
 public:
-  std::vector<prometheus::MetricFamily> Collect() const override {
-    std::ifstream in("/proc/self/stat");
-    std::string line;
-    std::getline(in, line);
-    // Fields after the command name (which may contain spaces) start at state (field 3).
-    std::istringstream fields(line.substr(line.rfind(')') + 2));
-    std::vector<std::string> f;
-    for (std::string x; fields >> x;)
-      f.push_back(x);
-    double ticks = double(sysconf(_SC_CLK_TCK));
-    auto field = [&](size_t n) { return n - 3 < f.size() ? std::stod(f[n - 3]) : 0.0; };
-    double cpu = (field(14) + field(15)) / ticks;
-    double rss = field(24) * double(sysconf(_SC_PAGESIZE));
-    double vsize = field(23);
-    double start = boot_time() + field(22) / ticks;
-    auto gauge = [](std::string name, std::string help, double v, prometheus::MetricType t) {
-      prometheus::MetricFamily fam;
-      fam.name = std::move(name);
-      fam.help = std::move(help);
-      fam.type = t;
-      prometheus::ClientMetric m;
-      if (t == prometheus::MetricType::Counter)
-        m.counter.value = v;
-      else
-        m.gauge.value = v;
-      fam.metric.push_back(std::move(m));
-      return fam;
-    };
-    using prometheus::MetricType;
-    return {
-      gauge("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", cpu,
-            MetricType::Counter),
-      gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss,
-            MetricType::Gauge),
-      gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", vsize,
-            MetricType::Gauge),
-      gauge("process_start_time_seconds",
-            "Start time of the process since unix epoch in seconds.", start, MetricType::Gauge),
-    };
+  family(std::string name, std::string help, MetricType type, std::vector<std::string> labels) :
+    labels_(std::move(labels)) {
+    fam_.name = std::move(name);
+    fam_.help = std::move(help);
+    fam_.type = type;
   }
+
+  void add(const std::vector<std::string>& values, double v) {
+    auto& m = metric(values);
+    if (fam_.type == MetricType::Counter)
+      m.counter.value += v;
+    else
+      m.gauge.value += v;
+  }
+
+  void add(const std::vector<std::string>& values, const histogram& h) {
+    auto& m = metric(values).histogram;
+    auto& bounds = h.bounds();
+    if (m.bucket.empty())
+      for (size_t i = 0; i <= bounds.size(); ++i)
+        m.bucket.push_back({0, i < bounds.size() ? bounds[i] : INFINITY});
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i <= bounds.size(); ++i) {
+      cumulative += h.bucket(i);
+      m.bucket[i].cumulative_count += cumulative;
+    }
+    m.sample_count += cumulative;
+    m.sample_sum += h.sum();
+  }
+
+  MetricFamily take() { return std::move(fam_); }
 
 private:
-  static double boot_time() {
-    std::ifstream in("/proc/stat");
-    for (std::string key; in >> key;) {
-      if (key == "btime") {
-        double t = 0;
-        in >> t;
-        return t;
-      }
-      in.ignore(1 << 16, '\n');
+  ClientMetric& metric(const std::vector<std::string>& values) {
+    auto [it, fresh] = index_.try_emplace(values, fam_.metric.size());
+    if (fresh) {
+      ClientMetric m;
+      for (size_t i = 0; i < labels_.size(); ++i)
+        m.label.push_back({labels_[i], values[i]});
+      fam_.metric.push_back(std::move(m));
     }
-    return 0;
+    return fam_.metric[it->second];
   }
+
+  std::vector<std::string> labels_;
+  MetricFamily fam_;
+  std::map<std::vector<std::string>, size_t> index_;
 };
 
 }  // namespace
 
-const prometheus::Histogram::BucketBoundaries& handling_buckets() {
-  static const prometheus::Histogram::BucketBoundaries b{
-    1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2, 0.1};
-  return b;
-}
+metrics_collector::metrics_collector(std::shared_ptr<domain_directory> domains,
+                                     std::shared_ptr<live_set<sink_queue>> sinks,
+                                     const engine_counters& engine, build_identity build) :
+  domains_(std::move(domains)), sinks_(std::move(sinks)), engine_(engine),
+  build_(std::move(build)) {}
 
-metrics::metrics(const std::string& version)
-  : registry_(std::make_shared<prometheus::Registry>()),
-    events_(BuildCounter().Name("vmitap_events_total")
-              .Help("Requests received from the hypervisor, by VCPU and reason.")
-              .Register(*registry_)),
-    hits_(BuildCounter().Name("vmitap_breakpoint_hits_total")
-            .Help("Breakpoint hits: executions of a breakpoint's address while armed.")
-            .Register(*registry_)),
-    neighbours_(BuildCounter().Name("vmitap_page_neighbour_events_total")
-                  .Help("Traps on a monitored page at an address that is no breakpoint.")
-                  .Register(*registry_)),
-    stale_(BuildCounter().Name("vmitap_stale_events_total")
-             .Help("Traps on a page whose breakpoints were removed while the trap was in flight.")
-             .Register(*registry_)),
-    malformed_(BuildCounter().Name("vmitap_malformed_events_total")
-                 .Help("Malformed requests, answered and counted, by cause.")
-                 .Register(*registry_)),
-    handling_(BuildHistogram().Name("vmitap_event_handling_seconds")
-                .Help("From a request seen by the driver to its response written.")
-                .Register(*registry_)),
-    access_changes_(BuildCounter().Name("vmitap_access_changes_total")
-                      .Help("Page access changes, by result.")
-                      .Register(*registry_)),
-    batch_size_(BuildHistogram().Name("vmitap_access_change_batch_size")
-                  .Help("Pages per batched access-change call.")
-                  .Register(*registry_)),
-    access_seconds_(BuildHistogram().Name("vmitap_access_change_seconds")
-                      .Help("Duration of one batched access-change call.")
-                      .Register(*registry_)),
-    breakpoints_(BuildGauge().Name("vmitap_breakpoints")
-                   .Help("Breakpoints registered, by view.")
-                   .Register(*registry_)),
-    monitored_pages_(BuildGauge().Name("vmitap_monitored_pages")
-                       .Help("Pages with Execute removed, by view.")
-                       .Register(*registry_)),
-    stepping_(BuildGauge().Name("vmitap_vcpus_stepping")
-                .Help("VCPUs between a trap and the singlestep that ends it (classic mode).")
-                .Register(*registry_)),
-    sink_records_(BuildCounter().Name("vmitap_sink_records_total")
-                    .Help("Hit records by sink and result (written, dropped).")
-                    .Register(*registry_)),
-    sink_depth_(BuildGauge().Name("vmitap_sink_queue_depth")
-                  .Help("Hit records queued at a sink.")
-                  .Register(*registry_)) {
-  auto& monitored = BuildGauge().Name("vmitap_domains_monitored")
-                      .Help("Domains attached and monitored.")
-                      .Register(*registry_);
-  domains_monitored_ = &monitored.Add({});
-  auto& attach = BuildCounter().Name("vmitap_domain_attach_total")
-                   .Help("Domain attach attempts by result.")
-                   .Register(*registry_);
-  attach_ok_ = &attach.Add({{"result", "ok"}});
-  attach_failed_ = &attach.Add({{"result", "failed"}});
-  BuildGauge().Name("vmitap_build_info").Help("vmitap's version; the value is always 1.")
-    .Register(*registry_).Add({{"version", version}}).Set(1);
-  process_ = std::make_shared<process_collector>();
-}
-
-std::shared_ptr<domain_metrics> metrics::attach_domain(const drv::domain_info& info) {
-  return std::make_shared<domain_metrics>(*this, info);
-}
-
-sink_metrics metrics::sink(const std::string& name) {
-  return {&sink_records_.Add({{"sink", name}, {"result", "written"}}),
-          &sink_records_.Add({{"sink", name}, {"result", "dropped"}}),
-          &sink_depth_.Add({{"sink", name}})};
-}
-
-template <class T, class... Args>
-T* domain_metrics::add(prometheus::Family<T>& family, prometheus::Labels labels, Args&&... args) {
-  labels.emplace("domain", domain_);
-  T* metric = &family.Add(labels, std::forward<Args>(args)...);
-  std::lock_guard g{mutex_};
-  removers_.push_back([&family, metric] { family.Remove(metric); });
-  return metric;
-}
-
-domain_metrics::domain_metrics(metrics& m, const drv::domain_info& info)
-  : m_(m), domain_(info.name) {
-  for (drv::vcpu_id i = 0; i < info.vcpus; ++i) {
-    auto v = std::to_string(i);
-    vcpus_.push_back({add(m.events_, {{"vcpu", v}, {"reason", "mem_access"}}),
-                      add(m.events_, {{"vcpu", v}, {"reason", "singlestep"}}),
-                      add(m.events_, {{"vcpu", v}, {"reason", "other"}})});
+std::vector<MetricFamily> metrics_collector::Collect() const {
+  using T = MetricType;
+  family events("vmitap_events_total", "Requests from the hypervisor, by VCPU and reason.",
+                T::Counter, {"domain", "vcpu", "reason"});
+  family hits("vmitap_breakpoint_hits_total",
+              "Breakpoint hits: executions of a breakpoint's address while it was armed.",
+              T::Counter, {"domain", "view", "breakpoint"});
+  family neighbours("vmitap_page_neighbour_events_total",
+                    "Traps on a monitored page at an address that is no breakpoint.", T::Counter,
+                    {"domain"});
+  family stale("vmitap_stale_events_total",
+               "Traps on a page whose breakpoints were removed while the trap was in flight.",
+               T::Counter, {"domain"});
+  family spurious("vmitap_spurious_events_total",
+                  "Traps vmitap did not ask for (another view, a page it does not monitor).",
+                  T::Counter, {"domain"});
+  family malformed("vmitap_malformed_events_total",
+                   "Malformed requests, answered and counted, by cause.", T::Counter,
+                   {"domain", "cause"});
+  family refused("vmitap_respond_failures_total",
+                 "Responses the hypervisor refused; the VCPU may be left paused.", T::Counter,
+                 {"domain"});
+  family handling("vmitap_event_handling_seconds",
+                  "From a request taken from the ring to its response written.", T::Histogram,
+                  {"domain"});
+  family access("vmitap_access_changes_total", "Page access changes, by result.", T::Counter,
+                {"domain", "result"});
+  family access_calls("vmitap_access_change_calls_total",
+                      "Batched access-change calls made to the hypervisor.", T::Counter,
+                      {"domain"});
+  family batch("vmitap_access_change_batch_size", "Pages per batched access-change call.",
+               T::Histogram, {"domain"});
+  family call_seconds("vmitap_access_change_seconds", "Duration of one batched access-change call.",
+                      T::Histogram, {"domain"});
+  family breakpoints("vmitap_breakpoints", "Breakpoints armed, by view.", T::Gauge,
+                     {"domain", "view"});
+  family pages("vmitap_monitored_pages", "Pages with Execute removed, by view.", T::Gauge,
+               {"domain", "view"});
+  family stepping("vmitap_vcpus_stepping",
+                  "VCPUs between a trap and the singlestep that ends it (classic mode).",
+                  T::Gauge, {"domain"});
+  for (auto& d : domains_->list()) {
+    const auto& name = d->info().name;
+    auto identity = d->identity();
+    auto view_name = [&](drv::view_id v) {
+      auto i = identity->view_names.find(v);
+      return i == identity->view_names.end() ? std::to_string(v) : i->second;
+    };
+    auto& c = d->counters();
+    double steppers = 0;
+    uint64_t nbrs = 0, stl = 0, spur = 0;
+    std::array<uint64_t, malformed_causes> bad{};
+    for (uint32_t i = 0; i < c.vcpu_count; ++i) {
+      auto& v = c.vcpus[i];
+      auto vcpu = std::to_string(i);
+      events.add({name, vcpu, "mem_access"}, double(v.mem_access.get()));
+      events.add({name, vcpu, "singlestep"}, double(v.singlestep.get()));
+      events.add({name, vcpu, "other"}, double(v.other.get()));
+      nbrs += v.neighbours.get();
+      stl += v.stale.get();
+      spur += v.spurious.get();
+      for (size_t m = 0; m < malformed_causes; ++m)
+        bad[m] += v.malformed[m].get();
+      steppers += v.stepping.load(std::memory_order_relaxed);
+    }
+    bad[size_t(malformed_cause::vcpu_out_of_range)] += c.orphans.get();
+    neighbours.add({name}, double(nbrs));
+    stale.add({name}, double(stl));
+    spurious.add({name}, double(spur));
+    for (size_t m = 0; m < malformed_causes; ++m)
+      malformed.add({name, to_string(malformed_cause(m))}, double(bad[m]));
+    refused.add({name}, double(c.respond_failures.get()));
+    stepping.add({name}, steppers);
+    handling.add({name}, c.handling);
+    access.add({name, "ok"}, double(c.access_ok.get()));
+    access.add({name, "failed"}, double(c.access_failed.get()));
+    access_calls.add({name}, double(c.access_calls.get()));
+    batch.add({name}, c.batch_size);
+    call_seconds.add({name}, c.access_seconds);
+    auto table = d->table().load();
+    for (auto view : table->views) {
+      breakpoints.add({name, view_name(view)}, table->breakpoints_per_view[view]);
+      pages.add({name, view_name(view)}, table->pages_per_view[view]);
+    }
+    table->for_each([&](const breakpoint_ptr& bp) {
+      hits.add({name, view_name(bp->spec.view), bp->spec.name},
+               double(bp->hits.load(std::memory_order_relaxed)));
+    });
   }
-  neighbours_ = add(m.neighbours_, {});
-  stale_ = add(m.stale_, {});
-  malformed_ = {add(m.malformed_, {{"cause", "bad_version"}}),
-                add(m.malformed_, {{"cause", "unknown_reason"}}),
-                add(m.malformed_, {{"cause", "vcpu_out_of_range"}})};
-  handling_ = add(m.handling_, {}, handling_buckets());
-  access_ok_ = add(m.access_changes_, {{"result", "ok"}});
-  access_failed_ = add(m.access_changes_, {{"result", "failed"}});
-  batch_size_ = add(m.batch_size_, {}, batch_buckets());
-  access_seconds_ = add(m.access_seconds_, {}, call_buckets());
-  stepping_ = add(m.stepping_, {});
-}
 
-domain_metrics::~domain_metrics() {
-  for (auto& remove : removers_)
-    remove();
-}
-
-void domain_metrics::name_view(drv::view_id id, std::string name) {
-  std::lock_guard g{mutex_};
-  view_names_[id] = std::move(name);
-}
-
-std::string domain_metrics::view_label(drv::view_id view) {
-  std::lock_guard g{mutex_};
-  auto i = view_names_.find(view);
-  return i == view_names_.end() ? std::to_string(view) : i->second;
-}
-
-template <class Map, class Key, class Make>
-auto& domain_metrics::cached(Map& map, const Key& key, Make make) {
-  {
-    std::lock_guard g{mutex_};
-    if (auto i = map.find(key); i != map.end())
-      return *i->second;
+  family monitored("vmitap_domains_monitored", "Domains attached and monitored.", T::Gauge, {});
+  monitored.add({}, double(engine_.domains_monitored.load()));
+  family attach("vmitap_domain_attach_total", "Domain attach attempts, by result.", T::Counter,
+                {"result"});
+  attach.add({"ok"}, double(engine_.attach_ok.get()));
+  attach.add({"failed"}, double(engine_.attach_failed.get()));
+  family reloads("vmitap_config_reloads_total", "Config reloads (SIGHUP), by result.", T::Counter,
+                 {"result"});
+  reloads.add({"ok"}, double(engine_.reloads_ok.get()));
+  reloads.add({"failed"}, double(engine_.reloads_failed.get()));
+  family reload_ok("vmitap_config_last_reload_successful",
+                   "Whether the last config reload succeeded (1) or was rejected (0).", T::Gauge, {});
+  reload_ok.add({}, engine_.last_reload_ok.load() ? 1 : 0);
+  family reload_time("vmitap_config_last_reload_success_timestamp_seconds",
+                     "When the config was last loaded successfully (unix time).", T::Gauge, {});
+  reload_time.add({}, engine_.last_reload_success.load());
+  family records("vmitap_sink_records_total", "Hit records by sink and result.", T::Counter,
+                 {"sink", "result"});
+  family depth("vmitap_sink_queue_depth", "Hit records queued at a sink.", T::Gauge, {"sink"});
+  for (auto& s : sinks_->list()) {
+    records.add({s->name, "written"}, double(s->written.get()));
+    records.add({s->name, "dropped"}, double(s->dropped.load(std::memory_order_relaxed)));
+    records.add({s->name, "error"}, double(s->errors.get()));
+    depth.add({s->name}, double(s->depth.load(std::memory_order_relaxed)));
   }
-  auto* series = make();  // Family::Add returns the existing series for equal labels
-  std::lock_guard g{mutex_};
-  return *map.emplace(key, series).first->second;
+  family build("vmitap_build_info", "vmitap's version and source revision; always 1.", T::Gauge,
+               {"version", "revision"});
+  build.add({build_.version, build_.revision}, 1);
+
+  std::vector<MetricFamily> out;
+  for (auto* f : {&events, &hits, &neighbours, &stale, &spurious, &malformed, &refused,
+                  &handling, &access, &access_calls, &batch, &call_seconds, &breakpoints, &pages,
+                  &stepping, &monitored, &attach, &reloads, &reload_ok, &reload_time, &records,
+                  &depth, &build})
+    out.push_back(f->take());
+  return out;
 }
 
-prometheus::Gauge& domain_metrics::breakpoints(drv::view_id view) {
-  return cached(breakpoint_gauges_, view,
-                [&] { return add(m_.breakpoints_, {{"view", view_label(view)}}); });
-}
-
-prometheus::Gauge& domain_metrics::monitored_pages(drv::view_id view) {
-  return cached(page_gauges_, view,
-                [&] { return add(m_.monitored_pages_, {{"view", view_label(view)}}); });
-}
-
-prometheus::Counter& domain_metrics::hits(drv::view_id view, const std::string& breakpoint) {
-  return cached(hit_counters_, std::pair{view, breakpoint}, [&] {
-    return add(m_.hits_, {{"view", view_label(view)}, {"breakpoint", breakpoint}});
-  });
+std::string render_metrics(const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables) {
+  std::vector<MetricFamily> families;
+  for (auto& c : collectables)
+    for (auto& f : c->Collect())
+      families.push_back(std::move(f));
+  std::ostringstream out;
+  prometheus::TextSerializer{}.Serialize(out, families);
+  return out.str();
 }
 
 }  // namespace vmitap

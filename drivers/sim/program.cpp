@@ -1,7 +1,8 @@
 #include "drivers/sim/program.hpp"
 
+#include "drivers/error.hpp"
+
 #include <algorithm>
-#include <stdexcept>
 
 namespace vmitap::sim {
 
@@ -13,16 +14,25 @@ uint8_t instruction_length(rng& r) {
   return lengths[r.below(std::size(lengths))];
 }
 
+constexpr drv::gfn_t data_alignment = 16;  // pages
+
 }  // namespace
 
-program program::generate(const workload_config& cfg, drv::gfn_t max_gfn) {
+caf::expected<program> program::generate(const workload_config& cfg, drv::gfn_t max_gfn) {
   if (cfg.functions == 0 || cfg.min_function_length < 2
       || cfg.max_function_length < cfg.min_function_length)
-    throw std::invalid_argument("sim workload: need functions >= 1 and 2 <= min <= max length");
+    return make_error(ec::invalid_argument,
+                      "sim workload: need functions >= 1 and 2 <= min <= max length");
   program p;
   rng r{cfg.seed ^ 0x5eed0f5c0de5ULL};
+  auto data_pages = std::max(cfg.data_pages, 1u);
+  // The data pages follow the code; their addresses are drawn before the code is complete,
+  // so place them where the code cannot reach: after the largest code this config can make.
+  auto max_code_bytes = uint64_t(cfg.functions) * (cfg.max_function_length * 15 + 16);
+  auto data_base = (cfg.code_base_gfn + drv::gfn_of(max_code_bytes) + 1 + data_alignment - 1)
+                   / data_alignment * data_alignment;
   uint64_t pa = drv::pa_of(cfg.code_base_gfn);
-  auto data_page = [&](uint64_t k) { return drv::pa_of(cfg.data_base_gfn + k % std::max(cfg.data_pages, 1u)); };
+  auto data_page = [&](uint64_t k) { return drv::pa_of(data_base + k % data_pages); };
   for (uint32_t f = 0; f < cfg.functions; ++f) {
     pa = (pa + 15) & ~uint64_t{15};  // functions start 16-byte aligned
     auto len = cfg.min_function_length
@@ -62,11 +72,14 @@ program program::generate(const workload_config& cfg, drv::gfn_t max_gfn) {
   }
   p.first_code_gfn_ = cfg.code_base_gfn;
   p.last_code_gfn_ = drv::gfn_of(pa - 1);
-  auto last_data_gfn = cfg.data_base_gfn + std::max(cfg.data_pages, 1u) - 1;
-  if (p.last_code_gfn_ > max_gfn || last_data_gfn > max_gfn)
-    throw std::invalid_argument("sim workload: code or data pages lie beyond guest memory");
-  if (cfg.data_base_gfn <= p.last_code_gfn_ && last_data_gfn >= p.first_code_gfn_)
-    throw std::invalid_argument("sim workload: data pages overlap code pages");
+  p.last_data_gfn_ = data_base + data_pages - 1;
+  if (p.last_data_gfn_ > max_gfn) {
+    auto need_mib = (drv::pa_of(p.last_data_gfn_ + 1) + (1 << 20) - 1) >> 20;
+    return make_error(ec::invalid_argument,
+                      "sim workload: code and data need " + std::to_string(need_mib)
+                        + " MiB of guest memory, the domain has "
+                        + std::to_string(drv::pa_of(max_gfn + 1) >> 20) + " MiB");
+  }
   double sum = 0;
   for (uint32_t f = 0; f < cfg.functions; ++f)
     p.root_weights_.push_back(sum += 1.0 / (f + 1));

@@ -4,8 +4,12 @@
 // pages, with calls, returns, forward branches and data loads/stores. Generated from a seed, so
 // the same seed gives the same guest.
 
-#include "drivers/driver.hpp"
+#include "drivers/sim/rng.hpp"
+#include "drivers/vm_event.hpp"
 
+#include <caf/expected.hpp>
+
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -13,25 +17,6 @@
 #include <vector>
 
 namespace vmitap::sim {
-
-/// splitmix64: small, fast, and the same sequence on every platform.
-class rng {
-public:
-  explicit rng(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  /// Uniform in [0, bound).
-  uint64_t below(uint64_t bound) { return bound == 0 ? 0 : next() % bound; }
-  /// True with probability `p`.
-  bool chance(double p) { return double(next() >> 11) * 0x1.0p-53 < p; }
-
-private:
-  uint64_t state_;
-};
 
 struct workload_config {
   uint64_t seed = 1;
@@ -43,9 +28,8 @@ struct workload_config {
   double load_probability = 0.15;
   double store_probability = 0.08;
   double code_read_fraction = 0.25;  ///< loads that read constants from code pages
-  drv::gfn_t code_base_gfn = 0x100;
-  drv::gfn_t data_base_gfn = 0x800;
-  uint32_t data_pages = 16;
+  drv::gfn_t code_base_gfn = 0x100;  ///< code starts at 1 MiB
+  uint32_t data_pages = 16;          ///< follow the code, 64 KiB aligned
 };
 
 enum class op : uint8_t { plain, call, ret, branch, load, store };
@@ -70,9 +54,10 @@ constexpr uint64_t gva_of(uint64_t pa) { return kernel_base + pa; }
 
 class program {
 public:
-  /// Lays out `cfg.functions` functions from `cfg.code_base_gfn`; every address stays below
+  /// Lays out `cfg.functions` functions from `cfg.code_base_gfn`, then the data pages. Fails
+  /// (ec::invalid_argument, saying how much memory it needs) if they do not fit below
   /// `max_gfn`. Instructions never straddle a page boundary.
-  static program generate(const workload_config& cfg, drv::gfn_t max_gfn);
+  static caf::expected<program> generate(const workload_config& cfg, drv::gfn_t max_gfn);
 
   const instruction& at(uint32_t index) const { return instructions_[index]; }
   size_t size() const { return instructions_.size(); }
@@ -84,6 +69,7 @@ public:
 
   drv::gfn_t first_code_gfn() const { return first_code_gfn_; }
   drv::gfn_t last_code_gfn() const { return last_code_gfn_; }
+  drv::gfn_t last_data_gfn() const { return last_data_gfn_; }
   bool is_code(drv::gfn_t gfn) const { return gfn >= first_code_gfn_ && gfn <= last_code_gfn_; }
 
   /// The byte a memory read at `pa` sees on a code page (opcode-like filler, deterministic).
@@ -96,6 +82,7 @@ private:
   std::unordered_map<uint64_t, uint32_t> index_by_pa_;
   drv::gfn_t first_code_gfn_ = 0;
   drv::gfn_t last_code_gfn_ = 0;
+  drv::gfn_t last_data_gfn_ = 0;
 };
 
 }  // namespace vmitap::sim

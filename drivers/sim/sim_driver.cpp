@@ -1,42 +1,137 @@
 #include "drivers/sim/sim_driver.hpp"
 
-#include "engine/error.hpp"
+#include "drivers/error.hpp"
+
+#include <cerrno>
+#include <deque>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 namespace vmitap::sim {
 
 namespace {
 
-/// A monitoring session: forwards to the domain, which applies Xen's semantics.
-class sim_session final : public drv::domain_session {
+/// The sim's event channel: guest threads push requests, one poller takes and answers them.
+/// An eventfd wakes the poller only when it asked to be woken (`arm`), as Xen's event
+/// channel wakes a poller that unmasked its port.
+class sim_ring final : public drv::event_ring {
 public:
-  explicit sim_session(std::shared_ptr<domain> d) : domain_(std::move(d)) {}
-  ~sim_session() override { domain_->detach(); }
+  sim_ring(std::shared_ptr<domain> d, uint64_t session) :
+    domain_(std::move(d)), session_(session), fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~sim_ring() override {
+    if (fd_ >= 0)
+      close(fd_);
+  }
 
-  drv::domain_info info() const override { return domain_->info(); }
-  caf::expected<drv::view_id> create_view(drv::page_access a) override {
-    return domain_->create_view(a);
+  bool usable() const { return fd_ >= 0; }
+
+  /// Guest thread: a request was raised.
+  void push(const drv::event& ev) {
+    {
+      std::lock_guard g{mutex_};
+      queue_.push_back(ev);
+      pending_.store(queue_.size(), std::memory_order_release);
+    }
+    if (armed_.exchange(false)) {
+      uint64_t one = 1;
+      [[maybe_unused]] auto n = write(fd_, &one, sizeof one);  // cannot fill: it is drained
+    }
   }
-  caf::error destroy_view(drv::view_id v) override { return domain_->destroy_view(v); }
-  caf::error switch_all(drv::view_id v) override { return domain_->switch_all(v); }
-  caf::expected<drv::page_access> get_access(drv::view_id v, drv::gfn_t gfn) override {
-    return domain_->get_access(v, gfn);
+
+  size_t take(std::span<drv::event> out) override {
+    if (pending_.load(std::memory_order_acquire) == 0)
+      return 0;
+    std::lock_guard g{mutex_};
+    size_t n = std::min(out.size(), queue_.size());
+    for (size_t i = 0; i < n; ++i) {
+      out[i] = queue_.front();
+      queue_.pop_front();
+    }
+    pending_.store(queue_.size(), std::memory_order_relaxed);
+    return n;
   }
-  caf::error set_access(drv::view_id v, std::span<const drv::access_change> c) override {
-    return domain_->set_access(v, c);
+
+  drv::give_result give(std::span<const drv::response> rsps) override {
+    drv::give_result r;
+    for (auto& rsp : rsps)
+      if (auto err = domain_->respond(session_, rsp)) {
+        if (r.failed++ == 0)
+          r.first = std::move(err);
+      }
+    return r;
   }
-  caf::error start_events(drv::event_handlers h) override {
-    return domain_->start_events(std::move(h));
+
+  int fd() const override { return fd_; }
+
+  bool arm() override {
+    armed_.store(true);
+    std::lock_guard g{mutex_};
+    if (queue_.empty())
+      return true;
+    armed_.store(false);
+    return false;
   }
-  caf::error respond(const drv::response& rsp) override { return domain_->respond(rsp); }
-  caf::error read_physical(uint64_t pa, std::span<std::byte> out) override {
-    return domain_->read_physical(pa, out);
+
+  void acknowledge() override {
+    uint64_t count;
+    [[maybe_unused]] auto n = read(fd_, &count, sizeof count);
   }
-  caf::error pause() override { return domain_->pause(); }
-  caf::error resume() override { return domain_->resume(); }
-  caf::error detach() override { return domain_->detach(); }
 
 private:
   std::shared_ptr<domain> domain_;
+  uint64_t session_;
+  int fd_;
+  std::mutex mutex_;
+  std::deque<drv::event> queue_;
+  std::atomic<size_t> pending_{0};
+  std::atomic<bool> armed_{false};
+};
+
+/// A monitoring session: forwards to the domain, which applies the sim's semantics.
+class sim_session final : public drv::domain_session {
+public:
+  sim_session(std::shared_ptr<domain> d, uint64_t serial) : domain_(std::move(d)), serial_(serial) {}
+  ~sim_session() override { domain_->detach(serial_); }  // a no-op once detached or replaced
+
+  drv::domain_info info() const override { return domain_->info(); }
+  caf::expected<drv::view_id> create_view(drv::page_access a) override {
+    return domain_->create_view(serial_, a);
+  }
+  caf::error destroy_view(drv::view_id v) override { return domain_->destroy_view(serial_, v); }
+  caf::error switch_all(drv::view_id v) override { return domain_->switch_all(serial_, v); }
+  caf::error get_access(drv::view_id v, std::span<const drv::gfn_t> gfns,
+                        std::span<drv::page_access> out) override {
+    return domain_->get_access(serial_, v, gfns, out);
+  }
+  caf::error set_access(drv::view_id v, std::span<const drv::access_change> c) override {
+    return domain_->set_access(serial_, v, c);
+  }
+  caf::error set_singlestep(drv::vcpu_id vcpu, bool on) override {
+    return domain_->set_singlestep(serial_, vcpu, on);
+  }
+  caf::expected<drv::event_ring*> start_events() override {
+    if (ring_)
+      return ring_.get();
+    auto ring = std::make_unique<sim_ring>(domain_, serial_);
+    if (!ring->usable())
+      return make_driver_error("eventfd", errno);
+    auto* r = ring.get();
+    if (auto err = domain_->start_events(serial_, [r](const drv::event& ev) { r->push(ev); }))
+      return err;
+    ring_ = std::move(ring);
+    return ring_.get();
+  }
+  caf::error read_physical(uint64_t pa, std::span<std::byte> out) override {
+    return domain_->read_physical(serial_, pa, out);
+  }
+  caf::error pause() override { return domain_->pause(serial_); }
+  caf::error resume() override { return domain_->resume(serial_); }
+  caf::error detach() override { return domain_->detach(serial_); }
+
+private:
+  std::shared_ptr<domain> domain_;
+  uint64_t serial_;
+  std::unique_ptr<sim_ring> ring_;  // outlives the detach in ~sim_session: no push after
 };
 
 }  // namespace
@@ -68,10 +163,11 @@ void sim_driver::unwatch() {
 caf::expected<std::unique_ptr<drv::domain_session>> sim_driver::attach(drv::domain_id id) {
   auto d = hv_->find(id);
   if (!d)
-    return make_error(ec::no_such_domain, "no domain " + std::to_string(id));
-  if (auto err = d->attach())
-    return err;
-  return std::unique_ptr<drv::domain_session>{new sim_session(std::move(d))};
+    return make_error(ec::no_such_domain, "attach: no domain " + std::to_string(id));
+  auto serial = d->attach();
+  if (!serial)
+    return std::move(serial.error());
+  return std::unique_ptr<drv::domain_session>{new sim_session(std::move(d), *serial)};
 }
 
 }  // namespace vmitap::sim

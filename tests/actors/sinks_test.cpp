@@ -1,30 +1,39 @@
-// Hit sinks: valid JSON lines a standard parser reads, rotation by size, and a full queue
-// that drops and counts instead of blocking the sender.
+// Hit records: one valid JSON object per line with every documented field; files that rotate
+// keeping N generations, reopen after logrotate, count write errors as errors, and reach the
+// disk without being asked; senders that drop and count when a sink is full.
 
+#include "actors/hit_json.hpp"
+#include "actors/line_file.hpp"
 #include "actors/sinks.hpp"
+#include "drivers/error.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/scoped_actor.hpp>
-#include <caf/typed_event_based_actor.hpp>
+#include <caf/send.hpp>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
-#include <future>
+#include <thread>
 
 using namespace vmitap;
+namespace fs = std::filesystem;
 
 namespace {
 
-hit_record record(int i, std::string name) {
+hit_record record(int i) {
   auto bp = std::make_shared<breakpoint>();
   bp->id = uint64_t(i);
-  bp->spec = {0x100000u + uint64_t(i), 1, std::move(name), {"tag \"q\"", "ü"}};
-  return hit_record{7, std::make_shared<const std::string>("dom\\1"), 1, 1, 0x100,
-                    0xffffffff80100000ull, 0x3000, bp, std::chrono::steady_clock::now()};
+  bp->spec = {0x100000u + uint64_t(i), 1, "bp \"" + std::to_string(i) + "\"", {"tag", "ü"}, false};
+  auto id = std::make_shared<domain_identity>();
+  id->id = 7;
+  id->name = "dom\\1";
+  id->view_names = {{1, "main"}};
+  return {id, 1, 1, 0x100, uint64_t(i), 0xffffffff80100000ull + uint64_t(i), 0xffffffff80100000ull,
+          0x3000, bp, std::chrono::steady_clock::now(), std::chrono::system_clock::now()};
 }
 
 std::vector<nlohmann::json> read_lines(const std::string& path) {
@@ -35,62 +44,180 @@ std::vector<nlohmann::json> read_lines(const std::string& path) {
   return out;
 }
 
-}  // namespace
-
-TEST(jsonl_sink, writes_one_valid_json_object_per_line_and_rotates_by_size) {
-  auto dir = testing::TempDir() + "sink-test";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  auto path = dir + "/hits.jsonl";
-  caf::actor_system_config cfg;
-  caf::actor_system sys{cfg};
-  metrics m{"test"};
-  sink_config sc{"hits", sink_config::kind::jsonl_file, path, 4000, 1000};
-  auto sink = spawn_sink(sys, sc, m.sink("hits"));
-  ASSERT_TRUE(sink);
-  for (int i = 0; i < 100; ++i)
-    ASSERT_TRUE(sink->offer(record(i, "bp \"" + std::to_string(i) + "\"\n\t\x01")));
-  caf::scoped_actor self{sys};
-  self->request(sink->actor, std::chrono::seconds(10), flush_atom::value)
-    .receive([](ok_atom) {}, [&](caf::error& e) { FAIL() << "no flush: " << sys.render(e); });
-  ASSERT_TRUE(std::filesystem::exists(path + ".1")) << "rotated";
-  EXPECT_LT(std::filesystem::file_size(path), 4000u + 400u);
-  auto lines = read_lines(path + ".1");  // every line must parse, in both files
-  auto current = read_lines(path);
-  lines.insert(lines.end(), current.begin(), current.end());
-  ASSERT_FALSE(lines.empty());
-  auto& last = lines.back();
-  EXPECT_EQ(last["breakpoint"], "bp \"99\"\n\t\x01");
-  EXPECT_EQ(last["domain"], "dom\\1");
-  EXPECT_EQ(last["domain_id"], 7);
-  EXPECT_EQ(last["pa"], "0x100063");
-  EXPECT_EQ(last["tags"][0], "tag \"q\"");
-  EXPECT_EQ(last["tags"][1], "ü");
-  EXPECT_EQ(m.sink("hits").written->Value(), 100);
-  EXPECT_EQ(m.sink("hits").dropped->Value(), 0);
-  self->send_exit(sink->actor, caf::exit_reason::user_shutdown);
+std::string fresh_dir(const std::string& name) {
+  auto dir = ::testing::TempDir() + name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
 }
 
-TEST(jsonl_sink, a_full_queue_drops_new_records_and_counts_them) {
+}  // namespace
+
+TEST(hit_json, every_field_is_there_with_consistent_hex_and_names) {
+  auto j = nlohmann::json::parse(to_json_line(record(5), "host-a"));
+  EXPECT_EQ(j["type"], "hit");
+  EXPECT_EQ(j["schema"], hit_schema_version);
+  EXPECT_EQ(j["host"], "host-a");
+  EXPECT_EQ(j["domain"], "dom\\1");
+  EXPECT_EQ(j["domain_id"], 7);
+  EXPECT_EQ(j["vcpu"], 1);
+  EXPECT_EQ(j["view"], "main");
+  EXPECT_EQ(j["view_id"], 1);
+  EXPECT_EQ(j["breakpoint"], "bp \"5\"");
+  EXPECT_EQ(j["tags"], (nlohmann::json{"tag", "ü"}));
+  EXPECT_EQ(j["gfn"], "0x100");
+  EXPECT_EQ(j["pa"], "0x100005");
+  EXPECT_EQ(j["gla"], "0xffffffff80100005");
+  EXPECT_EQ(j["rip"], "0xffffffff80100000");
+  EXPECT_EQ(j["cr3"], "0x3000");
+  EXPECT_TRUE(j["monotonic_ns"].is_number_integer());
+  auto time = j["time"].get<std::string>();
+  EXPECT_EQ(time.size(), std::string("2026-11-25T13:16:34.123456Z").size()) << time;
+  EXPECT_EQ(time.back(), 'Z');
+}
+
+TEST(hit_json, time_is_rfc3339_utc_with_microseconds) {
+  auto t = std::chrono::system_clock::time_point(std::chrono::microseconds(1764076594123456));
+  EXPECT_EQ(rfc3339_utc(t), "2025-11-25T13:16:34.123456Z");
+}
+
+TEST(line_file, rotation_keeps_n_generations_newest_first_and_loses_nothing_else) {
+  auto dir = fresh_dir("rotate");
+  auto f = line_file::open({dir + "/hits.jsonl", 1000, 3});
+  ASSERT_TRUE(f);
+  uint64_t written = 0;
+  for (int i = 0; i < 100; ++i) {
+    f->append(std::string(99, 'a' + i % 26));  // 100 bytes with the newline
+    if (i % 5 == 4)
+      written += f->flush().written;
+  }
+  EXPECT_EQ(written, 100u);
+  EXPECT_TRUE(fs::exists(dir + "/hits.jsonl.1"));
+  EXPECT_TRUE(fs::exists(dir + "/hits.jsonl.3"));
+  EXPECT_FALSE(fs::exists(dir + "/hits.jsonl.4")) << "the oldest generation goes";
+  EXPECT_EQ(fs::file_size(dir + "/hits.jsonl.1"), 1000u);
+  std::ifstream newest(dir + "/hits.jsonl.1");
+  std::string last;
+  for (std::string line; std::getline(newest, line);)
+    last = line;
+  EXPECT_EQ(last[0], char('a' + 99 % 26)) << ".1 holds the newest rotated records";
+}
+
+TEST(line_file, write_errors_count_records_as_failed_never_as_written) {
+  auto f = line_file::open({"/dev/full", 0, 0});
+  ASSERT_TRUE(f);
+  f->append("x");
+  f->append("y");
+  auto r = f->flush();
+  EXPECT_EQ(r.written, 0u);
+  EXPECT_EQ(r.failed, 2u);
+  EXPECT_EQ(code_of(r.error), ec::io_failed);
+  EXPECT_NE(render(r.error).find("/dev/full"), std::string::npos) << render(r.error);
+  EXPECT_NE(render(r.error).find("errno 28"), std::string::npos) << render(r.error);
+}
+
+TEST(line_file, a_missing_directory_fails_each_flush_until_it_is_back) {
+  auto dir = fresh_dir("vanish");
+  auto f = line_file::open({dir + "/hits.jsonl", 0, 0});
+  ASSERT_TRUE(f);
+  fs::remove_all(dir);
+  auto err = f->reopen();
+  ASSERT_TRUE(err) << "reopen fails: the directory is gone";
+  EXPECT_NE(render(err).find("errno 2"), std::string::npos) << render(err);
+  f->append("lost");
+  auto r = f->flush();
+  EXPECT_EQ(r.failed, 1u);
+  EXPECT_EQ(r.written, 0u);
+  fs::create_directories(dir);
+  f->append("kept");
+  EXPECT_EQ(f->flush().written, 1u) << "the next flush opens the file again";
+  std::ifstream in(dir + "/hits.jsonl");
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(content, "kept\n");
+}
+
+TEST(line_file, reopen_follows_logrotate_moving_the_file) {
+  auto dir = fresh_dir("logrotate");
+  auto path = dir + "/hits.jsonl";
+  auto f = line_file::open({path, 0, 0});
+  ASSERT_TRUE(f);
+  f->append("before");
+  ASSERT_EQ(f->flush().written, 1u);
+  fs::rename(path, path + ".1");  // what logrotate does, then it sends SIGUSR1
+  ASSERT_FALSE(f->reopen());
+  f->append("after");
+  ASSERT_EQ(f->flush().written, 1u);
+  std::ifstream old(path + ".1"), now(path);
+  std::string a, b;
+  std::getline(old, a);
+  std::getline(now, b);
+  EXPECT_EQ(a, "before");
+  EXPECT_EQ(b, "after");
+}
+
+namespace {
+
+struct sink_test : ::testing::Test {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
-  metrics m{"test"};
-  // A sink that never gets to read its mailbox: it blocks until released.
-  auto release = std::make_shared<std::promise<void>>();
-  auto released = release->get_future().share();
-  auto blocked = [](sink_actor::pointer, std::shared_future<void> until) -> sink_actor::behavior_type {
-    until.wait();
-    return {[](hit_atom, const hit_record&) {}, [](flush_atom) { return ok_atom::value; }};
-  };
-  sink_actor stuck = sys.spawn<caf::detached>(blocked, released);
-  auto queue = std::make_shared<sink_queue>("slow", 3, m.sink("slow"));
-  sink_handle h{stuck, queue};
-  int accepted = 0;
-  for (int i = 0; i < 10; ++i)
-    accepted += h.offer(record(i, "r"));
-  EXPECT_EQ(accepted, 3);
-  EXPECT_EQ(m.sink("slow").dropped->Value(), 7);
-  EXPECT_EQ(m.sink("slow").depth->Value(), 3);
-  release->set_value();
-  caf::anon_send_exit(stuck, caf::exit_reason::user_shutdown);
+  std::string dir = fresh_dir("sink");
+
+  void flush(const sink_handle& h) {
+    caf::scoped_actor self{sys};
+    self->request(h.actor, std::chrono::seconds(10), flush_atom::value)
+      .receive([](ok_atom) {}, [](caf::error& e) { FAIL() << render(e); });
+  }
+  void TearDown() override { sys.await_all_actors_done(); }
+};
+
+}  // namespace
+
+TEST_F(sink_test, records_reach_the_file_unasked_within_the_flush_interval) {
+  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/hits.jsonl", 0, 5, 1000,
+                 std::chrono::milliseconds(100)};
+  auto h = spawn_sink(sys, sc, "host");
+  ASSERT_TRUE(h);
+  h->offer({record(1), record(2)});
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (read_lines(sc.path).size() < 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(read_lines(sc.path).size(), 2u) << "a tail -f sees them without a flush or an exit";
+  EXPECT_EQ(h->queue->written.get(), 2u);
+  EXPECT_EQ(h->queue->depth.load(), 0u);
+  caf::anon_send_exit(h->actor, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(sink_test, the_last_records_are_written_when_the_sink_exits) {
+  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/exit.jsonl", 0, 5, 1000,
+                 std::chrono::milliseconds(60000)};
+  auto h = spawn_sink(sys, sc, "host");
+  ASSERT_TRUE(h);
+  h->offer({record(1), record(2), record(3)});
+  caf::anon_send_exit(h->actor, caf::exit_reason::user_shutdown);
+  sys.await_all_actors_done();
+  EXPECT_EQ(read_lines(sc.path).size(), 3u);
+}
+
+TEST_F(sink_test, a_full_queue_drops_new_records_and_counts_them) {
+  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/full.jsonl", 0, 5, 3,
+                 std::chrono::milliseconds(100)};
+  auto h = spawn_sink(sys, sc, "host");
+  ASSERT_TRUE(h);
+  h->queue->depth = 2;  // as if two records were queued already
+  EXPECT_EQ(h->offer({record(1), record(2), record(3)}), 2u) << "room for one";
+  EXPECT_EQ(h->queue->dropped.load(), 2u);
+  h->queue->depth -= 2;
+  flush(*h);
+  EXPECT_EQ(read_lines(sc.path).size(), 1u);
+  caf::anon_send_exit(h->actor, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(sink_test, a_path_that_cannot_be_opened_is_an_error_naming_it_and_errno) {
+  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/no/such/dir/x.jsonl", 0, 5, 10,
+                 std::chrono::milliseconds(100)};
+  auto h = spawn_sink(sys, sc, "host");
+  ASSERT_FALSE(h);
+  EXPECT_EQ(code_of(h.error()), ec::io_failed);
+  EXPECT_NE(render(h.error()).find("no/such/dir"), std::string::npos);
+  EXPECT_NE(render(h.error()).find("errno 2"), std::string::npos) << render(h.error());
 }

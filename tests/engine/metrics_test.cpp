@@ -1,120 +1,150 @@
-// Metric values after a known scenario equal what the sim's ground truth says; series come
-// and go with their domain; the exporter reports a bad or taken address clearly.
+// The exporter: every family from the plain counters, values equal to what the sessions
+// counted, sessions of one name summed, and the HTTP side: /metrics, a landing page, IPv6,
+// a clear error for a port in use.
 
-#include "drivers/sim/sim_driver.hpp"
-#include "engine/demo.hpp"
-#include "engine/error.hpp"
+#include "engine/http_exporter.hpp"
+#include "tests/support/scenario.hpp"
 
-#include <gtest/gtest.h>
-
-#include <thread>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 using namespace vmitap;
-using namespace std::chrono_literals;
+using namespace vmitap::testing;
 
 namespace {
 
-/// Sum of every sample of `family` whose labels include all of `want`.
-double value(const std::vector<prometheus::MetricFamily>& families, const std::string& family,
-             const std::map<std::string, std::string>& want = {}) {
+const prometheus::MetricFamily* family(const std::vector<prometheus::MetricFamily>& fams,
+                                       const std::string& name) {
+  for (auto& f : fams)
+    if (f.name == name)
+      return &f;
+  return nullptr;
+}
+
+double value(const prometheus::MetricFamily& f, std::map<std::string, std::string> labels) {
   double sum = 0;
-  for (auto& f : families) {
-    if (f.name != family)
-      continue;
-    for (auto& m : f.metric) {
-      size_t matched = 0;
-      for (auto& l : m.label)
-        matched += want.count(l.name) && want.at(l.name) == l.value;
-      if (matched == want.size())
-        sum += f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
-    }
+  for (auto& m : f.metric) {
+    bool match = true;
+    for (auto& [k, v] : labels)
+      match &= std::any_of(m.label.begin(), m.label.end(),
+                           [&](auto& l) { return l.name == k && l.value == v; });
+    if (match)
+      sum += f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
   }
   return sum;
 }
 
-size_t series(const std::vector<prometheus::MetricFamily>& families, const std::string& family) {
-  for (auto& f : families)
-    if (f.name == family)
-      return f.metric.size();
-  return 0;
+std::string http_get(uint16_t port, const std::string& target, bool v6 = false) {
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+  sockaddr_storage addr{};
+  socklen_t len;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    inet_pton(AF_INET6, "::1", &a->sin6_addr);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&addr);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &a->sin_addr);
+    len = sizeof *a;
+  }
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    close(fd);
+    return "connect failed";
+  }
+  auto req = "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  send(fd, req.data(), req.size(), 0);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;)
+    out.append(buf, size_t(n));
+  close(fd);
+  return out;
 }
 
 }  // namespace
 
-TEST(metrics, counters_equal_ground_truth_after_a_known_scenario) {
-  auto hv = std::make_shared<sim::hypervisor>();
-  engine_config cfg;
-  cfg.metrics_listen = "";
-  std::vector<std::shared_ptr<sim::domain>> doms;
-  for (int i = 0; i < 2; ++i) {
-    sim::domain_config dc;
-    dc.name = "m" + std::to_string(i);
-    dc.vcpus = 2;
-    dc.instructions_per_vcpu = 100000;
-    dc.workload.seed = 50 + i;
-    doms.push_back(hv->create_domain(dc));
-    cfg.domains.push_back(demo_entry(*doms.back(), i ? step_mode::classic : step_mode::fast, i == 0));
-  }
-  engine eng{cfg, std::make_shared<sim::sim_driver>(hv)};
+TEST(metrics, counters_equal_what_the_sessions_counted) {
+  scenario s;
+  s.add("m1", 2, 100000, step_mode::classic, true);
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
   ASSERT_FALSE(eng.start());
-  for (int i = 0; i < 4000 && !(doms[0]->halted() && doms[1]->halted()); ++i)
-    std::this_thread::sleep_for(5ms);
-  auto reports = eng.status();  // drains every VCPU actor: all events are counted
-  ASSERT_EQ(reports.size(), 2u);
-  auto families = eng.metrics().registry()->Collect();
-  EXPECT_EQ(value(families, "vmitap_domains_monitored"), 2);
-  EXPECT_EQ(value(families, "vmitap_domain_attach_total", {{"result", "ok"}}), 2);
-  for (auto& r : reports) {
-    auto dom = hv->find(r.id);
-    auto inv = dom->check();
-    std::map<std::string, std::string> d{{"domain", r.name}};
-    EXPECT_EQ(value(families, "vmitap_events_total", d), double(inv.requests_raised)) << r.name;
-    EXPECT_EQ(value(families, "vmitap_page_neighbour_events_total", d), double(r.totals.neighbours));
-    EXPECT_EQ(value(families, "vmitap_stale_events_total", d), 0);
-    EXPECT_EQ(value(families, "vmitap_malformed_events_total", d), 0);
-    EXPECT_EQ(value(families, "vmitap_access_changes_total", {{"domain", r.name}, {"result", "failed"}}), 0);
-    // One access change per monitored page, in one batched call at attach.
-    EXPECT_EQ(value(families, "vmitap_access_changes_total", {{"domain", r.name}, {"result", "ok"}}),
-              value(families, "vmitap_monitored_pages", d));
-    EXPECT_GT(value(families, "vmitap_monitored_pages", d), 0);
-    EXPECT_EQ(value(families, "vmitap_breakpoints", d), double(r.breakpoints.size()));
-    for (auto& bp : r.breakpoints) {
-      auto truth = dom->executions(bp->spec.pa, bp->spec.view);
-      EXPECT_EQ(value(families, "vmitap_breakpoint_hits_total",
-                      {{"domain", r.name}, {"breakpoint", bp->spec.name}}),
-                double(truth))
-        << r.name << " " << bp->spec.name;
-    }
-  }
-  EXPECT_GT(value(families, "vmitap_events_total", {{"domain", "m1"}, {"reason", "singlestep"}}), 0)
-    << "classic mode";
-  EXPECT_EQ(value(families, "vmitap_events_total", {{"domain", "m0"}, {"reason", "singlestep"}}), 0)
-    << "fast mode";
-  EXPECT_EQ(value(families, "vmitap_breakpoint_hits_total", {{"view", "shadow"}}),
-            double(doms[0]->executions(doms[0]->code().functions()[0].entry_pa, 2)))
-    << "views are labelled by name";
-
+  while (!s.all_halted())
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  auto reports = eng.status();  // everything raised so far is counted
+  ASSERT_EQ(reports.size(), 1u);
+  auto& r = reports[0];
+  auto fams = eng.collect();
+  EXPECT_EQ(value(*family(fams, "vmitap_events_total"), {{"domain", "m1"}}), double(r.totals.events));
+  EXPECT_EQ(value(*family(fams, "vmitap_events_total"), {{"reason", "singlestep"}}),
+            double(r.totals.singlesteps));
+  EXPECT_EQ(value(*family(fams, "vmitap_breakpoint_hits_total"), {{"breakpoint", "fn0_entry"}}),
+            double(find_bp(r, "fn0_entry")->hits.load()));
+  EXPECT_EQ(value(*family(fams, "vmitap_breakpoint_hits_total"), {{"view", "shadow"}}),
+            double(find_bp(r, "fn0_entry_shadow")->hits.load()))
+    << "views by name, as in the records";
+  EXPECT_EQ(value(*family(fams, "vmitap_page_neighbour_events_total"), {}), double(r.totals.neighbours));
+  EXPECT_EQ(value(*family(fams, "vmitap_breakpoints"), {{"view", "main"}}), 5);
+  EXPECT_EQ(value(*family(fams, "vmitap_domains_monitored"), {}), 1);
+  EXPECT_EQ(value(*family(fams, "vmitap_domain_attach_total"), {{"result", "ok"}}), 1);
+  auto* handling = family(fams, "vmitap_event_handling_seconds");
+  ASSERT_TRUE(handling);
+  EXPECT_EQ(handling->metric.at(0).histogram.sample_count, r.totals.events);
+  EXPECT_EQ(handling->metric.at(0).histogram.bucket.front().upper_bound, 1e-6);
+  ASSERT_TRUE(family(fams, "vmitap_build_info"));
+  ASSERT_TRUE(family(fams, "process_open_fds"));
   eng.stop();
-  families = eng.metrics().registry()->Collect();
-  EXPECT_EQ(value(families, "vmitap_domains_monitored"), 0);
-  EXPECT_EQ(series(families, "vmitap_events_total"), 0u) << "a domain's series go with it";
-  EXPECT_EQ(series(families, "vmitap_breakpoint_hits_total"), 0u);
-  EXPECT_EQ(value(families, "vmitap_build_info", {{"version", VMITAP_VERSION}}), 1);
+  fams = eng.collect();
+  EXPECT_TRUE(family(fams, "vmitap_events_total")->metric.empty()) << "a detached domain's series go";
 }
 
-TEST(metrics, exporter_on_a_taken_port_or_bad_address_is_a_clear_error) {
-  auto hv = std::make_shared<sim::hypervisor>();
-  engine_config cfg;
-  cfg.metrics_listen = "127.0.0.1:0";
-  engine first{cfg, std::make_shared<sim::sim_driver>(hv)};
-  ASSERT_FALSE(first.start());
-  ASSERT_NE(first.metrics_port(), 0);
-  cfg.metrics_listen = "127.0.0.1:" + std::to_string(first.metrics_port());
-  engine second{cfg, std::make_shared<sim::sim_driver>(hv)};
-  auto err = second.start();
-  EXPECT_EQ(code_of(err), ec::invalid_argument);
-  EXPECT_NE(render(err).find(cfg.metrics_listen), std::string::npos) << render(err);
-  cfg.metrics_listen = "not-an-address";
-  engine third{cfg, std::make_shared<sim::sim_driver>(hv)};
-  EXPECT_EQ(code_of(third.start()), ec::invalid_argument);
+TEST(metrics, exporter_serves_metrics_and_a_landing_page) {
+  auto where = parse_listen("127.0.0.1:0");
+  ASSERT_TRUE(where);
+  auto exp = http_exporter::start(*where, [] { return std::string("vmitap_x 1\n"); });
+  ASSERT_TRUE(exp) << render(exp.error());
+  auto port = (*exp)->port();
+  ASSERT_NE(port, 0);
+  auto metrics = http_get(port, "/metrics");
+  EXPECT_NE(metrics.find("200 OK"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("vmitap_x 1"), std::string::npos) << metrics;
+  EXPECT_NE(http_get(port, "/").find("href=\"/metrics\""), std::string::npos);
+  EXPECT_NE(http_get(port, "/nope").find("404"), std::string::npos);
+}
+
+TEST(metrics, exporter_listens_on_ipv6_loopback) {
+  auto where = parse_listen("[::1]:0");
+  ASSERT_TRUE(where) << render(where.error());
+  auto exp = http_exporter::start(*where, [] { return std::string("ok 1\n"); });
+  if (!exp && render(exp.error()).find("no such local address") != std::string::npos)
+    GTEST_SKIP() << "this machine has no IPv6 loopback";
+  ASSERT_TRUE(exp) << render(exp.error());
+  EXPECT_NE(http_get((*exp)->port(), "/metrics", true).find("ok 1"), std::string::npos);
+}
+
+TEST(metrics, a_taken_port_is_reported_as_in_use) {
+  auto first = http_exporter::start(*parse_listen("127.0.0.1:0"), [] { return std::string(); });
+  ASSERT_TRUE(first);
+  auto again = http_exporter::start(*parse_listen("127.0.0.1:" + std::to_string((*first)->port())),
+                                    [] { return std::string(); });
+  ASSERT_FALSE(again);
+  EXPECT_EQ(code_of(again.error()), ec::listen_failed);
+  EXPECT_EQ(context_of(again.error()),
+            "metrics: port " + std::to_string((*first)->port()) + " on 127.0.0.1 is in use");
+}
+
+TEST(metrics, listen_addresses_are_validated) {
+  EXPECT_EQ(parse_listen("10474")->authority(), "127.0.0.1:10474") << "a bare port is loopback";
+  EXPECT_EQ(parse_listen("[::1]:9478")->authority(), "[::1]:9478");
+  EXPECT_EQ(parse_listen("localhost:1")->host, "127.0.0.1");
+  EXPECT_FALSE(parse_listen("127.0.0.1:99999"));
+  EXPECT_FALSE(parse_listen("::1:80")) << "IPv6 needs brackets";
+  EXPECT_FALSE(parse_listen("garbage:80"));
+  EXPECT_FALSE(parse_listen("127.0.0.1:"));
+  EXPECT_FALSE(parse_listen(""));
 }

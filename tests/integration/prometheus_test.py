@@ -81,13 +81,13 @@ def main():
     failures = []
     try:
         vmitap = subprocess.Popen(
-            [args.vmitap, "run", "--instructions", "0", "--max-seconds", "120",
+            [args.vmitap, "demo", "--instructions", "0", "--max-seconds", "120",
              "--metrics", "127.0.0.1:0", "--hits", os.path.join(tmp, "hits.jsonl")],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         target = None
         deadline = time.time() + 30
         while time.time() < deadline and target is None:
-            line = vmitap.stdout.readline()
+            line = vmitap.stderr.readline()
             m = re.search(r"metrics: http://(127\.0\.0\.1:\d+)/metrics", line)
             if m:
                 target = m.group(1)
@@ -171,7 +171,7 @@ scrape_configs:
             failures.append("promtool check metrics: " + (lint.stdout + lint.stderr).strip())
 
         stop(vmitap)
-        out = vmitap.stdout.read()
+        out = vmitap.stderr.read()
         if vmitap.returncode != 0 or "verified:" not in out:
             failures.append(f"vmitap exited {vmitap.returncode} without a verified summary")
 

@@ -1,0 +1,61 @@
+#include "actors/hit_json.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cinttypes>
+#include <cstdio>
+#include <ctime>
+
+namespace vmitap {
+
+namespace {
+
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+  return buf;
+}
+
+}  // namespace
+
+std::string rfc3339_utc(std::chrono::system_clock::time_point t) {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  auto secs = std::time_t(us / 1'000'000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                int(us % 1'000'000));
+  return buf;
+}
+
+std::string to_json_line(const hit_record& rec, const std::string& host) {
+  nlohmann::ordered_json j;
+  j["type"] = "hit";
+  j["schema"] = hit_schema_version;
+  j["time"] = rfc3339_utc(rec.wall);
+  j["monotonic_ns"] =
+    std::chrono::duration_cast<std::chrono::nanoseconds>(rec.at.time_since_epoch()).count();
+  j["host"] = host;
+  j["domain"] = rec.domain ? rec.domain->name : std::string{};
+  j["domain_id"] = rec.domain ? rec.domain->id : 0;
+  j["vcpu"] = rec.vcpu;
+  std::string view_name;
+  if (rec.domain)
+    if (auto v = rec.domain->view_names.find(rec.view); v != rec.domain->view_names.end())
+      view_name = v->second;
+  j["view"] = view_name;
+  j["view_id"] = rec.view;
+  j["breakpoint"] = rec.bp->spec.name;
+  j["tags"] = rec.bp->spec.tags;
+  j["gfn"] = hex(rec.gfn);
+  j["pa"] = hex(drv::pa_of(rec.gfn, rec.offset));
+  j["gla"] = hex(rec.gla);
+  j["rip"] = hex(rec.rip);
+  j["cr3"] = hex(rec.cr3);
+  // Names come from the config and guests: never let bad UTF-8 make the line invalid.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace vmitap

@@ -1,0 +1,51 @@
+#pragma once
+
+// Every default and timeout vmitap has, in one place. Every layer reads them from here.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace vmitap::defaults {
+
+using namespace std::chrono_literals;
+
+/// An actor request that should be answered at once (status, list, flush).
+inline constexpr auto request_timeout = 10s;
+/// One batch of access changes (batched read, batched write, read-back on failure).
+inline constexpr auto access_change_timeout = 30s;
+/// Attaching one domain: views, every breakpoint armed, events started.
+inline constexpr auto attach_timeout = 60s;
+/// Detaching every domain on stop (SIGINT/SIGTERM), unless the config says otherwise.
+inline constexpr auto stop_deadline = 20s;
+/// How long a poller hands a ring back after it was asked to (final drain included).
+inline constexpr auto ring_release_timeout = 10s;
+
+/// Hit records a sink may have queued before further ones are dropped (and counted).
+inline constexpr size_t sink_queue_bound = 65536;
+/// A sink writes its buffer out at least this often (a `tail -f` sees hits within it).
+inline constexpr auto sink_flush_interval = 100ms;
+/// Rotated generations a JSONL sink keeps (PATH.1 … PATH.N).
+inline constexpr uint32_t sink_rotate_keep = 5;
+
+/// Messages an actor handles before its worker moves on.
+inline constexpr size_t max_throughput = 64;
+/// Scheduler threads of the actor system (control plane: attach, reload, handlers, sinks).
+inline constexpr size_t worker_threads = 2;
+
+/// Requests a poller copies out of one ring before it moves on to the next ring.
+inline constexpr size_t ring_batch = 64;
+/// A poller with nothing to do keeps polling this long before it sleeps on its rings' fds:
+/// a request that arrives meanwhile is answered without a wake-up (tens of µs on Linux).
+inline constexpr auto poller_spin = 50us;
+
+/// Where the Prometheus exporter listens: loopback only unless configured otherwise. The
+/// exporter range 9100-9999 of Prometheus' port allocations is full and 9464 is
+/// OpenTelemetry's exporter default, so vmitap takes 10474 (no well-known service uses it).
+inline constexpr const char* metrics_listen = "127.0.0.1:10474";
+inline constexpr uint16_t metrics_port = 10474;
+
+/// The config file a service reads when no --config is given.
+inline constexpr const char* config_path = "/etc/vmitap/vmitap.toml";
+
+}  // namespace vmitap::defaults

@@ -1,0 +1,90 @@
+#include "drivers/error.hpp"
+
+#include <caf/make_message.hpp>
+#include <caf/message.hpp>
+#include <caf/to_string.hpp>
+
+#include <cstring>
+
+namespace vmitap {
+
+const char* to_string(ec code) {
+  switch (code) {
+    case ec::none: return "none";
+    case ec::driver_call_failed: return "driver_call_failed";
+    case ec::no_hypervisor: return "no_hypervisor";
+    case ec::incompatible_hypervisor: return "incompatible_hypervisor";
+    case ec::another_monitor: return "another_monitor";
+    case ec::no_such_domain: return "no_such_domain";
+    case ec::domain_dead: return "domain_dead";
+    case ec::already_attached: return "already_attached";
+    case ec::not_attached: return "not_attached";
+    case ec::no_such_vcpu: return "no_such_vcpu";
+    case ec::vcpu_not_paused: return "vcpu_not_paused";
+    case ec::no_such_view: return "no_such_view";
+    case ec::view_in_use: return "view_in_use";
+    case ec::gfn_out_of_range: return "gfn_out_of_range";
+    case ec::invalid_argument: return "invalid_argument";
+    case ec::breakpoint_not_found: return "breakpoint_not_found";
+    case ec::duplicate_breakpoint: return "duplicate_breakpoint";
+    case ec::timeout: return "timeout";
+    case ec::config_invalid: return "config_invalid";
+    case ec::io_failed: return "io_failed";
+    case ec::listen_failed: return "listen_failed";
+    case ec::shutting_down: return "shutting_down";
+  }
+  return "unknown";
+}
+
+caf::error make_error(ec code) {
+  return caf::error{static_cast<uint8_t>(code), error_category};
+}
+
+caf::error make_error(ec code, std::string context) {
+  return caf::error{static_cast<uint8_t>(code), error_category,
+                    caf::make_message(std::move(context))};
+}
+
+namespace {
+
+std::string errno_text(int err) {
+  return std::string(std::strerror(err)) + " (errno " + std::to_string(err) + ")";
+}
+
+}  // namespace
+
+caf::error make_driver_error(std::string_view call, int err) {
+  return make_error(ec::driver_call_failed, std::string(call) + ": " + errno_text(err));
+}
+
+caf::error make_io_error(std::string_view call, std::string_view path, int err) {
+  return make_error(ec::io_failed,
+                    std::string(call) + "(" + std::string(path) + "): " + errno_text(err));
+}
+
+ec code_of(const caf::error& err) {
+  if (!err || err.category() != error_category)
+    return ec::none;
+  return static_cast<ec>(err.code());
+}
+
+std::string context_of(const caf::error& err) {
+  const auto& ctx = err.context();
+  if (ctx.match_elements<std::string>())
+    return ctx.get_as<std::string>(0);
+  return render(err);
+}
+
+std::string render(const caf::error& err) {
+  if (!err)
+    return "no error";
+  if (err.category() != error_category)
+    return caf::to_string(err);
+  std::string out = to_string(static_cast<ec>(err.code()));
+  const auto& ctx = err.context();
+  if (ctx.match_elements<std::string>())
+    out += ": " + ctx.get_as<std::string>(0);
+  return out;
+}
+
+}  // namespace vmitap

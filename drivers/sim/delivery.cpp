@@ -1,0 +1,259 @@
+// Sessions, requests out, responses in, pause and resume: the vm_event side of the domain.
+
+#include "drivers/error.hpp"
+#include "drivers/sim/hypervisor.hpp"
+
+#include <shared_mutex>
+#include <thread>
+
+namespace vmitap::sim {
+
+caf::error domain::check_session(uint64_t session, const char* call) const {
+  if (state_ != drv::domain_state::running)
+    return make_error(ec::domain_dead, std::string(call) + ": domain " + std::to_string(id_)
+                                         + " (" + cfg_.name + ") is dead");
+  if (session == 0 || session != session_)
+    return make_error(ec::not_attached, std::string(call) + ": session "
+                                          + std::to_string(session) + " is not attached to domain "
+                                          + std::to_string(id_));
+  return {};
+}
+
+caf::expected<uint64_t> domain::attach() {
+  std::unique_lock xl{exec_};
+  if (state_ != drv::domain_state::running)
+    return make_error(ec::domain_dead, "attach: domain " + std::to_string(id_) + " is dead");
+  if (session_ != 0)
+    return make_error(ec::already_attached,
+                      "attach: domain " + std::to_string(id_) + " is already monitored");
+  session_ = ++last_session_;
+  events_started_ = false;
+  host_at_attach_ = views_[0].entries;
+  leftover_view_changes_ = 0;
+  return session_;
+}
+
+void domain::answer_outstanding_locked() {
+  for (auto& v : vcpus_) {
+    if (v->state == run_state::waiting)
+      ++answered_by_detach_;
+    if (v->state == run_state::waiting || v->state == run_state::stuck)
+      v->state = run_state::runnable;
+    v->singlestep = v->fast_singlestep = v->emulate_next = false;
+    v->view = 0;
+  }
+  std::lock_guard g{orphan_mutex_};
+  answered_by_detach_ += std::exchange(orphans_outstanding_, 0);
+}
+
+caf::error domain::detach(uint64_t session) {
+  {
+    std::unique_lock xl{exec_};
+    if (session == 0 || session != session_)
+      return {};  // already detached, or a newer session owns the domain now
+    session_ = 0;
+    wait_for_deliveries();
+    sink_ = nullptr;
+    events_started_ = false;
+    pause_count_ = 0;  // the session's pauses end with it
+    if (state_ != drv::domain_state::running)
+      return {};
+    answer_outstanding_locked();
+    for (drv::view_id id = 1; id < drv::max_views; ++id) {
+      auto& view = views_[id];
+      if (!view.active || !view.created_by_session)
+        continue;
+      for (auto& [gfn, acc] : view.entries)
+        leftover_view_changes_ += acc != host_access(gfn);
+      view = view_table{};
+    }
+  }
+  wake_all_runnable();
+  return {};
+}
+
+caf::error domain::start_events(uint64_t session, request_sink sink) {
+  {
+    std::unique_lock xl{exec_};
+    if (auto err = check_session(session, "start_events"))
+      return err;
+    if (!sink)
+      return make_error(ec::invalid_argument, "start_events: no sink");
+    sink_ = std::move(sink);
+    events_started_ = true;
+  }
+  wake_all_runnable();
+  return {};
+}
+
+void domain::deliver(const drv::event& ev) {
+  // sink_ changes only under exec_ exclusive, after wait_for_deliveries().
+  sink_(ev);
+  --deliveries_in_flight_;
+}
+
+void domain::wait_for_deliveries() const {
+  while (deliveries_in_flight_.load() != 0)
+    std::this_thread::yield();
+}
+
+void domain::wake(vcpu& v, sim_clock::time_point due) {
+  if (!v.queued.exchange(true))
+    hv_.schedule(shared_from_this(), v.id, due);
+}
+
+void domain::wake_all_runnable() {
+  auto now = sim_clock::now();
+  for (auto& v : vcpus_)
+    wake(*v, now);  // run_slice sorts out who may run
+}
+
+caf::error domain::respond(uint64_t session, const drv::response& rsp) {
+  auto latency = hv_.config().exit_latency;
+  if (rsp.vcpu >= vcpus_.size()) {
+    std::shared_lock xl{exec_};
+    if (state_ != drv::domain_state::running)
+      return {};  // a dying domain answers every vm_event op with success, silently
+    if (auto err = check_session(session, "respond"))
+      return err;
+    if (rsp.version != drv::interface_version) {
+      ++responses_dropped_;
+      return {};
+    }
+    std::lock_guard g{orphan_mutex_};
+    if (orphans_outstanding_ == 0) {
+      ++responses_rejected_;
+      return make_error(ec::no_such_vcpu, "respond: no vcpu " + std::to_string(rsp.vcpu)
+                                            + " in domain " + std::to_string(id_));
+    }
+    --orphans_outstanding_;
+    ++requests_answered_;
+    return {};
+  }
+  {
+    std::lock_guard g{fault_mutex_};
+    if (delayed_responses_ > 0) {
+      --delayed_responses_;
+      latency += response_delay_;
+    }
+  }
+  auto& v = *vcpus_[rsp.vcpu];
+  sim_clock::time_point due;
+  {
+    std::lock_guard vl{v.mutex};
+    std::shared_lock xl{exec_};
+    if (state_ != drv::domain_state::running)
+      return {};  // checked under the locks: death and this response cannot both count it
+    if (auto err = check_session(session, "respond"))
+      return err;
+    if (rsp.version != drv::interface_version) {
+      ++responses_dropped_;  // Xen drops it; the VCPU stays paused
+      return {};
+    }
+    if (v.state != run_state::waiting) {
+      ++responses_rejected_;
+      return make_error(ec::vcpu_not_paused, "respond: vcpu " + std::to_string(rsp.vcpu)
+                                               + " of domain " + std::to_string(id_)
+                                               + " waits for no response");
+    }
+    ++requests_answered_;
+    auto now = sim_clock::now();
+    v.response_latency.record(uint64_t((now - v.raised_at).count()));
+    if (!(rsp.flags & drv::flag::vcpu_paused)) {
+      v.state = run_state::stuck;  // the sim acts only on responses that carry the pause flag
+      return {};
+    }
+    if ((rsp.flags & drv::flag::alternate_p2m) && valid_view(rsp.view))
+      v.view = rsp.view;
+    if (rsp.flags & drv::flag::toggle_singlestep)
+      v.singlestep = !v.singlestep;
+    if ((rsp.flags & drv::flag::fast_singlestep) && valid_view(rsp.fast_return_view)) {
+      v.fast_singlestep = v.singlestep = true;
+      v.fast_return_view = rsp.fast_return_view;
+    }
+    if ((rsp.flags & drv::flag::emulate) && rsp.reason == drv::event_reason::mem_access)
+      v.emulate_next = true;
+    if (rsp.flags & drv::flag::set_registers) {
+      auto cr3 = v.regs.cr3;  // never written by a response, as on Xen
+      if (auto pc = program_.index_of(rsp.regs.rip - kernel_base); pc && *pc != v.pc) {
+        v.pc = *pc;
+        v.arrived = false;
+      }
+      v.regs = rsp.regs;
+      v.regs.cr3 = cr3;
+    }
+    v.state = run_state::runnable;
+    due = now + latency;
+    v.resume_at = due;
+    v.measure_lateness = true;
+  }
+  wake(v, due);
+  return {};
+}
+
+caf::error domain::set_singlestep(uint64_t session, drv::vcpu_id id, bool on) {
+  if (id >= vcpus_.size())
+    return make_error(ec::no_such_vcpu, "set_singlestep: no vcpu " + std::to_string(id));
+  auto& v = *vcpus_[id];
+  std::lock_guard vl{v.mutex};
+  std::shared_lock xl{exec_};
+  if (auto err = check_session(session, "set_singlestep"))
+    return err;
+  v.singlestep = on;
+  return {};
+}
+
+caf::error domain::read_physical(uint64_t session, uint64_t pa, std::span<std::byte> out) {
+  std::shared_lock xl{exec_};
+  if (auto err = check_session(session, "read_physical"))
+    return err;
+  auto last = pa + out.size() - (out.empty() ? 0 : 1);
+  if (!ram(drv::gfn_of(pa)) || !ram(drv::gfn_of(last)) || last < pa)
+    return make_error(ec::gfn_out_of_range, "read_physical: not guest RAM");
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = program_.is_code(drv::gfn_of(pa + i)) ? program_.code_byte(pa + i) : std::byte{0};
+  return {};
+}
+
+caf::error domain::pause(uint64_t session) {
+  {
+    std::unique_lock xl{exec_};
+    if (auto err = check_session(session, "pause"))
+      return err;
+    ++pause_count_;
+  }
+  wait_for_deliveries();
+  return {};
+}
+
+caf::error domain::resume(uint64_t session) {
+  {
+    std::unique_lock xl{exec_};
+    if (auto err = check_session(session, "resume"))
+      return err;
+    if (pause_count_ > 0 && --pause_count_ > 0)
+      return {};
+  }
+  wake_all_runnable();
+  return {};
+}
+
+void domain::die() {
+  {
+    std::unique_lock xl{exec_};
+    state_ = drv::domain_state::dying;
+    for (auto& v : vcpus_) {
+      if (v->state == run_state::waiting)
+        ++dropped_by_death_;
+      if (v->state != run_state::halted)
+        ++halted_vcpus_;
+      v->state = run_state::halted;  // nothing runs or is answered any more
+    }
+    std::lock_guard g{orphan_mutex_};
+    dropped_by_death_ += std::exchange(orphans_outstanding_, 0);
+  }
+  wait_for_deliveries();
+  state_ = drv::domain_state::dead;
+}
+
+}  // namespace vmitap::sim

@@ -1,0 +1,262 @@
+#pragma once
+
+// One simulated domain with altp2m, mem_access and singlestep semantics as Xen 4.17 has them.
+// It executes each VCPU's workload instruction by instruction, checks every fetch and data
+// access against the VCPU's current view, raises requests that pause the VCPU until they are
+// answered, and keeps the ground truth tests compare against.
+//
+// The implementation is split by concern: ept.cpp (views and access), execution.cpp (VCPUs
+// running the workload), delivery.cpp (sessions, requests out, responses in, pause),
+// ground_truth.cpp (what ran where; invariants) and faults.cpp (fault injection).
+
+#include "drivers/driver.hpp"
+#include "drivers/sim/latency.hpp"
+#include "drivers/sim/program.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <pthread.h>
+#include <string>
+#include <unordered_map>
+
+namespace vmitap::sim {
+
+using sim_clock = std::chrono::steady_clock;
+
+struct domain_config {
+  std::string name = "guest";
+  uint32_t vcpus = 2;
+  uint64_t memory_mib = 64;
+  uint64_t instructions_per_vcpu = 0;  ///< 0: run until the domain is destroyed
+  drv::page_access code_access = drv::page_access::rwx;  ///< host-p2m access of code pages
+  workload_config workload;
+};
+
+enum class malformed_kind : uint8_t {
+  bad_version,        ///< the VCPU pauses on a request with a wrong interface version
+  unknown_reason,     ///< the VCPU pauses on a request with a reason vmitap does not know
+  vcpu_out_of_range,  ///< a request naming a VCPU the domain does not have
+};
+
+/// What the sim knows about a domain that the engine must have kept true. Every request
+/// raised ends exactly one way: answered, answered by detach, or dropped by the domain's death.
+struct invariants {
+  uint64_t requests_raised = 0;     ///< including malformed and out-of-range ones
+  uint64_t requests_answered = 0;   ///< answered through the session's ring
+  uint64_t answered_by_detach = 0;  ///< left unanswered until detach answered them
+  uint64_t dropped_by_death = 0;    ///< outstanding when the domain died
+  uint64_t unanswered = 0;          ///< outstanding right now
+  uint64_t paused_vcpus = 0;        ///< VCPUs that cannot run right now
+  uint64_t pages_changed = 0;       ///< host-p2m pages differing from attach time, plus
+                                    ///< pages a destroyed view still had changed
+  uint64_t responses_rejected = 0;  ///< answers to VCPUs waiting for none
+  uint64_t responses_dropped = 0;   ///< bad version: ignored, as Xen does
+  bool holds() const {
+    return unanswered == 0 && paused_vcpus == 0 && pages_changed == 0
+           && requests_raised == requests_answered + answered_by_detach + dropped_by_death;
+  }
+};
+
+/// Driver calls the domain has served, by kind (what a benchmark counts as driver calls).
+struct call_counts {
+  uint64_t get_access = 0;
+  uint64_t set_access = 0;
+  uint64_t views = 0;  ///< create, destroy, switch
+};
+
+/// A reader/writer lock that prefers writers: access changes and pauses are never starved by
+/// VCPUs that keep executing.
+class exec_lock {
+public:
+  exec_lock();
+  ~exec_lock();
+  exec_lock(const exec_lock&) = delete;
+  exec_lock& operator=(const exec_lock&) = delete;
+  void lock() { pthread_rwlock_wrlock(&lock_); }
+  void unlock() { pthread_rwlock_unlock(&lock_); }
+  void lock_shared() { pthread_rwlock_rdlock(&lock_); }
+  void unlock_shared() { pthread_rwlock_unlock(&lock_); }
+
+private:
+  pthread_rwlock_t lock_;
+};
+
+class hypervisor;
+
+/// Where a domain sends the requests it raises (the sim driver's ring, or a fake Xen).
+using request_sink = std::function<void(const drv::event&)>;
+
+/// What running one slice of a VCPU came to; the runner decides what to queue next.
+struct slice_result {
+  enum kind_t : uint8_t { blocked, yielded, not_due } kind = blocked;
+  sim_clock::time_point due{};  ///< not_due: run again then
+};
+
+class domain : public std::enable_shared_from_this<domain> {
+public:
+  /// Use `hypervisor::create_domain`; fails if the workload does not fit the memory.
+  static caf::expected<std::shared_ptr<domain>> make(hypervisor& hv, drv::domain_id id,
+                                                      domain_config cfg);
+
+  drv::domain_info info() const;
+  const program& code() const { return program_; }
+  const domain_config& config() const { return cfg_; }
+  drv::domain_state state() const { return state_.load(); }
+  drv::domain_id id() const { return id_; }
+
+  // --- a session's operations (what xc_* calls do). `session` is the attach serial: calls
+  // from a session that ended, or was replaced by a newer attach, fail with not_attached.
+  caf::expected<uint64_t> attach();
+  caf::error detach(uint64_t session);
+  caf::expected<drv::view_id> create_view(uint64_t session, drv::page_access default_access);
+  caf::error destroy_view(uint64_t session, drv::view_id view);
+  caf::error switch_all(uint64_t session, drv::view_id view);
+  caf::error get_access(uint64_t session, drv::view_id view, std::span<const drv::gfn_t> gfns,
+                        std::span<drv::page_access> out);
+  caf::error set_access(uint64_t session, drv::view_id view,
+                        std::span<const drv::access_change> changes);
+  caf::error set_singlestep(uint64_t session, drv::vcpu_id vcpu, bool on);
+  /// Requests go to `sink` (on a guest thread) from now on.
+  caf::error start_events(uint64_t session, request_sink sink);
+  caf::error respond(uint64_t session, const drv::response& rsp);
+  caf::error read_physical(uint64_t session, uint64_t pa, std::span<std::byte> out);
+  caf::error pause(uint64_t session);
+  caf::error resume(uint64_t session);
+
+  // --- ground truth and invariants (tests and the demo's verification) ------------------
+  /// How often instruction `pa` retired having been reached in `view`.
+  uint64_t executions(uint64_t pa, drv::view_id view);
+  /// Executions plus VCPUs that reached `pa` in `view` and have not retired it yet (they
+  /// trapped there and may be answered already): what an exact breakpoint has hit by now.
+  uint64_t reached(uint64_t pa, drv::view_id view);
+  uint64_t instructions_retired();
+  uint64_t vcpu_retired(drv::vcpu_id vcpu);
+  invariants check();
+  drv::view_id vcpu_view(drv::vcpu_id vcpu);
+  bool vcpu_singlestepping(drv::vcpu_id vcpu);
+  bool halted();  ///< every VCPU used up its instruction budget
+  call_counts calls();
+  /// A: request raised → response received, over every VCPU.
+  latency_histogram response_latency();
+  /// B: VCPU due to resume (response + exit latency) → running again.
+  latency_histogram resume_lateness();
+
+  // --- fault injection ---------------------------------------------------------------------
+  /// The next `calls` set_access calls apply `applied` entries, then fail with `err`.
+  void fail_access_changes(uint32_t calls, size_t applied, int err);
+  /// The VCPU raises a malformed request before its next instruction (out-of-range: now).
+  void inject_malformed(drv::vcpu_id vcpu, malformed_kind kind);
+  /// The next `count` answered VCPUs resume only after `delay`.
+  void delay_responses(uint32_t count, std::chrono::nanoseconds delay);
+  /// The domain dies: VCPUs stop, requests are dropped, vm_event ops succeed and do nothing.
+  void kill();
+
+  /// Runs one slice of `vcpu` on the calling guest thread.
+  slice_result run_slice(drv::vcpu_id vcpu);
+
+  domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program code);
+
+private:
+  friend class hypervisor;
+  enum class run_state : uint8_t { runnable, waiting, stuck, halted };
+
+  struct vcpu {
+    std::mutex mutex;  // with exec_ shared it owns the fields below; exec_ exclusive does too
+    drv::vcpu_id id = 0;
+    rng random{0};
+    uint32_t pc = 0;
+    std::vector<uint32_t> stack;
+    drv::registers regs;
+    drv::view_id view = 0;
+    bool arrived = false;  // the current instruction was attempted already
+    drv::view_id arrival_view = 0;
+    bool singlestep = false;
+    bool fast_singlestep = false;
+    drv::view_id fast_return_view = 0;
+    bool emulate_next = false;
+    run_state state = run_state::runnable;
+    std::optional<malformed_kind> malformed;
+    sim_clock::time_point raised_at{};   // the outstanding request's
+    sim_clock::time_point resume_at{};   // response + latency model
+    bool measure_lateness = false;       // the next slice records resume_at → now
+    uint64_t retired = 0;
+    std::vector<std::vector<uint64_t>> executions;  // [view][instruction index]
+    latency_histogram response_latency;
+    latency_histogram lateness;
+    std::atomic<bool> queued{false};  // in a runner's queue
+  };
+
+  struct view_table {
+    bool active = false;
+    bool created_by_session = false;
+    std::unordered_map<drv::gfn_t, drv::page_access> entries;  // explicit; others copy the host
+  };
+
+  // ept.cpp
+  drv::page_access access_in(drv::view_id view, drv::gfn_t gfn) const;
+  drv::page_access host_access(drv::gfn_t gfn) const;
+  bool valid_view(drv::view_id view) const { return view < drv::max_views && views_[view].active; }
+  uint64_t pages_changed_locked() const;
+  // execution.cpp
+  std::optional<drv::event> step(vcpu& v);
+  drv::event make_event(const vcpu& v, drv::event_reason reason) const;
+  void retire(vcpu& v, const instruction& in);
+  // delivery.cpp
+  caf::error check_session(uint64_t session, const char* call) const;
+  void deliver(const drv::event& ev);
+  void wait_for_deliveries() const;
+  void wake(vcpu& v, sim_clock::time_point due);
+  void wake_all_runnable();
+  void answer_outstanding_locked();
+  void die();
+  bool ram(drv::gfn_t gfn) const { return gfn <= max_gfn_; }
+
+  hypervisor& hv_;
+  drv::domain_id id_;
+  domain_config cfg_;
+  drv::gfn_t max_gfn_;
+  program program_;
+  std::atomic<drv::domain_state> state_{drv::domain_state::running};
+
+  mutable exec_lock exec_;  // shared while VCPUs execute; exclusive to change p2m or pause
+  std::array<view_table, drv::max_views> views_;
+  std::vector<std::unique_ptr<vcpu>> vcpus_;
+  uint32_t pause_count_ = 0;
+  uint64_t session_ = 0;      // the attached session's serial; 0: none
+  uint64_t last_session_ = 0;
+  request_sink sink_;
+  bool events_started_ = false;
+  mutable std::atomic<int> deliveries_in_flight_{0};
+  std::unordered_map<drv::gfn_t, drv::page_access> host_at_attach_;
+  uint64_t leftover_view_changes_ = 0;
+  std::atomic<uint64_t> get_calls_{0}, set_calls_{0}, view_calls_{0};
+  std::atomic<uint32_t> halted_vcpus_{0};  // read without a lock: polling it starves nobody
+
+  // Requests with a VCPU id out of range, bounded as Xen's ring bounds them.
+  static constexpr uint32_t ring_slots = 8;
+  std::mutex orphan_mutex_;
+  uint32_t orphans_outstanding_ = 0;
+
+  // Each raised request ends in exactly one of these (under the VCPU's or the orphan lock).
+  std::atomic<uint64_t> requests_raised_{0};
+  std::atomic<uint64_t> requests_answered_{0};
+  std::atomic<uint64_t> answered_by_detach_{0};
+  std::atomic<uint64_t> dropped_by_death_{0};
+  std::atomic<uint64_t> responses_rejected_{0};
+  std::atomic<uint64_t> responses_dropped_{0};
+
+  // faults.cpp
+  std::mutex fault_mutex_;
+  uint32_t failing_calls_ = 0;
+  size_t failing_applied_ = 0;
+  int failing_errno_ = 0;
+  uint32_t delayed_responses_ = 0;
+  std::chrono::nanoseconds response_delay_{0};
+};
+
+}  // namespace vmitap::sim

@@ -1,0 +1,174 @@
+// VCPUs running the workload: each instruction's fetch and data access checked against the
+// VCPU's current view, requests raised where the view denies them.
+
+#include "drivers/error.hpp"
+#include "drivers/sim/hypervisor.hpp"
+
+#include <shared_mutex>
+
+namespace vmitap::sim {
+
+using drv::page_access;
+
+caf::expected<std::shared_ptr<domain>> domain::make(hypervisor& hv, drv::domain_id id,
+                                                     domain_config cfg) {
+  if (cfg.vcpus == 0 || cfg.memory_mib == 0)
+    return make_error(ec::invalid_argument, "sim domain " + cfg.name + ": needs vcpus and memory");
+  auto max_gfn = cfg.memory_mib * (1024 * 1024 / drv::page_size) - 1;
+  auto code = program::generate(cfg.workload, max_gfn);
+  if (!code)
+    return make_error(ec::invalid_argument, "sim domain " + cfg.name + ": " + context_of(code.error()));
+  return std::make_shared<domain>(hv, id, std::move(cfg), std::move(*code));
+}
+
+domain::domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program code) :
+  hv_(hv), id_(id), cfg_(std::move(cfg)),
+  max_gfn_(cfg_.memory_mib * (1024 * 1024 / drv::page_size) - 1), program_(std::move(code)) {
+  views_[0].active = true;
+  if (cfg_.code_access != page_access::rwx)
+    for (auto gfn = program_.first_code_gfn(); gfn <= program_.last_code_gfn(); ++gfn)
+      views_[0].entries[gfn] = cfg_.code_access;
+  for (drv::vcpu_id i = 0; i < cfg_.vcpus; ++i) {
+    auto v = std::make_unique<vcpu>();
+    v->id = i;
+    v->random = rng{cfg_.workload.seed * 0x100000001b3ULL + i};
+    v->pc = program_.pick_root(v->random);
+    v->regs.cr3 = 0x1000 * (uint64_t{i} + 1);
+    v->regs.rsp = kernel_base + 0x7ff000 - 0x10000 * i;
+    v->executions.resize(drv::max_views);
+    vcpus_.push_back(std::move(v));
+  }
+}
+
+drv::domain_info domain::info() const {
+  return {id_, cfg_.name, cfg_.vcpus, state_.load(), max_gfn_};
+}
+
+drv::event domain::make_event(const vcpu& v, drv::event_reason reason) const {
+  drv::event ev;
+  ev.reason = reason;
+  ev.vcpu = v.id;
+  ev.view = v.view;
+  ev.regs = v.regs;
+  ev.regs.rip = gva_of(program_.at(v.pc).pa);
+  return ev;
+}
+
+void domain::retire(vcpu& v, const instruction& in) {
+  auto& counts = v.executions[v.arrival_view];
+  if (counts.empty())
+    counts.resize(program_.size());
+  ++counts[v.pc];
+  ++v.retired;
+  v.arrived = false;
+  switch (in.kind) {
+    case op::call:
+      v.stack.push_back(v.pc + 1);
+      v.pc = program_.functions()[in.target].first;
+      v.regs.rsp -= 8;
+      break;
+    case op::ret:
+      if (v.stack.empty()) {
+        v.pc = program_.pick_root(v.random);
+      } else {
+        v.pc = v.stack.back();
+        v.stack.pop_back();
+        v.regs.rsp += 8;
+      }
+      break;
+    case op::branch:
+      v.pc = v.random.chance(0.5) ? in.target : v.pc + 1;
+      break;
+    default:
+      ++v.pc;
+  }
+}
+
+std::optional<drv::event> domain::step(vcpu& v) {
+  if (v.malformed) {
+    auto ev = make_event(v, drv::event_reason::mem_access);
+    if (*v.malformed == malformed_kind::bad_version)
+      ev.version = drv::interface_version - 1;
+    else
+      ev.reason = drv::event_reason(0x7f);
+    v.malformed.reset();
+    return ev;
+  }
+  if (cfg_.instructions_per_vcpu != 0 && v.retired >= cfg_.instructions_per_vcpu) {
+    v.state = run_state::halted;
+    ++halted_vcpus_;
+    return std::nullopt;
+  }
+  const auto& in = program_.at(v.pc);
+  if (!v.arrived) {
+    v.arrived = true;
+    v.arrival_view = v.view;
+  }
+  if (!v.emulate_next) {
+    auto fault = [&](uint64_t pa, page_access attempted) {
+      auto ev = make_event(v, drv::event_reason::mem_access);
+      ev.mem = {drv::gfn_of(pa), pa & drv::page_mask, gva_of(pa), attempted, true};
+      return ev;
+    };
+    if (!allows(access_in(v.view, drv::gfn_of(in.pa)), page_access::x))
+      return fault(in.pa, page_access::x);
+    if (in.kind == op::load && !allows(access_in(v.view, drv::gfn_of(in.data_pa)), page_access::r))
+      return fault(in.data_pa, page_access::r);
+    if (in.kind == op::store && !allows(access_in(v.view, drv::gfn_of(in.data_pa)), page_access::w))
+      return fault(in.data_pa, page_access::w);
+  }
+  v.emulate_next = false;  // EMULATE: this one instruction ran without the EPT check
+  retire(v, in);
+  if (v.fast_singlestep) {
+    if (valid_view(v.fast_return_view))  // Xen skips a switch to a destroyed view
+      v.view = v.fast_return_view;
+    v.fast_singlestep = v.singlestep = false;
+    return std::nullopt;
+  }
+  if (v.singlestep) {
+    auto ev = make_event(v, drv::event_reason::singlestep);
+    ev.mem.gfn = drv::gfn_of(program_.at(v.pc).pa);
+    return ev;
+  }
+  return std::nullopt;
+}
+
+slice_result domain::run_slice(drv::vcpu_id id) {
+  auto& v = *vcpus_[id];
+  v.queued.store(false);
+  std::optional<drv::event> ev;
+  slice_result result;
+  {
+    std::lock_guard vl{v.mutex};
+    std::shared_lock xl{exec_};
+    if (v.state != run_state::runnable || pause_count_ > 0 || !events_started_
+        || state_ != drv::domain_state::running)
+      return result;  // resume(), start_events() or a response queues it again
+    auto now = sim_clock::now();
+    if (now < v.resume_at) {
+      v.queued.store(true);  // the runner keeps it, timed
+      return {slice_result::not_due, v.resume_at};
+    }
+    if (v.measure_lateness) {
+      v.lateness.record(uint64_t((now - v.resume_at).count()));
+      v.measure_lateness = false;
+    }
+    for (uint32_t n = 0; n < hv_.config().slice_instructions; ++n)
+      if ((ev = step(v)) || v.state != run_state::runnable)
+        break;
+    if (ev) {
+      v.state = run_state::waiting;
+      v.raised_at = sim_clock::now();
+      ++requests_raised_;
+      ++deliveries_in_flight_;  // before exec_ is released: pause() waits for it
+    } else if (v.state == run_state::runnable) {
+      v.queued.store(true);  // the runner queues it again at once
+      result.kind = slice_result::yielded;
+    }
+  }
+  if (ev)
+    deliver(*ev);
+  return result;
+}
+
+}  // namespace vmitap::sim

@@ -1,0 +1,181 @@
+#include "engine/backend_sim.hpp"
+
+#include "drivers/error.hpp"
+#include "drivers/sim/sim_driver.hpp"
+#include "drivers/sim/testing/verify.hpp"
+
+#include <set>
+#include <sstream>
+
+namespace vmitap {
+
+namespace {
+
+using reader = config_reader;
+
+const sim_options& options(const config& cfg) {
+  static const sim_options none;
+  auto* o = std::any_cast<sim_options>(&cfg.backend);
+  return o ? *o : none;
+}
+
+/// The sim domains `select` picks; ids are given in [[sim.domain]] order from 1, as the
+/// simulated host gives them.
+std::vector<const sim::domain_config*> selected(const config& cfg, const domain_selector& select) {
+  std::vector<const sim::domain_config*> out;
+  auto& doms = options(cfg).domains;
+  for (size_t i = 0; i < doms.size(); ++i)
+    if (select.matches({drv::domain_id(i + 1), doms[i].name}))
+      out.push_back(&doms[i]);
+  return out;
+}
+
+void read_section(reader& r, const toml::table* t, config& cfg) {
+  sim_options o;
+  if (t) {
+    r.allow_only(*t, "sim", {"latency_us", "guest_threads", "domain"});
+    if (auto n = r.get_count(*t, "latency_us", "sim", 0, 1000000))
+      o.exit_latency = std::chrono::microseconds(*n);
+    if (auto n = r.get_count(*t, "guest_threads", "sim", 1, 64))
+      o.guest_threads = uint32_t(*n);
+    std::set<std::string> names;
+    auto domains = r.tables(*t, "domain", "sim");
+    for (size_t i = 0; i < domains.size(); ++i) {
+      auto& d = *domains[i];
+      auto path = reader::indexed("sim.domain", i);
+      r.allow_only(d, path, {"name", "vcpus", "memory_mib", "instructions", "seed", "functions"});
+      sim::domain_config dc;
+      if (auto n = r.get_string(d, "name", path, "a string")) {
+        dc.name = *n;
+        if (n->empty())
+          r.error(reader::where(d, "name"), path + ".name", "must not be empty");
+        else if (!names.insert(*n).second)
+          r.error(reader::where(d, "name"), path + ".name", "duplicate domain name \"" + *n + "\"");
+      } else if (!d.get("name")) {
+        r.error(d.source(), path + ".name", "missing");
+      }
+      if (auto n = r.get_count(d, "vcpus", path, 1, 128))
+        dc.vcpus = uint32_t(*n);
+      if (auto n = r.get_count(d, "memory_mib", path, 1, 65536))
+        dc.memory_mib = *n;
+      if (auto n = r.get_count(d, "instructions", path, 0, int64_t(1) << 50))
+        dc.instructions_per_vcpu = *n;
+      if (auto n = r.get_count(d, "seed", path, 0, INT64_MAX))
+        dc.workload.seed = *n;
+      if (auto n = r.get_count(d, "functions", path, 1, 4096))
+        dc.workload.functions = uint32_t(*n);
+      auto max_gfn = dc.memory_mib * (1024 * 1024 / drv::page_size) - 1;
+      if (auto code = sim::program::generate(dc.workload, max_gfn); !code)
+        r.error(reader::where(d, "memory_mib"), path + ".memory_mib", context_of(code.error()));
+      o.domains.push_back(std::move(dc));
+    }
+  }
+  cfg.backend = std::move(o);
+}
+
+std::vector<std::string> check_address(const config& cfg, const domain_selector& select,
+                                       uint64_t pa) {
+  std::vector<std::string> out;
+  for (auto* d : selected(cfg, select))
+    if (drv::gfn_of(pa) >= d->memory_mib * (1024 * 1024 / drv::page_size))
+      out.push_back("address is not in guest memory of sim domain \"" + d->name + "\" ("
+                    + std::to_string(d->memory_mib) + " MiB)");
+  return out;
+}
+
+std::vector<std::string> check_vcpu(const config& cfg, const domain_selector& select,
+                                    drv::vcpu_id vcpu) {
+  std::vector<std::string> out;
+  for (auto* d : selected(cfg, select))
+    if (vcpu >= d->vcpus)
+      out.push_back("sim domain \"" + d->name + "\" has " + std::to_string(d->vcpus)
+                    + " VCPUs (0 to " + std::to_string(d->vcpus - 1) + ")");
+  return out;
+}
+
+class sim_ground_truth final : public ground_truth {
+public:
+  sim_ground_truth(std::shared_ptr<sim::hypervisor> hv, engine_config cfg) :
+    hv_(std::move(hv)), cfg_(std::move(cfg)) {
+    for (auto& d : hv_->domains())
+      expected_ += cfg_.entry_for(d->info()) != nullptr;
+  }
+
+  bool finished() override {
+    for (auto& d : hv_->domains())
+      if (d->config().instructions_per_vcpu == 0 || !d->halted())
+        return false;
+    return true;
+  }
+
+  bool verify(const std::vector<domain_report>& reports, std::FILE* out) override {
+    std::vector<sim::observed_session> sessions;
+    for (auto& r : reports) {
+      sim::observed_session s{r.id, r.name, r.died, r.totals.events, r.totals.hits,
+                              r.totals.neighbours, r.totals.stale, r.totals.respond_failures,
+                              r.access_calls, {}, r.error};
+      for (auto& bp : r.breakpoints)
+        s.breakpoints.push_back({bp->spec.name, bp->spec.pa, bp->spec.view,
+                                 bp->hits.load(), !bp->spec.live});
+      sessions.push_back(std::move(s));
+    }
+    auto v = sim::verify(*hv_, sessions, expected_);
+    std::fputs(v.table.c_str(), out);
+    return v.ok;
+  }
+
+private:
+  std::shared_ptr<sim::hypervisor> hv_;
+  engine_config cfg_;
+  size_t expected_ = 0;
+};
+
+caf::expected<backend_instance> start_sim(const config& cfg) {
+  auto& o = options(cfg);
+  sim::hypervisor_config hc;
+  hc.guest_threads = o.guest_threads;
+  hc.exit_latency = o.exit_latency;
+  auto hv = std::make_shared<sim::hypervisor>(hc);
+  for (auto& d : o.domains)
+    if (auto made = hv->create_domain(d); !made)
+      return std::move(made.error());
+  return backend_instance{std::make_shared<sim::sim_driver>(hv), o.guest_threads,
+                          sim_truth(hv, cfg.engine)};
+}
+
+std::string describe_section(const config& cfg) {
+  auto& o = options(cfg);
+  std::ostringstream out;
+  out << "sim: " << o.domains.size() << " simulated domains, " << o.guest_threads
+      << " guest thread(s), exit latency "
+      << std::chrono::duration_cast<std::chrono::microseconds>(o.exit_latency).count() << " us\n";
+  for (size_t i = 0; i < o.domains.size(); ++i) {
+    auto& d = o.domains[i];
+    out << "  sim domain " << d.name << " (id " << i + 1 << "): " << d.vcpus << " vcpus, "
+        << d.memory_mib << " MiB, seed " << d.workload.seed << ", "
+        << (d.instructions_per_vcpu ? std::to_string(d.instructions_per_vcpu) + " instructions per vcpu"
+                                    : std::string("runs until stopped"))
+        << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace
+
+std::shared_ptr<ground_truth> sim_truth(std::shared_ptr<sim::hypervisor> hv, engine_config cfg) {
+  return std::make_shared<sim_ground_truth>(std::move(hv), std::move(cfg));
+}
+
+backend sim_backend() {
+  return {"sim",
+          read_section,
+          check_address,
+          check_vcpu,
+          [](const config& cfg, const domain_selector& s) -> std::optional<bool> {
+            return !selected(cfg, s).empty();
+          },
+          start_sim,
+          describe_section};
+}
+
+}  // namespace vmitap

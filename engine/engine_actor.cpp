@@ -1,0 +1,269 @@
+#include "engine/engine_actor.hpp"
+
+#include "actors/join.hpp"
+#include "drivers/error.hpp"
+#include "engine/reload_plan.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/send.hpp>
+
+#include <spdlog/spdlog.h>
+
+namespace vmitap {
+
+namespace {
+
+using engine_ptr = engine_actor::stateful_pointer<engine_state>;
+
+void keep_ended(engine_ptr self, domain_report r) {
+  auto& st = self->state;
+  st.ended.push_back(std::move(r));
+  if (st.ended.size() > st.cfg->ended_reports_kept) {
+    st.ended.pop_front();
+    ++st.ended_dropped;
+  }
+}
+
+/// Detaches one domain's session; `done` runs once its report is in.
+void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> done = {},
+                    std::string error = {}) {
+  auto& st = self->state;
+  auto it = st.domains.find(id);
+  if (it == st.domains.end()) {
+    if (done)
+      done();
+    return;
+  }
+  auto m = it->second;
+  st.domains.erase(it);
+  if (m.attached)
+    --st.env.counters->domains_monitored;
+  self->request(m.supervisor, st.cfg->stop_deadline, detach_atom::value)
+    .then(
+      [self, done, error](domain_report& r) {
+        if (r.error.empty())
+          r.error = error;
+        if (!r.error.empty())
+          spdlog::warn("domain {} ({}): {}", r.name, r.id, r.error);
+        else
+          spdlog::info("domain {} ({}) detached{}", r.name, r.id, r.died ? " (it died)" : "");
+        keep_ended(self, std::move(r));
+        if (done)
+          done();
+      },
+      [self, m, done](caf::error& err) {
+        spdlog::error("domain {} ({}): detach did not finish: {}", m.info.name, m.info.id,
+                      render(err));
+        domain_report r;
+        r.id = m.info.id;
+        r.name = m.info.name;
+        r.error = "detach: " + render(err);
+        keep_ended(self, std::move(r));
+        self->send_exit(m.supervisor, caf::exit_reason::user_shutdown);
+        if (done)
+          done();
+      });
+}
+
+void start_domain(engine_ptr self, const drv::domain_info& info) {
+  auto& st = self->state;
+  if (st.stopping || st.domains.count(info.id) || info.state == drv::domain_state::dying
+      || info.state == drv::domain_state::dead)
+    return;
+  auto* entry = st.cfg->entry_for(info);
+  if (!entry)
+    return;
+  supervisor_config sc;
+  sc.driver = st.env.driver;
+  sc.info = info;
+  sc.plan = entry->plan;
+  for (auto& name : entry->sinks)
+    sc.sinks.push_back(st.sinks.at(name));
+  sc.pollers = st.env.pollers;
+  sc.directory = st.env.directory;
+  sc.session = st.next_session++;
+  sc.detached_children = st.cfg->detached_children;
+  auto sup = self->spawn(domain_supervisor, std::move(sc));
+  auto handle = caf::actor_cast<domain_supervisor_actor>(sup);
+  st.domains.emplace(info.id, engine_state::monitored{handle, info, false});
+  self->request(handle, defaults::attach_timeout, attach_atom::value)
+    .then(
+      [self, info, handle](ok_atom) {
+        auto& st = self->state;
+        auto it = st.domains.find(info.id);
+        if (it == st.domains.end() || it->second.supervisor != handle)
+          return;  // a stop or reload detached it meanwhile: it is not monitored
+        it->second.attached = true;
+        st.env.counters->attach_ok.add();
+        ++st.env.counters->domains_monitored;
+        spdlog::info("domain {} ({}) attached: {} vcpus", info.name, info.id, info.vcpus);
+      },
+      [self, info, handle](caf::error& err) {
+        auto& st = self->state;
+        auto it = st.domains.find(info.id);
+        if (it == st.domains.end() || it->second.supervisor != handle)
+          return;  // stopped while attaching: its detach reports it
+        st.env.counters->attach_failed.add();
+        spdlog::error("domain {} ({}): attach failed: {}", info.name, info.id, render(err));
+        collect_detach(self, info.id, {}, "attach: " + render(err));
+      });
+}
+
+/// Applies a reload: sinks first (nothing changes if one cannot open), then every domain's
+/// action, then attaches what the new config selects, then retires the old sinks.
+caf::result<ok_atom> reload(engine_ptr self, engine_config_ptr next) {
+  auto& st = self->state;
+  std::vector<drv::domain_info> monitored;
+  for (auto& [id, m] : st.domains)
+    monitored.push_back(m.info);
+  auto plan = diff(*st.cfg, *next, monitored);
+  std::map<std::string, sink_handle> opened;
+  for (auto& s : plan.open) {
+    auto h = spawn_sink(self->system(), s, st.env.host);
+    if (!h) {
+      for (auto& [name, o] : opened)
+        self->send_exit(o.actor, caf::exit_reason::user_shutdown);
+      return std::move(h.error());  // nothing changed
+    }
+    opened.emplace(s.name, *h);
+  }
+  std::vector<sink_handle> retired;
+  for (auto& name : plan.close)
+    if (auto i = st.sinks.find(name); i != st.sinks.end()) {
+      retired.push_back(i->second);
+      st.env.sink_queues->remove(i->second.queue.get());
+      st.sinks.erase(i);
+    }
+  for (auto& [name, h] : opened) {
+    st.sinks[name] = h;
+    st.env.sink_queues->add(h.queue);
+  }
+  st.cfg = std::move(next);
+
+  auto rp = self->make_response_promise<ok_atom>();
+  auto finish = [self, rp, retired](caf::error err) mutable {
+    for (auto& h : retired)  // no session sends to them any more
+      self->request(h.actor, defaults::request_timeout, flush_atom::value)
+        .then([self, h](ok_atom) { self->send_exit(h.actor, caf::exit_reason::user_shutdown); },
+              [self, h](caf::error&) { self->send_exit(h.actor, caf::exit_reason::user_shutdown); });
+    for (auto& [name, h] : self->state.sinks)  // reopen on reload, as on SIGUSR1
+      self->request(h.actor, defaults::request_timeout, reopen_atom::value)
+        .then([](ok_atom) {}, [](caf::error&) {});  // the sink logs its own failure
+    if (auto domains = self->state.env.driver->list_domains())
+      for (auto& d : *domains)
+        start_domain(self, d);
+    if (err)
+      rp.deliver(err);
+    else
+      rp.deliver(ok_atom::value);
+  };
+  auto j = join(plan.domains.size(), finish);
+  for (auto& a : plan.domains) {
+    auto name = st.domains.at(a.id).info.name;
+    switch (a.kind) {
+      case reload_plan::domain_action::keep: j->report({}); break;
+      case reload_plan::domain_action::detach:
+      case reload_plan::domain_action::reattach:
+        spdlog::info("reload: domain {}: {}: {}", name, a.reason,
+                     a.kind == reload_plan::domain_action::detach ? "detaching" : "re-attaching");
+        collect_detach(self, a.id, [j] { j->report({}); });  // `finish` attaches it again
+        break;
+      case reload_plan::domain_action::update:
+        self->request(st.domains.at(a.id).supervisor, defaults::attach_timeout, update_atom::value,
+                      a.plan)
+          .then(
+            [j, name](ok_atom) {
+              spdlog::info("reload: domain {}: breakpoints updated", name);
+              j->report({});
+            },
+            [j, name](caf::error& err) {
+              spdlog::error("reload: domain {}: {}", name, render(err));
+              j->report(make_error(code_of(err) == ec::none ? ec::invalid_argument : code_of(err),
+                                   "domain " + name + ": " + context_of(err)));
+            });
+        break;
+    }
+  }
+  return rp;
+}
+
+caf::result<std::vector<domain_report>> status(engine_ptr self) {
+  auto& st = self->state;
+  auto rp = self->make_response_promise<std::vector<domain_report>>();
+  auto out = std::make_shared<std::vector<domain_report>>(st.ended.begin(), st.ended.end());
+  // A session that cannot answer is left out of the status; it still gets detached.
+  auto j = join(st.domains.size(), [rp, out](caf::error) mutable { rp.deliver(std::move(*out)); });
+  for (auto& [id, m] : st.domains)
+    self->request(m.supervisor, defaults::request_timeout, status_atom::value)
+      .then(
+        [out, j](domain_report& r) {
+          out->push_back(std::move(r));
+          j->report({});
+        },
+        [j](caf::error& err) { j->report(err); });
+  return rp;
+}
+
+}  // namespace
+
+engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment env,
+                                            engine_config_ptr cfg,
+                                            std::map<std::string, sink_handle> sinks) {
+  auto& st = self->state;
+  st.env = std::move(env);
+  st.cfg = std::move(cfg);
+  st.sinks = std::move(sinks);
+  return {
+    [self](started_atom, const drv::domain_info& info) { start_domain(self, info); },
+    [self](stopped_atom, const drv::domain_info& info) {
+      auto it = self->state.domains.find(info.id);
+      if (it == self->state.domains.end())
+        return;
+      spdlog::warn("domain {} ({}) stopped while monitored", info.name, info.id);
+      self->send(it->second.supervisor, died_atom::value);
+      collect_detach(self, info.id);
+    },
+    [self](status_atom) { return status(self); },
+    [self](reload_atom, engine_config_ptr& next) { return reload(self, std::move(next)); },
+    [self](reopen_atom) {
+      auto rp = self->make_response_promise<ok_atom>();
+      auto j = join(self->state.sinks.size(), [rp](caf::error err) mutable {
+        if (err)
+          rp.deliver(err);
+        else
+          rp.deliver(ok_atom::value);
+      });
+      for (auto& [name, h] : self->state.sinks)
+        self->request(h.actor, defaults::request_timeout, reopen_atom::value)
+          .then([j](ok_atom) { j->report({}); }, [j](caf::error& err) { j->report(err); });
+      return rp;
+    },
+    [self](stop_atom) {
+      auto& st = self->state;
+      st.stopping = true;
+      auto rp = self->make_response_promise<std::vector<domain_report>>();
+      auto j = join(st.domains.size(), [self, rp](caf::error) mutable {
+        // Every session has ended: the sinks write out what they hold, then go.
+        auto& sinks = self->state.sinks;
+        auto flushed = join(sinks.size(), [self, rp](caf::error) mutable {
+          for (auto& [name, h] : self->state.sinks)
+            self->send_exit(h.actor, caf::exit_reason::user_shutdown);
+          auto& ended = self->state.ended;
+          rp.deliver(std::vector<domain_report>(ended.begin(), ended.end()));
+        });
+        for (auto& [name, h] : sinks)
+          self->request(h.actor, defaults::request_timeout, flush_atom::value)
+            .then([flushed](ok_atom) { flushed->report({}); },
+                  [flushed](caf::error& err) { flushed->report(err); });
+      });
+      std::vector<drv::domain_id> ids;  // collect_detach erases from domains
+      for (auto& [id, m] : st.domains)
+        ids.push_back(id);
+      for (auto id : ids)
+        collect_detach(self, id, [j] { j->report({}); });
+      return rp;
+    },
+  };
+}
+
+}  // namespace vmitap

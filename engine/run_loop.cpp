@@ -1,0 +1,165 @@
+#include "engine/run_loop.hpp"
+
+#include "drivers/error.hpp"
+#include "engine/backends.hpp"
+#include "engine/engine.hpp"
+#include "engine/exit_codes.hpp"
+#include "engine/listen_address.hpp"
+#include "engine/service.hpp"
+#include "engine/signals.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+namespace vmitap {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+int exit_code_of(const caf::error& err) {
+  switch (code_of(err)) {
+    case ec::listen_failed: return exit_code::listen;
+    case ec::no_hypervisor:
+    case ec::incompatible_hypervisor: return exit_code::unavailable;
+    case ec::config_invalid: return exit_code::config;
+    default: return exit_code::failed;
+  }
+}
+
+void print_progress(engine& eng, clock_type::time_point t0, uint64_t& last_events,
+                    uint64_t& last_hits, clock_type::time_point& last, bool terminal) {
+  auto now = clock_type::now();
+  uint64_t events = 0, hits = 0;
+  std::string per_domain;
+  for (auto& p : eng.progress()) {
+    events += p.events;
+    hits += p.hits;
+    per_domain += " | " + p.name + " " + std::to_string(p.events) + "ev " + std::to_string(p.hits)
+                  + "h";
+  }
+  double dt = std::max(1e-9, std::chrono::duration<double>(now - last).count());
+  auto line = fmt::format("t={:6.1f}s {:>10.0f} events/s {:>8.0f} hits/s{}",
+                          std::chrono::duration<double>(now - t0).count(),
+                          double(events - last_events) / dt, double(hits - last_hits) / dt,
+                          per_domain);
+  if (terminal)
+    std::fprintf(stderr, "\r\033[K%s", line.c_str());
+  else
+    spdlog::info("{}", line);
+  last_events = events;
+  last_hits = hits;
+  last = now;
+}
+
+void reload(engine& eng, const run_options& opts, const config& running) {
+  service_notify("RELOADING=1");
+  auto fail = [&](const std::string& why) {
+    spdlog::error("{}", why);
+    eng.count_reload(false);
+    service_notify("READY=1");
+  };
+  if (!opts.reread) {
+    spdlog::info("SIGHUP: the built-in demo has no config file to reload");
+    service_notify("READY=1");
+    return;
+  }
+  auto next = opts.reread();
+  if (!next)
+    return fail("reload rejected, the running configuration stays:\n" + context_of(next.error()));
+  if (!next->warnings.empty())
+    spdlog::warn("{}", next->warnings);
+  if (next->driver != running.driver || next->engine.metrics_listen != running.engine.metrics_listen
+      || next->engine.worker_threads != running.engine.worker_threads
+      || next->engine.pollers != running.engine.pollers)
+    spdlog::warn("reload: the driver, [engine] and [metrics] take effect at the next start only");
+  if (auto err = eng.reload(next->engine))
+    return fail("reload: " + render(err));
+  eng.count_reload(true);
+  spdlog::info("reload applied");
+  service_notify("READY=1");
+}
+
+void print_summary(const std::vector<domain_report>& reports) {
+  std::fprintf(stderr, "\n%-16s %6s %12s %10s %10s %8s %8s %8s  %s\n", "domain", "id", "events",
+               "hits", "nbrs", "stale", "bad", "calls", "");
+  for (auto& r : reports)
+    std::fprintf(stderr, "%-16s %6u %12llu %10llu %10llu %8llu %8llu %8llu  %s\n", r.name.c_str(),
+                 r.id, (unsigned long long) r.totals.events, (unsigned long long) r.totals.hits,
+                 (unsigned long long) r.totals.neighbours, (unsigned long long) r.totals.stale,
+                 (unsigned long long) r.totals.malformed, (unsigned long long) r.access_calls,
+                 !r.error.empty() ? r.error.c_str() : r.died ? "died" : "");
+}
+
+}  // namespace
+
+int run(const config& cfg, const run_options& opts) {
+  auto* be = find_backend(cfg.driver);
+  if (!cfg.warnings.empty())
+    spdlog::warn("{}", cfg.warnings);
+  auto instance = be->start(cfg);
+  if (!instance) {
+    spdlog::error("{}", context_of(instance.error()));
+    return exit_code_of(instance.error());
+  }
+  engine eng{cfg.engine, instance->driver, instance->reserved_cores};
+  if (auto err = eng.start()) {
+    spdlog::error("{}", context_of(err));
+    eng.stop();
+    return exit_code_of(err);
+  }
+  std::fprintf(stderr, "%s\n", opts.title.c_str());
+  if (auto where = parse_listen(cfg.engine.metrics_listen); where && eng.metrics_port() != 0) {
+    where->port = eng.metrics_port();
+    std::fprintf(stderr, "metrics: http://%s/metrics\n", where->authority().c_str());
+  }
+  service_notify("READY=1");
+  auto t0 = clock_type::now();
+  auto last = t0;
+  uint64_t last_events = 0, last_hits = 0;
+  std::string why = "the guests finished";
+  for (;;) {
+    auto sig = wait_signal(std::chrono::milliseconds(100));
+    auto action = action_of(sig);
+    if (action == signal_action::stop) {
+      why = std::string("stopped by ") + signal_name(sig);
+      break;
+    }
+    if (action == signal_action::reload)
+      reload(eng, opts, cfg);
+    if (action == signal_action::reopen) {
+      spdlog::info("SIGUSR1: reopening the hit files");
+      if (auto err = eng.reopen_sinks())
+        spdlog::error("reopen: {}", render(err));
+    }
+    auto now = clock_type::now();
+    if (action == signal_action::status || (opts.status_line && now - last >= std::chrono::seconds(1)))
+      print_progress(eng, t0, last_events, last_hits, last, opts.status_line && action != signal_action::status);
+    if (instance->truth && instance->truth->finished())
+      break;
+    if (opts.max_duration && now - t0 >= *opts.max_duration) {
+      why = "--max-seconds reached";
+      break;
+    }
+  }
+  service_notify("STOPPING=1");
+  if (opts.status_line)
+    std::fputc('\n', stderr);
+  auto elapsed = std::chrono::duration<double>(clock_type::now() - t0).count();
+  auto reports = eng.stop();
+  uint64_t events = 0;
+  bool errors = false;
+  for (auto& r : reports) {
+    events += r.totals.events;
+    errors |= !r.error.empty();
+  }
+  std::fprintf(stderr, "\n%llu events in %.2f s: %.0f events/s (%s)\n",
+               (unsigned long long) events, elapsed, double(events) / elapsed, why.c_str());
+  if (instance->truth)
+    return instance->truth->verify(reports, stderr) ? exit_code::ok : exit_code::failed;
+  print_summary(reports);
+  return errors ? exit_code::failed : exit_code::ok;
+}
+
+}  // namespace vmitap

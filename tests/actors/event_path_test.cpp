@@ -1,0 +1,180 @@
+// The hot path: one drain takes a batch from a ring, answers all of it with one notify,
+// counts everything, and stays exact against the sim's ground truth in every step mode.
+
+#include "actors/poller.hpp"
+#include "tests/support/actor_fixture.hpp"
+#include "tests/support/fake_ring.hpp"
+
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+
+using namespace vmitap;
+using namespace vmitap::testing;
+namespace flag = drv::flag;
+
+namespace {
+
+constexpr drv::view_id view = 1;
+
+struct path_on_fake_ring : ::testing::Test {
+  fake_ring ring;
+  domain_ptr domain = std::make_shared<monitored_domain>(drv::domain_info{7, "d", 2}, 1);
+  table_builder builder{{view}};
+  std::unique_ptr<event_path> path;
+
+  void SetUp() override {
+    auto bp = std::make_shared<breakpoint>();
+    bp->spec = {0x100010, view, "bp", {}, false};
+    builder.set_page(view, 0x100, {bp});
+    domain->table().publish(builder.build());
+    event_path_config cfg;
+    cfg.domain = domain;
+    cfg.ring = &ring;
+    cfg.mode = step_mode::fast;
+    cfg.homes = {view, view};
+    path = std::make_unique<event_path>(cfg);
+  }
+
+  void request(drv::vcpu_id vcpu, uint64_t pa, drv::event_reason reason = drv::event_reason::mem_access) {
+    drv::event ev;
+    ev.vcpu = vcpu;
+    ev.view = view;
+    ev.reason = reason;
+    ev.mem = {drv::gfn_of(pa), pa & drv::page_mask, 0, drv::page_access::x, false};
+    ring.requests.push_back(ev);
+  }
+};
+
+}  // namespace
+
+TEST_F(path_on_fake_ring, a_batch_is_answered_in_one_give_one_response_per_request) {
+  request(0, 0x100010);                 // hit
+  request(1, 0x100018);                 // page neighbour
+  request(1, 0x200000);                 // stale: a managed view, a page not monitored
+  request(5, 0x100010);                 // a VCPU the domain does not have
+  request(0, 0x100010, drv::event_reason(0x7f));
+  ASSERT_EQ(path->drain(), 5u);
+  EXPECT_EQ(ring.gives, 1u);
+  ASSERT_EQ(ring.responses.size(), 5u);
+  EXPECT_EQ(ring.responses[3].vcpu, 5u) << "the orphan is answered too";
+  EXPECT_EQ(ring.responses[3].flags, flag::vcpu_paused);
+  auto& c = domain->counters();
+  EXPECT_EQ(c.vcpus[0].hits.get(), 1u);
+  EXPECT_EQ(c.vcpus[1].neighbours.get(), 1u);
+  EXPECT_EQ(c.vcpus[1].stale.get(), 1u);
+  EXPECT_EQ(c.orphans.get(), 1u);
+  EXPECT_EQ(c.vcpus[0].malformed[size_t(malformed_cause::unknown_reason)].get(), 1u);
+  EXPECT_EQ(c.vcpus[0].mem_access.get() + c.vcpus[0].other.get() + c.vcpus[1].mem_access.get(), 4u);
+  uint64_t handled = 0;
+  for (size_t i = 0; i <= c.handling.bounds().size(); ++i)
+    handled += c.handling.bucket(i);
+  EXPECT_EQ(handled, 5u) << "every request's handling time is recorded";
+  EXPECT_EQ(domain->table().load()->find(view, 0x100)->at[0].second->hits.load(), 1u);
+}
+
+TEST_F(path_on_fake_ring, a_newer_table_is_used_from_the_next_drain_on) {
+  request(0, 0x100010);
+  path->drain();
+  builder.set_page(view, 0x100, {});
+  domain->table().publish(builder.build());
+  request(0, 0x100010);
+  path->drain();
+  EXPECT_EQ(domain->counters().vcpus[0].hits.get(), 1u);
+  EXPECT_EQ(domain->counters().vcpus[0].stale.get(), 1u);
+}
+
+// Regression (issue 8): a refused response was a stats counter only; a VCPU may stay paused.
+TEST_F(path_on_fake_ring, refused_responses_are_counted_and_logged_once_per_streak) {
+  auto log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", log));
+  ring.refuse = 3;
+  for (int i = 0; i < 3; ++i) {
+    request(0, 0x100010);
+    path->drain();
+  }
+  request(0, 0x100010);
+  path->drain();  // accepted: the streak ends
+  ring.refuse = 1;
+  request(0, 0x100010);
+  path->drain();
+  spdlog::set_default_logger(previous);
+  EXPECT_EQ(domain->counters().respond_failures.get(), 4u);
+  auto lines = log->last_formatted();
+  ASSERT_EQ(lines.size(), 2u) << "one line per streak";
+  EXPECT_NE(lines[0].find("may stay paused"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("refused by the test"), std::string::npos) << lines[0];
+}
+
+namespace {
+
+class poller_on_sim : public registry_fixture, public ::testing::WithParamInterface<step_mode> {
+protected:
+  poller pol{{std::chrono::nanoseconds(0), false}};
+  std::shared_ptr<event_path> path;
+
+  void start(step_mode mode) {
+    event_path_config cfg;
+    cfg.domain = domain;
+    cfg.session = shared;
+    cfg.ring = ring;
+    cfg.mode = mode;
+    cfg.homes.assign(dom->info().vcpus, this->view);
+    path = std::make_shared<event_path>(cfg);
+    pol.add(path);
+  }
+
+  /// Runs actors, guest and poller in turn until all three are idle.
+  void drive() {
+    for (bool busy = true; busy;) {
+      run();
+      busy = hv->run_pending() > 0;
+      busy |= pol.run_once(false);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_P(poller_on_sim, hits_and_neighbours_are_exact_deterministically) {
+  auto dc = small_domain(2);
+  dc.instructions_per_vcpu = 20000;
+  boot_registry(dc);
+  start(GetParam());
+  auto f = dom->code().functions();
+  ASSERT_EQ(add({spec("hot", f[0].entry_pa), spec("mid", dom->code().at(f[1].first + 1).pa)})->ok, 2u);
+  drive();
+  ASSERT_TRUE(dom->halted());
+  uint64_t truth_total = 0, hits = 0, neighbours = 0, singlesteps = 0, events = 0;
+  domain->table().load()->for_each([&](const breakpoint_ptr& bp) {
+    auto truth = dom->executions(bp->spec.pa, view);
+    EXPECT_EQ(bp->hits.load(), truth) << bp->spec.name;
+    truth_total += truth;
+  });
+  auto& c = domain->counters();
+  for (uint32_t i = 0; i < c.vcpu_count; ++i) {
+    hits += c.vcpus[i].hits.get();
+    neighbours += c.vcpus[i].neighbours.get();
+    singlesteps += c.vcpus[i].singlestep.get();
+    events += c.vcpus[i].mem_access.get() + c.vcpus[i].singlestep.get();
+  }
+  EXPECT_GT(truth_total, 0u);
+  EXPECT_EQ(hits, truth_total);
+  EXPECT_GT(neighbours, 0u);
+  if (GetParam() == step_mode::classic)
+    EXPECT_EQ(singlesteps, hits + neighbours) << "two events per trap";
+  else
+    EXPECT_EQ(singlesteps, 0u) << "one event per trap";
+  auto inv = dom->check();
+  EXPECT_EQ(inv.unanswered, 0u);
+  EXPECT_EQ(inv.requests_raised, inv.requests_answered);
+  EXPECT_EQ(inv.requests_raised, events);
+  bool released = false;
+  pol.release(path.get(), [&] { released = true; });
+  pol.run_once(false);
+  EXPECT_TRUE(released);
+}
+
+INSTANTIATE_TEST_SUITE_P(every, poller_on_sim,
+                         ::testing::Values(step_mode::classic, step_mode::fast, step_mode::emulate),
+                         [](auto& info) { return std::string(to_string(info.param)); });

@@ -1,0 +1,177 @@
+// The breakpoint registry and the EPT controller together, deterministically, on a sim
+// domain: batching, refcounted pages, exact restores, and every request answered on every
+// path, failures included.
+
+#include "tests/support/actor_fixture.hpp"
+
+using namespace vmitap;
+using namespace vmitap::testing;
+using drv::page_access;
+
+namespace {
+
+class registry_test : public registry_fixture {
+protected:
+  uint64_t pa(size_t page, uint64_t offset = 0) {
+    return drv::pa_of(dom->code().first_code_gfn() + page, offset);
+  }
+  /// Sends `body`'s requests back to back (no message runs in between), then runs.
+  template <class F>
+  void together(F body) {
+    spawn_client(body);
+    run();
+  }
+};
+
+}  // namespace
+
+TEST_F(registry_test, a_batch_of_breakpoints_is_one_read_and_one_write) {
+  boot_registry();
+  std::vector<breakpoint_spec> specs;
+  for (size_t i = 0; i < 100; ++i)
+    specs.push_back(spec("bp" + std::to_string(i), pa(i % 4, i * 8)));
+  auto before = dom->calls();
+  auto r = add(specs);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->ok, 100u);
+  EXPECT_TRUE(r->failed.empty());
+  EXPECT_EQ(dom->calls().get_access - before.get_access, 1u);
+  EXPECT_EQ(dom->calls().set_access - before.set_access, 1u);
+  EXPECT_EQ(domain->counters().access_ok.get(), 4u) << "four pages";
+  auto table = domain->table().load();
+  EXPECT_EQ(table->breakpoints_per_view[view], 100u);
+  EXPECT_EQ(table->pages_per_view[view], 4u);
+}
+
+TEST_F(registry_test, two_breakpoints_on_a_page_restore_the_previous_access_not_rwx) {
+  auto dc = small_domain(2);
+  dc.code_access = page_access::rx;
+  boot_registry(dc);
+  ASSERT_EQ(add({spec("a", pa(0, 0))})->ok, 1u);
+  ASSERT_EQ(add({spec("b", pa(0, 8))})->ok, 1u);
+  EXPECT_EQ(access_of(pa(0)), page_access::r) << "Execute removed, read kept";
+  ASSERT_EQ(remove({"a"})->ok, 1u);
+  EXPECT_EQ(access_of(pa(0)), page_access::r) << "still monitored for b";
+  ASSERT_EQ(remove({"b"})->ok, 1u);
+  EXPECT_EQ(access_of(pa(0)), page_access::rx) << "the access it had before, not rwx";
+  auto again = remove({"b"});
+  ASSERT_EQ(again->failed.size(), 1u);
+  EXPECT_EQ(again->failed[0].second, "no such breakpoint");
+}
+
+TEST_F(registry_test, a_failing_write_arms_the_applied_prefix_and_reports_the_rest) {
+  boot_registry();
+  dom->fail_access_changes(1, 1, EIO);  // the batch applies one page, then fails
+  auto r = add({spec("bp0", pa(0)), spec("bp1", pa(1)), spec("bp2", pa(2))});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->ok, 1u) << "applied before the failure: armed";
+  ASSERT_EQ(r->failed.size(), 2u);
+  for (auto& [name, why] : r->failed)
+    EXPECT_NE(why.find("errno 5"), std::string::npos) << name << ": " << why;
+  auto listed = *ask<std::vector<breakpoint_ptr>>(registry, list_atom::value);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]->spec.name, "bp0");
+  EXPECT_EQ(access_of(pa(0)), page_access::rw);
+  EXPECT_EQ(access_of(pa(1)), page_access::rwx) << "the registry and the guest agree";
+  EXPECT_EQ(domain->counters().access_failed.get(), 2u);
+  EXPECT_EQ(domain->table().load()->pages_per_view[view], 1u);
+}
+
+TEST_F(registry_test, invalid_breakpoints_are_rejected_with_their_reason_and_the_rest_armed) {
+  boot_registry();
+  auto r = add({spec("x", pa(0)), spec("x", pa(1)), spec("far", drv::pa_of(dom->info().max_gfn + 1)),
+                breakpoint_spec{pa(2), 0, "v0", {}, false}, spec("ok", pa(3))});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->ok, 2u);
+  ASSERT_EQ(r->failed.size(), 3u);
+  EXPECT_NE(r->failed[0].second.find("duplicate_breakpoint"), std::string::npos);
+  EXPECT_NE(r->failed[1].second.find("gfn_out_of_range"), std::string::npos);
+  EXPECT_NE(r->failed[2].second.find("no_such_view"), std::string::npos);
+}
+
+// Regression (issue 8): an add waiting on a page whose restore then fails was never answered.
+TEST_F(registry_test, an_add_waiting_on_a_page_whose_restore_fails_is_answered) {
+  boot_registry();
+  ASSERT_EQ(add({spec("a", pa(0))})->ok, 1u);
+  dom->fail_access_changes(1, 0, EIO);  // the restore of page 0 fails
+  std::optional<caf::expected<batch_result>> removed, added;
+  together([&](caf::event_based_actor* self) {
+    self->request(caf::actor_cast<caf::actor>(registry), std::chrono::seconds(10), remove_atom::value,
+                  std::vector<std::string>{"a"})
+      .then([&](batch_result& r) { removed = r; }, [&](caf::error& e) { removed = e; });
+    self->request(caf::actor_cast<caf::actor>(registry), std::chrono::seconds(10), add_atom::value,
+                  std::vector<breakpoint_spec>{spec("b", pa(0, 16))})
+      .then([&](batch_result& r) { added = r; }, [&](caf::error& e) { added = e; });
+  });
+  ASSERT_TRUE(removed && *removed);
+  ASSERT_TRUE(added && *added);
+  EXPECT_EQ((*added)->ok, 1u) << "the page stayed monitored: b is armed";
+  EXPECT_EQ(access_of(pa(0)), page_access::rw);
+}
+
+// Regression (issue 8): an add whose page a clear emptied was never answered.
+TEST_F(registry_test, an_add_that_a_clear_overtakes_is_answered) {
+  boot_registry();
+  std::optional<caf::expected<batch_result>> added;
+  std::optional<caf::expected<ok_atom>> cleared;
+  together([&](caf::event_based_actor* self) {
+    self->request(caf::actor_cast<caf::actor>(registry), std::chrono::seconds(10), add_atom::value,
+                  std::vector<breakpoint_spec>{spec("a", pa(0))})
+      .then([&](batch_result& r) { added = r; }, [&](caf::error& e) { added = e; });
+    self->request(caf::actor_cast<caf::actor>(registry), std::chrono::seconds(10), clear_atom::value)
+      .then([&](ok_atom x) { cleared = x; }, [&](caf::error& e) { cleared = e; });
+  });
+  ASSERT_TRUE(added && *added);
+  ASSERT_EQ((*added)->failed.size(), 1u);
+  EXPECT_EQ((*added)->failed[0].second, "removed before it was armed");
+  ASSERT_TRUE(cleared && *cleared);
+  EXPECT_EQ(access_of(pa(0)), page_access::rwx);
+}
+
+TEST_F(registry_test, a_clear_whose_restore_fails_says_which_page_and_a_later_clear_retries) {
+  boot_registry();
+  ASSERT_EQ(add({spec("a", pa(0)), spec("b", pa(1))})->ok, 2u);
+  dom->fail_access_changes(1, 1, EIO);
+  auto first = ask<ok_atom>(registry, clear_atom::value);
+  ASSERT_FALSE(first);
+  EXPECT_NE(render(first.error()).find("could not be restored"), std::string::npos)
+    << render(first.error());
+  EXPECT_TRUE(ask<ok_atom>(registry, clear_atom::value)) << "the failed page is tried again";
+  EXPECT_EQ(access_of(pa(0)), page_access::rwx);
+  EXPECT_EQ(access_of(pa(1)), page_access::rwx);
+}
+
+TEST_F(registry_test, removing_and_adding_in_one_round_publishes_one_table) {
+  boot_registry();
+  ASSERT_EQ(add({spec("a", pa(0)), spec("b", pa(1))})->ok, 2u);
+  auto v0 = domain->table().version();
+  auto r = add({spec("c", pa(2)), spec("d", pa(3)), spec("e", pa(3, 8))});
+  ASSERT_EQ(r->ok, 3u);
+  EXPECT_EQ(domain->table().version(), v0 + 1) << "one publish for the batch";
+  auto t = domain->table().load();
+  std::vector<breakpoint_ptr> at;
+  breakpoints_at(*t->find(view, drv::gfn_of(pa(3))), 8, at);
+  ASSERT_EQ(at.size(), 1u);
+  EXPECT_EQ(at[0]->spec.name, "e");
+}
+
+TEST(breakpoint_table, a_new_version_shares_the_shards_it_did_not_change) {
+  table_builder b{{1}};
+  std::vector<breakpoint_ptr> bps;
+  for (int i = 0; i < 200; ++i) {
+    auto bp = std::make_shared<breakpoint>();
+    bp->spec = {drv::pa_of(0x100 + i), 1, "bp" + std::to_string(i), {}, false};
+    b.set_page(1, 0x100 + i, {bp});
+  }
+  auto t1 = b.build();
+  auto bp = std::make_shared<breakpoint>();
+  bp->spec = {drv::pa_of(0x100, 4), 1, "extra", {}, false};
+  b.set_page(1, 0x100, {t1->find(1, 0x100)->at[0].second, bp});
+  auto t2 = b.build();
+  size_t shared = 0;
+  for (size_t s = 0; s < breakpoint_table::shard_count; ++s)
+    shared += t1->shards[s] == t2->shards[s];
+  EXPECT_EQ(shared, breakpoint_table::shard_count - 1);
+  EXPECT_EQ(t2->breakpoints_per_view[1], 201u);
+  EXPECT_EQ(t1->find(1, 0x100)->at.size(), 1u) << "the old version is unchanged";
+}

@@ -1,0 +1,154 @@
+// The decision and the step-over state machine, without actors or threads.
+
+#include "actors/vcpu_logic.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace vmitap;
+using drv::event_reason;
+namespace flag = drv::flag;
+using verdict = vcpu_logic::verdict;
+
+namespace {
+
+constexpr drv::view_id home = 2;
+
+table_ptr table_with(uint64_t pa) {
+  table_builder b{{home}};
+  auto bp = std::make_shared<breakpoint>();
+  bp->spec = {pa, home, "bp", {}, false};
+  b.set_page(home, drv::gfn_of(pa), {bp});
+  return b.build();
+}
+
+drv::event trap(uint64_t pa, drv::view_id view = home) {
+  drv::event ev;
+  ev.reason = event_reason::mem_access;
+  ev.view = view;
+  ev.mem = {drv::gfn_of(pa), pa & drv::page_mask, 0, drv::page_access::x, false};
+  ev.regs.rax = 42;
+  return ev;
+}
+
+drv::event singlestep() {
+  drv::event ev;
+  ev.reason = event_reason::singlestep;
+  ev.view = 0;
+  return ev;
+}
+
+struct decision {
+  drv::response rsp;
+  verdict v;
+  size_t hits;
+};
+
+decision decide(vcpu_logic& logic, const drv::event& ev, const table_ptr& t) {
+  std::vector<breakpoint_ptr> hits;
+  verdict v;
+  auto rsp = logic.decide(ev, t.get(), hits, v);
+  return {rsp, v, hits.size()};
+}
+
+}  // namespace
+
+TEST(vcpu_logic, fast_step_leaves_for_view_zero_for_one_instruction_and_returns_home) {
+  auto t = table_with(0x100010);
+  vcpu_logic logic{step_mode::fast, home};
+  auto d = decide(logic, trap(0x100010), t);
+  EXPECT_EQ(d.v, verdict::hit);
+  EXPECT_EQ(d.hits, 1u);
+  EXPECT_EQ(d.rsp.flags, flag::vcpu_paused | flag::alternate_p2m | flag::fast_singlestep);
+  EXPECT_EQ(d.rsp.view, 0);
+  EXPECT_EQ(d.rsp.fast_return_view, home);
+  EXPECT_EQ(d.rsp.regs.rax, 42u) << "the request's registers, for SET_REGISTERS";
+  EXPECT_FALSE(logic.stepping());
+}
+
+TEST(vcpu_logic, classic_step_toggles_singlestep_on_and_off_across_two_events) {
+  auto t = table_with(0x100010);
+  vcpu_logic logic{step_mode::classic, home};
+  auto d = decide(logic, trap(0x100018), t);
+  EXPECT_EQ(d.v, verdict::neighbour);
+  EXPECT_EQ(d.rsp.flags, flag::vcpu_paused | flag::alternate_p2m | flag::toggle_singlestep);
+  EXPECT_EQ(d.rsp.view, 0);
+  EXPECT_TRUE(logic.stepping());
+  auto back = decide(logic, singlestep(), t);
+  EXPECT_EQ(back.v, verdict::singlestep);
+  EXPECT_EQ(back.rsp.flags, flag::vcpu_paused | flag::alternate_p2m | flag::toggle_singlestep);
+  EXPECT_EQ(back.rsp.view, home);
+  EXPECT_FALSE(logic.stepping());
+  EXPECT_FALSE(logic.singlestep_on());
+}
+
+TEST(vcpu_logic, emulate_answers_in_place_without_a_view_switch) {
+  auto t = table_with(0x100010);
+  vcpu_logic logic{step_mode::emulate, home};
+  auto d = decide(logic, trap(0x100010), t);
+  EXPECT_EQ(d.v, verdict::hit);
+  EXPECT_EQ(d.rsp.flags, flag::vcpu_paused | flag::emulate);
+  EXPECT_EQ(d.rsp.reason, event_reason::mem_access) << "echoed: Xen emulates only then";
+  EXPECT_EQ(d.rsp.mem, trap(0x100010).mem) << "the violation echoed";
+}
+
+TEST(vcpu_logic, a_page_no_longer_monitored_is_stale_and_one_in_no_managed_view_spurious) {
+  auto t = table_with(0x100010);
+  vcpu_logic logic{step_mode::fast, home};
+  EXPECT_EQ(decide(logic, trap(0x200000), t).v, verdict::stale);
+  auto other = decide(logic, trap(0x100010, 5), t);
+  EXPECT_EQ(other.v, verdict::spurious);
+  EXPECT_TRUE(other.rsp.flags & flag::fast_singlestep) << "stepped over all the same";
+}
+
+TEST(vcpu_logic, a_read_or_write_trap_on_a_monitored_page_is_no_hit) {
+  auto t = table_with(0x100010);
+  vcpu_logic logic{step_mode::fast, home};
+  auto ev = trap(0x100010);
+  ev.mem.attempted = drv::page_access::r;
+  EXPECT_EQ(decide(logic, ev, t).v, verdict::stale);
+}
+
+TEST(vcpu_logic, a_homing_vcpu_goes_home_on_its_first_singlestep) {
+  auto t = table_with(0x100010);
+  vcpu_logic logic{step_mode::fast, home, true};
+  EXPECT_TRUE(logic.singlestep_on());
+  auto d = decide(logic, singlestep(), t);
+  EXPECT_EQ(d.v, verdict::singlestep);
+  EXPECT_EQ(d.rsp.flags, flag::vcpu_paused | flag::alternate_p2m | flag::toggle_singlestep);
+  EXPECT_EQ(d.rsp.view, home);
+  EXPECT_FALSE(logic.homing());
+}
+
+TEST(vcpu_logic, a_homing_vcpu_that_traps_first_is_sent_home_by_its_step) {
+  auto t = table_with(0x100010);
+  vcpu_logic logic{step_mode::fast, home, true};
+  auto d = decide(logic, trap(0x100010, 1), t);
+  EXPECT_EQ(d.rsp.fast_return_view, home);
+  EXPECT_FALSE(logic.homing()) << "a fast step ends singlestepping too";
+  vcpu_logic classic{step_mode::classic, home, true};
+  auto c = decide(classic, trap(0x100010, 1), t);
+  EXPECT_FALSE(c.rsp.flags & flag::toggle_singlestep) << "singlestep is on already";
+  EXPECT_EQ(decide(classic, singlestep(), t).rsp.view, home);
+  EXPECT_FALSE(classic.homing());
+}
+
+TEST(vcpu_logic, an_unasked_singlestep_is_spurious_and_turned_off) {
+  vcpu_logic logic{step_mode::fast, home};
+  auto d = decide(logic, singlestep(), nullptr);
+  EXPECT_EQ(d.v, verdict::spurious);
+  EXPECT_EQ(d.rsp.flags, flag::vcpu_paused | flag::toggle_singlestep);
+}
+
+TEST(vcpu_logic, malformed_requests_get_a_plain_answer) {
+  vcpu_logic logic{step_mode::classic, home};
+  auto ev = trap(0x100010);
+  ev.version = 6;
+  auto bad = decide(logic, ev, nullptr);
+  EXPECT_EQ(bad.v, verdict::bad_version);
+  EXPECT_EQ(bad.rsp.version, drv::interface_version);
+  EXPECT_EQ(bad.rsp.flags, flag::vcpu_paused);
+  ev.version = drv::interface_version;
+  ev.reason = drv::event_reason(0x7f);
+  EXPECT_EQ(decide(logic, ev, nullptr).v, verdict::unknown_reason);
+  EXPECT_FALSE(logic.stepping());
+}

@@ -1,0 +1,157 @@
+// vmitap as a user runs it: the demo, `run` with a config, and signals at any moment. Every
+// catchable terminating signal detaches first; SIGHUP reloads; SIGUSR1 reopens.
+
+#include "tests/support/process.hpp"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+using namespace vmitap::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+command_result run_vmitap(std::vector<std::string> args, std::function<void(pid_t, const output_fn&)> during = {}) {
+  return run_command(VMITAP_BINARY, std::move(args), std::move(during));
+}
+
+const std::string run_base = R"(
+[metrics]
+listen = ""
+
+[[sim.domain]]
+name = "g"
+vcpus = 2
+memory_mib = 16
+instructions = 0
+
+[[domain]]
+name = "g"
+
+[[domain.breakpoint]]
+name = "a"
+address = 0x100000
+)";
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  auto path = ::testing::TempDir() + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+}  // namespace
+
+TEST(cli, the_demo_runs_to_its_end_and_verifies_every_hit) {
+  auto r = run_vmitap({"demo", "--instructions", "30000", "--hits", "", "--metrics", "127.0.0.1:0"});
+  EXPECT_EQ(r.rc, 0) << r.all();
+  EXPECT_NE(r.err.find("verified:"), std::string::npos) << r.all();
+  EXPECT_TRUE(r.out.empty()) << "stdout belongs to a stdout sink: " << r.out;
+}
+
+TEST(cli, sigterm_during_a_flood_detaches_and_exits_clean) {
+  auto r = run_vmitap({"demo", "--instructions", "0", "--hits", "", "--metrics", "127.0.0.1:0"},
+                  [](pid_t pid, const output_fn& out) {
+                    ASSERT_TRUE(wait_for_output(out, "attached"));
+                    std::this_thread::sleep_for(500ms);
+                    kill(pid, SIGTERM);
+                  });
+  EXPECT_EQ(r.rc, 0) << r.all();
+  EXPECT_NE(r.err.find("stopped by SIGTERM"), std::string::npos) << r.all();
+  EXPECT_NE(r.err.find("verified:"), std::string::npos) << r.all();
+}
+
+TEST(cli, every_terminating_signal_detaches_first_and_sighup_usr1_usr2_do_not_stop) {
+  for (int sig : {SIGINT, SIGQUIT, SIGALRM, SIGPROF, SIGRTMIN + 3}) {
+    auto r = run_vmitap({"demo", "--instructions", "0", "--hits", "", "--metrics", ""},
+                    [sig](pid_t pid, const output_fn& out) {
+                      ASSERT_TRUE(wait_for_output(out, "attached"));
+                      for (int keep : {SIGHUP, SIGUSR1, SIGUSR2})
+                        kill(pid, keep);
+                      std::this_thread::sleep_for(200ms);
+                      kill(pid, sig);
+                    });
+    EXPECT_EQ(r.rc, 0) << "signal " << sig << ":\n" << r.all();
+    EXPECT_NE(r.err.find("stopped by"), std::string::npos) << r.all();
+    EXPECT_NE(r.err.find("verified:"), std::string::npos) << r.all();
+    EXPECT_NE(r.err.find("no config file to reload"), std::string::npos) << r.all();
+  }
+}
+
+// Regression (issue 13): a SIGTERM in the first milliseconds killed vmitap with domains
+// attached. A signal pending when main() starts, or arriving while domains attach, is acted on.
+TEST(cli, a_sigterm_pending_at_start_or_during_attach_detaches_and_exits_clean) {
+  auto pending = run_command(VMITAP_BINARY, {"demo", "--instructions", "0", "--hits", "", "--metrics", ""},
+                             {}, {}, {SIGTERM});
+  EXPECT_EQ(pending.rc, 0) << pending.all();
+  EXPECT_NE(pending.err.find("stopped by SIGTERM"), std::string::npos) << pending.all();
+  EXPECT_NE(pending.err.find("verified:"), std::string::npos) << pending.all();
+  for (int delay_us : {0, 300, 3000}) {
+    auto r = run_vmitap({"demo", "--instructions", "0", "--hits", "", "--metrics", ""},
+                        [delay_us](pid_t pid, const output_fn& out) {
+                          ASSERT_TRUE(wait_for_output(out, "vmitap demo:"));  // attaching now
+                          std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
+                          kill(pid, SIGTERM);
+                        });
+    EXPECT_EQ(r.rc, 0) << "after " << delay_us << " us:\n" << r.all();
+    EXPECT_NE(r.err.find("stopped by SIGTERM"), std::string::npos) << r.all();
+    EXPECT_NE(r.err.find("verified:"), std::string::npos) << r.all();
+  }
+}
+
+TEST(cli, sighup_with_a_bad_file_keeps_the_engine_running_unchanged) {
+  auto path = write_temp("reload-bad.toml", run_base);
+  auto r = run_vmitap({"run", "--config", path}, [&](pid_t pid, const output_fn& out) {
+    ASSERT_TRUE(wait_for_output(out, "attached"));
+    std::ofstream(path) << run_base << "[[domain.breakpoint]]\nname = \"a\"\naddress = 0x100004\n";
+    kill(pid, SIGHUP);
+    ASSERT_TRUE(wait_for_output(out, "reload rejected"));
+    kill(pid, SIGTERM);
+  });
+  EXPECT_EQ(r.rc, 0) << r.all();
+  EXPECT_NE(r.err.find("reload rejected, the running configuration stays"), std::string::npos) << r.all();
+  EXPECT_NE(r.err.find(path + ":"), std::string::npos) << "with the position";
+}
+
+TEST(cli, sighup_applies_a_changed_config_while_the_guests_run) {
+  auto path = write_temp("reload-good.toml", run_base);
+  auto r = run_vmitap({"run", "--config", path, "--log-level", "debug"}, [&](pid_t pid, const output_fn& out) {
+    ASSERT_TRUE(wait_for_output(out, "attached"));
+    std::ofstream(path) << run_base << "[[domain.breakpoint]]\nname = \"b\"\naddress = 0x100060\n";
+    kill(pid, SIGHUP);
+    ASSERT_TRUE(wait_for_output(out, "reload applied"));
+    kill(pid, SIGTERM);
+  });
+  EXPECT_EQ(r.rc, 0) << r.all();
+  EXPECT_NE(r.err.find("breakpoints updated"), std::string::npos) << r.all();
+}
+
+TEST(cli, run_without_a_config_reads_the_service_default_not_the_demo) {
+  auto r = run_vmitap({"run"});
+  EXPECT_EQ(r.rc, 2) << r.all();
+  EXPECT_NE(r.err.find("/etc/vmitap/vmitap.toml"), std::string::npos) << r.all();
+}
+
+TEST(cli, the_log_level_works_before_and_after_the_subcommand) {
+  auto path = write_temp("quiet.toml", run_base);
+  for (auto args : {std::vector<std::string>{"--log-level", "warn", "run", "--config", path, "--max-seconds", "1"},
+                    std::vector<std::string>{"run", "--config", path, "--max-seconds", "1", "--log-level", "warn"}}) {
+    auto r = run_vmitap(args);
+    EXPECT_EQ(r.rc, 0) << r.all();
+    EXPECT_EQ(r.err.find("attached"), std::string::npos) << "info is off: " << r.err;
+  }
+}
+
+TEST(cli, a_metrics_flag_overrides_the_file_and_bad_ones_are_refused) {
+  auto path = write_temp("metrics.toml", run_base);
+  auto r = run_vmitap({"run", "--config", path, "--metrics", "127.0.0.1:0", "--max-seconds", "1"});
+  EXPECT_EQ(r.rc, 0) << r.all();
+  EXPECT_NE(r.err.find("metrics: http://127.0.0.1:"), std::string::npos) << r.all();
+  r = run_vmitap({"run", "--config", path, "--metrics", "127.0.0.1:99999"});
+  EXPECT_EQ(r.rc, 2) << r.all();
+  EXPECT_NE(r.err.find("the port must be 0 to 65535"), std::string::npos) << r.all();
+  r = run_vmitap({"run", "--config", path, "--hits", "x.jsonl"});
+  EXPECT_EQ(r.rc, 2) << "a demo flag is refused, not ignored: " << r.all();
+}

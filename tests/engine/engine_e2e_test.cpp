@@ -1,0 +1,320 @@
+// End to end: the whole engine, with real threads, on the simulated hypervisor. Every
+// scenario checks hits against ground truth and the invariants (answered = raised, no VCPU
+// paused, no page changed), on the happy path and off it.
+
+#include "tests/support/scenario.hpp"
+
+#include <csignal>
+
+using namespace vmitap;
+using namespace vmitap::testing;
+using namespace std::chrono_literals;
+
+class step_modes : public ::testing::TestWithParam<step_mode> {};
+
+TEST_P(step_modes, hits_on_exact_addresses_equal_ground_truth_and_neighbours_step_over) {
+  scenario s;
+  auto dom = s.add("guest", 2, 200000, GetParam());
+  auto reports = s.run();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(s.verified(reports));
+  auto& r = reports[0];
+  EXPECT_GT(r.totals.hits, 100u);
+  EXPECT_GT(r.totals.neighbours, r.totals.hits) << "other instructions on the pages trap too";
+  auto& fn0 = find_bp(r, "fn0_entry");
+  EXPECT_EQ(fn0->hits.load(), dom->executions(fn0->spec.pa, fn0->spec.view));
+  if (GetParam() == step_mode::classic)
+    EXPECT_EQ(r.totals.singlesteps * 2, r.totals.events) << "two events per trap";
+  else
+    EXPECT_EQ(r.totals.singlesteps, 0u) << "one event per trap";
+  EXPECT_EQ(dom->instructions_retired(), 400000u);
+}
+
+INSTANTIATE_TEST_SUITE_P(every, step_modes,
+                         ::testing::Values(step_mode::classic, step_mode::fast, step_mode::emulate),
+                         [](auto& info) { return std::string(to_string(info.param)); });
+
+TEST(engine_e2e, same_address_in_two_views_is_counted_per_view) {
+  scenario s;
+  s.add("guest", 2, 200000, step_mode::fast, true);
+  auto reports = s.run();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(s.verified(reports));
+  auto& main = find_bp(reports[0], "fn0_entry");
+  auto& shadow = find_bp(reports[0], "fn0_entry_shadow");
+  EXPECT_EQ(main->spec.pa, shadow->spec.pa);
+  EXPECT_NE(main->spec.view, shadow->spec.view);
+  EXPECT_GT(main->hits.load(), 0u);
+  EXPECT_GT(shadow->hits.load(), 0u);
+}
+
+// Regression (issue 8): a VCPU whose home is not the first view never got there if it never
+// trapped in the first view.
+TEST(engine_e2e, a_vcpu_reaches_its_home_view_even_if_the_first_view_has_no_breakpoints) {
+  for (auto mode : {step_mode::fast, step_mode::classic, step_mode::emulate}) {
+    scenario s;
+    auto dom = s.add("guest", 2, 100000, mode);
+    auto plan = std::make_shared<domain_plan>();
+    plan->mode = mode;
+    plan->views = {"main", "shadow"};
+    plan->vcpu_views[1] = "shadow";
+    plan->breakpoints = {{"only_in_shadow", dom->code().functions()[0].entry_pa, "shadow", {}}};
+    s.cfg.domains[0].plan = plan;
+    auto reports = s.run();
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_TRUE(s.verified(reports));
+    EXPECT_GT(find_bp(reports[0], "only_in_shadow")->hits.load(), 0u) << to_string(mode);
+  }
+}
+
+TEST(engine_e2e, eight_domains_of_four_vcpus_concurrently_exact) {
+  scenario s;
+  for (int i = 0; i < 8; ++i)
+    s.add("dom-" + std::to_string(i), 4, 60000, step_mode(i % 3));
+  auto reports = s.run();
+  ASSERT_EQ(reports.size(), 8u);
+  EXPECT_TRUE(s.verified(reports));
+  for (auto& r : reports)
+    EXPECT_GT(r.totals.hits, 0u) << r.name;
+}
+
+TEST(engine_e2e, a_domain_dying_mid_run_does_not_disturb_the_others) {
+  scenario s;
+  s.add("a", 2, 300000);
+  auto victim = s.add("b", 2, 0);  // runs until it dies
+  s.add("c", 2, 300000);
+  auto reports = s.run([&] { victim->kill(); });
+  ASSERT_EQ(reports.size(), 3u);
+  EXPECT_TRUE(s.verified(reports));
+  for (auto& r : reports) {
+    EXPECT_EQ(r.died, r.name == "b") << r.name;
+    EXPECT_TRUE(r.error.empty()) << r.name << ": " << r.error;
+  }
+  EXPECT_EQ(victim->state(), drv::domain_state::dead);
+}
+
+// Regression (issue 8): a domain rebooting under its name crashed vmitap (metric series keyed
+// by name, shared and then removed by the old session: use-after-free).
+TEST(engine_e2e, a_domain_rebooting_under_its_name_is_attached_again_and_stays_exact) {
+  scenario s;
+  auto first = s.add("web", 2, 0);
+  std::shared_ptr<sim::domain> second;
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  for (int i = 0; i < 400 && eng.counters().domains_monitored.load() < 1; ++i)
+    std::this_thread::sleep_for(5ms);
+  for (int round = 0; round < 3; ++round) {
+    std::this_thread::sleep_for(50ms);
+    auto families = eng.collect();  // a scrape while sessions come and go
+    EXPECT_FALSE(families.empty());
+    second = s.hv->restart_domain((second ? second : first)->id());
+    ASSERT_TRUE(second);
+  }
+  for (int i = 0; i < 400 && eng.progress().size() != 1; ++i)
+    std::this_thread::sleep_for(5ms);
+  std::this_thread::sleep_for(50ms);
+  auto reports = eng.stop();
+  ASSERT_EQ(reports.size(), 4u) << "one report per session";
+  size_t died = 0;
+  for (auto& r : reports) {
+    died += r.died;
+    EXPECT_TRUE(r.error.empty()) << r.error;
+  }
+  EXPECT_EQ(died, 3u);
+  EXPECT_TRUE(second->check().holds());
+  EXPECT_TRUE(s.verified({reports.back()}, s.cfg));
+}
+
+TEST(engine_e2e, detach_mid_flood_leaves_no_vcpu_paused_and_no_page_changed) {
+  scenario s;
+  s.add("x", 4, 0, step_mode::classic);  // unlimited: stopped while flooding
+  s.add("y", 2, 0, step_mode::fast, true);
+  s.add("z", 2, 0, step_mode::emulate);
+  auto reports = s.run({}, 300ms);
+  ASSERT_EQ(reports.size(), 3u);
+  EXPECT_TRUE(s.verified(reports));
+  for (auto& d : s.domains) {
+    auto inv = d->check();
+    EXPECT_TRUE(inv.holds());
+    EXPECT_EQ(inv.answered_by_detach, 0u) << "the engine answered everything itself";
+    EXPECT_GT(inv.requests_raised, 1000u);
+    for (uint32_t v = 0; v < d->config().vcpus; ++v) {
+      EXPECT_EQ(d->vcpu_view(v), 0);
+      EXPECT_FALSE(d->vcpu_singlestepping(v));
+    }
+  }
+}
+
+// Regression (issue 8): a stop that came while domains attached counted them as monitored
+// and could leave one attached.
+TEST(engine_e2e, a_stop_during_attach_detaches_whatever_was_attached) {
+  for (int round = 0; round < 5; ++round) {
+    scenario s;
+    for (int i = 0; i < 4; ++i)
+      s.add("d" + std::to_string(i), 2, 0, step_mode(i % 3));
+    engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+    ASSERT_FALSE(eng.start());
+    std::this_thread::sleep_for(std::chrono::microseconds(200 * round));
+    auto reports = eng.stop();
+    EXPECT_EQ(eng.counters().domains_monitored.load(), 0);
+    EXPECT_EQ(reports.size(), 4u);
+    for (auto& d : s.domains) {
+      auto inv = d->check();
+      EXPECT_TRUE(inv.holds()) << "round " << round;
+      EXPECT_EQ(inv.answered_by_detach, 0u);
+    }
+  }
+}
+
+TEST(engine_e2e, malformed_requests_are_answered_and_counted) {
+  scenario s;
+  auto dom = s.add("m", 2, 0);
+  auto reports = s.run(
+    [&] {
+      dom->inject_malformed(0, sim::malformed_kind::bad_version);
+      dom->inject_malformed(1, sim::malformed_kind::unknown_reason);
+      dom->inject_malformed(0, sim::malformed_kind::vcpu_out_of_range);
+    },
+    300ms);
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(s.verified(reports));
+  EXPECT_EQ(reports[0].totals.malformed, 3u);
+}
+
+TEST(engine_e2e, domains_starting_later_are_attached_by_pattern) {
+  scenario s;
+  s.add("first", 1, 100000);
+  s.cfg.domains[0].select = {std::nullopt, "", "*"};  // every domain, also later ones
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  sim::domain_config dc;
+  dc.name = "late";
+  dc.vcpus = 2;
+  dc.instructions_per_vcpu = 100000;
+  dc.workload.seed = 1000;  // same code as "first": the plan's addresses fit
+  s.domains.push_back(*s.hv->create_domain(dc));
+  for (int i = 0; i < 2000 && !s.all_halted(); ++i)
+    std::this_thread::sleep_for(5ms);
+  auto reports = eng.stop();
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_TRUE(s.verified(reports));
+}
+
+TEST(engine_e2e, failing_access_change_at_attach_is_reported_and_guest_left_unchanged) {
+  scenario s;
+  auto dom = s.add("f", 1, 0);
+  dom->fail_access_changes(1, 0, EIO);
+  auto reports = s.run({}, 200ms);
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_NE(reports[0].error.find("errno 5"), std::string::npos) << reports[0].error;
+  EXPECT_TRUE(reports[0].breakpoints.empty()) << "no breakpoint is armed";
+  EXPECT_TRUE(dom->check().holds());
+}
+
+TEST(engine_e2e, a_domain_without_breakpoints_is_attached_and_counted) {
+  scenario s;
+  s.add("empty", 2, 50000);
+  std::const_pointer_cast<domain_plan>(s.cfg.domains[0].plan)->breakpoints.clear();
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  for (int i = 0; i < 400 && eng.counters().domains_monitored.load() < 1; ++i)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(eng.counters().domains_monitored.load(), 1) << "the attach was answered";
+  EXPECT_EQ(eng.counters().attach_ok.get(), 1u);
+  auto reports = eng.stop();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(reports[0].error.empty()) << reports[0].error;
+  EXPECT_TRUE(s.verified(reports));
+}
+
+TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
+  scenario s;
+  auto dom = s.add("live", 2, 0);
+  auto f = dom->code().functions();
+  auto keep = f[0].entry_pa, removed = dom->code().at(f[0].first + 1).pa, added = f[3].entry_pa;
+  auto plan = std::make_shared<domain_plan>();
+  plan->breakpoints = {{"keep", keep, "main", {}}, {"removed", removed, "main", {}}};
+  s.cfg.domains[0].plan = plan;
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  std::this_thread::sleep_for(200ms);
+  auto hits = [&] {
+    std::map<std::string, uint64_t> out;
+    for (auto& r : eng.status())
+      for (auto& bp : r.breakpoints)
+        out[bp->spec.name] = bp->hits.load();
+    return out;
+  };
+  auto reached = [&](uint64_t pa) { return dom->reached(pa, 1); };
+  auto before = hits();  // every request raised before status() is counted
+  EXPECT_GT(before["keep"], 0u);
+  EXPECT_GT(before["removed"], 0u);
+  auto next = s.cfg;
+  auto plan2 = std::make_shared<domain_plan>(*plan);
+  plan2->breakpoints = {{"keep", keep, "main", {}}, {"added", added, "main", {}}};
+  next.domains[0].plan = plan2;
+  ASSERT_FALSE(eng.reload(next));
+  std::this_thread::sleep_for(200ms);
+  auto after = hits();
+  EXPECT_EQ(after.count("removed"), 0u);
+  EXPECT_GT(after["added"], 0u);
+  auto reports = eng.stop();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(reports[0].error.empty()) << reports[0].error;
+  EXPECT_EQ(find_bp(reports[0], "keep")->hits.load(), reached(keep)) << "armed throughout";
+  EXPECT_TRUE(find_bp(reports[0], "added")->spec.live);
+  EXPECT_GT(reached(removed), before["removed"]) << "it kept running, unarmed";
+  auto inv = dom->check();
+  EXPECT_TRUE(inv.holds());
+  EXPECT_EQ(inv.answered_by_detach, 0u);
+}
+
+// Regression (issue 8): a reload that re-attached a domain crashed vmitap, and the old
+// session's teardown detached the new attachment.
+TEST(engine_e2e, a_reload_that_reattaches_a_domain_leaves_the_new_session_running) {
+  scenario s;
+  auto dom = s.add("r", 2, 0, step_mode::fast);
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  std::this_thread::sleep_for(100ms);
+  for (auto mode : {step_mode::classic, step_mode::emulate, step_mode::fast}) {
+    auto next = s.cfg;
+    auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
+    plan->mode = mode;
+    next.domains[0].plan = plan;
+    ASSERT_FALSE(eng.reload(next)) << to_string(mode);
+    for (int i = 0; i < 400 && eng.counters().domains_monitored.load() < 1; ++i)
+      std::this_thread::sleep_for(5ms);
+    auto retired = dom->instructions_retired();
+    std::this_thread::sleep_for(100ms);
+    EXPECT_GT(dom->instructions_retired(), retired) << "the guest runs under the new session";
+    EXPECT_EQ(eng.progress().size(), 1u);
+  }
+  auto reports = eng.stop();
+  EXPECT_EQ(reports.size(), 4u);
+  for (auto& r : reports)
+    EXPECT_TRUE(r.error.empty()) << r.error;
+  auto inv = dom->check();
+  EXPECT_TRUE(inv.holds());
+  EXPECT_EQ(inv.answered_by_detach, 0u);
+}
+
+// Regression (issue 8): ended sessions' reports grew without bound.
+TEST(engine_e2e, ended_reports_are_bounded) {
+  scenario s;
+  auto dom = s.add("churn", 1, 0);
+  s.cfg.ended_reports_kept = 2;
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  auto current = dom;
+  for (int i = 0; i < 5; ++i) {
+    for (int k = 0; k < 400 && eng.counters().domains_monitored.load() < 1; ++k)
+      std::this_thread::sleep_for(5ms);
+    current = s.hv->restart_domain(current->id());
+  }
+  for (int k = 0; k < 400 && eng.counters().domains_monitored.load() < 1; ++k)
+    std::this_thread::sleep_for(5ms);
+  auto reports = eng.stop();
+  EXPECT_EQ(reports.size(), 2u) << "the two most recent sessions";
+  EXPECT_EQ(reports.back().id, current->id());
+}

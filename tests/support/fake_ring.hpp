@@ -1,0 +1,47 @@
+#pragma once
+
+// A test double of the port's event ring: the test queues requests, collects the responses
+// and decides which ones the "hypervisor" refuses.
+
+#include "drivers/driver.hpp"
+#include "drivers/error.hpp"
+
+#include <deque>
+
+namespace vmitap::testing {
+
+class fake_ring final : public drv::event_ring {
+public:
+  std::deque<drv::event> requests;
+  std::vector<drv::response> responses;
+  size_t refuse = 0;  ///< the next this many responses are refused
+  size_t gives = 0;   ///< give() calls: one notify each
+
+  size_t take(std::span<drv::event> out) override {
+    size_t n = 0;
+    while (n < out.size() && !requests.empty()) {
+      out[n++] = requests.front();
+      requests.pop_front();
+    }
+    return n;
+  }
+  drv::give_result give(std::span<const drv::response> rsps) override {
+    ++gives;
+    drv::give_result r;
+    for (auto& rsp : rsps) {
+      if (refuse > 0) {
+        --refuse;
+        if (r.failed++ == 0)
+          r.first = make_error(ec::vcpu_not_paused, "refused by the test");
+        continue;
+      }
+      responses.push_back(rsp);
+    }
+    return r;
+  }
+  int fd() const override { return -1; }
+  bool arm() override { return requests.empty(); }
+  void acknowledge() override {}
+};
+
+}  // namespace vmitap::testing

@@ -1,0 +1,112 @@
+#pragma once
+
+// End-to-end scenarios: the whole engine, with real threads, on the threaded simulated
+// hypervisor, checked against its ground truth.
+
+#include "drivers/error.hpp"
+#include "drivers/sim/sim_driver.hpp"
+#include "engine/backend_sim.hpp"
+#include "engine/engine.hpp"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+namespace vmitap::testing {
+
+/// A plan with breakpoints on hot function entries, one inside a function and two sharing a
+/// page; with `two_views`, VCPU 1 lives in a second view with a breakpoint at the same address.
+inline plan_ptr hot_plan(const sim::program& code, step_mode mode, bool two_views) {
+  auto plan = std::make_shared<domain_plan>();
+  plan->mode = mode;
+  if (two_views) {
+    plan->views = {"main", "shadow"};
+    plan->vcpu_views[1] = "shadow";
+  }
+  auto fn = code.functions();
+  auto add = [&](std::string name, uint64_t pa, std::string view) {
+    plan->breakpoints.push_back({std::move(name), pa, std::move(view), {"test"}});
+  };
+  add("fn0_entry", fn[0].entry_pa, "main");
+  add("fn1_entry", fn[1].entry_pa, "main");
+  add("fn2_entry", fn[2].entry_pa, "main");
+  add("fn0_body", code.at(fn[0].first + fn[0].count / 2).pa, "main");
+  add("fn5_entry", fn[5].entry_pa, "main");
+  if (two_views)
+    add("fn0_entry_shadow", fn[0].entry_pa, "shadow");
+  return plan;
+}
+
+struct scenario {
+  std::shared_ptr<sim::hypervisor> hv;
+  engine_config cfg;
+  std::vector<std::shared_ptr<sim::domain>> domains;
+
+  explicit scenario(sim::hypervisor_config hc = {}) : hv(std::make_shared<sim::hypervisor>(hc)) {
+    cfg.metrics_listen = "";  // tests run in parallel: no fixed port
+    cfg.pollers = 1;
+  }
+
+  std::shared_ptr<sim::domain> add(std::string name, uint32_t vcpus, uint64_t budget,
+                                   step_mode mode = step_mode::fast, bool two_views = false,
+                                   uint64_t seed = 0) {
+    sim::domain_config dc;
+    dc.name = std::move(name);
+    dc.vcpus = vcpus;
+    dc.instructions_per_vcpu = budget;
+    dc.workload.seed = seed ? seed : 1000 + domains.size();
+    auto dom = *hv->create_domain(dc);
+    engine_config::domain_entry e;
+    e.select.name = dc.name;
+    e.plan = hot_plan(dom->code(), mode, two_views);
+    cfg.domains.push_back(std::move(e));
+    domains.push_back(dom);
+    return dom;
+  }
+
+  bool all_halted() {
+    for (auto& d : domains)
+      if (d->state() == drv::domain_state::running && !d->halted())
+        return false;
+    return true;
+  }
+
+  /// Runs the engine until every VCPU used its budget (or `limit`), then stops it.
+  std::vector<domain_report> run(std::function<void()> midway = {},
+                                 std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+    engine eng{cfg, std::make_shared<sim::sim_driver>(hv)};
+    auto err = eng.start();
+    EXPECT_FALSE(err) << render(err);
+    auto t0 = std::chrono::steady_clock::now();
+    bool called = false;
+    while (!all_halted() && std::chrono::steady_clock::now() - t0 < limit) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (midway && !called && std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(50)) {
+        midway();
+        called = true;
+      }
+    }
+    return eng.stop();
+  }
+
+  /// Every breakpoint's hits equal ground truth; requests answered = raised; nothing left
+  /// paused or changed. Prints the table when it does not hold.
+  bool verified(const std::vector<domain_report>& reports, engine_config selection = {}) {
+    auto truth = sim_truth(hv, selection.domains.empty() ? cfg : selection);
+    auto* devnull = std::fopen("/dev/null", "w");
+    bool ok = truth->verify(reports, devnull);
+    std::fclose(devnull);
+    if (!ok)
+      truth->verify(reports, stdout);
+    return ok;
+  }
+};
+
+inline const breakpoint_ptr& find_bp(const domain_report& r, const std::string& name) {
+  for (auto& bp : r.breakpoints)
+    if (bp->spec.name == name)
+      return bp;
+  throw std::runtime_error("no breakpoint " + name);
+}
+
+}  // namespace vmitap::testing
