@@ -12,7 +12,7 @@ caf::error domain::check_session(uint64_t session, const char* call) const {
   if (state_ != drv::domain_state::running)
     return make_error(ec::domain_dead, std::string(call) + ": domain " + std::to_string(id_)
                                          + " (" + cfg_.name + ") is dead");
-  if (session == 0 || session != session_)
+  if (session == 0 || session != session_.load())
     return make_error(ec::not_attached, std::string(call) + ": session "
                                           + std::to_string(session) + " is not attached to domain "
                                           + std::to_string(id_));
@@ -23,22 +23,22 @@ caf::expected<uint64_t> domain::attach() {
   std::unique_lock xl{exec_};
   if (state_ != drv::domain_state::running)
     return make_error(ec::domain_dead, "attach: domain " + std::to_string(id_) + " is dead");
-  if (session_ != 0)
+  if (session_.load() != 0)
     return make_error(ec::already_attached,
                       "attach: domain " + std::to_string(id_) + " is already monitored");
   session_ = ++last_session_;
   events_started_ = false;
   host_at_attach_ = views_[0].entries;
   leftover_view_changes_ = 0;
-  return session_;
+  return session_.load();
 }
 
 void domain::answer_outstanding_locked() {
   for (auto& v : vcpus_) {
-    if (v->state == run_state::waiting)
+    if (v->outstanding.exchange(false))
       ++answered_by_detach_;
     if (v->state == run_state::waiting || v->state == run_state::stuck)
-      v->state = run_state::runnable;
+      v->state = run_state::runnable;  // an answer still on its way is dropped as stale
     v->singlestep = v->fast_singlestep = v->emulate_next = false;
     v->view = 0;
   }
@@ -49,7 +49,7 @@ void domain::answer_outstanding_locked() {
 caf::error domain::detach(uint64_t session) {
   {
     std::unique_lock xl{exec_};
-    if (session == 0 || session != session_)
+    if (session == 0 || session != session_.load())
       return {};  // already detached, or a newer session owns the domain now
     session_ = 0;
     wait_for_deliveries();
@@ -97,19 +97,17 @@ void domain::wait_for_deliveries() const {
     std::this_thread::yield();
 }
 
-void domain::wake(vcpu& v, sim_clock::time_point due) {
+void domain::wake(vcpu& v) {
   if (!v.queued.exchange(true))
-    hv_.schedule(shared_from_this(), v.id, due);
+    v.handle.owner->wake(&v.handle);
 }
 
 void domain::wake_all_runnable() {
-  auto now = sim_clock::now();
   for (auto& v : vcpus_)
-    wake(*v, now);  // run_slice sorts out who may run
+    wake(*v);  // run_slice sorts out who may run
 }
 
 caf::error domain::respond(uint64_t session, const drv::response& rsp) {
-  auto latency = hv_.config().exit_latency;
   if (rsp.vcpu >= vcpus_.size()) {
     std::shared_lock xl{exec_};
     if (state_ != drv::domain_state::running)
@@ -130,65 +128,76 @@ caf::error domain::respond(uint64_t session, const drv::response& rsp) {
     ++requests_answered_;
     return {};
   }
-  {
+  // The hot path: no lock. The answer is taken over by the VCPU's guest thread, which
+  // applies it when the VCPU next runs, as hardware does at VM entry.
+  if (state_ != drv::domain_state::running)
+    return {};
+  if (auto err = check_session(session, "respond"))
+    return err;
+  if (rsp.version != drv::interface_version) {
+    ++responses_dropped_;  // Xen drops it; the VCPU stays paused
+    return {};
+  }
+  auto& v = *vcpus_[rsp.vcpu];
+  if (!v.outstanding.exchange(false)) {
+    if (state_ != drv::domain_state::running)
+      return {};  // death took the request first
+    ++responses_rejected_;
+    return make_error(ec::vcpu_not_paused, "respond: vcpu " + std::to_string(rsp.vcpu)
+                                             + " of domain " + std::to_string(id_)
+                                             + " waits for no response");
+  }
+  ++requests_answered_;  // this answer, and nothing else, takes the request
+  auto latency = hv_.config().exit_latency;
+  if (delayed_responses_.load(std::memory_order_relaxed) > 0) {
     std::lock_guard g{fault_mutex_};
     if (delayed_responses_ > 0) {
       --delayed_responses_;
       latency += response_delay_;
     }
   }
-  auto& v = *vcpus_[rsp.vcpu];
-  sim_clock::time_point due;
-  {
-    std::lock_guard vl{v.mutex};
-    std::shared_lock xl{exec_};
-    if (state_ != drv::domain_state::running)
-      return {};  // checked under the locks: death and this response cannot both count it
-    if (auto err = check_session(session, "respond"))
-      return err;
-    if (rsp.version != drv::interface_version) {
-      ++responses_dropped_;  // Xen drops it; the VCPU stays paused
-      return {};
-    }
-    if (v.state != run_state::waiting) {
-      ++responses_rejected_;
-      return make_error(ec::vcpu_not_paused, "respond: vcpu " + std::to_string(rsp.vcpu)
-                                               + " of domain " + std::to_string(id_)
-                                               + " waits for no response");
-    }
-    ++requests_answered_;
-    auto now = sim_clock::now();
-    v.response_latency.record(uint64_t((now - v.raised_at).count()));
-    if (!(rsp.flags & drv::flag::vcpu_paused)) {
-      v.state = run_state::stuck;  // the sim acts only on responses that carry the pause flag
-      return {};
-    }
-    if ((rsp.flags & drv::flag::alternate_p2m) && valid_view(rsp.view))
-      v.view = rsp.view;
-    if (rsp.flags & drv::flag::toggle_singlestep)
-      v.singlestep = !v.singlestep;
-    if ((rsp.flags & drv::flag::fast_singlestep) && valid_view(rsp.fast_return_view)) {
-      v.fast_singlestep = v.singlestep = true;
-      v.fast_return_view = rsp.fast_return_view;
-    }
-    if ((rsp.flags & drv::flag::emulate) && rsp.reason == drv::event_reason::mem_access)
-      v.emulate_next = true;
-    if (rsp.flags & drv::flag::set_registers) {
-      auto cr3 = v.regs.cr3;  // never written by a response, as on Xen
-      if (auto pc = program_.index_of(rsp.regs.rip - kernel_base); pc && *pc != v.pc) {
-        v.pc = *pc;
-        v.arrived = false;
-      }
-      v.regs = rsp.regs;
-      v.regs.cr3 = cr3;
-    }
-    v.state = run_state::runnable;
-    due = now + latency;
-    v.resume_at = due;
-    v.measure_lateness = true;
-  }
-  wake(v, due);
+  auto now = sim_clock::now();
+  v.response = rsp;
+  v.answered_at = now;
+  v.response_due = now + latency;
+  v.response_session = session;
+  v.has_response.store(true);
+  wake(v);
   return {};
+}
+
+void domain::apply_response(vcpu& v) {
+  v.has_response.store(false, std::memory_order_relaxed);
+  const auto& rsp = v.response;
+  if (v.response_session != session_.load() || v.state != run_state::waiting)
+    return;  // a detach answered the request before this answer arrived
+  v.response_latency.record(uint64_t((v.answered_at - v.raised_at).count()));
+  if (!(rsp.flags & drv::flag::vcpu_paused)) {
+    v.state = run_state::stuck;  // the sim acts only on responses that carry the pause flag
+    return;
+  }
+  if ((rsp.flags & drv::flag::alternate_p2m) && valid_view(rsp.view))
+    v.view = rsp.view;
+  if (rsp.flags & drv::flag::toggle_singlestep)
+    v.singlestep = !v.singlestep;
+  if ((rsp.flags & drv::flag::fast_singlestep) && valid_view(rsp.fast_return_view)) {
+    v.fast_singlestep = v.singlestep = true;
+    v.fast_return_view = rsp.fast_return_view;
+  }
+  if ((rsp.flags & drv::flag::emulate) && rsp.reason == drv::event_reason::mem_access)
+    v.emulate_next = true;
+  if (rsp.flags & drv::flag::set_registers) {
+    auto cr3 = v.regs.cr3;  // never written by a response, as on Xen
+    if (auto pc = program_.index_of(rsp.regs.rip - kernel_base); pc && *pc != v.pc) {
+      v.pc = *pc;
+      v.arrived = false;
+    }
+    v.regs = rsp.regs;
+    v.regs.cr3 = cr3;
+  }
+  v.state = run_state::runnable;
+  v.resume_at = v.response_due;
+  v.measure_lateness = true;
 }
 
 caf::error domain::set_singlestep(uint64_t session, drv::vcpu_id id, bool on) {
@@ -243,7 +252,7 @@ void domain::die() {
     std::unique_lock xl{exec_};
     state_ = drv::domain_state::dying;
     for (auto& v : vcpus_) {
-      if (v->state == run_state::waiting)
+      if (v->outstanding.exchange(false))
         ++dropped_by_death_;
       if (v->state != run_state::halted)
         ++halted_vcpus_;

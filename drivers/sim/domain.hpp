@@ -12,6 +12,7 @@
 #include "drivers/driver.hpp"
 #include "drivers/sim/latency.hpp"
 #include "drivers/sim/program.hpp"
+#include "drivers/sim/runner.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -25,8 +26,6 @@
 #include <unordered_map>
 
 namespace vmitap::sim {
-
-using sim_clock = std::chrono::steady_clock;
 
 struct domain_config {
   std::string name = "guest";
@@ -160,14 +159,16 @@ public:
   slice_result run_slice(drv::vcpu_id vcpu);
 
   domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program code);
+  /// Which guest thread runs each VCPU (the hypervisor decides, once, before any runs).
+  void bind(const std::function<runner*(drv::vcpu_id)>& runner_of);
 
 private:
   friend class hypervisor;
   enum class run_state : uint8_t { runnable, waiting, stuck, halted };
 
   struct vcpu {
-    std::mutex mutex;  // with exec_ shared it owns the fields below; exec_ exclusive does too
-    drv::vcpu_id id = 0;
+    vcpu_handle handle;  // what its guest thread queues
+    std::mutex mutex;    // with exec_ shared it owns the fields below; exec_ exclusive does too
     rng random{0};
     uint32_t pc = 0;
     std::vector<uint32_t> stack;
@@ -181,14 +182,23 @@ private:
     bool emulate_next = false;
     run_state state = run_state::runnable;
     std::optional<malformed_kind> malformed;
-    sim_clock::time_point raised_at{};   // the outstanding request's
-    sim_clock::time_point resume_at{};   // response + latency model
-    bool measure_lateness = false;       // the next slice records resume_at → now
+    sim_clock::time_point raised_at{};  // the outstanding request's
+    sim_clock::time_point resume_at{};  // response + latency model
+    bool measure_lateness = false;      // the next slice records resume_at → now
     uint64_t retired = 0;
     std::vector<std::vector<uint64_t>> executions;  // [view][instruction index]
     latency_histogram response_latency;
     latency_histogram lateness;
-    std::atomic<bool> queued{false};  // in a runner's queue
+
+    // Between threads, without the mutex:
+    std::atomic<bool> queued{false};        // handed to its guest thread, or running there
+    std::atomic<bool> outstanding{false};   // a request waits for its answer (taken once)
+    std::atomic<bool> has_response{false};  // an answer waits for the guest thread to apply it
+    // Written by the responder before has_response is set; read by the guest thread after.
+    drv::response response;
+    sim_clock::time_point answered_at{};
+    sim_clock::time_point response_due{};
+    uint64_t response_session = 0;
   };
 
   struct view_table {
@@ -208,9 +218,10 @@ private:
   void retire(vcpu& v, const instruction& in);
   // delivery.cpp
   caf::error check_session(uint64_t session, const char* call) const;
+  void apply_response(vcpu& v);
   void deliver(const drv::event& ev);
   void wait_for_deliveries() const;
-  void wake(vcpu& v, sim_clock::time_point due);
+  void wake(vcpu& v);
   void wake_all_runnable();
   void answer_outstanding_locked();
   void die();
@@ -227,7 +238,7 @@ private:
   std::array<view_table, drv::max_views> views_;
   std::vector<std::unique_ptr<vcpu>> vcpus_;
   uint32_t pause_count_ = 0;
-  uint64_t session_ = 0;      // the attached session's serial; 0: none
+  std::atomic<uint64_t> session_{0};  // the attached session's serial; 0: none
   uint64_t last_session_ = 0;
   request_sink sink_;
   bool events_started_ = false;
@@ -255,7 +266,7 @@ private:
   uint32_t failing_calls_ = 0;
   size_t failing_applied_ = 0;
   int failing_errno_ = 0;
-  uint32_t delayed_responses_ = 0;
+  std::atomic<uint32_t> delayed_responses_{0};  // read on every answer: no lock unless set
   std::chrono::nanoseconds response_delay_{0};
 };
 

@@ -79,7 +79,7 @@ caf::error domain::destroy_view(uint64_t session, drv::view_id id) {
   for (auto& v : vcpus_)
     if (v->view == id)  // as Xen counts it: a pending fast-singlestep return does not
       return make_error(ec::view_in_use, "destroy_view: view " + std::to_string(id)
-                                           + " is in use by vcpu " + std::to_string(v->id));
+                                           + " is in use by vcpu " + std::to_string(v->handle.id));
   for (auto& [gfn, acc] : views_[id].entries)
     leftover_view_changes_ += acc != host_access(gfn);
   views_[id] = view_table{};

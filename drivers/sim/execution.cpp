@@ -30,7 +30,8 @@ domain::domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program cod
       views_[0].entries[gfn] = cfg_.code_access;
   for (drv::vcpu_id i = 0; i < cfg_.vcpus; ++i) {
     auto v = std::make_unique<vcpu>();
-    v->id = i;
+    v->handle.dom = this;
+    v->handle.id = i;
     v->random = rng{cfg_.workload.seed * 0x100000001b3ULL + i};
     v->pc = program_.pick_root(v->random);
     v->regs.cr3 = 0x1000 * (uint64_t{i} + 1);
@@ -40,6 +41,11 @@ domain::domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program cod
   }
 }
 
+void domain::bind(const std::function<runner*(drv::vcpu_id)>& runner_of) {
+  for (auto& v : vcpus_)
+    v->handle.owner = runner_of(v->handle.id);
+}
+
 drv::domain_info domain::info() const {
   return {id_, cfg_.name, cfg_.vcpus, state_.load(), max_gfn_};
 }
@@ -47,7 +53,7 @@ drv::domain_info domain::info() const {
 drv::event domain::make_event(const vcpu& v, drv::event_reason reason) const {
   drv::event ev;
   ev.reason = reason;
-  ev.vcpu = v.id;
+  ev.vcpu = v.handle.id;
   ev.view = v.view;
   ev.regs = v.regs;
   ev.regs.rip = gva_of(program_.at(v.pc).pa);
@@ -135,36 +141,41 @@ std::optional<drv::event> domain::step(vcpu& v) {
 
 slice_result domain::run_slice(drv::vcpu_id id) {
   auto& v = *vcpus_[id];
-  v.queued.store(false);
   std::optional<drv::event> ev;
   slice_result result;
   {
     std::lock_guard vl{v.mutex};
     std::shared_lock xl{exec_};
-    if (v.state != run_state::runnable || pause_count_ > 0 || !events_started_
-        || state_ != drv::domain_state::running)
-      return result;  // resume(), start_events() or a response queues it again
-    auto now = sim_clock::now();
-    if (now < v.resume_at) {
-      v.queued.store(true);  // the runner keeps it, timed
-      return {slice_result::not_due, v.resume_at};
+    if (v.has_response.load(std::memory_order_acquire))
+      apply_response(v);  // as hardware does at the VCPU's next entry
+    if (v.state == run_state::runnable && pause_count_ == 0 && events_started_
+        && state_ == drv::domain_state::running) {
+      auto now = sim_clock::now();
+      if (now < v.resume_at)
+        return {slice_result::not_due, v.resume_at};  // the guest thread keeps it, timed
+      if (v.measure_lateness) {
+        v.lateness.record(uint64_t((now - v.resume_at).count()));
+        v.measure_lateness = false;
+      }
+      for (uint32_t n = 0; n < hv_.config().slice_instructions; ++n)
+        if ((ev = step(v)) || v.state != run_state::runnable)
+          break;
+      if (!ev && v.state == run_state::runnable)
+        return {slice_result::yielded, {}};  // the guest thread queues it again at once
+      if (ev) {
+        v.state = run_state::waiting;
+        v.raised_at = sim_clock::now();
+        ++requests_raised_;
+        ++deliveries_in_flight_;  // before exec_ is released: pause() waits for it
+      }
     }
-    if (v.measure_lateness) {
-      v.lateness.record(uint64_t((now - v.resume_at).count()));
-      v.measure_lateness = false;
-    }
-    for (uint32_t n = 0; n < hv_.config().slice_instructions; ++n)
-      if ((ev = step(v)) || v.state != run_state::runnable)
-        break;
-    if (ev) {
-      v.state = run_state::waiting;
-      v.raised_at = sim_clock::now();
-      ++requests_raised_;
-      ++deliveries_in_flight_;  // before exec_ is released: pause() waits for it
-    } else if (v.state == run_state::runnable) {
-      v.queued.store(true);  // the runner queues it again at once
+    // It leaves its guest thread until someone wakes it. Cleared before the request is
+    // visible, and checked once more: a response that came meanwhile is not lost.
+    v.queued.store(false);
+    if (ev)
+      v.outstanding.store(true);
+    else if (v.has_response.load() && !v.queued.exchange(true))
       result.kind = slice_result::yielded;
-    }
   }
   if (ev)
     deliver(*ev);

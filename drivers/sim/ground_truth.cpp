@@ -61,9 +61,9 @@ invariants domain::check() {
     inv.unanswered = orphans_outstanding_;
   }
   for (auto& v : vcpus_) {
-    inv.unanswered += v->state == run_state::waiting;
-    inv.paused_vcpus += pause_count_ > 0 || v->state == run_state::waiting
-                        || v->state == run_state::stuck;
+    bool waits = v->outstanding.load();  // an answer on its way does not leave it paused
+    inv.unanswered += waits;
+    inv.paused_vcpus += pause_count_ > 0 || waits || v->state == run_state::stuck;
   }
   inv.pages_changed = pages_changed_locked();
   return inv;

@@ -25,6 +25,9 @@ caf::expected<std::shared_ptr<domain>> hypervisor::create_domain(domain_config c
       return std::move(made.error());
     d = std::move(*made);
     ++next_id_;
+    d->bind([this, id = d->id()](drv::vcpu_id v) {
+      return runners_[(id * 31 + v) % runners_.size()].get();
+    });
     domains_.emplace(d->id(), d);
   }
   notify({d->info(), true});
@@ -40,6 +43,7 @@ void hypervisor::destroy_domain(drv::domain_id id) {
       return;
     d = i->second;
     domains_.erase(i);
+    graveyard_.push_back(d);
   }
   d->die();
   notify({d->info(), false});
@@ -84,12 +88,6 @@ void hypervisor::notify(const drv::domain_change& change) {
   std::lock_guard g{watch_mutex_};
   for (auto& [token, fn] : watches_)
     fn(change);
-}
-
-void hypervisor::schedule(const std::shared_ptr<domain>& d, drv::vcpu_id vcpu,
-                          sim_clock::time_point due) {
-  auto& r = *runners_[(d->id() * 31 + vcpu) % runners_.size()];
-  r.enqueue(d, vcpu, due);
 }
 
 size_t hypervisor::run_pending(size_t max_slices) {

@@ -4,6 +4,7 @@
 // a driver registers to hear of domains that start and stop.
 
 #include "drivers/sim/domain.hpp"
+#include "drivers/sim/runner.hpp"
 
 #include <map>
 #include <memory>
@@ -11,8 +12,6 @@
 #include <vector>
 
 namespace vmitap::sim {
-
-class runner;
 
 struct hypervisor_config {
   bool threaded = true;  ///< false: nothing runs until a test calls run_pending()
@@ -53,9 +52,6 @@ public:
   /// CPU time the guest threads have used: the simulated hardware's share of a benchmark.
   std::chrono::nanoseconds guest_cpu_time() const;
 
-  /// Queues a slice of a domain's VCPU on its guest thread (domains call this).
-  void schedule(const std::shared_ptr<domain>& d, drv::vcpu_id vcpu, sim_clock::time_point due);
-
 private:
   void notify(const drv::domain_change& change);
 
@@ -63,6 +59,8 @@ private:
   std::vector<std::unique_ptr<runner>> runners_;
   mutable std::mutex domains_mutex_;
   std::map<drv::domain_id, std::shared_ptr<domain>> domains_;
+  /// Destroyed domains live on until the host goes: guest threads may still hold their VCPUs.
+  std::vector<std::shared_ptr<domain>> graveyard_;
   drv::domain_id next_id_ = 1;
 
   std::mutex watch_mutex_;  // held while callbacks run, so remove_watch waits for them

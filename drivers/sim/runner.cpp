@@ -1,5 +1,7 @@
 #include "drivers/sim/runner.hpp"
 
+#include "drivers/sim/domain.hpp"
+
 #include <ctime>
 #include <sys/prctl.h>
 
@@ -21,62 +23,42 @@ runner::runner(std::chrono::nanoseconds spin, bool threaded) : spin_(spin) {
 }
 
 runner::~runner() {
+  stop_ = true;
   {
     std::lock_guard g{mutex_};
-    stopping_ = true;
   }
-  stop_flag_ = true;
   wake_.notify_all();
   if (thread_.joinable())
     thread_.join();
 }
 
-void runner::enqueue(std::weak_ptr<domain> d, drv::vcpu_id vcpu, sim_clock::time_point due) {
-  bool wake = false;
-  {
-    std::lock_guard g{mutex_};
-    inbox_.push_back({std::move(d), vcpu, due});
-    has_inbox_.store(true, std::memory_order_release);
-    wake = sleeping_;
-  }
-  if (wake)
+void runner::wake(vcpu_handle* vcpu) {
+  inbox_.push(vcpu);
+  if (sleeping_.load()) {  // seq_cst, as loop()'s store: one of us sees the other
+    { std::lock_guard g{mutex_}; }  // the sleeper is in wait() or has not checked yet
     wake_.notify_one();
+  }
 }
 
-void runner::take_inbox(sim_clock::time_point now) {
-  if (!has_inbox_.load(std::memory_order_acquire))
-    return;
-  std::vector<item> in;
-  {
-    std::lock_guard g{mutex_};
-    in.swap(inbox_);
-    has_inbox_.store(false, std::memory_order_relaxed);
-  }
-  for (auto& i : in) {
-    if (i.due <= now)
-      ready_.push_back(std::move(i));
-    else
-      timed_.push(std::move(i));
-  }
+void runner::take_inbox() {
+  while (auto* n = inbox_.pop())
+    ready_.push_back(static_cast<vcpu_handle*>(n));
 }
 
 bool runner::run_one(sim_clock::time_point now) {
   while (!timed_.empty() && timed_.top().due <= now) {
-    ready_.push_back(timed_.top());
+    ready_.push_back(timed_.top().vcpu);
     timed_.pop();
   }
   if (ready_.empty())
     return false;
-  auto it = std::move(ready_.front());
+  auto* v = ready_.front();
   ready_.pop_front();
-  auto d = it.dom.lock();
-  if (!d)
-    return true;
-  auto r = d->run_slice(it.vcpu);
+  auto r = v->dom->run_slice(v->id);
   if (r.kind == slice_result::yielded)
-    ready_.push_back({std::move(it.dom), it.vcpu, now});
+    ready_.push_back(v);
   else if (r.kind == slice_result::not_due)
-    timed_.push({std::move(it.dom), it.vcpu, r.due});
+    timed_.push({r.due, v});
   return true;
 }
 
@@ -86,9 +68,9 @@ void runner::loop() {
   if (pthread_getcpuclockid(pthread_self(), &cpu_clock_) == 0)
     cpu_clock_valid_ = true;
   auto idle_since = sim_clock::now();
-  while (!stop_flag_.load(std::memory_order_relaxed)) {
+  while (!stop_.load(std::memory_order_relaxed)) {
+    take_inbox();
     auto now = sim_clock::now();
-    take_inbox(now);
     if (run_one(now)) {
       idle_since = now;
       continue;
@@ -99,14 +81,14 @@ void runner::loop() {
       continue;
     }
     std::unique_lock g{mutex_};
-    if (stopping_ || !inbox_.empty())
-      continue;
-    sleeping_ = true;
-    if (next == sim_clock::time_point::max())
-      wake_.wait(g);
-    else
-      wake_.wait_until(g, next - spin_);  // then poll for the last stretch
-    sleeping_ = false;
+    sleeping_.store(true);
+    if (!inbox_.maybe_nonempty() && !stop_) {
+      if (next == sim_clock::time_point::max())
+        wake_.wait(g);
+      else
+        wake_.wait_until(g, next - spin_);  // then poll for the last stretch
+    }
+    sleeping_.store(false);
     idle_since = sim_clock::now();
   }
 }
@@ -115,9 +97,8 @@ size_t runner::run_pending(size_t max_slices) {
   std::lock_guard g{manual_mutex_};
   size_t ran = 0;
   while (ran < max_slices) {
-    auto now = sim_clock::now();
-    take_inbox(now);
-    if (!run_one(now))
+    take_inbox();
+    if (!run_one(sim_clock::now()))
       break;
     ++ran;
   }

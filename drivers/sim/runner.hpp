@@ -1,20 +1,35 @@
 #pragma once
 
-// A guest thread: the simulated host's physical CPU. It runs the VCPUs assigned to it one
+// A guest thread: the simulated host's physical CPU. It runs the VCPUs handed to it one
 // slice at a time, keeps those that wait for the exit-latency model in a timed queue, and
 // polls (rather than sleeps) while work is due within `spin`, so a VCPU resumes within
-// about a microsecond of when it is due. With `threaded = false` nothing runs until a test
-// calls `run_pending()`.
+// about a microsecond of when it is due. Other threads hand it VCPUs through a lock-free
+// queue. With `threaded = false` nothing runs until a test calls `run_pending()`.
 
-#include "drivers/sim/domain.hpp"
+#include "drivers/sim/queues.hpp"
+#include "drivers/vm_event.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <mutex>
 #include <queue>
 #include <thread>
 #include <vector>
 
 namespace vmitap::sim {
+
+using sim_clock = std::chrono::steady_clock;
+
+class domain;
+class runner;
+
+/// What a runner queues: one VCPU of one domain. Embedded in the VCPU.
+struct vcpu_handle : mpsc_node {
+  domain* dom = nullptr;
+  drv::vcpu_id id = 0;
+  runner* owner = nullptr;
+};
 
 class runner {
 public:
@@ -23,39 +38,35 @@ public:
   runner(const runner&) = delete;
   runner& operator=(const runner&) = delete;
 
-  /// Queues a slice of `vcpu` at `due` (now if in the past). Any thread.
-  void enqueue(std::weak_ptr<domain> d, drv::vcpu_id vcpu, sim_clock::time_point due);
+  /// Hands a VCPU to this guest thread (any thread). The caller owns the VCPU's queued flag:
+  /// a VCPU is handed over at most once until its slice ends.
+  void wake(vcpu_handle* vcpu);
   /// Manual mode: runs slices that are due, on the calling thread. Returns how many ran.
   size_t run_pending(size_t max_slices);
   /// CPU time this guest thread has used (0 in manual mode).
   std::chrono::nanoseconds cpu_time() const;
 
 private:
-  struct item {
-    std::weak_ptr<domain> dom;
-    drv::vcpu_id vcpu = 0;
+  struct timed {
     sim_clock::time_point due;
-  };
-  struct later_first {
-    bool operator()(const item& a, const item& b) const { return a.due > b.due; }
+    vcpu_handle* vcpu;
+    bool operator<(const timed& other) const { return due > other.due; }  // earliest first
   };
 
   void loop();
-  void take_inbox(sim_clock::time_point now);
+  void take_inbox();
   bool run_one(sim_clock::time_point now);
 
   const std::chrono::nanoseconds spin_;
-  std::mutex mutex_;
+  intrusive_mpsc inbox_;
+  std::atomic<bool> sleeping_{false};
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;  // with wake_: only to sleep
   std::condition_variable wake_;
-  std::vector<item> inbox_;          // guarded by mutex_
-  std::atomic<bool> has_inbox_{false};
-  bool sleeping_ = false;            // guarded by mutex_
-  bool stopping_ = false;            // guarded by mutex_
-  std::atomic<bool> stop_flag_{false};
   // The guest thread's own (or, in manual mode, the caller's).
-  std::deque<item> ready_;
-  std::priority_queue<item, std::vector<item>, later_first> timed_;
-  std::mutex manual_mutex_;          // manual mode: one caller at a time
+  std::deque<vcpu_handle*> ready_;
+  std::priority_queue<timed> timed_;
+  std::mutex manual_mutex_;  // manual mode: one caller at a time
   std::thread thread_;
   clockid_t cpu_clock_{};
   std::atomic<bool> cpu_clock_valid_{false};

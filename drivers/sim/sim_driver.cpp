@@ -3,7 +3,9 @@
 #include "drivers/error.hpp"
 
 #include <cerrno>
-#include <deque>
+#include "drivers/sim/queues.hpp"
+
+#include <thread>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -17,7 +19,9 @@ namespace {
 class sim_ring final : public drv::event_ring {
 public:
   sim_ring(std::shared_ptr<domain> d, uint64_t session) :
-    domain_(std::move(d)), session_(session), fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+    domain_(std::move(d)), session_(session),
+    // Each VCPU has at most one request out, plus the out-of-range ones: it never fills.
+    queue_(2 * (domain_->info().vcpus + 8)), fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
   ~sim_ring() override {
     if (fd_ >= 0)
       close(fd_);
@@ -27,27 +31,18 @@ public:
 
   /// Guest thread: a request was raised.
   void push(const drv::event& ev) {
-    {
-      std::lock_guard g{mutex_};
-      queue_.push_back(ev);
-      pending_.store(queue_.size(), std::memory_order_release);
-    }
-    if (armed_.exchange(false)) {
+    while (!queue_.push(ev))
+      std::this_thread::yield();  // cannot happen while the bound holds; never lose one
+    if (armed_.exchange(false)) {  // seq_cst, as arm()'s store: one of us sees the other
       uint64_t one = 1;
       [[maybe_unused]] auto n = write(fd_, &one, sizeof one);  // cannot fill: it is drained
     }
   }
 
   size_t take(std::span<drv::event> out) override {
-    if (pending_.load(std::memory_order_acquire) == 0)
-      return 0;
-    std::lock_guard g{mutex_};
-    size_t n = std::min(out.size(), queue_.size());
-    for (size_t i = 0; i < n; ++i) {
-      out[i] = queue_.front();
-      queue_.pop_front();
-    }
-    pending_.store(queue_.size(), std::memory_order_relaxed);
+    size_t n = 0;
+    while (n < out.size() && queue_.pop(out[n]))
+      ++n;
     return n;
   }
 
@@ -65,7 +60,6 @@ public:
 
   bool arm() override {
     armed_.store(true);
-    std::lock_guard g{mutex_};
     if (queue_.empty())
       return true;
     armed_.store(false);
@@ -80,10 +74,8 @@ public:
 private:
   std::shared_ptr<domain> domain_;
   uint64_t session_;
+  bounded_ring<drv::event> queue_;
   int fd_;
-  std::mutex mutex_;
-  std::deque<drv::event> queue_;
-  std::atomic<size_t> pending_{0};
   std::atomic<bool> armed_{false};
 };
 

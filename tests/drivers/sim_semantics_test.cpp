@@ -66,6 +66,7 @@ TEST_F(sim_semantics, response_view_switch_changes_only_that_vcpu) {
   deny_execute_on_all_code(view);
   auto ev = next_event();
   respond(ev, flag::alternate_p2m, *other);
+  hv->run_pending(8);  // applied when the VCPU next runs, as at VM entry
   EXPECT_EQ(dom->vcpu_view(ev.vcpu), *other);
   EXPECT_EQ(dom->vcpu_view(1 - ev.vcpu), view);
 }
@@ -84,8 +85,8 @@ TEST_F(sim_semantics, toggle_singlestep_yields_one_singlestep_event_after_one_in
   EXPECT_EQ(dom->executions(pa, view), 1u) << "counted in the view it was reached in";
   EXPECT_TRUE(dom->vcpu_singlestepping(0));
   respond(ss, flag::alternate_p2m | flag::toggle_singlestep, view);
-  EXPECT_FALSE(dom->vcpu_singlestepping(0));
   auto next = next_event();
+  EXPECT_FALSE(dom->vcpu_singlestepping(0));
   EXPECT_EQ(next.reason, event_reason::mem_access) << "singlestep is off again";
   EXPECT_EQ(next.view, view);
 }
@@ -197,6 +198,7 @@ TEST_F(sim_semantics, response_without_pause_flag_leaves_vcpu_paused_until_detac
   auto rsp = drv::make_response(next_event());
   rsp.flags = 0;
   EXPECT_FALSE(give(rsp));
+  hv->run_pending();
   EXPECT_EQ(dom->check().paused_vcpus, 1u);
   EXPECT_EQ(dom->check().unanswered, 0u);
   EXPECT_FALSE(session->detach());

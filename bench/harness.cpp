@@ -1,0 +1,72 @@
+#include "bench/harness.hpp"
+
+#include "drivers/error.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+namespace vmitap::bench {
+
+std::string workload::describe() const {
+  auto latency = std::chrono::duration_cast<std::chrono::microseconds>(exit_latency).count();
+  return fmt::format("{}×{}, {} bps, {}{}", domains, vcpus, breakpoints, to_string(mode),
+                     latency ? fmt::format(", {} µs exits", latency) : std::string());
+}
+
+plan_ptr spread_plan(const sim::program& code, uint32_t count, step_mode mode) {
+  auto plan = std::make_shared<domain_plan>();
+  plan->mode = mode;
+  auto fns = code.functions();
+  if (count <= fns.size()) {
+    for (uint32_t i = 0; i < count; ++i)  // the hottest function entries
+      plan->breakpoints.push_back({fmt::format("fn{}", i), fns[i].entry_pa, "main", {}});
+    return plan;
+  }
+  auto step = std::max<size_t>(1, code.size() / count);
+  for (size_t i = 0; i < code.size() && plan->breakpoints.size() < count; i += step)
+    plan->breakpoints.push_back({fmt::format("i{}", i), code.at(uint32_t(i)).pa, "main", {}});
+  return plan;
+}
+
+run_result run_once(monitor_kind kind, const workload& w, const monitor_options& opts) {
+  sim::hypervisor_config hc;
+  hc.exit_latency = w.exit_latency;
+  hc.spin = w.guest_spin;
+  auto hv = std::make_shared<sim::hypervisor>(hc);
+  std::vector<domain_spec> specs;
+  for (uint32_t i = 0; i < w.domains; ++i) {
+    sim::domain_config dc;
+    dc.name = fmt::format("bench-{}", i);
+    dc.vcpus = w.vcpus;
+    dc.workload.seed = 7 + i;
+    dc.workload.functions = std::max<uint32_t>(48, w.breakpoints / 8);
+    auto dom = *hv->create_domain(dc);
+    specs.push_back({dom, spread_plan(dom->code(), w.breakpoints, w.mode)});
+  }
+  auto doms = specs;
+  auto m = make_monitor(kind, hv, std::move(specs), opts);
+  if (auto err = m->start()) {
+    spdlog::error("{}: {}", to_string(kind), render(err));
+    return {};
+  }
+  auto guest0 = hv->guest_cpu_time();
+  auto events0 = m->events();
+  auto cpu0 = m->tool_cpu();
+  auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(w.duration);
+  run_result r;
+  r.events = m->events() - events0;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto cpu = m->tool_cpu() - cpu0;
+  r.tool_cpu_us = r.events ? std::chrono::duration<double, std::micro>(cpu).count() / double(r.events) : 0;
+  (void) guest0;
+  r.exact = m->stop_and_verify();
+  for (auto& s : doms) {
+    r.response.merge(s.dom->response_latency());
+    r.lateness.merge(s.dom->resume_lateness());
+  }
+  return r;
+}
+
+}  // namespace vmitap::bench
