@@ -32,18 +32,29 @@ void page_settled(state::pending& req) {
     finish(req);
 }
 
-void set_table_page(state& st, const state::page& p) {
-  st.builder->set_page(p.view, p.gfn, p.breakpoints);
-  st.table_changed = true;
-}
-
 void publish(state& st) {
-  if (std::exchange(st.table_changed, false))
+  if (st.builder->changed())
     st.cfg.domain->table().publish(st.builder->build());
 }
 
-bool holds(const state::page& p, const breakpoint_ptr& bp) {
-  return std::find(p.breakpoints.begin(), p.breakpoints.end(), bp) != p.breakpoints.end();
+/// The page should be monitored: it has breakpoints.
+bool wanted(const state& st, const state::page& p) {
+  return !st.builder->find(p.view, p.gfn).empty();
+}
+
+void forget(state& st, const breakpoint* bp) {
+  if (st.by_name.find(bp->name) == bp)
+    st.by_name.erase(bp);
+  st.builder->remove(bp);  // the last reference may go here: `bp` is not used after
+}
+
+tag_list intern(state& st, const std::vector<std::string>& tags) {
+  if (tags.empty())
+    return nullptr;
+  auto& shared = st.tags[tags];
+  if (!shared)
+    shared = std::make_shared<const std::vector<std::string>>(tags);
+  return shared;
 }
 
 /// Answers the waiters a page's state satisfies; `err` is why its last change failed.
@@ -53,26 +64,23 @@ void resolve_waiters(state& st, state::page& p, const caf::error& err) {
     bool settled = false;
     switch (w.kind) {
       case state::wait_kind::add:
-        if (p.monitored || (!p.in_flight && (err || p.breakpoints.empty()))) {
+        if (p.monitored || (!p.in_flight && (err || !wanted(st, p)))) {
           settled = true;
           for (auto& bp : w.added) {
-            if (p.monitored && holds(p, bp)) {
+            if (!st.builder->contains(bp.get())) {
+              w.request->result.failed.emplace_back(bp->name, "removed before it was armed");
+            } else if (p.monitored) {
               ++w.request->result.ok;
-            } else if (!holds(p, bp)) {
-              w.request->result.failed.emplace_back(bp->spec.name, "removed before it was armed");
             } else {
-              w.request->result.failed.emplace_back(bp->spec.name, render(err));
-              std::erase(p.breakpoints, bp);  // never armed: it goes again
-              if (auto i = st.by_name.find(bp->spec.name); i != st.by_name.end() && i->second == bp)
-                st.by_name.erase(i);
-              set_table_page(st, p);
+              w.request->result.failed.emplace_back(bp->name, render(err));
+              forget(st, bp.get());  // never armed: it goes again
             }
           }
         }
         break;
       case state::wait_kind::remove:
       case state::wait_kind::clear:
-        if (!p.monitored || !p.breakpoints.empty()) {
+        if (!p.monitored || wanted(st, p)) {
           settled = true;  // restored, or wanted again by a newer add: removal done
         } else if (!p.in_flight && err) {
           settled = true;
@@ -95,6 +103,13 @@ void resolve_waiters(state& st, state::page& p, const caf::error& err) {
   p.waiters = std::move(keep);
 }
 
+/// A page no longer monitored, wanted or waited on needs no state.
+void drop_if_idle(state& st, std::unordered_map<uint64_t, state::page>::iterator it) {
+  auto& p = it->second;
+  if (!p.monitored && !p.in_flight && p.waiters.empty() && !wanted(st, p))
+    st.pages.erase(it);
+}
+
 void send_batch(state_ptr self);
 
 void on_results(state_ptr self, std::vector<uint64_t> keys, const change_results& results) {
@@ -111,12 +126,10 @@ void on_results(state_ptr self, std::vector<uint64_t> keys, const change_results
       p.monitored = !p.monitored;  // each change flips the confirmed state
     p.failed = bool(err);
     resolve_waiters(st, p, err);
-    if (p.breakpoints.empty() && !p.monitored && p.waiters.empty())
-      st.pages.erase(it);
-    else if (!p.failed)
+    if (!p.failed)
       st.unsettled.insert(keys[i]);
+    drop_if_idle(st, it);
   }
-  publish(st);
   send_batch(self);
 }
 
@@ -132,16 +145,15 @@ void send_batch(state_ptr self) {
     if (it == st.pages.end())
       continue;
     auto& p = it->second;
-    bool wanted = !p.breakpoints.empty();
-    if (p.in_flight || p.failed || wanted == p.monitored) {
+    bool want = wanted(st, p);
+    if (p.in_flight || p.failed || want == p.monitored) {
       if (!p.in_flight)
         resolve_waiters(st, p, {});
-      if (!wanted && !p.monitored && !p.in_flight && p.waiters.empty())
-        st.pages.erase(it);
+      drop_if_idle(st, it);
       continue;
     }
     p.in_flight = true;
-    changes.push_back({p.view, p.gfn, wanted});
+    changes.push_back({p.view, p.gfn, want});
     keys.push_back(key);
   }
   st.unsettled.clear();
@@ -172,7 +184,7 @@ caf::error validate(const state& st, const breakpoint_spec& spec) {
     return make_error(ec::no_such_view, "view " + std::to_string(spec.view) + " is not monitored");
   if (drv::gfn_of(spec.pa) > st.cfg.max_gfn)
     return make_error(ec::gfn_out_of_range, "address beyond guest memory");
-  if (st.by_name.contains(spec.name))
+  if (st.by_name.find(spec.name))
     return make_error(ec::duplicate_breakpoint, "a breakpoint of that name exists");
   return {};
 }
@@ -186,16 +198,13 @@ caf::result<batch_result> add(state_ptr self, std::vector<breakpoint_spec>& spec
       req->result.failed.emplace_back(spec.name, render(err));
       continue;
     }
-    auto bp = std::make_shared<breakpoint>();
-    bp->id = st.next_id++;
-    bp->spec = std::move(spec);
-    st.by_name.emplace(bp->spec.name, bp);
-    per_page[page_key(bp->spec.view, drv::gfn_of(bp->spec.pa))].push_back(std::move(bp));
+    auto bp = make_breakpoint(spec, intern(st, spec.tags));
+    st.by_name.insert(bp.get());
+    st.builder->add(bp);
+    per_page[page_key(bp->view, drv::gfn_of(bp->pa))].push_back(std::move(bp));
   }
   for (auto& [key, bps] : per_page) {
-    auto& p = touch(st, bps.front()->spec.view, drv::gfn_of(bps.front()->spec.pa));
-    p.breakpoints.insert(p.breakpoints.end(), bps.begin(), bps.end());
-    set_table_page(st, p);
+    auto& p = touch(st, bps.front()->view, drv::gfn_of(bps.front()->pa));
     if (p.monitored && !p.in_flight) {
       req->result.ok += bps.size();  // armed the moment the table is published
       continue;
@@ -217,18 +226,17 @@ caf::result<batch_result> remove(state_ptr self, const std::vector<std::string>&
   auto req = std::make_shared<state::pending>();
   std::set<uint64_t> emptied;
   for (auto& name : names) {
-    auto it = st.by_name.find(name);
-    if (it == st.by_name.end()) {
+    auto* bp = st.by_name.find(name);
+    if (!bp) {
       req->result.failed.emplace_back(name, "no such breakpoint");
       continue;
     }
-    auto bp = it->second;
-    st.by_name.erase(it);
-    auto& p = touch(st, bp->spec.view, drv::gfn_of(bp->spec.pa));
-    std::erase(p.breakpoints, bp);
-    set_table_page(st, p);  // from here on its events are stale
+    auto view = bp->view;
+    auto gfn = drv::gfn_of(bp->pa);
+    forget(st, bp);  // from the next table on, its events are stale
+    auto& p = touch(st, view, gfn);
     ++req->result.ok;
-    if (p.breakpoints.empty() && (p.monitored || p.in_flight))
+    if (!wanted(st, p) && (p.monitored || p.in_flight))
       emptied.insert(page_key(p.view, p.gfn));
   }
   for (auto key : emptied) {
@@ -248,11 +256,10 @@ caf::result<ok_atom> clear(state_ptr self) {
   auto& st = self->state;
   auto req = std::make_shared<state::pending>();
   st.by_name.clear();
+  st.builder->clear();
   std::vector<uint64_t> busy;
   for (auto& [key, p] : st.pages) {
-    p.breakpoints.clear();
     p.failed = false;  // one more try for pages whose restore failed before
-    set_table_page(st, p);
     st.unsettled.insert(key);
     if (p.monitored || p.in_flight)
       busy.push_back(key);
@@ -276,8 +283,7 @@ breakpoint_registry(state_ptr self, breakpoint_registry_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.builder = std::make_unique<table_builder>(st.cfg.views);
-  st.table_changed = true;
-  publish(st);  // the views are known before any page is
+  st.cfg.domain->table().publish(st.builder->build());  // the views, before any page
   return {
     [self](add_atom, std::vector<breakpoint_spec>& specs) { return add(self, specs); },
     [self](remove_atom, const std::vector<std::string>& names) { return remove(self, names); },
@@ -285,8 +291,7 @@ breakpoint_registry(state_ptr self, breakpoint_registry_config cfg) {
     [self](list_atom) {
       std::vector<breakpoint_ptr> out;
       out.reserve(self->state.by_name.size());
-      for (auto& [name, bp] : self->state.by_name)
-        out.push_back(bp);
+      self->state.builder->for_each([&](const breakpoint_ptr& bp) { out.push_back(bp); });
       return out;
     },
   };

@@ -11,6 +11,7 @@
 
 #include "actors/interfaces.hpp"
 #include "actors/monitored_domain.hpp"
+#include "actors/name_index.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -48,24 +49,23 @@ struct breakpoint_registry_state {
     wait_kind kind;
     std::vector<breakpoint_ptr> added;  // add: the request's breakpoints on this page
   };
+  /// A page's state in the guest. Its breakpoints are the builder's (the table's): the page
+  /// is wanted monitored while it has any.
   struct page {
     drv::view_id view = 0;
     drv::gfn_t gfn = 0;
-    std::vector<breakpoint_ptr> breakpoints;  // wanted: monitored iff not empty
-    bool monitored = false;                   // confirmed by the controller
+    bool monitored = false;  // confirmed by the controller
     bool in_flight = false;
     bool failed = false;  // the last change failed: not retried until asked again
     std::vector<waiter> waiters;
   };
-
   breakpoint_registry_config cfg;
   std::unique_ptr<table_builder> builder;
-  std::unordered_map<uint64_t, page> pages;  // page_key → page
-  std::unordered_map<std::string_view, breakpoint_ptr> by_name;  // keys live in the breakpoints
+  std::unordered_map<uint64_t, page> pages;  // page_key → page: monitored, or on its way
+  name_index by_name;
+  std::map<std::vector<std::string>, tag_list> tags;  // one list per distinct set of tags
   std::set<uint64_t> unsettled;  // pages whose wanted and confirmed state may differ
   bool batch_in_flight = false;
-  bool table_changed = false;
-  uint64_t next_id = 1;
 };
 
 breakpoint_registry_actor::behavior_type

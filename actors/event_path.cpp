@@ -13,7 +13,8 @@ event_path::event_path(event_path_config cfg) :
   cfg_(std::move(cfg)), identity_(cfg_.domain->identity()) {
   for (size_t i = 0; i < cfg_.homes.size(); ++i)
     lanes_.emplace_back(cfg_.mode, cfg_.homes[i], i < cfg_.homing.size() && cfg_.homing[i]);
-  in_.resize(std::max<size_t>(cfg_.batch, 1));
+  // No ring holds more than one request per VCPU plus Xen's 8 slots' worth of others.
+  in_.resize(std::clamp<size_t>(cfg_.batch, 1, lanes_.size() + 8));
   out_.reserve(in_.size());
   table_ = cfg_.domain->table().load();
 }

@@ -47,8 +47,8 @@ std::string to_json_line(const hit_record& rec, const std::string& host) {
       view_name = v->second;
   j["view"] = view_name;
   j["view_id"] = rec.view;
-  j["breakpoint"] = rec.bp->spec.name;
-  j["tags"] = rec.bp->spec.tags;
+  j["breakpoint"] = rec.bp->name;
+  j["tags"] = rec.bp->tags ? *rec.bp->tags : std::vector<std::string>{};
   j["gfn"] = hex(rec.gfn);
   j["pa"] = hex(drv::pa_of(rec.gfn, rec.offset));
   j["gla"] = hex(rec.gla);

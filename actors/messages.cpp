@@ -11,6 +11,19 @@ const char* to_string(step_mode m) {
   return "unknown";
 }
 
+breakpoint_ptr make_breakpoint(const breakpoint_spec& spec, tag_list tags) {
+  auto bp = std::make_shared<breakpoint>();
+  bp->name = spec.name;
+  bp->pa = spec.pa;
+  bp->view = spec.view;
+  bp->live = spec.live;
+  if (tags)
+    bp->tags = std::move(tags);
+  else if (!spec.tags.empty())
+    bp->tags = std::make_shared<const std::vector<std::string>>(spec.tags);
+  return bp;
+}
+
 vcpu_stats& vcpu_stats::operator+=(const vcpu_stats& x) {
   events += x.events;
   hits += x.hits;

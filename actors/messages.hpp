@@ -58,15 +58,23 @@ struct breakpoint_spec {
   bool live = false;  ///< armed by a reload, after the session's start: counts from then on
 };
 
+using tag_list = std::shared_ptr<const std::vector<std::string>>;
+
 /// A registered breakpoint. Immutable once published but for its hit count, which the
-/// pollers that see it hit increment.
+/// pollers that see it hit increment. Kept small: there may be a hundred thousand.
 struct breakpoint {
-  uint64_t id = 0;
-  breakpoint_spec spec;
+  std::string name;
+  uint64_t pa = 0;
+  tag_list tags;  ///< shared by every breakpoint with the same tags; none: no tags
   mutable std::atomic<uint64_t> hits{0};
+  drv::view_id view = 0;
+  bool live = false;  ///< armed by a reload, after the session's start: counts from then on
 };
 
 using breakpoint_ptr = std::shared_ptr<const breakpoint>;
+
+/// A breakpoint for `spec`, with `tags` (or, if none are given, the spec's own).
+breakpoint_ptr make_breakpoint(const breakpoint_spec& spec, tag_list tags = nullptr);
 
 /// The outcome of a batch of breakpoint additions or removals: what failed, and why.
 struct batch_result {

@@ -4,16 +4,30 @@
 
 namespace vmitap {
 
+page_entries entries_of(const std::vector<table_entry>& sorted, uint64_t page) {
+  auto first = std::lower_bound(sorted.begin(), sorted.end(), page,
+                                [](const table_entry& e, uint64_t p) { return e.page < p; });
+  auto last = first;
+  while (last != sorted.end() && last->page == page)
+    ++last;
+  return {first, last};
+}
+
+page_entries breakpoint_table::find(drv::view_id view, drv::gfn_t gfn) const {
+  auto page = page_key(view, gfn);
+  auto& s = shards[shard_of(page)];
+  return s ? entries_of(s->entries, page) : page_entries{};
+}
+
 bool breakpoint_table::manages(drv::view_id view) const {
   return std::find(views.begin(), views.end(), view) != views.end();
 }
 
-void breakpoints_at(const page_breakpoints& page, uint64_t offset,
-                    std::vector<breakpoint_ptr>& hits) {
-  auto less = [](const auto& entry, uint64_t off) { return entry.first < off; };
-  for (auto i = std::lower_bound(page.at.begin(), page.at.end(), offset, less);
-       i != page.at.end() && i->first == offset; ++i)
-    hits.push_back(i->second);
+void breakpoints_at(page_entries page, uint64_t offset, std::vector<breakpoint_ptr>& hits) {
+  auto i = std::lower_bound(page.begin(), page.end(), offset,
+                            [](const table_entry& e, uint64_t off) { return e.offset < off; });
+  for (; i != page.end() && i->offset == offset; ++i)
+    hits.push_back(i->bp);
 }
 
 snapshot_cell::snapshot_cell() : current_(std::make_shared<breakpoint_table>()) {}
@@ -30,50 +44,88 @@ table_ptr snapshot_cell::load() const {
   return current_;
 }
 
-table_builder::table_builder(std::vector<drv::view_id> views) : views_(std::move(views)) {}
+table_builder::table_builder(std::vector<drv::view_id> views) :
+  views_(std::move(views)), last_(std::make_shared<breakpoint_table>()) {}
 
-void table_builder::set_page(drv::view_id view, drv::gfn_t gfn, std::vector<breakpoint_ptr> bps) {
-  auto key = page_key(view, gfn);
-  auto s = breakpoint_table::shard_of(key);
-  dirty_[s] = true;
-  if (auto old = pages_[s].find(key); old != pages_[s].end()) {
-    breakpoints_per_view_[view] -= uint32_t(old->second.at.size());
-    --pages_per_view_[view];
-    if (bps.empty())
-      pages_[s].erase(old);
+table_shard& table_builder::working(size_t shard) {
+  auto& w = working_[shard];
+  if (!w)
+    w = last_->shards[shard] ? std::make_shared<table_shard>(*last_->shards[shard])
+                             : std::make_shared<table_shard>();
+  changed_ = true;
+  return *w;
+}
+
+const table_shard* table_builder::current(size_t shard) {
+  if (auto& w = working_[shard]) {
+    if (!w->sorted) {  // appended to since: sort once, when first read
+      std::stable_sort(w->entries.begin(), w->entries.end());
+      w->sorted = true;
+    }
+    return w.get();
   }
-  if (bps.empty())
-    return;
-  breakpoints_per_view_[view] += uint32_t(bps.size());
-  ++pages_per_view_[view];
-  auto& page = pages_[s][key];
-  page.view = view;
-  page.gfn = gfn;
-  page.at.clear();
-  page.at.reserve(bps.size());
-  for (auto& bp : bps)
-    page.at.emplace_back(uint16_t(bp->spec.pa & drv::page_mask), std::move(bp));
-  std::stable_sort(page.at.begin(), page.at.end(),
-                   [](auto& a, auto& b) { return a.first < b.first; });
+  return last_->shards[shard].get();
+}
+
+page_entries table_builder::find(drv::view_id view, drv::gfn_t gfn) {
+  auto page = page_key(view, gfn);
+  auto* s = current(breakpoint_table::shard_of(page));
+  return s ? entries_of(s->entries, page) : page_entries{};
+}
+
+bool table_builder::contains(const breakpoint* bp) {
+  auto page = find(bp->view, drv::gfn_of(bp->pa));
+  return std::any_of(page.begin(), page.end(), [&](auto& e) { return e.bp.get() == bp; });
+}
+
+void table_builder::add(breakpoint_ptr bp) {
+  auto page = page_key(bp->view, drv::gfn_of(bp->pa));
+  auto& w = working(breakpoint_table::shard_of(page));
+  ++breakpoints_per_view_[bp->view];
+  table_entry e{page, uint16_t(bp->pa & drv::page_mask), std::move(bp)};
+  if (!w.entries.empty() && e < w.entries.back())
+    w.sorted = false;  // sorted once, when the shard is next read
+  w.entries.push_back(std::move(e));
+}
+
+bool table_builder::remove(const breakpoint* bp) {
+  auto shard = breakpoint_table::shard_of(page_key(bp->view, drv::gfn_of(bp->pa)));
+  if (!contains(bp))
+    return false;
+  std::erase_if(working(shard).entries, [&](auto& e) { return e.bp.get() == bp; });
+  --breakpoints_per_view_[bp->view];
+  return true;
+}
+
+void table_builder::clear() {
+  for (auto& w : working_)
+    w = std::make_shared<table_shard>();
+  breakpoints_per_view_ = {};
+  changed_ = true;
 }
 
 table_ptr table_builder::build() {
   auto t = std::make_shared<breakpoint_table>();
-  t->version = last_ ? last_->version + 1 : 1;
+  t->version = last_->version + 1;
   t->views = views_;
   for (size_t s = 0; s < breakpoint_table::shard_count; ++s) {
-    if (!dirty_[s] && last_) {
+    current(s);  // sorted before it is shared
+    if (working_[s]) {
+      auto& entries = working_[s]->entries;
+      entries.shrink_to_fit();
+      t->shards[s] = entries.empty() ? nullptr : std::move(working_[s]);
+    } else {
       t->shards[s] = last_->shards[s];
-    } else if (!pages_[s].empty()) {
-      auto shard = std::make_shared<table_shard>();
-      shard->pages = pages_[s];
-      t->shards[s] = std::move(shard);
     }
-    dirty_[s] = false;
+    working_[s].reset();
+    if (auto& shard = t->shards[s])
+      for (size_t i = 0; i < shard->entries.size(); ++i)
+        if (i == 0 || shard->entries[i].page != shard->entries[i - 1].page)
+          ++t->pages_per_view[shard->entries[i].page >> 52];
   }
   t->breakpoints_per_view = breakpoints_per_view_;
-  t->pages_per_view = pages_per_view_;
   last_ = t;
+  changed_ = false;
   return t;
 }
 

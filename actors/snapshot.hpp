@@ -2,14 +2,14 @@
 
 // The breakpoint table the hot path reads: immutable, versioned, published by the registry
 // before any page's access changes, so no VCPU can trap on a page it does not know yet.
-// The table is split into shards; a new version copies only the shards a batch touched and
-// shares the rest with the previous one.
+// The table is split into shards, each a sorted array of (page, offset, breakpoint): a new
+// version copies only the shards a batch touched and shares the rest with the previous one.
 
 #include "actors/messages.hpp"
 
 #include <array>
 #include <mutex>
-#include <unordered_map>
+#include <span>
 
 namespace vmitap {
 
@@ -17,20 +17,26 @@ constexpr uint64_t page_key(drv::view_id view, drv::gfn_t gfn) {
   return (uint64_t{view} << 52) | gfn;
 }
 
-/// The breakpoints on one monitored page, sorted by their offset in the page.
-struct page_breakpoints {
-  drv::view_id view = 0;
-  drv::gfn_t gfn = 0;
-  std::vector<std::pair<uint16_t, breakpoint_ptr>> at;
+struct table_entry {
+  uint64_t page = 0;  ///< page_key(view, gfn)
+  uint16_t offset = 0;
+  breakpoint_ptr bp;
+  bool operator<(const table_entry& o) const {
+    return page != o.page ? page < o.page : offset < o.offset;
+  }
 };
 
+/// The breakpoints of one page, sorted by their offset in it (empty: not monitored).
+using page_entries = std::span<const table_entry>;
+
 struct table_shard {
-  std::unordered_map<uint64_t, page_breakpoints> pages;  ///< page_key → its breakpoints
+  std::vector<table_entry> entries;  ///< sorted
+  bool sorted = true;                ///< the builder's working copy may be appended to
 };
 
 struct breakpoint_table {
   static constexpr size_t shard_count = 64;
-  static size_t shard_of(uint64_t key) { return (key * 0x9e3779b97f4a7c15ULL) >> 58; }
+  static size_t shard_of(uint64_t page) { return (page * 0x9e3779b97f4a7c15ULL) >> 58; }
 
   uint64_t version = 0;
   std::vector<drv::view_id> views;  ///< the views vmitap manages (events there are ours)
@@ -38,31 +44,24 @@ struct breakpoint_table {
   std::array<uint32_t, drv::max_views> breakpoints_per_view{};
   std::array<uint32_t, drv::max_views> pages_per_view{};
 
-  const page_breakpoints* find(drv::view_id view, drv::gfn_t gfn) const {
-    auto key = page_key(view, gfn);
-    auto& s = shards[shard_of(key)];
-    if (!s)
-      return nullptr;
-    auto i = s->pages.find(key);
-    return i == s->pages.end() ? nullptr : &i->second;
-  }
+  page_entries find(drv::view_id view, drv::gfn_t gfn) const;
   bool manages(drv::view_id view) const;
   /// Every breakpoint, in no particular order.
   template <class F>
   void for_each(F&& f) const {
     for (auto& s : shards)
       if (s)
-        for (auto& [key, page] : s->pages)
-          for (auto& [offset, bp] : page.at)
-            f(bp);
+        for (auto& e : s->entries)
+          f(e.bp);
   }
 };
 
 using table_ptr = std::shared_ptr<const breakpoint_table>;
 
-/// Appends to `hits` the breakpoints of `page` at exactly `offset` (a binary search).
-void breakpoints_at(const page_breakpoints& page, uint64_t offset,
-                    std::vector<breakpoint_ptr>& hits);
+/// The entries of `page` in a sorted shard.
+page_entries entries_of(const std::vector<table_entry>& sorted, uint64_t page);
+/// Appends to `hits` the breakpoints of a page at exactly `offset` (a binary search).
+void breakpoints_at(page_entries page, uint64_t offset, std::vector<breakpoint_ptr>& hits);
 
 /// Where the registry publishes and the hot path reads the newest table. A reader checks
 /// the version (one load) and takes the lock only when it changed.
@@ -79,24 +78,42 @@ private:
   std::atomic<uint64_t> version_{0};
 };
 
-/// The registry's side: keeps the pages per shard and builds a new table from the shards a
-/// batch changed.
+/// The registry's side: the one copy of every page's breakpoints is the published table's;
+/// a batch copies each shard it touches once (copy on write) and `build` publishes them.
 class table_builder {
 public:
   explicit table_builder(std::vector<drv::view_id> views);
 
-  /// Sets the breakpoints of one page (empty: the page leaves the table).
-  void set_page(drv::view_id view, drv::gfn_t gfn, std::vector<breakpoint_ptr> bps);
-  /// A new version with every changed shard rebuilt and the others shared.
+  /// The page's breakpoints as the next table will have them (empty: none).
+  page_entries find(drv::view_id view, drv::gfn_t gfn);
+  bool contains(const breakpoint* bp);
+  void add(breakpoint_ptr bp);
+  /// False if it was not there.
+  bool remove(const breakpoint* bp);
+  /// Every page goes.
+  void clear();
+  /// True if something changed since the last build.
+  bool changed() const { return changed_; }
+  /// A new version: the shards this batch changed, the others shared with the last one.
   table_ptr build();
+  /// The table as the next build will have it.
+  template <class F>
+  void for_each(F&& f) {
+    for (size_t s = 0; s < breakpoint_table::shard_count; ++s)
+      if (auto* shard = current(s))
+        for (auto& e : shard->entries)
+          f(e.bp);
+  }
 
 private:
+  table_shard& working(size_t shard);
+  const table_shard* current(size_t shard);
+
   std::vector<drv::view_id> views_;
-  std::array<std::unordered_map<uint64_t, page_breakpoints>, breakpoint_table::shard_count> pages_;
-  std::array<bool, breakpoint_table::shard_count> dirty_{};
-  std::array<uint32_t, drv::max_views> breakpoints_per_view_{};
-  std::array<uint32_t, drv::max_views> pages_per_view_{};
   table_ptr last_;
+  std::array<std::shared_ptr<table_shard>, breakpoint_table::shard_count> working_;
+  std::array<uint32_t, drv::max_views> breakpoints_per_view_{};
+  bool changed_ = false;
 };
 
 }  // namespace vmitap

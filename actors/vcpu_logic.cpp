@@ -39,9 +39,9 @@ drv::response vcpu_logic::decide(const drv::event& ev, const breakpoint_table* t
   }
   switch (ev.reason) {
     case event_reason::mem_access: {
-      const auto* page = table ? table->find(ev.view, ev.mem.gfn) : nullptr;
-      if (page && allows(ev.mem.attempted, drv::page_access::x)) {
-        breakpoints_at(*page, ev.mem.offset, hits);
+      auto page = table ? table->find(ev.view, ev.mem.gfn) : page_entries{};
+      if (!page.empty() && allows(ev.mem.attempted, drv::page_access::x)) {
+        breakpoints_at(page, ev.mem.offset, hits);
         out = hits.empty() ? verdict::neighbour : verdict::hit;
       } else {
         // Not (or no longer) a monitored page: removed while the event was in flight, or

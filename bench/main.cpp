@@ -2,6 +2,7 @@
 // same simulated guests, side by side in one run. `make bench` writes BENCHMARKS.md.
 
 #include "bench/harness.hpp"
+#include "bench/scale.hpp"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -29,7 +30,18 @@ int main(int argc, char** argv) {
   uint64_t spin_us = 50;
   app.add_option("--spin-us", spin_us);
   app.add_option("--only", only);
+  uint32_t scale_domains = 0, scale_bps = 0;
+  app.add_option("--scale-domains", scale_domains);
+  app.add_option("--scale-breakpoints", scale_bps);
   CLI11_PARSE(app, argc, argv);
+  if (scale_domains) {
+    spdlog::set_level(spdlog::level::warn);
+    auto s = run_scale(scale_domains, scale_bps);
+    std::printf("arm %.3f s (get %lu set %lu views %lu calls) teardown %.3f s heap %.0f B/bp %s\n",
+                s.arm_seconds, s.get_calls, s.set_calls, s.view_calls, s.teardown_seconds,
+                s.heap_per_breakpoint, s.exact ? "clean" : "NOT CLEAN");
+    return 0;
+  }
   spdlog::set_level(spdlog::level::warn);
   w.mode = mode == "classic" ? step_mode::classic : mode == "emulate" ? step_mode::emulate : step_mode::fast;
   w.exit_latency = std::chrono::microseconds(latency_us);

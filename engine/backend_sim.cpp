@@ -115,8 +115,8 @@ public:
                               r.totals.neighbours, r.totals.stale, r.totals.respond_failures,
                               r.access_calls, {}, r.error};
       for (auto& bp : r.breakpoints)
-        s.breakpoints.push_back({bp->spec.name, bp->spec.pa, bp->spec.view,
-                                 bp->hits.load(), !bp->spec.live});
+        s.breakpoints.push_back({bp->name, bp->pa, bp->view,
+                                 bp->hits.load(), !bp->live});
       sessions.push_back(std::move(s));
     }
     auto v = sim::verify(*hv_, sessions, expected_);

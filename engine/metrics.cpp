@@ -159,7 +159,7 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
       pages.add({name, view_name(view)}, table->pages_per_view[view]);
     }
     table->for_each([&](const breakpoint_ptr& bp) {
-      hits.add({name, view_name(bp->spec.view), bp->spec.name},
+      hits.add({name, view_name(bp->view), bp->name},
                double(bp->hits.load(std::memory_order_relaxed)));
     });
   }

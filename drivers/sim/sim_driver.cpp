@@ -21,7 +21,7 @@ public:
   sim_ring(std::shared_ptr<domain> d, uint64_t session) :
     domain_(std::move(d)), session_(session),
     // Each VCPU has at most one request out, plus the out-of-range ones: it never fills.
-    queue_(2 * (domain_->info().vcpus + 8)), fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+    queue_(domain_->info().vcpus + 9), fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
   ~sim_ring() override {
     if (fd_ >= 0)
       close(fd_);

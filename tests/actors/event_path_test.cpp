@@ -20,12 +20,12 @@ struct path_on_fake_ring : ::testing::Test {
   fake_ring ring;
   domain_ptr domain = std::make_shared<monitored_domain>(drv::domain_info{7, "d", 2}, 1);
   table_builder builder{{view}};
+  breakpoint_ptr bp;
   std::unique_ptr<event_path> path;
 
   void SetUp() override {
-    auto bp = std::make_shared<breakpoint>();
-    bp->spec = {0x100010, view, "bp", {}, false};
-    builder.set_page(view, 0x100, {bp});
+    bp = make_breakpoint({0x100010, view, "bp", {}, false});
+    builder.add(bp);
     domain->table().publish(builder.build());
     event_path_config cfg;
     cfg.domain = domain;
@@ -69,13 +69,13 @@ TEST_F(path_on_fake_ring, a_batch_is_answered_in_one_give_one_response_per_reque
   for (size_t i = 0; i <= c.handling.bounds().size(); ++i)
     handled += c.handling.bucket(i);
   EXPECT_EQ(handled, 5u) << "every request's handling time is recorded";
-  EXPECT_EQ(domain->table().load()->find(view, 0x100)->at[0].second->hits.load(), 1u);
+  EXPECT_EQ(domain->table().load()->find(view, 0x100)[0].bp->hits.load(), 1u);
 }
 
 TEST_F(path_on_fake_ring, a_newer_table_is_used_from_the_next_drain_on) {
   request(0, 0x100010);
   path->drain();
-  builder.set_page(view, 0x100, {});
+  builder.remove(bp.get());
   domain->table().publish(builder.build());
   request(0, 0x100010);
   path->drain();
@@ -147,8 +147,8 @@ TEST_P(poller_on_sim, hits_and_neighbours_are_exact_deterministically) {
   ASSERT_TRUE(dom->halted());
   uint64_t truth_total = 0, hits = 0, neighbours = 0, singlesteps = 0, events = 0;
   domain->table().load()->for_each([&](const breakpoint_ptr& bp) {
-    auto truth = dom->executions(bp->spec.pa, view);
-    EXPECT_EQ(bp->hits.load(), truth) << bp->spec.name;
+    auto truth = dom->executions(bp->pa, view);
+    EXPECT_EQ(bp->hits.load(), truth) << bp->name;
     truth_total += truth;
   });
   auto& c = domain->counters();

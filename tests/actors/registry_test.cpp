@@ -70,7 +70,7 @@ TEST_F(registry_test, a_failing_write_arms_the_applied_prefix_and_reports_the_re
     EXPECT_NE(why.find("errno 5"), std::string::npos) << name << ": " << why;
   auto listed = *ask<std::vector<breakpoint_ptr>>(registry, list_atom::value);
   ASSERT_EQ(listed.size(), 1u);
-  EXPECT_EQ(listed[0]->spec.name, "bp0");
+  EXPECT_EQ(listed[0]->name, "bp0");
   EXPECT_EQ(access_of(pa(0)), page_access::rw);
   EXPECT_EQ(access_of(pa(1)), page_access::rwx) << "the registry and the guest agree";
   EXPECT_EQ(domain->counters().access_failed.get(), 2u);
@@ -150,28 +150,28 @@ TEST_F(registry_test, removing_and_adding_in_one_round_publishes_one_table) {
   EXPECT_EQ(domain->table().version(), v0 + 1) << "one publish for the batch";
   auto t = domain->table().load();
   std::vector<breakpoint_ptr> at;
-  breakpoints_at(*t->find(view, drv::gfn_of(pa(3))), 8, at);
+  breakpoints_at(t->find(view, drv::gfn_of(pa(3))), 8, at);
   ASSERT_EQ(at.size(), 1u);
-  EXPECT_EQ(at[0]->spec.name, "e");
+  EXPECT_EQ(at[0]->name, "e");
 }
 
 TEST(breakpoint_table, a_new_version_shares_the_shards_it_did_not_change) {
   table_builder b{{1}};
-  std::vector<breakpoint_ptr> bps;
   for (int i = 0; i < 200; ++i) {
-    auto bp = std::make_shared<breakpoint>();
-    bp->spec = {drv::pa_of(0x100 + i), 1, "bp" + std::to_string(i), {}, false};
-    b.set_page(1, 0x100 + i, {bp});
+    b.add(make_breakpoint({drv::pa_of(0x100 + i), 1, "bp" + std::to_string(i), {}, false}));
   }
   auto t1 = b.build();
-  auto bp = std::make_shared<breakpoint>();
-  bp->spec = {drv::pa_of(0x100, 4), 1, "extra", {}, false};
-  b.set_page(1, 0x100, {t1->find(1, 0x100)->at[0].second, bp});
+  auto bp = make_breakpoint({drv::pa_of(0x100, 4), 1, "extra", {}, false});
+  b.add(bp);
   auto t2 = b.build();
   size_t shared = 0;
   for (size_t s = 0; s < breakpoint_table::shard_count; ++s)
     shared += t1->shards[s] == t2->shards[s];
   EXPECT_EQ(shared, breakpoint_table::shard_count - 1);
   EXPECT_EQ(t2->breakpoints_per_view[1], 201u);
-  EXPECT_EQ(t1->find(1, 0x100)->at.size(), 1u) << "the old version is unchanged";
+  EXPECT_EQ(t1->find(1, 0x100).size(), 1u) << "the old version is unchanged";
+  EXPECT_EQ(t2->find(1, 0x100).size(), 2u);
+  EXPECT_TRUE(b.remove(bp.get()));
+  EXPECT_FALSE(b.remove(bp.get()));
+  EXPECT_EQ(b.build()->find(1, 0x100).size(), 1u);
 }

@@ -25,9 +25,7 @@ namespace fs = std::filesystem;
 namespace {
 
 hit_record record(int i) {
-  auto bp = std::make_shared<breakpoint>();
-  bp->id = uint64_t(i);
-  bp->spec = {0x100000u + uint64_t(i), 1, "bp \"" + std::to_string(i) + "\"", {"tag", "ü"}, false};
+  auto bp = make_breakpoint({0x100000u + uint64_t(i), 1, "bp \"" + std::to_string(i) + "\"", {"tag", "ü"}, false});
   auto id = std::make_shared<domain_identity>();
   id->id = 7;
   id->name = "dom\\1";
@@ -182,6 +180,7 @@ TEST_F(sink_test, records_reach_the_file_unasked_within_the_flush_interval) {
   while (read_lines(sc.path).size() < 2 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(read_lines(sc.path).size(), 2u) << "a tail -f sees them without a flush or an exit";
+  flush(*h);  // the sink counts right after it writes: wait for it before reading the counts
   EXPECT_EQ(h->queue->written.get(), 2u);
   EXPECT_EQ(h->queue->depth.load(), 0u);
   caf::anon_send_exit(h->actor, caf::exit_reason::user_shutdown);

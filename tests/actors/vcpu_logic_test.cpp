@@ -15,9 +15,7 @@ constexpr drv::view_id home = 2;
 
 table_ptr table_with(uint64_t pa) {
   table_builder b{{home}};
-  auto bp = std::make_shared<breakpoint>();
-  bp->spec = {pa, home, "bp", {}, false};
-  b.set_page(home, drv::gfn_of(pa), {bp});
+  b.add(make_breakpoint({pa, home, "bp", {}, false}));
   return b.build();
 }
 

@@ -22,7 +22,7 @@ TEST_P(step_modes, hits_on_exact_addresses_equal_ground_truth_and_neighbours_ste
   EXPECT_GT(r.totals.hits, 100u);
   EXPECT_GT(r.totals.neighbours, r.totals.hits) << "other instructions on the pages trap too";
   auto& fn0 = find_bp(r, "fn0_entry");
-  EXPECT_EQ(fn0->hits.load(), dom->executions(fn0->spec.pa, fn0->spec.view));
+  EXPECT_EQ(fn0->hits.load(), dom->executions(fn0->pa, fn0->view));
   if (GetParam() == step_mode::classic)
     EXPECT_EQ(r.totals.singlesteps * 2, r.totals.events) << "two events per trap";
   else
@@ -42,8 +42,8 @@ TEST(engine_e2e, same_address_in_two_views_is_counted_per_view) {
   EXPECT_TRUE(s.verified(reports));
   auto& main = find_bp(reports[0], "fn0_entry");
   auto& shadow = find_bp(reports[0], "fn0_entry_shadow");
-  EXPECT_EQ(main->spec.pa, shadow->spec.pa);
-  EXPECT_NE(main->spec.view, shadow->spec.view);
+  EXPECT_EQ(main->pa, shadow->pa);
+  EXPECT_NE(main->view, shadow->view);
   EXPECT_GT(main->hits.load(), 0u);
   EXPECT_GT(shadow->hits.load(), 0u);
 }
@@ -242,7 +242,7 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
     std::map<std::string, uint64_t> out;
     for (auto& r : eng.status())
       for (auto& bp : r.breakpoints)
-        out[bp->spec.name] = bp->hits.load();
+        out[bp->name] = bp->hits.load();
     return out;
   };
   auto reached = [&](uint64_t pa) { return dom->reached(pa, 1); };
@@ -262,7 +262,7 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_TRUE(reports[0].error.empty()) << reports[0].error;
   EXPECT_EQ(find_bp(reports[0], "keep")->hits.load(), reached(keep)) << "armed throughout";
-  EXPECT_TRUE(find_bp(reports[0], "added")->spec.live);
+  EXPECT_TRUE(find_bp(reports[0], "added")->live);
   EXPECT_GT(reached(removed), before["removed"]) << "it kept running, unarmed";
   auto inv = dom->check();
   EXPECT_TRUE(inv.holds());

@@ -104,7 +104,7 @@ struct scenario {
 
 inline const breakpoint_ptr& find_bp(const domain_report& r, const std::string& name) {
   for (auto& bp : r.breakpoints)
-    if (bp->spec.name == name)
+    if (bp->name == name)
       return bp;
   throw std::runtime_error("no breakpoint " + name);
 }

@@ -1,0 +1,23 @@
+#pragma once
+
+// Breakpoints at scale: arming N breakpoints over M domains (time, driver calls, heap per
+// breakpoint) and tearing them down again, through the whole engine.
+
+#include <cstdint>
+
+namespace vmitap::bench {
+
+struct scale_result {
+  double arm_seconds = 0;       ///< start → every domain attached with every breakpoint armed
+  double teardown_seconds = 0;  ///< stop → every page restored, every domain detached
+  uint64_t get_calls = 0;       ///< driver calls while arming (batched reads)
+  uint64_t set_calls = 0;       ///< (batched writes)
+  uint64_t view_calls = 0;
+  double heap_per_breakpoint = 0;  ///< bytes of heap the armed breakpoints hold
+  bool exact = false;              ///< every page restored, nothing paused
+};
+
+/// `breakpoints` in each of `domains` domains, four per page.
+scale_result run_scale(uint32_t domains, uint32_t breakpoints);
+
+}  // namespace vmitap::bench
