@@ -24,7 +24,9 @@ size_t event_path::drain() {
   if (n == 0)
     return 0;
   auto t0 = clock_type::now();
-  auto wall = std::chrono::system_clock::now();
+  // Wall-clock time only goes into records: read it only if there are sinks to get them.
+  auto wall = cfg_.sinks.empty() ? std::chrono::system_clock::time_point{}
+                                 : std::chrono::system_clock::now();
   // Every request taken was raised after any table published before the trap: one version
   // check per batch keeps hits exact.
   if (cfg_.domain->table().version() != table_->version)

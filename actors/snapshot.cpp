@@ -4,12 +4,17 @@
 
 namespace vmitap {
 
+namespace {
+
+uint64_t page_of(const table_entry& e) { return e.page; }
+uint64_t page_of(uint64_t page) { return page; }
+
+}  // namespace
+
 page_entries entries_of(const std::vector<table_entry>& sorted, uint64_t page) {
-  auto first = std::lower_bound(sorted.begin(), sorted.end(), page,
-                                [](const table_entry& e, uint64_t p) { return e.page < p; });
-  auto last = first;
-  while (last != sorted.end() && last->page == page)
-    ++last;
+  auto [first, last] = std::equal_range(
+    sorted.begin(), sorted.end(), page,
+    [](const auto& a, const auto& b) { return page_of(a) < page_of(b); });
   return {first, last};
 }
 

@@ -1,63 +1,71 @@
 // vmitap-bench: vmitap against a single-threaded loop, a loop per domain and the floor, on the
-// same simulated guests, side by side in one run. `make bench` writes BENCHMARKS.md.
+// same simulated guests, side by side in one run: alternating, medians of repeated runs.
+// `make bench` writes BENCHMARKS.md; the flags run one row for a closer look.
 
 #include "bench/harness.hpp"
+#include "bench/report.hpp"
 #include "bench/scale.hpp"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
-#include <cstdio>
-
 using namespace vmitap;
 using namespace vmitap::bench;
 
+namespace {
+
+step_mode mode_of(const std::string& m) {
+  return m == "classic" ? step_mode::classic : m == "emulate" ? step_mode::emulate : step_mode::fast;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  CLI::App app{"vmitap-bench"};
-  workload w;
+  CLI::App app{"vmitap-bench: vmitap vs. single-threaded loops on the simulated hypervisor"};
+  std::string markdown;
+  suite_options opts;
+  app.add_option("--markdown", markdown, "run the whole suite and write the report here");
+  app.add_option("--reps", opts.reps, "alternating runs per row (medians are reported)")
+    ->capture_default_str();
+  app.add_option("--ms", opts.run_ms, "length of one run")->capture_default_str();
+  workload one;
   std::string mode = "fast";
-  int reps = 3;
-  app.add_option("--domains", w.domains);
-  app.add_option("--vcpus", w.vcpus);
-  app.add_option("--breakpoints", w.breakpoints);
-  app.add_option("--mode", mode);
-  app.add_option("--reps", reps);
-  uint64_t latency_us = 0, ms = 1000;
-  app.add_option("--latency-us", latency_us);
-  app.add_option("--ms", ms);
-  std::string only;
-  uint64_t spin_us = 50;
-  app.add_option("--spin-us", spin_us);
-  app.add_option("--only", only);
-  uint32_t scale_domains = 0, scale_bps = 0;
-  app.add_option("--scale-domains", scale_domains);
-  app.add_option("--scale-breakpoints", scale_bps);
+  uint64_t latency_us = 0;
+  auto* row = app.add_subcommand("row", "one throughput row, printed");
+  row->add_option("--domains", one.domains);
+  row->add_option("--vcpus", one.vcpus);
+  row->add_option("--breakpoints", one.breakpoints);
+  row->add_option("--mode", mode);
+  row->add_option("--latency-us", latency_us);
+  uint32_t domains = 1, breakpoints = 10000;
+  auto* scale = app.add_subcommand("scale", "arm and tear down breakpoints at scale");
+  scale->add_option("--domains", domains);
+  scale->add_option("--breakpoints", breakpoints);
   CLI11_PARSE(app, argc, argv);
-  if (scale_domains) {
-    spdlog::set_level(spdlog::level::warn);
-    auto s = run_scale(scale_domains, scale_bps);
-    std::printf("arm %.3f s (get %lu set %lu views %lu calls) teardown %.3f s heap %.0f B/bp %s\n",
+  spdlog::set_level(spdlog::level::warn);
+
+  if (*scale) {
+    auto s = run_scale(domains, breakpoints);
+    std::printf("arm %.3f s (%lu reads, %lu writes, %lu view calls), teardown %.3f s, "
+                "%.0f B heap per breakpoint, %s\n",
                 s.arm_seconds, s.get_calls, s.set_calls, s.view_calls, s.teardown_seconds,
                 s.heap_per_breakpoint, s.exact ? "clean" : "NOT CLEAN");
-    return 0;
+    return s.exact ? 0 : 1;
   }
-  spdlog::set_level(spdlog::level::warn);
-  w.mode = mode == "classic" ? step_mode::classic : mode == "emulate" ? step_mode::emulate : step_mode::fast;
-  w.exit_latency = std::chrono::microseconds(latency_us);
-  w.duration = std::chrono::milliseconds(ms);
-  w.guest_spin = std::chrono::microseconds(spin_us);
-  monitor_options opts;
-  opts.spin = std::chrono::microseconds(spin_us);
-  for (int r = 0; r < reps; ++r)
-    for (auto k : {monitor_kind::engine, monitor_kind::loop, monitor_kind::per_domain, monitor_kind::floor}) {
-      if (!only.empty() && only != to_string(k))
-        continue;
-      auto res = run_once(k, w, opts);
-      std::printf("%-16s %10.0f ev/s %6.3f us/ev  A p50 %6.2f p99 %7.2f  B p50 %6.2f p99 %7.2f  %s\n",
-                  to_string(k), res.events_per_second(), res.tool_cpu_us,
-                  res.response.quantile(0.5) / 1e3, res.response.quantile(0.99) / 1e3,
-                  res.lateness.quantile(0.5) / 1e3, res.lateness.quantile(0.99) / 1e3,
-                  res.exact ? "exact" : "NOT EXACT");
+  if (*row) {
+    one.mode = mode_of(mode);
+    one.exit_latency = std::chrono::microseconds(latency_us);
+    one.duration = std::chrono::milliseconds(opts.run_ms);
+    auto r = compare(one, opts);
+    print_row(one, r);
+    return r.exact ? 0 : 1;
+  }
+  auto report = run_suite(opts);
+  std::fputs(report.markdown.c_str(), stdout);
+  if (!markdown.empty())
+    if (auto* f = std::fopen(markdown.c_str(), "w")) {
+      std::fputs(report.markdown.c_str(), f);
+      std::fclose(f);
     }
+  return report.exact ? 0 : 1;
 }

@@ -51,6 +51,7 @@ caf::error domain::detach(uint64_t session) {
     std::unique_lock xl{exec_};
     if (session == 0 || session != session_.load())
       return {};  // already detached, or a newer session owns the domain now
+    settle_locked();
     session_ = 0;
     wait_for_deliveries();
     sink_ = nullptr;
@@ -166,6 +167,12 @@ caf::error domain::respond(uint64_t session, const drv::response& rsp) {
   return {};
 }
 
+void domain::settle_locked() {
+  for (auto& v : vcpus_)
+    if (v->has_response.load(std::memory_order_acquire))
+      apply_response(*v);
+}
+
 void domain::apply_response(vcpu& v) {
   v.has_response.store(false, std::memory_order_relaxed);
   const auto& rsp = v.response;
@@ -208,6 +215,8 @@ caf::error domain::set_singlestep(uint64_t session, drv::vcpu_id id, bool on) {
   std::shared_lock xl{exec_};
   if (auto err = check_session(session, "set_singlestep"))
     return err;
+  if (v.has_response.load(std::memory_order_acquire))
+    apply_response(v);
   v.singlestep = on;
   return {};
 }

@@ -219,6 +219,9 @@ private:
   // delivery.cpp
   caf::error check_session(uint64_t session, const char* call) const;
   void apply_response(vcpu& v);
+  /// Applies every answer given and not applied yet (under exec_ exclusive): a control
+  /// operation sees them in effect, as on Xen, where an answer takes effect at the notify.
+  void settle_locked();
   void deliver(const drv::event& ev);
   void wait_for_deliveries() const;
   void wake(vcpu& v);

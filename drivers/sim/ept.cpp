@@ -71,6 +71,7 @@ caf::error domain::destroy_view(uint64_t session, drv::view_id id) {
   std::unique_lock xl{exec_};
   if (auto err = check_session(session, "destroy_view"))
     return err;
+  settle_locked();
   ++view_calls_;
   if (id == 0)
     return make_error(ec::invalid_argument, "destroy_view: view 0 cannot be destroyed");
@@ -90,6 +91,7 @@ caf::error domain::switch_all(uint64_t session, drv::view_id id) {
   std::unique_lock xl{exec_};
   if (auto err = check_session(session, "switch_all"))
     return err;
+  settle_locked();
   ++view_calls_;
   if (!valid_view(id))
     return make_error(ec::no_such_view, "switch_all: no view " + std::to_string(id));

@@ -46,6 +46,7 @@ uint64_t domain::vcpu_retired(drv::vcpu_id id) {
 
 invariants domain::check() {
   std::unique_lock xl{exec_};
+  settle_locked();
   invariants inv;
   inv.requests_raised = requests_raised_;
   inv.requests_answered = requests_answered_;
@@ -71,11 +72,13 @@ invariants domain::check() {
 
 drv::view_id domain::vcpu_view(drv::vcpu_id id) {
   std::unique_lock xl{exec_};
+  settle_locked();
   return vcpus_.at(id)->view;
 }
 
 bool domain::vcpu_singlestepping(drv::vcpu_id id) {
   std::unique_lock xl{exec_};
+  settle_locked();
   return vcpus_.at(id)->singlestep;
 }
 

@@ -326,3 +326,18 @@ TEST_F(sim_semantics, ground_truth_matches_an_independent_count) {
   EXPECT_EQ(total, 6000u);
   EXPECT_EQ(dom->instructions_retired(), 6000u);
 }
+
+// An answer takes effect when given, as on Xen (at the notify): a control operation that
+// follows it sees it applied, although the VCPU runs only later.
+TEST_F(sim_semantics, a_control_operation_after_an_answer_sees_the_answer_applied) {
+  boot();
+  auto view = monitored_view();
+  auto other = *session->create_view(page_access::rwx);
+  deny_execute_on_all_code(view);
+  auto ev = next_event();
+  respond(ev, flag::alternate_p2m, other);  // not run yet
+  EXPECT_EQ(dom->vcpu_view(0), other);
+  ASSERT_FALSE(session->switch_all(0));
+  EXPECT_FALSE(session->destroy_view(other)) << "no answer lands in it after the switch";
+  EXPECT_FALSE(session->destroy_view(view));
+}

@@ -1,0 +1,195 @@
+#include "bench/report.hpp"
+
+#include "bench/scale.hpp"
+#include "engine/engine.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <thread>
+
+namespace vmitap::bench {
+
+namespace {
+
+double median(std::vector<double> xs) {
+  if (xs.empty())
+    return 0;
+  std::sort(xs.begin(), xs.end());
+  return xs[xs.size() / 2];
+}
+
+double us(const sim::latency_histogram& h, double q) { return double(h.quantile(q)) / 1e3; }
+
+std::string machine() {
+  utsname u{};
+  uname(&u);
+  std::string cpu = "unknown";
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  return fmt::format("{} cores ({}), {} {}, vmitap {} ({})", std::thread::hardware_concurrency(),
+                     cpu, u.sysname, u.release, this_build().version, this_build().revision);
+}
+
+std::string ratio(double a, double b) { return b > 0 ? fmt::format("{:.2f}", a / b) : "–"; }
+
+}  // namespace
+
+comparison compare(const workload& w, const suite_options& opts, const monitor_options& mo) {
+  comparison c;
+  std::map<monitor_kind, std::vector<double>> eps, cpu;
+  for (int r = 0; r < opts.reps; ++r)  // alternate, so drift hits every monitor alike
+    for (auto k : all_monitors) {
+      auto res = run_once(k, w, mo);
+      eps[k].push_back(res.events_per_second());
+      cpu[k].push_back(res.tool_cpu_us);
+      auto& s = c.by[k];
+      s.a.merge(res.response);
+      s.b.merge(res.lateness);
+      s.exact &= res.exact;
+      c.exact &= res.exact;
+    }
+  for (auto k : all_monitors) {
+    c.by[k].events_per_second = median(eps[k]);
+    c.by[k].cpu_us = median(cpu[k]);
+  }
+  return c;
+}
+
+void print_row(const workload& w, const comparison& c) {
+  std::printf("%s\n", w.describe().c_str());
+  for (auto k : all_monitors) {
+    auto& s = c.by.at(k);
+    std::printf("  %-16s %10.0f ev/s %6.3f µs CPU/ev  A p50 %6.2f p99 %7.2f  B p50 %6.2f p99 %7.2f  %s\n",
+                to_string(k), s.events_per_second, s.cpu_us, us(s.a, 0.5), us(s.a, 0.99),
+                us(s.b, 0.5), us(s.b, 0.99), s.exact ? "exact" : "NOT EXACT");
+  }
+  std::fflush(stdout);
+}
+
+suite_report run_suite(const suite_options& opts) {
+  suite_report out;
+  auto& md = out.markdown;
+  auto t0 = std::chrono::steady_clock::now();
+  md += "# Benchmarks\n\n";
+  md += fmt::format("Written by `make bench` (`bench/`, Release build) on {}. Every row runs "
+                    "vmitap, a single-threaded loop over all domains (LibVMI / vmi-rs style), "
+                    "one loop thread per domain (DRAKVUF style) and the floor (one thread that "
+                    "answers every request with the step-over and does nothing else) on fresh, "
+                    "identical simulated guests, alternating, {} runs of {} ms each; figures "
+                    "are medians (latencies: pooled). All four use the same driver port and the "
+                    "same way of waiting (poll for 50 µs, then sleep). The simulated hardware "
+                    "runs on its own thread (one guest thread), never on the monitor's.\n\n",
+                    machine(), opts.reps, opts.run_ms);
+  md += "- *events/s*: requests answered per second. *CPU*: µs of the monitor's own threads "
+        "per event (pollers or loop threads; the guest thread is not counted).\n"
+        "- *A*: request raised → response received, as the hardware sees it (what a guest "
+        "waits on the monitor). *B*: VCPU due to resume → running again (the simulated "
+        "hardware's own lateness, printed so A can be judged).\n"
+        "- *% ideal* (exit-latency rows): events/s ÷ (VCPUs ÷ exit latency).\n"
+        "- *exact*: every run's hits equal the ground truth, every request answered, nothing "
+        "left paused or changed.\n\n";
+
+  // Throughput.
+  md += "## Throughput\n\n| workload | vmitap | loop | loop/domain | floor | vmitap ÷ loop | "
+        "vmitap ÷ loop/domain | CPU µs/event vmitap / loop / loop/domain | % ideal vmitap / loop | exact |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+  struct size {
+    uint32_t domains, vcpus;
+  };
+  for (auto sz : {size{1, 2}, size{16, 8}, size{64, 4}})
+    for (uint32_t bps : {5u, 1000u})
+      for (auto mode : {step_mode::fast, step_mode::classic, step_mode::emulate})
+        for (int latency : {0, 15, 81}) {
+          workload w;
+          w.domains = sz.domains;
+          w.vcpus = sz.vcpus;
+          w.breakpoints = bps;
+          w.mode = mode;
+          w.exit_latency = std::chrono::microseconds(latency);
+          w.duration = std::chrono::milliseconds(opts.run_ms);
+          auto c = compare(w, opts);
+          print_row(w, c);
+          auto& e = c.by[monitor_kind::engine];
+          auto& l = c.by[monitor_kind::loop];
+          auto& p = c.by[monitor_kind::per_domain];
+          auto& f = c.by[monitor_kind::floor];
+          double ideal = latency ? double(w.domains * w.vcpus) / (latency * 1e-6) : 0;
+          md += fmt::format("| {} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | {} | {} | {:.2f} / {:.2f} / {:.2f} | {} | {} |\n",
+                            w.describe(), e.events_per_second, l.events_per_second,
+                            p.events_per_second, f.events_per_second,
+                            ratio(e.events_per_second, l.events_per_second),
+                            ratio(e.events_per_second, p.events_per_second), e.cpu_us, l.cpu_us,
+                            p.cpu_us,
+                            ideal ? fmt::format("{:.0f}% / {:.0f}%", 100 * e.events_per_second / ideal,
+                                                100 * l.events_per_second / ideal)
+                                  : std::string("–"),
+                            c.exact ? "yes" : "**no**");
+          out.exact &= c.exact;
+        }
+
+  // Latency at a given load, under the 15 µs model.
+  workload probe;
+  probe.duration = std::chrono::milliseconds(opts.run_ms);
+  auto capacity = compare(probe, {1, opts.run_ms}).by[monitor_kind::floor].events_per_second;
+  md += fmt::format("\n## Added latency at load (15 µs exit model, fast step-over, 5 breakpoints)\n\n"
+                    "Load: VCPUs × (1 / 15 µs) as a share of the floor's capacity on this machine "
+                    "({:.0f} events/s with no exit latency), spread over 4 domains.\n\n"
+                    "| load | VCPUs | monitor | events/s | A p50 / p99 / p99.9 µs | B p50 / p99 / p99.9 µs |\n"
+                    "|---|---:|---|---:|---|---|\n",
+                    capacity);
+  for (double load : {0.25, 0.5, 0.9}) {
+    workload w;
+    auto vcpus = std::max<uint32_t>(4, uint32_t(load * capacity * 15e-6 + 0.5));
+    w.domains = 4;
+    w.vcpus = (vcpus + 3) / 4;
+    w.exit_latency = std::chrono::microseconds(15);
+    w.duration = std::chrono::milliseconds(opts.run_ms);
+    auto c = compare(w, opts);
+    print_row(w, c);
+    out.exact &= c.exact;
+    for (auto k : all_monitors) {
+      auto& s = c.by[k];
+      md += fmt::format("| {:.0f}% | {} | {} | {:.0f} | {:.2f} / {:.2f} / {:.2f} | {:.2f} / {:.2f} / {:.2f} |\n",
+                        load * 100, w.domains * w.vcpus, to_string(k), s.events_per_second,
+                        us(s.a, 0.5), us(s.a, 0.99), us(s.a, 0.999), us(s.b, 0.5), us(s.b, 0.99),
+                        us(s.b, 0.999));
+    }
+  }
+
+  // Breakpoints at scale.
+  md += "\n## Breakpoints at scale\n\nArming through the whole engine (config → registry → "
+        "one batched read and one batched write per view), then a stop that restores every page. "
+        "Driver calls are the sim's counts (on Xen a batched read is one hypercall per page: "
+        "Xen 4.17 has no batched read). Heap: malloc'd bytes the armed breakpoints hold, "
+        "per breakpoint.\n\n| breakpoints | domains | arm | driver calls (read / write / views) "
+        "| teardown | heap per breakpoint | clean |\n|---:|---:|---:|---|---:|---:|---|\n";
+  for (auto [domains, bps] : {std::pair{1u, 10000u}, std::pair{100u, 100u}, std::pair{1u, 100000u},
+                              std::pair{100u, 1000u}, std::pair{64u, 1000u}}) {
+    auto s = run_scale(domains, bps);
+    std::printf("scale %u x %u: arm %.3f s teardown %.3f s\n", domains, bps, s.arm_seconds,
+                s.teardown_seconds);
+    md += fmt::format("| {} | {} | {:.3f} s | {} / {} / {} | {:.3f} s | {:.0f} B | {} |\n",
+                      uint64_t(domains) * bps, domains, s.arm_seconds, s.get_calls, s.set_calls,
+                      s.view_calls, s.teardown_seconds, s.heap_per_breakpoint,
+                      s.exact ? "yes" : "**no**");
+    out.exact &= s.exact;
+  }
+
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  md += fmt::format("\nPeak RSS of the whole benchmark process: {} MiB. The suite took {:.0f} s.\n",
+                    ru.ru_maxrss / 1024,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return out;
+}
+
+}  // namespace vmitap::bench
