@@ -193,13 +193,32 @@ bool still_attaching(state_ptr self, caf::error err = {}) {
   return false;
 }
 
+/// The step mode to use: the plan's, unless the driver advises against fast step-over and
+/// the config did not ask for it.
+step_mode step_mode_for(state_ptr self) {
+  auto& st = self->state;
+  auto& plan = *st.cfg.plan;
+  if (plan.mode != step_mode::fast)
+    return plan.mode;
+  auto caps = st.cfg.driver->caps();
+  if (caps.fast_singlestep)
+    return plan.mode;
+  if (plan.mode_chosen) {
+    spdlog::warn("domain {}: step = \"fast\" as configured, although {}", st.cfg.info.name,
+                 caps.why);
+    return plan.mode;
+  }
+  spdlog::info("domain {}: classic step-over: {}", st.cfg.info.name, caps.why);
+  return step_mode::classic;
+}
+
 void start_events(state_ptr self) {
   auto& st = self->state;
   auto& plan = *st.cfg.plan;
   event_path_config pc;
   pc.domain = st.domain;
   pc.session = st.session;
-  pc.mode = plan.mode;
+  pc.mode = step_mode_for(self);
   pc.sinks = st.cfg.sinks;
   auto first = st.views.at(plan.views.front());
   for (drv::vcpu_id i = 0; i < st.cfg.info.vcpus; ++i) {
@@ -270,7 +289,7 @@ void arm(state_ptr self) {
   st.cfg.directory->add(st.domain);
   st.registry = spawn_child(self, breakpoint_registry,
                             breakpoint_registry_config{st.controller, st.domain, ids,
-                                                       st.cfg.info.max_gfn});
+                                                       st.session->info().max_gfn});
   // Nothing runs until every breakpoint is armed, so hits are exact from the first one.
   self->request(st.registry, defaults::attach_timeout, add_atom::value,
                 specs_of(self, st.cfg.plan->breakpoints, false))

@@ -93,11 +93,13 @@ struct domain_plan {
   };
   std::vector<std::string> views = {"main"};  ///< created in order; the first is the default
   step_mode mode = step_mode::fast;
+  bool mode_chosen = false;  ///< the config named the mode (else the driver may advise one)
   std::map<drv::vcpu_id, std::string> vcpu_views;  ///< VCPUs whose home is not the first view
   std::vector<breakpoint> breakpoints;
   /// True if `other` needs no new views or step mode: only breakpoints differ.
   bool same_shape(const domain_plan& other) const {
-    return views == other.views && mode == other.mode && vcpu_views == other.vcpu_views;
+    return views == other.views && mode == other.mode && mode_chosen == other.mode_chosen
+           && vcpu_views == other.vcpu_views;
   }
 };
 

@@ -104,12 +104,21 @@ public:
   virtual caf::error detach() = 0;
 };
 
+/// What the running hypervisor can be relied on for.
+struct capabilities {
+  /// Fast singlestep keeps its state across the step (Xen >= 4.17.4); otherwise a domain
+  /// whose config does not ask for a step mode gets classic step-over.
+  bool fast_singlestep = true;
+  std::string why;  ///< the reason when it cannot, for the log
+};
+
 /// A hypervisor backend.
 class driver {
 public:
   virtual ~driver() = default;
 
   virtual std::string name() const = 0;
+  virtual capabilities caps() const { return {}; }
   virtual caf::expected<std::vector<domain_info>> list_domains() = 0;
   /// Calls `on_change` for every domain that starts or stops from now on (any thread).
   virtual caf::error watch(std::function<void(const domain_change&)> on_change) = 0;

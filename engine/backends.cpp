@@ -1,13 +1,14 @@
 #include "engine/backends.hpp"
 
 #include "engine/backend_sim.hpp"
+#include "engine/backend_xen.hpp"
 
 namespace vmitap {
 
 namespace {
 
 const std::vector<backend>& table() {
-  static const std::vector<backend> rows = {sim_backend()};
+  static const std::vector<backend> rows = {sim_backend(), xen_backend()};
   return rows;
 }
 

@@ -240,6 +240,7 @@ void read_domains(reader& r, const toml::table& root, config& cfg) {
         plan->views = std::move(views);  // else reported; keep the default to go on checking
     }
     if (auto s = r.get_string(d, "step", path, "a string: \"fast\", \"classic\" or \"emulate\"")) {
+      plan->mode_chosen = true;
       if (*s == "fast")
         plan->mode = step_mode::fast;
       else if (*s == "classic")

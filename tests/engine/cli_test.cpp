@@ -8,6 +8,7 @@
 #include <csignal>
 #include <fstream>
 #include <thread>
+#include <unistd.h>
 
 using namespace vmitap::testing;
 using namespace std::chrono_literals;
@@ -154,4 +155,21 @@ TEST(cli, a_metrics_flag_overrides_the_file_and_bad_ones_are_refused) {
   EXPECT_NE(r.err.find("the port must be 0 to 65535"), std::string::npos) << r.all();
   r = run_vmitap({"run", "--config", path, "--hits", "x.jsonl"});
   EXPECT_EQ(r.rc, 2) << "a demo flag is refused, not ignored: " << r.all();
+}
+
+TEST(cli, without_xen_the_xen_driver_says_so_in_one_line_and_exits_4) {
+  if (access("/dev/xen/privcmd", F_OK) == 0)
+    GTEST_SKIP() << "this machine runs on Xen";
+  auto r = run_vmitap({"domains", "--driver", "xen"});
+  EXPECT_EQ(r.rc, 4);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "no Xen hypervisor here: /dev/xen/privcmd missing (No such file or directory, errno 2)\n");
+}
+
+TEST(cli, the_binary_links_debians_xen_libraries) {
+  auto r = run_command("/usr/bin/ldd", {VMITAP_BINARY});
+  ASSERT_EQ(r.rc, 0) << r.all();
+  for (auto lib : {"libxenctrl.so.4.17", "libxenevtchn.so.1", "libxenforeignmemory.so.1",
+                   "libxenstore.so.4", "libxentoollog.so.1"})
+    EXPECT_NE(r.out.find(lib), std::string::npos) << lib << " in\n" << r.out;
 }

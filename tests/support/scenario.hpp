@@ -1,7 +1,7 @@
 #pragma once
 
 // End-to-end scenarios: the whole engine, with real threads, on the threaded simulated
-// hypervisor, checked against its ground truth.
+// hypervisor (through its own driver or a fake Xen), checked against its ground truth.
 
 #include "drivers/error.hpp"
 #include "drivers/sim/sim_driver.hpp"
@@ -41,6 +41,10 @@ struct scenario {
   std::shared_ptr<sim::hypervisor> hv;
   engine_config cfg;
   std::vector<std::shared_ptr<sim::domain>> domains;
+  /// The driver the engine runs on: the sim's own, or the Xen driver on a fake Xen.
+  std::function<std::shared_ptr<drv::driver>()> make_driver = [this] {
+    return std::make_shared<sim::sim_driver>(hv);
+  };
 
   explicit scenario(sim::hypervisor_config hc = {}) : hv(std::make_shared<sim::hypervisor>(hc)) {
     cfg.metrics_listen = "";  // tests run in parallel: no fixed port
@@ -74,7 +78,7 @@ struct scenario {
   /// Runs the engine until every VCPU used its budget (or `limit`), then stops it.
   std::vector<domain_report> run(std::function<void()> midway = {},
                                  std::chrono::milliseconds limit = std::chrono::seconds(60)) {
-    engine eng{cfg, std::make_shared<sim::sim_driver>(hv)};
+    engine eng{cfg, make_driver()};
     auto err = eng.start();
     EXPECT_FALSE(err) << render(err);
     auto t0 = std::chrono::steady_clock::now();

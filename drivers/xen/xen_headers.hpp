@@ -1,0 +1,17 @@
+#pragma once
+
+// Xen's C headers, as vmitap needs them: none of them has `extern "C"` guards, and
+// xenctrl.h needs gnu++ mode (anonymous unions) and defines __XEN_TOOLS__, which
+// xen/vm_event.h needs for the ring types.
+
+#include <cstdint>
+#include <cstdio>
+
+extern "C" {
+#include <xenctrl.h>
+#include <xenevtchn.h>
+#include <xenforeignmemory.h>
+#include <xenstore.h>
+#include <xentoollog.h>
+#include <xen/vm_event.h>
+}

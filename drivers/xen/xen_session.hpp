@@ -1,0 +1,66 @@
+#pragma once
+
+// A monitoring session on one Xen domain: attach in XEN.md §1's order (undoing what was done
+// when a step fails), views and access through altp2m, guest memory through cached foreign
+// mappings, and the teardown in XEN.md §3's order, which works on a dying or dead domain too.
+
+#include "drivers/xen/xen_host.hpp"
+#include "drivers/xen/xen_ring.hpp"
+
+#include <functional>
+#include <unordered_map>
+
+namespace vmitap::xen {
+
+class xen_session final : public drv::domain_session {
+public:
+  static caf::expected<std::unique_ptr<xen_session>> attach(std::shared_ptr<xen_host> host,
+                                                            drv::domain_id id);
+  ~xen_session() override;
+
+  drv::domain_info info() const override { return info_; }
+  caf::expected<drv::view_id> create_view(drv::page_access default_access) override;
+  caf::error destroy_view(drv::view_id view) override;
+  caf::error switch_all(drv::view_id view) override;
+  caf::error get_access(drv::view_id view, std::span<const drv::gfn_t> gfns,
+                        std::span<drv::page_access> out) override;
+  caf::error set_access(drv::view_id view, std::span<const drv::access_change> changes) override;
+  caf::error set_singlestep(drv::vcpu_id vcpu, bool on) override;
+  caf::expected<drv::event_ring*> start_events() override;
+  caf::error read_physical(uint64_t pa, std::span<std::byte> out) override;
+  caf::error pause() override;
+  caf::error resume() override;
+  caf::error detach() override;
+
+private:
+  xen_session(std::shared_ptr<xen_host> host, drv::domain_id id, uint64_t serial);
+  caf::error fail(const char* call, int err) const { return call_error(*host_, id_, call, err); }
+  caf::error check() const;
+  /// The first mapped address of `gfn`, mapping it if needed (under memory_mutex_).
+  caf::expected<const std::byte*> page(drv::gfn_t gfn);
+  void unmap_all();
+
+  std::shared_ptr<xen_host> host_;
+  const xen_api& api_;
+  drv::domain_id id_;
+  uint64_t serial_;
+  drv::domain_info info_;
+  std::vector<std::function<void()>> undo_;  // the attach's steps, undone in reverse on failure
+
+  xenevtchn_handle* xce_ = nullptr;
+  xenforeignmemory_handle* xfm_ = nullptr;
+  void* ring_page_ = nullptr;
+  evtchn_port_t local_port_ = 0;
+  std::unique_ptr<xen_ring> ring_;
+  bool altp2m_enabled_by_us_ = false;
+  bool singlestep_monitor_by_us_ = false;
+  std::vector<drv::view_id> views_;
+
+  std::mutex mutex_;  // guards what follows
+  uint32_t pauses_ = 0;  // xc_domain_pause calls not yet undone
+  bool detached_ = false;
+  std::mutex memory_mutex_;
+  std::unordered_map<drv::gfn_t, void*> mapped_;
+};
+
+}  // namespace vmitap::xen
