@@ -6,6 +6,7 @@
 #include "actors/line_file.hpp"
 #include "actors/sinks.hpp"
 #include "drivers/error.hpp"
+#include "tests/support/temp_files.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -20,6 +21,7 @@
 #include <thread>
 
 using namespace vmitap;
+using vmitap::testing::fresh_temp_dir;
 namespace fs = std::filesystem;
 
 namespace {
@@ -40,13 +42,6 @@ std::vector<nlohmann::json> read_lines(const std::string& path) {
   for (std::string line; std::getline(in, line);)
     out.push_back(nlohmann::json::parse(line));  // throws on invalid JSON
   return out;
-}
-
-std::string fresh_dir(const std::string& name) {
-  auto dir = ::testing::TempDir() + name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
 }
 
 }  // namespace
@@ -80,7 +75,7 @@ TEST(hit_json, time_is_rfc3339_utc_with_microseconds) {
 }
 
 TEST(line_file, rotation_keeps_n_generations_newest_first_and_loses_nothing_else) {
-  auto dir = fresh_dir("rotate");
+  auto dir = fresh_temp_dir("rotate");
   auto f = line_file::open({dir + "/hits.jsonl", 1000, 3});
   ASSERT_TRUE(f);
   uint64_t written = 0;
@@ -115,7 +110,7 @@ TEST(line_file, write_errors_count_records_as_failed_never_as_written) {
 }
 
 TEST(line_file, a_missing_directory_fails_each_flush_until_it_is_back) {
-  auto dir = fresh_dir("vanish");
+  auto dir = fresh_temp_dir("vanish");
   auto f = line_file::open({dir + "/hits.jsonl", 0, 0});
   ASSERT_TRUE(f);
   fs::remove_all(dir);
@@ -135,7 +130,7 @@ TEST(line_file, a_missing_directory_fails_each_flush_until_it_is_back) {
 }
 
 TEST(line_file, reopen_follows_logrotate_moving_the_file) {
-  auto dir = fresh_dir("logrotate");
+  auto dir = fresh_temp_dir("logrotate");
   auto path = dir + "/hits.jsonl";
   auto f = line_file::open({path, 0, 0});
   ASSERT_TRUE(f);
@@ -158,7 +153,7 @@ namespace {
 struct sink_test : ::testing::Test {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
-  std::string dir = fresh_dir("sink");
+  std::string dir = fresh_temp_dir("sink");
 
   void flush(const sink_handle& h) {
     caf::scoped_actor self{sys};

@@ -2,6 +2,7 @@
 // catchable terminating signal detaches first; SIGHUP reloads; SIGUSR1 reopens.
 
 #include "tests/support/process.hpp"
+#include "tests/support/temp_files.hpp"
 
 #include <gtest/gtest.h>
 
@@ -36,12 +37,6 @@ name = "g"
 name = "a"
 address = 0x100000
 )";
-
-std::string write_temp(const std::string& name, const std::string& text) {
-  auto path = ::testing::TempDir() + name;
-  std::ofstream(path) << text;
-  return path;
-}
 
 }  // namespace
 
@@ -103,7 +98,7 @@ TEST(cli, a_sigterm_pending_at_start_or_during_attach_detaches_and_exits_clean) 
 }
 
 TEST(cli, sighup_with_a_bad_file_keeps_the_engine_running_unchanged) {
-  auto path = write_temp("reload-bad.toml", run_base);
+  auto path = write_temp_file("reload-bad.toml", run_base);
   auto r = run_vmitap({"run", "--config", path}, [&](pid_t pid, const output_fn& out) {
     ASSERT_TRUE(wait_for_output(out, "attached"));
     std::ofstream(path) << run_base << "[[domain.breakpoint]]\nname = \"a\"\naddress = 0x100004\n";
@@ -117,7 +112,7 @@ TEST(cli, sighup_with_a_bad_file_keeps_the_engine_running_unchanged) {
 }
 
 TEST(cli, sighup_applies_a_changed_config_while_the_guests_run) {
-  auto path = write_temp("reload-good.toml", run_base);
+  auto path = write_temp_file("reload-good.toml", run_base);
   auto r = run_vmitap({"run", "--config", path, "--log-level", "debug"}, [&](pid_t pid, const output_fn& out) {
     ASSERT_TRUE(wait_for_output(out, "attached"));
     std::ofstream(path) << run_base << "[[domain.breakpoint]]\nname = \"b\"\naddress = 0x100060\n";
@@ -136,7 +131,7 @@ TEST(cli, run_without_a_config_reads_the_service_default_not_the_demo) {
 }
 
 TEST(cli, the_log_level_works_before_and_after_the_subcommand) {
-  auto path = write_temp("quiet.toml", run_base);
+  auto path = write_temp_file("quiet.toml", run_base);
   for (auto args : {std::vector<std::string>{"--log-level", "warn", "run", "--config", path, "--max-seconds", "1"},
                     std::vector<std::string>{"run", "--config", path, "--max-seconds", "1", "--log-level", "warn"}}) {
     auto r = run_vmitap(args);
@@ -146,7 +141,7 @@ TEST(cli, the_log_level_works_before_and_after_the_subcommand) {
 }
 
 TEST(cli, a_metrics_flag_overrides_the_file_and_bad_ones_are_refused) {
-  auto path = write_temp("metrics.toml", run_base);
+  auto path = write_temp_file("metrics.toml", run_base);
   auto r = run_vmitap({"run", "--config", path, "--metrics", "127.0.0.1:0", "--max-seconds", "1"});
   EXPECT_EQ(r.rc, 0) << r.all();
   EXPECT_NE(r.err.find("metrics: http://127.0.0.1:"), std::string::npos) << r.all();

@@ -4,6 +4,7 @@
 #include "drivers/error.hpp"
 #include "engine/config.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/temp_files.hpp"
 
 #include <gtest/gtest.h>
 
@@ -37,12 +38,6 @@ views = ["main"]
 
 command_result run_vmitap(std::vector<std::string> args) {
   return run_command(VMITAP_BINARY, std::move(args));
-}
-
-std::string write_temp(const std::string& name, const std::string& text) {
-  auto path = ::testing::TempDir() + name;
-  std::ofstream(path) << text;
-  return path;
 }
 
 }  // namespace
@@ -126,7 +121,7 @@ TEST(config_validation, a_selector_that_matches_no_sim_domain_is_a_warning) {
 TEST(config_validation, an_existing_sink_file_vmitap_cannot_write_is_an_error) {
   if (geteuid() == 0)
     GTEST_SKIP() << "root may write any file";
-  auto path = write_temp("readonly.jsonl", "");
+  auto path = write_temp_file("readonly.jsonl", "");
   std::filesystem::permissions(path, std::filesystem::perms::owner_read);
   auto msg = problems("[sink.h]\ntype = \"jsonl\"\npath = \"" + path + "\"\n");
   EXPECT_NE(msg.find("exists and is not writable"), std::string::npos) << msg;
@@ -142,14 +137,14 @@ TEST(config_cli, examples_pass_check_and_print_their_topology) {
 }
 
 TEST(config_cli, a_broken_config_prints_its_position_and_exits_2) {
-  auto path = write_temp("broken.toml", "[engine]\nworker_threads = \"many\"\n");
+  auto path = write_temp_file("broken.toml", "[engine]\nworker_threads = \"many\"\n");
   auto r = run_vmitap({"check", "--config", path});
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find(path + ":2:18: engine.worker_threads: expected an integer"), std::string::npos)
     << r.all();
   EXPECT_EQ(r.all().find("terminate"), std::string::npos) << "no exception trace";
   EXPECT_EQ(run_vmitap({"run", "--config", path}).rc, 2);
-  r = run_vmitap({"check", "--config", ::testing::TempDir() + "does-not-exist.toml"});
+  r = run_vmitap({"check", "--config", process_temp_dir() + "/does-not-exist.toml"});
   EXPECT_EQ(r.rc, 2) << r.all();
   EXPECT_NE(r.err.find("cannot open"), std::string::npos) << r.all();
 }
