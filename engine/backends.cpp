@@ -5,17 +5,13 @@
 
 namespace vmitap {
 
-namespace {
-
-const std::vector<backend>& table() {
+const std::vector<backend>& backends() {
   static const std::vector<backend> rows = {sim_backend(), xen_backend()};
   return rows;
 }
 
-}  // namespace
-
 const backend* find_backend(std::string_view name) {
-  for (auto& b : table())
+  for (auto& b : backends())
     if (b.name == name)
       return &b;
   return nullptr;
@@ -23,7 +19,7 @@ const backend* find_backend(std::string_view name) {
 
 std::string backend_names() {
   std::string out;
-  for (auto& b : table())
+  for (auto& b : backends())
     out += (out.empty() ? "\"" : ", \"") + b.name + "\"";
   return out;
 }

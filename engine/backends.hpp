@@ -48,6 +48,8 @@ struct backend {
   std::function<std::string(const config&)> describe;
 };
 
+/// Every backend, in the order they are listed to users.
+const std::vector<backend>& backends();
 /// The row for `name`, or none.
 const backend* find_backend(std::string_view name);
 /// "sim", "xen": for messages.

@@ -277,13 +277,16 @@ caf::expected<config> parse_config(std::string_view text, const std::string& pat
   config cfg;
   cfg.path = path;
   reader r{path};
-  r.allow_only(root, "", {"engine", "metrics", "sink", "domain", "sim", "xen"});
+  std::vector<std::string_view> sections = {"engine", "metrics", "sink", "domain"};
+  for (auto& b : backends())
+    sections.push_back(b.name);
+  r.allow_only(root, "", sections);
   read_engine(r, root, cfg);
   read_sinks(r, root, cfg);
-  for (auto* name : {"sim", "xen"})
-    if (root.get(name) && cfg.driver != name)
-      r.error(root.get(name)->source(), name,
-              std::string("a [") + name + "] section, but the driver is \"" + cfg.driver + "\"");
+  for (auto& b : backends())
+    if (root.get(b.name) && cfg.driver != b.name)
+      r.error(root.get(b.name)->source(), b.name,
+              "a [" + b.name + "] section, but the driver is \"" + cfg.driver + "\"");
   find_backend(cfg.driver)->read_section(r, r.table(root, cfg.driver, ""), cfg);
   read_domains(r, root, cfg);
   if (!r.ok())

@@ -40,7 +40,7 @@ toml::source_region config_reader::where(const toml::table& t, std::string_view 
 }
 
 void config_reader::allow_only(const toml::table& t, const std::string& path,
-                               std::initializer_list<std::string_view> allowed) {
+                               const std::vector<std::string_view>& allowed) {
   for (auto&& [k, v] : t) {
     if (std::find(allowed.begin(), allowed.end(), k.str()) != allowed.end())
       continue;

@@ -21,7 +21,7 @@ public:
   void warning(const toml::source_region& where, const std::string& key, const std::string& msg);
 
   void allow_only(const toml::table& t, const std::string& path,
-                  std::initializer_list<std::string_view> allowed);
+                  const std::vector<std::string_view>& allowed);
 
   std::optional<std::string> get_string(const toml::table& t, std::string_view key,
                                         const std::string& path, const char* expected);

@@ -3,6 +3,7 @@
 
 #include "drivers/error.hpp"
 #include "engine/backend_sim.hpp"
+#include "engine/backends.hpp"
 #include "engine/demo_config.hpp"
 #include "engine/engine.hpp"
 #include "engine/exit_codes.hpp"
@@ -155,7 +156,12 @@ int main(int argc, char** argv) {
   std::string domains_config;
   auto* domains = app.add_subcommand("domains", "list the domains a driver sees");
   domains->fallthrough();
-  domains->add_option("--driver", driver, "sim or xen")->capture_default_str();
+  std::vector<std::string> drivers;
+  for (auto& b : backends())
+    drivers.push_back(b.name);
+  domains->add_option("--driver", driver, "the backend: " + backend_names())
+    ->check(CLI::IsMember(drivers))
+    ->capture_default_str();
   domains->add_option("--config", domains_config, "sim: the config whose guests to create");
 
   try {

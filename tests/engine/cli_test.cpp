@@ -161,6 +161,14 @@ TEST(cli, without_xen_the_xen_driver_says_so_in_one_line_and_exits_4) {
   EXPECT_EQ(r.err, "no Xen hypervisor here: /dev/xen/privcmd missing (No such file or directory, errno 2)\n");
 }
 
+// Regression: `domains --driver foo` dereferenced the missing backend row and segfaulted.
+TEST(cli, an_unknown_driver_is_a_usage_error_naming_the_drivers) {
+  auto r = run_vmitap({"domains", "--driver", "foo"});
+  EXPECT_EQ(r.rc, 2) << r.all();
+  EXPECT_NE(r.err.find("foo"), std::string::npos) << r.all();
+  EXPECT_NE(r.err.find("sim"), std::string::npos) << r.all();
+}
+
 TEST(cli, the_binary_links_debians_xen_libraries) {
   auto r = run_command("/usr/bin/ldd", {VMITAP_BINARY});
   ASSERT_EQ(r.rc, 0) << r.all();
