@@ -134,8 +134,10 @@ caf::error engine::reload(engine_config next) {
     return make_error(ec::shutting_down, "reload: the engine is not running");
   caf::error result;
   caf::scoped_actor self{*system_};
+  // The engine's own settings stay as started (the stop deadline this facade waits with
+  // among them); only the topology changes.
   self->request(actor_, defaults::attach_timeout + cfg_.stop_deadline, reload_atom::value,
-                engine_config_ptr{std::make_shared<const engine_config>(std::move(next))})
+                engine_config_ptr{std::make_shared<const engine_config>(cfg_.with_topology_of(next))})
     .receive([](ok_atom) {}, [&](caf::error& err) { result = std::move(err); });
   return result;
 }

@@ -15,10 +15,12 @@ namespace {
 
 using engine_ptr = engine_actor::stateful_pointer<engine_state>;
 
+/// Keeps an ended session's report for the summary. Sessions that end while vmitap runs are
+/// bounded (the oldest go); every session the stop detaches reports.
 void keep_ended(engine_ptr self, domain_report r) {
   auto& st = self->state;
   st.ended.push_back(std::move(r));
-  if (st.ended.size() > st.cfg->ended_reports_kept) {
+  if (!st.stopping && st.ended.size() > st.cfg->ended_reports_kept) {
     st.ended.pop_front();
     ++st.ended_dropped;
   }
@@ -248,8 +250,12 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment 
         auto flushed = join(sinks.size(), [self, rp](caf::error) mutable {
           for (auto& [name, h] : self->state.sinks)
             self->send_exit(h.actor, caf::exit_reason::user_shutdown);
-          auto& ended = self->state.ended;
-          rp.deliver(std::vector<domain_report>(ended.begin(), ended.end()));
+          auto& st = self->state;
+          if (st.ended_dropped > 0)
+            spdlog::info("the summary leaves out {} sessions that ended earlier "
+                         "(ended_reports_kept = {})",
+                         st.ended_dropped, st.cfg->ended_reports_kept);
+          rp.deliver(std::vector<domain_report>(st.ended.begin(), st.ended.end()));
         });
         for (auto& [name, h] : sinks)
           self->request(h.actor, defaults::request_timeout, flush_atom::value)

@@ -33,4 +33,18 @@ const engine_config::domain_entry* engine_config::entry_for(const drv::domain_in
   return nullptr;
 }
 
+engine_config engine_config::with_topology_of(const engine_config& next) const {
+  auto out = *this;
+  out.sinks = next.sinks;
+  out.domains = next.domains;
+  return out;
+}
+
+bool engine_config::same_settings(const engine_config& other) const {
+  return worker_threads == other.worker_threads && pollers == other.pollers
+         && poller_spin == other.poller_spin && detached_children == other.detached_children
+         && stop_deadline == other.stop_deadline && metrics_listen == other.metrics_listen
+         && ended_reports_kept == other.ended_reports_kept;
+}
+
 }  // namespace vmitap

@@ -44,6 +44,11 @@ struct engine_config {
 
   /// The first entry that selects `info`, or none.
   const domain_entry* entry_for(const drv::domain_info& info) const;
+  /// These engine settings with `next`'s topology (sinks and domains): what a reload applies.
+  /// Threads, deadlines and the exporter take effect at the next start only.
+  engine_config with_topology_of(const engine_config& next) const;
+  /// Whether `other` has the same engine settings (everything but the topology).
+  bool same_settings(const engine_config& other) const;
 };
 
 using engine_config_ptr = std::shared_ptr<const engine_config>;

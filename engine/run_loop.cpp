@@ -70,9 +70,7 @@ void reload(engine& eng, const run_options& opts, const config& running) {
     return fail("reload rejected, the running configuration stays:\n" + context_of(next.error()));
   if (!next->warnings.empty())
     spdlog::warn("{}", next->warnings);
-  if (next->driver != running.driver || next->engine.metrics_listen != running.engine.metrics_listen
-      || next->engine.worker_threads != running.engine.worker_threads
-      || next->engine.pollers != running.engine.pollers)
+  if (next->driver != running.driver || !next->engine.same_settings(running.engine))
     spdlog::warn("reload: the driver, [engine] and [metrics] take effect at the next start only");
   if (auto err = eng.reload(next->engine))
     return fail("reload: " + render(err));

@@ -130,7 +130,7 @@ TEST(engine_e2e, detach_mid_flood_leaves_no_vcpu_paused_and_no_page_changed) {
   s.add("x", 4, 0, step_mode::classic);  // unlimited: stopped while flooding
   s.add("y", 2, 0, step_mode::fast, true);
   s.add("z", 2, 0, step_mode::emulate);
-  auto reports = s.run({}, 300ms);
+  auto reports = s.run_until([&](engine&) { return s.each_raised_more_than(1000); });
   ASSERT_EQ(reports.size(), 3u);
   EXPECT_TRUE(s.verified(reports));
   for (auto& d : s.domains) {
@@ -169,13 +169,12 @@ TEST(engine_e2e, a_stop_during_attach_detaches_whatever_was_attached) {
 TEST(engine_e2e, malformed_requests_are_answered_and_counted) {
   scenario s;
   auto dom = s.add("m", 2, 0);
-  auto reports = s.run(
-    [&] {
-      dom->inject_malformed(0, sim::malformed_kind::bad_version);
-      dom->inject_malformed(1, sim::malformed_kind::unknown_reason);
-      dom->inject_malformed(0, sim::malformed_kind::vcpu_out_of_range);
-    },
-    300ms);
+  auto reports = s.run_until([](engine& eng) { return scenario::malformed_counted(eng) >= 3; },
+                             [&] {
+                               dom->inject_malformed(0, sim::malformed_kind::bad_version);
+                               dom->inject_malformed(1, sim::malformed_kind::unknown_reason);
+                               dom->inject_malformed(0, sim::malformed_kind::vcpu_out_of_range);
+                             });
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_TRUE(s.verified(reports));
   EXPECT_EQ(reports[0].totals.malformed, 3u);
@@ -204,7 +203,7 @@ TEST(engine_e2e, failing_access_change_at_attach_is_reported_and_guest_left_unch
   scenario s;
   auto dom = s.add("f", 1, 0);
   dom->fail_access_changes(1, 0, EIO);
-  auto reports = s.run({}, 200ms);
+  auto reports = s.run_until([](engine& eng) { return eng.counters().attach_failed.get() > 0; });
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_NE(reports[0].error.find("errno 5"), std::string::npos) << reports[0].error;
   EXPECT_TRUE(reports[0].breakpoints.empty()) << "no breakpoint is armed";
@@ -237,7 +236,6 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
   s.cfg.domains[0].plan = plan;
   engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
   ASSERT_FALSE(eng.start());
-  std::this_thread::sleep_for(200ms);
   auto hits = [&] {
     std::map<std::string, uint64_t> out;
     for (auto& r : eng.status())
@@ -246,16 +244,21 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
     return out;
   };
   auto reached = [&](uint64_t pa) { return dom->reached(pa, 1); };
-  auto before = hits();  // every request raised before status() is counted
-  EXPECT_GT(before["keep"], 0u);
-  EXPECT_GT(before["removed"], 0u);
+  std::map<std::string, uint64_t> before;  // every request raised before status() is counted
+  EXPECT_TRUE(eventually([&] {
+    before = hits();
+    return before["keep"] > 0 && before["removed"] > 0;
+  })) << "both armed breakpoints are hit";
   auto next = s.cfg;
   auto plan2 = std::make_shared<domain_plan>(*plan);
   plan2->breakpoints = {{"keep", keep, "main", {}}, {"added", added, "main", {}}};
   next.domains[0].plan = plan2;
   ASSERT_FALSE(eng.reload(next));
-  std::this_thread::sleep_for(200ms);
-  auto after = hits();
+  std::map<std::string, uint64_t> after;
+  EXPECT_TRUE(eventually([&] {
+    after = hits();
+    return after["added"] > 0 && reached(removed) > before["removed"];
+  })) << "the added breakpoint is hit; the removed address runs on, unarmed";
   EXPECT_EQ(after.count("removed"), 0u);
   EXPECT_GT(after["added"], 0u);
   auto reports = eng.stop();
@@ -286,8 +289,8 @@ TEST(engine_e2e, a_reload_that_reattaches_a_domain_leaves_the_new_session_runnin
     for (int i = 0; i < 400 && eng.counters().domains_monitored.load() < 1; ++i)
       std::this_thread::sleep_for(5ms);
     auto retired = dom->instructions_retired();
-    std::this_thread::sleep_for(100ms);
-    EXPECT_GT(dom->instructions_retired(), retired) << "the guest runs under the new session";
+    EXPECT_TRUE(eventually([&] { return dom->instructions_retired() > retired; }))
+      << "the guest runs under the new session";
     EXPECT_EQ(eng.progress().size(), 1u);
   }
   auto reports = eng.stop();
@@ -315,6 +318,21 @@ TEST(engine_e2e, ended_reports_are_bounded) {
   for (int k = 0; k < 400 && eng.counters().domains_monitored.load() < 1; ++k)
     std::this_thread::sleep_for(5ms);
   auto reports = eng.stop();
-  EXPECT_EQ(reports.size(), 2u) << "the two most recent sessions";
+  ASSERT_EQ(reports.size(), 3u) << "the two most recent ended sessions and the live one";
   EXPECT_EQ(reports.back().id, current->id());
+}
+
+// Regression (issue 8): the stop's summary was cut to ended_reports_kept, so with more live
+// domains than that, sessions went unreported (and unverified).
+TEST(engine_e2e, every_session_the_stop_detaches_reports_whatever_the_bound) {
+  scenario s;
+  for (int i = 0; i < 3; ++i)
+    s.add("live" + std::to_string(i), 1, 0);
+  s.cfg.ended_reports_kept = 1;
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  EXPECT_TRUE(eventually([&] { return eng.counters().domains_monitored.load() == 3; }));
+  auto reports = eng.stop();
+  EXPECT_EQ(reports.size(), 3u);
+  EXPECT_TRUE(s.verified(reports));
 }

@@ -103,3 +103,26 @@ TEST(reload_plan, a_domain_that_switches_sinks_is_reattached) {
   after.domains = {entry("web-*", {"x"}, step_mode::fast, {"b"})};
   EXPECT_EQ(diff(before, after, running).domains[0].kind, action::reattach);
 }
+
+// Regression (issue 8): a reload handed the engine actor the new stop deadline while the
+// facade kept waiting with the old one, so raising it by SIGHUP made the stop time out and
+// lose the reports. A reload applies the topology only; the settings stay as started.
+TEST(reload_plan, a_reload_keeps_the_engine_settings_and_takes_the_topology) {
+  engine_config running_cfg;
+  running_cfg.stop_deadline = std::chrono::seconds(20);
+  running_cfg.worker_threads = 2;
+  running_cfg.domains = {entry("web-*", {"a"})};
+  engine_config next = running_cfg;
+  next.stop_deadline = std::chrono::seconds(90);
+  next.worker_threads = 8;
+  next.sinks = {file_sink("hits", "/var/log/x")};
+  next.domains = {entry("web-*", {"a", "b"}), entry("db-*", {})};
+  EXPECT_FALSE(running_cfg.same_settings(next));
+  auto applied = running_cfg.with_topology_of(next);
+  EXPECT_EQ(applied.stop_deadline, std::chrono::seconds(20));
+  EXPECT_EQ(applied.worker_threads, 2u);
+  EXPECT_EQ(applied.sinks, next.sinks);
+  ASSERT_EQ(applied.domains.size(), 2u);
+  EXPECT_EQ(applied.domains[0].plan->breakpoints.size(), 2u);
+  EXPECT_TRUE(running_cfg.same_settings(applied));
+}

@@ -37,6 +37,20 @@ inline plan_ptr hot_plan(const sim::program& code, step_mode mode, bool two_view
   return plan;
 }
 
+/// Waits until `cond()` holds, checking every 5 ms, for at most `limit`. True if it does.
+/// Tests wait for what must happen, never a fixed time: a sanitizer build on a loaded
+/// machine runs many times slower.
+template <class Cond>
+bool eventually(Cond&& cond, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
 struct scenario {
   std::shared_ptr<sim::hypervisor> hv;
   engine_config cfg;
@@ -68,6 +82,22 @@ struct scenario {
     return dom;
   }
 
+  /// True once every domain has raised more than `n` requests.
+  bool each_raised_more_than(uint64_t n) {
+    for (auto& d : domains)
+      if (d->check().requests_raised <= n)
+        return false;
+    return true;
+  }
+
+  /// Malformed requests the engine has counted so far, over every session.
+  static uint64_t malformed_counted(engine& eng) {
+    uint64_t n = 0;
+    for (auto& r : eng.status())
+      n += r.totals.malformed;
+    return n;
+  }
+
   bool all_halted() {
     for (auto& d : domains)
       if (d->state() == drv::domain_state::running && !d->halted())
@@ -78,12 +108,19 @@ struct scenario {
   /// Runs the engine until every VCPU used its budget (or `limit`), then stops it.
   std::vector<domain_report> run(std::function<void()> midway = {},
                                  std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+    return run_until([this](engine&) { return all_halted(); }, std::move(midway), limit);
+  }
+
+  /// Runs the engine until `done(engine)` holds (or `limit`), then stops it.
+  std::vector<domain_report> run_until(std::function<bool(engine&)> done,
+                                       std::function<void()> midway = {},
+                                       std::chrono::milliseconds limit = std::chrono::seconds(60)) {
     engine eng{cfg, make_driver()};
     auto err = eng.start();
     EXPECT_FALSE(err) << render(err);
     auto t0 = std::chrono::steady_clock::now();
     bool called = false;
-    while (!all_halted() && std::chrono::steady_clock::now() - t0 < limit) {
+    while (!done(eng) && std::chrono::steady_clock::now() - t0 < limit) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       if (midway && !called && std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(50)) {
         midway();
