@@ -183,6 +183,11 @@ void domain::apply_response(vcpu& v) {
     v.state = run_state::stuck;  // the sim acts only on responses that carry the pause flag
     return;
   }
+  // As Xen's vm_event_emulate_check, before any view switch: EMULATE acts only on a
+  // mem_access answer whose echoed access still violates the VCPU's current view.
+  if ((rsp.flags & drv::flag::emulate) && rsp.reason == drv::event_reason::mem_access
+      && !allows(access_in(v.view, rsp.mem.gfn), rsp.mem.attempted))
+    v.emulate_next = true;
   if ((rsp.flags & drv::flag::alternate_p2m) && valid_view(rsp.view))
     v.view = rsp.view;
   if (rsp.flags & drv::flag::toggle_singlestep)
@@ -191,8 +196,6 @@ void domain::apply_response(vcpu& v) {
     v.fast_singlestep = v.singlestep = true;
     v.fast_return_view = rsp.fast_return_view;
   }
-  if ((rsp.flags & drv::flag::emulate) && rsp.reason == drv::event_reason::mem_access)
-    v.emulate_next = true;
   if (rsp.flags & drv::flag::set_registers) {
     auto cr3 = v.regs.cr3;  // never written by a response, as on Xen
     if (auto pc = program_.index_of(rsp.regs.rip - kernel_base); pc && *pc != v.pc) {

@@ -125,6 +125,27 @@ TEST_F(sim_semantics, emulate_runs_the_instruction_in_place_and_the_next_fetch_t
   EXPECT_EQ(dom->instructions_retired(), 1u);
 }
 
+// Xen emulates only while the echoed access still violates the VCPU's view: an answer whose
+// echo does not (the page was restored meanwhile, or the echo names an allowed access)
+// resumes the VCPU with the usual EPT checks.
+TEST_F(sim_semantics, emulate_acts_only_while_the_echoed_access_still_violates) {
+  boot();
+  auto view = monitored_view();
+  deny_execute_on_all_code(view);
+  auto trap = next_event();
+  auto pa = trap.regs.rip - sim::kernel_base;
+  auto rsp = drv::make_response(trap);
+  rsp.flags |= flag::emulate;
+  rsp.mem.attempted = page_access::r;  // the page allows reads: no violation
+  ASSERT_FALSE(give(rsp));
+  auto again = next_event();
+  EXPECT_EQ(again.regs.rip, trap.regs.rip) << "not emulated: the same fetch traps again";
+  EXPECT_EQ(dom->executions(pa, view), 0u);
+  respond(again, flag::emulate);  // an honest echo: emulated
+  next_event();
+  EXPECT_EQ(dom->executions(pa, view), 1u);
+}
+
 TEST_F(sim_semantics, emulate_on_a_singlestep_request_does_nothing) {
   boot();
   auto view = monitored_view();
