@@ -80,9 +80,15 @@ line_file::flush_result line_file::flush() {
     r.error = open_fd();  // the directory may be back
   size_t done = 0;
   if (!r.error && torn_) {
-    // The last failure cut a line: end it so the file stays one object per line.
-    if (::write(fd_, "\n", 1) == 1)
+    // The last failure cut a line: end it first, or the next record would continue it.
+    ssize_t n;
+    while ((n = ::write(fd_, "\n", 1)) < 0 && errno == EINTR) {
+    }
+    if (n == 1)
       torn_ = false;
+    else
+      r.error = make_io_error("write", opts_.path.empty() ? "stdout" : opts_.path,
+                              n < 0 ? errno : EIO);
   }
   while (!r.error && done < buffer_.size()) {
     auto n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);

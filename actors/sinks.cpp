@@ -53,7 +53,10 @@ void flush(sink_state& st) {
   st.queue->written.add(r.written);
   st.queue->errors.add(r.failed);
   st.queue->depth.fetch_sub(records, std::memory_order_relaxed);
-  if (r.error && !st.failing)
+  if (r.error && r.failed == 0)
+    spdlog::error("sink {}: {} (every record was written; it retries at the next flush)",
+                  st.queue->name, render(r.error));  // a rotation that failed
+  else if (r.error && !st.failing)
     spdlog::error("sink {}: {} ({} records lost; further errors are counted in "
                   "vmitap_sink_records_total{{result=\"error\"}})",
                   st.queue->name, render(r.error), r.failed);

@@ -16,9 +16,12 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <thread>
+
+#include <sys/resource.h>
 
 using namespace vmitap;
 using vmitap::testing::fresh_temp_dir;
@@ -107,6 +110,40 @@ TEST(line_file, write_errors_count_records_as_failed_never_as_written) {
   EXPECT_EQ(code_of(r.error), ec::io_failed);
   EXPECT_NE(render(r.error).find("/dev/full"), std::string::npos) << render(r.error);
   EXPECT_NE(render(r.error).find("errno 28"), std::string::npos) << render(r.error);
+}
+
+// A write cut short (here by the file size limit) leaves part of a record in the file; the
+// next record must start on a line of its own, so every other line stays valid JSON.
+TEST(line_file, a_record_cut_short_is_ended_before_the_next_one) {
+  auto dir = fresh_temp_dir("torn");
+  auto f = line_file::open({dir + "/hits.jsonl", 0, 0});
+  ASSERT_TRUE(f);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of a signal
+  rlimit old_limit{};
+  getrlimit(RLIMIT_FSIZE, &old_limit);
+  rlimit small = old_limit;
+  small.rlim_cur = 10;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  f->append(R"({"a":"0123456789"})");
+  auto cut = f->flush();
+  f->append(R"({"b":1})");
+  auto blocked = f->flush();
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_EQ(cut.failed, 1u);
+  EXPECT_NE(render(cut.error).find("errno 27"), std::string::npos) << render(cut.error);
+  EXPECT_EQ(blocked.failed, 1u) << "not written after a cut line that could not be ended";
+  f->append(R"({"c":2})");
+  auto ok = f->flush();
+  EXPECT_FALSE(ok.error) << render(ok.error);
+  EXPECT_EQ(ok.written, 1u);
+  std::ifstream in(dir + "/hits.jsonl");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    lines.push_back(line);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0], R"({"a":"0123)") << "the cut record (10 bytes), ended";
+  EXPECT_EQ(lines[1], R"({"c":2})");
 }
 
 TEST(line_file, a_missing_directory_fails_each_flush_until_it_is_back) {
