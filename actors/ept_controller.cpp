@@ -6,9 +6,9 @@ namespace vmitap {
 
 using drv::page_access;
 
-std::vector<bool> ept_controller_state::write(drv::view_id view,
-                                              const std::vector<drv::access_change>& batch,
-                                              caf::error& err) {
+std::vector<ept_controller_state::outcome>
+ept_controller_state::write(drv::view_id view, const std::vector<drv::access_change>& batch,
+                            caf::error& err) {
   auto& c = cfg.domain->counters();
   c.access_calls.add();
   auto t0 = std::chrono::steady_clock::now();
@@ -16,19 +16,22 @@ std::vector<bool> ept_controller_state::write(drv::view_id view,
   c.access_seconds.observe(
     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   c.batch_size.observe(double(batch.size()));
-  std::vector<bool> done(batch.size(), !err);
+  std::vector<outcome> done(batch.size(), err ? outcome::unknown : outcome::applied);
   if (err) {
     // A prefix may have been applied: read back what the guest really has.
     std::vector<drv::gfn_t> gfns;
     for (auto& ch : batch)
       gfns.push_back(ch.gfn);
     std::vector<page_access> now(batch.size());
-    if (!cfg.session->get_access(view, gfns, now))
+    if (auto read_err = cfg.session->get_access(view, gfns, now))
+      err = make_error(code_of(err), context_of(err) + "; reading back what was applied: "
+                                       + context_of(read_err));
+    else
       for (size_t i = 0; i < batch.size(); ++i)
-        done[i] = now[i] == batch[i].value;
+        done[i] = now[i] == batch[i].value ? outcome::applied : outcome::unchanged;
   }
-  for (bool d : done)
-    (d ? c.access_ok : c.access_failed).add();
+  for (auto d : done)
+    (d == outcome::applied ? c.access_ok : c.access_failed).add();
   return done;
 }
 
@@ -43,6 +46,7 @@ change_results ept_controller_state::apply(const page_changes& changes) {
     for (auto i : indices)
       if (changes[i].monitor && !previous.contains({view, changes[i].gfn}))
         unknown.push_back(changes[i].gfn);
+    auto sure = [&](drv::gfn_t gfn) { return !unsure.contains({view, gfn}); };
     std::vector<page_access> before(unknown.size());
     caf::error read_error;
     if (!unknown.empty())
@@ -62,6 +66,9 @@ change_results ept_controller_state::apply(const page_changes& changes) {
           continue;
         }
         batch.push_back({ch.gfn, without(before_of[ch.gfn], page_access::x)});
+      } else if (ch.monitor && !sure(ch.gfn)) {
+        before_of[ch.gfn] = known->second;
+        batch.push_back({ch.gfn, without(known->second, page_access::x)});
       } else if (!ch.monitor && known != previous.end()) {
         batch.push_back({ch.gfn, known->second});
       } else {
@@ -75,13 +82,22 @@ change_results ept_controller_state::apply(const page_changes& changes) {
     auto done = write(view, batch, err);
     for (size_t k = 0; k < batch.size(); ++k) {
       auto& ch = changes[batched[k]];
-      if (!done[k]) {
+      page_key key{view, ch.gfn};
+      if (done[k] != outcome::applied)
         results[batched[k]] = err;
-      } else if (ch.monitor) {
-        previous[{view, ch.gfn}] = before_of[ch.gfn];
-      } else {
-        previous.erase({view, ch.gfn});
+      if (done[k] == outcome::unknown) {
+        // Maybe applied: restore it at teardown, and write it again when next asked.
+        previous.emplace(key, before_of[ch.gfn]);
+        unsure.insert(key);
+        continue;
       }
+      if (done[k] == outcome::unchanged)
+        continue;
+      unsure.erase(key);
+      if (ch.monitor)
+        previous[key] = before_of[ch.gfn];
+      else
+        previous.erase(key);
     }
   }
   return results;
@@ -96,8 +112,10 @@ caf::error ept_controller_state::teardown() {
     caf::error err;
     auto done = write(view, batch, err);
     for (size_t k = 0; k < batch.size(); ++k)
-      if (done[k])
+      if (done[k] == outcome::applied) {
         previous.erase({view, batch[k].gfn});
+        unsure.erase({view, batch[k].gfn});
+      }
     if (err && !first)
       first = make_error(code_of(err), context_of(err) + " (restoring " + std::to_string(batch.size())
                                          + " pages of view " + std::to_string(view) + ")");

@@ -12,6 +12,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include <map>
+#include <set>
 
 namespace vmitap {
 
@@ -24,18 +25,28 @@ struct ept_controller_state {
   ept_controller_state() = default;  // not an aggregate: CAF would build it from `self`
   static inline const char* name = "vmitap.ept_controller";
 
+  using page_key = std::pair<drv::view_id, drv::gfn_t>;
+
   ept_controller_config cfg;
-  std::map<std::pair<drv::view_id, drv::gfn_t>, drv::page_access> previous;  // monitored pages
+  /// Pages this controller may have changed, with the access they had before: restored at
+  /// teardown.
+  std::map<page_key, drv::page_access> previous;
+  /// Pages whose access is unknown: a write failed and reading back failed too. The next
+  /// change of such a page writes it whatever the controller believes, and teardown
+  /// restores it.
+  std::set<page_key> unsure;
   std::vector<drv::view_id> views;  // created by this controller
 
   change_results apply(const page_changes& changes);
   caf::error teardown();
 
 private:
+  enum class outcome : uint8_t { applied, unchanged, unknown };
   /// One batched write, measured and counted; on failure, reads back which entries hold.
-  /// Returns, per change, whether the guest now has its value.
-  std::vector<bool> write(drv::view_id view, const std::vector<drv::access_change>& batch,
-                          caf::error& err);
+  /// Returns, per change, whether the guest now has its value (unknown: the read-back
+  /// failed too; `err` then says so).
+  std::vector<outcome> write(drv::view_id view, const std::vector<drv::access_change>& batch,
+                             caf::error& err);
 };
 
 ept_controller_actor::behavior_type

@@ -148,6 +148,8 @@ public:
   // --- fault injection ---------------------------------------------------------------------
   /// The next `calls` set_access calls apply `applied` entries, then fail with `err`.
   void fail_access_changes(uint32_t calls, size_t applied, int err);
+  /// After `skip` more get_access calls succeed, the next `calls` fail with `err`.
+  void fail_access_reads(uint32_t skip, uint32_t calls, int err);
   /// The VCPU raises a malformed request before its next instruction (out-of-range: now).
   void inject_malformed(drv::vcpu_id vcpu, malformed_kind kind);
   /// The next `count` answered VCPUs resume only after `delay`.
@@ -269,6 +271,9 @@ private:
   uint32_t failing_calls_ = 0;
   size_t failing_applied_ = 0;
   int failing_errno_ = 0;
+  uint32_t reads_before_failing_ = 0;
+  uint32_t failing_reads_ = 0;
+  int failing_read_errno_ = 0;
   std::atomic<uint32_t> delayed_responses_{0};  // read on every answer: no lock unless set
   std::chrono::nanoseconds response_delay_{0};
 };

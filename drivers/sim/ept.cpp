@@ -110,6 +110,15 @@ caf::error domain::get_access(uint64_t session, drv::view_id id,
   ++get_calls_;
   if (!valid_view(id))
     return make_error(ec::no_such_view, "get_access: no view " + std::to_string(id));
+  {
+    std::lock_guard g{fault_mutex_};
+    if (reads_before_failing_ > 0) {
+      --reads_before_failing_;
+    } else if (failing_reads_ > 0) {
+      --failing_reads_;
+      return make_driver_error("get_access (injected fault)", failing_read_errno_);
+    }
+  }
   for (size_t i = 0; i < gfns.size(); ++i) {
     if (!ram(gfns[i]))
       return make_error(ec::gfn_out_of_range,

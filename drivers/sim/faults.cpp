@@ -13,6 +13,13 @@ void domain::fail_access_changes(uint32_t calls, size_t applied, int err) {
   failing_errno_ = err;
 }
 
+void domain::fail_access_reads(uint32_t skip, uint32_t calls, int err) {
+  std::lock_guard g{fault_mutex_};
+  reads_before_failing_ = skip;
+  failing_reads_ = calls;
+  failing_read_errno_ = err;
+}
+
 void domain::delay_responses(uint32_t count, std::chrono::nanoseconds delay) {
   std::lock_guard g{fault_mutex_};
   delayed_responses_ = count;

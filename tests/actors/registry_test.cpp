@@ -77,6 +77,37 @@ TEST_F(registry_test, a_failing_write_arms_the_applied_prefix_and_reports_the_re
   EXPECT_EQ(domain->table().load()->pages_per_view[view], 1u);
 }
 
+// Regression (issue 8): when the read-back after a failed write failed too, the controller
+// counted the whole batch as not applied, so a page the write had changed was never restored.
+TEST_F(registry_test, a_page_of_unknown_state_is_written_again_when_asked_and_restored_at_clear) {
+  boot_registry();
+  dom->fail_access_changes(1, 1, EIO);  // page 0 changes, then the call fails
+  dom->fail_access_reads(1, 1, EIO);    // and reading back what was applied fails too
+  auto r = add({spec("bp0", pa(0)), spec("bp1", pa(1))});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->ok, 0u) << "nothing is known to be armed";
+  ASSERT_EQ(r->failed.size(), 2u);
+  EXPECT_NE(r->failed[0].second.find("reading back"), std::string::npos) << r->failed[0].second;
+  EXPECT_EQ(access_of(pa(0)), page_access::rw) << "the guest has it, the registry does not know";
+  auto again = add({spec("bp0", pa(0))});
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->ok, 1u) << "written again, now known";
+  ASSERT_TRUE(ask<ok_atom>(registry, clear_atom::value));
+  EXPECT_EQ(access_of(pa(0)), page_access::rwx);
+  EXPECT_EQ(access_of(pa(1)), page_access::rwx);
+}
+
+TEST_F(registry_test, a_page_whose_state_is_unknown_is_restored_by_the_controllers_teardown) {
+  boot_registry();
+  dom->fail_access_changes(1, 1, EIO);
+  dom->fail_access_reads(1, 1, EIO);
+  ASSERT_TRUE(add({spec("bp0", pa(0)), spec("bp1", pa(1))}));
+  ASSERT_EQ(access_of(pa(0)), page_access::rw);
+  ASSERT_TRUE(ask<ok_atom>(controller, teardown_atom::value));
+  EXPECT_EQ(dom->check().pages_changed, 0u)
+    << "restored before its view went, although nobody knew it had changed";
+}
+
 TEST_F(registry_test, invalid_breakpoints_are_rejected_with_their_reason_and_the_rest_armed) {
   boot_registry();
   auto r = add({spec("x", pa(0)), spec("x", pa(1)), spec("far", drv::pa_of(dom->info().max_gfn + 1)),
