@@ -1,7 +1,7 @@
 #pragma once
 
 // vm_event requests and responses to and from the port's types, field by field. What Xen
-// reads from a response (XEN.md §2): version, vcpu_id, VCPU_PAUSED, the echoed reason and
+// reads from a response (docs/DESIGN.md §9): version, vcpu_id, VCPU_PAUSED, the echoed reason and
 // u.mem_access (EMULATE needs them), the whole register block for SET_REGISTERS, and for
 // FAST_SINGLESTEP the return view in u.fast_singlestep.p2midx (which overlays the low bits
 // of u.mem_access.gfn, so it is written after the echo and never with EMULATE).

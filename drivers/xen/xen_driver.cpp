@@ -27,6 +27,26 @@ drv::capabilities capabilities_of(int major, int minor, const std::string& extra
 
 namespace {
 
+/// The capabilities of the Xen that runs here. If its version cannot be read, fast
+/// singlestep is not relied on, and the reason says why.
+drv::capabilities running_version(const xen_api& api, xc_interface* xch) {
+  auto unknown = [](const char* call) {
+    int err = errno;
+    return drv::capabilities{false, std::string(call) + ": " + std::strerror(err) + " (errno "
+                                      + std::to_string(err) + "): Xen's version is unknown, so "
+                                        "fast singlestep is not relied on; set step = \"fast\" "
+                                        "to use it anyway"};
+  };
+  int version = api.xc_version(xch, XENVER_version, nullptr);
+  if (version < 0)
+    return unknown("xc_version(XENVER_version)");
+  xen_extraversion_t extra{};
+  if (api.xc_version(xch, XENVER_extraversion, &extra) < 0)
+    return unknown("xc_version(XENVER_extraversion)");
+  return capabilities_of(version >> 16, version & 0xffff,
+                         std::string(extra, strnlen(extra, sizeof extra)));
+}
+
 class xen_driver final : public drv::driver {
 public:
   explicit xen_driver(std::shared_ptr<xen_host> host) : host_(std::move(host)) {}
@@ -149,10 +169,7 @@ caf::expected<std::shared_ptr<drv::driver>> open_xen_driver(const xen_api& api) 
     return make_error(ec::no_hypervisor, "xs_open: xenstored is not reachable ("
                                            + std::string(std::strerror(errno)) + ", errno "
                                            + std::to_string(errno) + ")");
-  int version = api.xc_version(host->xch, XENVER_version, nullptr);
-  xen_extraversion_t extra{};
-  api.xc_version(host->xch, XENVER_extraversion, &extra);
-  host->caps = capabilities_of(version >> 16, version & 0xffff, extra);
+  host->caps = running_version(api, host->xch);
   return std::shared_ptr<drv::driver>(std::make_shared<xen_driver>(host));
 }
 

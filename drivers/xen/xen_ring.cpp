@@ -77,6 +77,9 @@ void xen_ring::acknowledge() {
 }
 
 size_t xen_ring::answer_leftovers() {
+  // Answers whose notify failed reach Xen first: the slots they free let waiting VCPUs in.
+  if (notify_owed_ && api_.xenevtchn_notify(xce_, port_) == 0)
+    notify_owed_ = false;
   std::vector<drv::event> in(8);
   std::vector<drv::response> out;
   size_t total = 0;

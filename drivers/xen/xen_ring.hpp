@@ -25,8 +25,8 @@ public:
   bool arm() override;
   void acknowledge() override;
 
-  /// Answers every request left in the ring (teardown): back to view 0, singlestep off
-  /// where vmitap turned it on. Returns how many.
+  /// Answers every request left in the ring (teardown), after sending a notify still owed:
+  /// back to view 0, singlestep off where vmitap turned it on. Returns how many.
   size_t answer_leftovers();
   /// Whether vmitap's responses left the VCPU singlestepping (TOGGLE flips it).
   bool singlestepping(drv::vcpu_id vcpu) const;

@@ -1,12 +1,15 @@
 #pragma once
 
-// A monitoring session on one Xen domain: attach in XEN.md §1's order (undoing what was done
-// when a step fails), views and access through altp2m, guest memory through cached foreign
-// mappings, and the teardown in XEN.md §3's order, which works on a dying or dead domain too.
+// A monitoring session on one Xen domain: attach in the documented order (docs/DESIGN.md §9),
+// undoing what was done when a step fails; views and access through altp2m; guest memory
+// through cached foreign mappings; and the teardown in the documented order (the monitor is
+// disabled before the ring is unmapped, so an EBUSY can be cured by answering the ring),
+// which works on a dying or dead domain too.
 
 #include "drivers/xen/xen_host.hpp"
 #include "drivers/xen/xen_ring.hpp"
 
+#include <atomic>
 #include <functional>
 #include <unordered_map>
 
@@ -38,7 +41,10 @@ private:
   caf::error check() const;
   /// The first mapped address of `gfn`, mapping it if needed (under memory_mutex_).
   caf::expected<const std::byte*> page(drv::gfn_t gfn);
-  void unmap_all();
+  /// Unmaps every cached page and closes the foreign-memory handle (under memory_mutex_).
+  void close_memory();
+  /// xc_monitor_disable; EBUSY means VCPUs wait for ring space: answer the ring and retry.
+  int disable_monitor();
 
   std::shared_ptr<xen_host> host_;
   const xen_api& api_;
@@ -54,11 +60,16 @@ private:
   std::unique_ptr<xen_ring> ring_;
   bool altp2m_enabled_by_us_ = false;
   bool singlestep_monitor_by_us_ = false;
-  std::vector<drv::view_id> views_;
 
-  std::mutex mutex_;  // guards what follows
+  // Set once, under mutex_, when detach starts; read without it by check().
+  std::atomic<bool> detached_ = false;
+  // Held across each control operation (never by the ring's take/give path), so detach,
+  // which sets detached_ under it, starts only after the operations already running end and
+  // none starts after it.
+  std::mutex mutex_;
+  std::vector<drv::view_id> views_;
   uint32_t pauses_ = 0;  // xc_domain_pause calls not yet undone
-  bool detached_ = false;
+  // Guest reads, and detach closing their handle.
   std::mutex memory_mutex_;
   std::unordered_map<drv::gfn_t, void*> mapped_;
 };

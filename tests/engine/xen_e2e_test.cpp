@@ -7,6 +7,8 @@
 #include "tests/support/fake_xen.hpp"
 #include "tests/support/scenario.hpp"
 
+#include <set>
+
 using namespace vmitap;
 using namespace vmitap::testing;
 using namespace std::chrono_literals;
@@ -111,5 +113,88 @@ TEST(xen_e2e, a_failed_notify_is_counted_and_the_next_one_carries_its_answers) {
   EXPECT_GT(reports[0].totals.respond_failures, 0u);
   reports[0].totals.respond_failures = 0;  // counted; and nothing was lost for it:
   EXPECT_TRUE(s.verified(reports));
+  s.expect_clean();
+}
+
+TEST(xen_e2e, a_bad_version_request_from_xen_is_answered_with_a_plain_resume_and_counted) {
+  xen_scenario s;
+  auto dom = s.add("v", 2, 0);
+  auto reports = s.run_until([](engine& eng) { return scenario::malformed_counted(eng) >= 1; },
+                             [&] { dom->inject_malformed(0, sim::malformed_kind::bad_version); });
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(s.verified(reports));
+  EXPECT_EQ(reports[0].totals.malformed, 1u);
+  EXPECT_EQ(s.xen.responses_dropped(), 0u) << "the answer is in Xen's version: Xen applies it";
+  s.expect_clean();
+}
+
+TEST(xen_e2e, malformed_requests_are_answered_and_counted) {
+  xen_scenario s;
+  auto dom = s.add("m", 2, 0);
+  auto reports = s.run_until([](engine& eng) { return scenario::malformed_counted(eng) >= 3; },
+                             [&] {
+                               dom->inject_malformed(0, sim::malformed_kind::bad_version);
+                               dom->inject_malformed(1, sim::malformed_kind::unknown_reason);
+                               dom->inject_malformed(0, sim::malformed_kind::vcpu_out_of_range);
+                             });
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(s.verified(reports));
+  EXPECT_EQ(reports[0].totals.malformed, 3u);
+  EXPECT_EQ(s.xen.responses_dropped(), 1u) << "only the answer naming a VCPU the domain lacks";
+  s.expect_clean();
+}
+
+TEST(xen_e2e, an_access_change_failing_midway_arms_the_applied_prefix_and_hits_stay_exact) {
+  xen_scenario s;
+  // Code on several pages (the default workload fits in two), so a reload can add
+  // breakpoints on pages nothing monitors yet.
+  sim::domain_config dc;
+  dc.name = "f";
+  dc.workload.functions = 400;
+  auto dom = *s.hv->create_domain(dc);
+  engine_config::domain_entry entry;
+  entry.select.name = dc.name;
+  entry.plan = hot_plan(dom->code(), step_mode::fast, false);
+  s.cfg.domains.push_back(std::move(entry));
+  s.domains.push_back(dom);
+  engine eng{s.cfg, s.make_driver()};
+  ASSERT_FALSE(eng.start());
+  ASSERT_TRUE(eventually([&] {
+    auto p = eng.progress();
+    return !p.empty() && p[0].hits > 0;
+  })) << "attached and hitting";
+  // Three breakpoints on pages nothing monitors yet: one access change each, in one batch.
+  auto next = s.cfg;
+  auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
+  std::set<drv::gfn_t> monitored;
+  for (auto& bp : plan->breakpoints)
+    monitored.insert(drv::gfn_of(bp.pa));
+  std::vector<std::string> added;
+  for (auto& fn : dom->code().functions()) {
+    if (added.size() == 3)
+      break;
+    if (!monitored.insert(drv::gfn_of(fn.entry_pa)).second)
+      continue;
+    added.push_back("late" + std::to_string(added.size()));
+    plan->breakpoints.push_back({added.back(), fn.entry_pa, "main", {"test"}});
+  }
+  ASSERT_EQ(added.size(), 3u);
+  next.domains[0].plan = plan;
+  // xc_altp2m_set_mem_access_multi applies the first change, then fails with EIO.
+  dom->fail_access_changes(1, 1, EIO);
+  auto err = eng.reload(next);
+  ASSERT_TRUE(err) << "two breakpoints could not be armed";
+  EXPECT_NE(render(err).find("errno 5"), std::string::npos) << render(err);
+  auto reports = eng.stop();
+  ASSERT_EQ(reports.size(), 1u);
+  auto& r = reports[0];
+  EXPECT_TRUE(r.error.empty()) << r.error;
+  EXPECT_GT(r.totals.hits, 0u);
+  EXPECT_EQ(r.access_failures, 2u);
+  size_t armed = 0;
+  for (auto& bp : r.breakpoints)
+    armed += std::find(added.begin(), added.end(), bp->name) != added.end();
+  EXPECT_EQ(armed, 1u) << "the applied prefix is armed, the rest reported";
+  EXPECT_TRUE(s.verified(reports)) << "the plan's breakpoints stay exact, every page restored";
   s.expect_clean();
 }

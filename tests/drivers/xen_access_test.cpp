@@ -1,0 +1,103 @@
+// The Xen driver's access, memory and watch calls against a fake Xen 4.17: entries not yet
+// copied into a view, a batch that fails midway, guest memory through foreign mappings, and
+// guests starting and stopping.
+
+#include "tests/drivers/xen_fixture.hpp"
+
+#include <condition_variable>
+
+using namespace vmitap;
+using namespace vmitap::testing;
+using namespace std::chrono_literals;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+
+TEST_F(xen_driver_test, an_entry_not_yet_in_a_view_reads_the_hosts_access) {
+  boot();
+  open();
+  auto s = attach();
+  ASSERT_TRUE(s);
+  auto view = s->create_view(drv::page_access::rwx);
+  ASSERT_TRUE(view);
+  drv::gfn_t gfn = dom->code().first_code_gfn();
+  drv::page_access out{};
+  xen.fail_next("xc_altp2m_get_mem_access", ESRCH);
+  ASSERT_FALSE(s->get_access(*view, {&gfn, 1}, {&out, 1}));
+  EXPECT_EQ(out, drv::page_access::rwx);
+  EXPECT_THAT(xen.calls(), ::testing::Contains("xc_get_mem_access(" + std::to_string(dom->id()) + ")"));
+  ASSERT_FALSE(s->detach());
+}
+
+TEST_F(xen_driver_test, a_batch_that_fails_midway_leaves_a_prefix_the_read_back_sees) {
+  boot();
+  open();
+  auto s = attach();
+  ASSERT_TRUE(s);
+  auto view = s->create_view(drv::page_access::rwx);
+  ASSERT_TRUE(view);
+  dom->fail_access_changes(1, 3, EIO);
+  std::vector<drv::access_change> changes;
+  std::vector<drv::gfn_t> gfns;
+  for (drv::gfn_t g = 0; g < 10; ++g) {
+    changes.push_back({dom->code().first_code_gfn() + g, drv::page_access::rw});
+    gfns.push_back(changes.back().gfn);
+  }
+  auto err = s->set_access(*view, changes);
+  ASSERT_TRUE(err);
+  EXPECT_THAT(render(err), HasSubstr("xc_altp2m_set_mem_access_multi"));
+  EXPECT_THAT(render(err), HasSubstr("errno 5"));
+  std::vector<drv::page_access> now(gfns.size());
+  ASSERT_FALSE(s->get_access(*view, gfns, now));
+  for (size_t i = 0; i < now.size(); ++i)
+    EXPECT_EQ(now[i], i < 3 ? drv::page_access::rw : drv::page_access::rwx) << i;
+  for (auto& c : changes)
+    c.value = drv::page_access::rwx;
+  ASSERT_FALSE(s->set_access(*view, changes));
+  ASSERT_FALSE(s->detach());
+  expect_clean();
+}
+
+TEST_F(xen_driver_test, guest_memory_reads_through_foreign_mappings) {
+  boot();
+  open();
+  auto s = attach();
+  ASSERT_TRUE(s);
+  auto pa = dom->code().functions()[0].entry_pa - 5;  // across nothing in particular
+  std::vector<std::byte> got(3 * drv::page_size);
+  ASSERT_FALSE(s->read_physical(pa, got));
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_EQ(got[i], dom->code().is_code(drv::gfn_of(pa + i)) ? dom->code().code_byte(pa + i) : std::byte{0}) << i;
+  std::byte one[1];
+  auto err = s->read_physical((dom->info().max_gfn + 1) * drv::page_size, one);
+  EXPECT_EQ(code_of(err), ec::gfn_out_of_range) << render(err);
+  ASSERT_FALSE(s->detach());
+}
+
+TEST_F(xen_driver_test, the_watch_reports_guests_starting_and_stopping) {
+  open();
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<drv::domain_change> seen;
+  ASSERT_FALSE(driver->watch([&](const drv::domain_change& c) {
+    std::lock_guard g{m};
+    seen.push_back(c);
+    cv.notify_all();
+  }));
+  boot(2, "late");
+  auto id = dom->id();
+  {
+    std::unique_lock g{m};
+    ASSERT_TRUE(cv.wait_for(g, 5s, [&] { return !seen.empty(); }));
+    EXPECT_TRUE(seen[0].started);
+    EXPECT_EQ(seen[0].domain.name, "late");
+  }
+  dom.reset();
+  hv->destroy_domain(id);
+  {
+    std::unique_lock g{m};
+    ASSERT_TRUE(cv.wait_for(g, 5s, [&] { return seen.size() == 2; }));
+    EXPECT_FALSE(seen[1].started);
+    EXPECT_EQ(seen[1].domain.id, id);
+  }
+  driver->unwatch();
+}
