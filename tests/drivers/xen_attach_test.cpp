@@ -226,19 +226,13 @@ TEST_F(xen_driver_test, singlestep_events_already_on_are_used_and_left_on_after_
 }
 
 TEST_F(xen_driver_test, vcpus_waiting_for_ring_space_at_disable_are_answered_and_disable_retried) {
-  boot(16);
-  open();
-  auto s = attach();
+  auto s = trapping_session(16);
   ASSERT_TRUE(s);
-  auto view = s->create_view(drv::page_access::rwx);
-  ASSERT_TRUE(view);
-  ASSERT_FALSE(s->switch_all(*view));
-  deny_execute(*s, *view, dom->code());
   // Nobody answers: 8 requests fill the ring and 8 VCPUs sleep on Xen's waitqueue.
   for (int i = 0; i < 1000 && xen.waitqueue_peak() < 8; ++i)
     std::this_thread::sleep_for(5ms);
   ASSERT_EQ(xen.waitqueue_peak(), 8u);
-  deny_execute(*s, *view, dom->code(), drv::page_access::rwx);  // they still wait
+  deny_execute(*s, view, dom->code(), drv::page_access::rwx);  // they still wait
   // The teardown's answers reach Xen only at its third notify: until then the 8 VCPUs
   // still wait for ring space and xc_monitor_disable says EBUSY.
   xen.fail_next("xenevtchn_notify", EIO, 2);

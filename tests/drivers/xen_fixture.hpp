@@ -55,6 +55,25 @@ protected:
     return s ? std::move(*s) : nullptr;
   }
 
+  /// Boots a guest, attaches, and has every VCPU run in a new view (`view`) in which the
+  /// guest's code lacks Execute: every fetch traps.
+  std::unique_ptr<drv::domain_session> trapping_session(uint32_t vcpus) {
+    boot(vcpus);
+    open();
+    auto s = attach();
+    if (!s)
+      return nullptr;
+    auto v = s->create_view(drv::page_access::rwx);
+    EXPECT_TRUE(v) << render(v.error());
+    if (!v)
+      return nullptr;
+    view = *v;
+    EXPECT_FALSE(s->switch_all(view));
+    deny_execute(*s, view, dom->code());
+    return s;
+  }
+  drv::view_id view = 0;  ///< trapping_session's
+
   /// Nothing of vmitap's is left on the domain, and the sim agrees nothing was lost.
   void expect_clean() {
     auto id = dom->id();

@@ -17,14 +17,8 @@ class ring_test : public xen_driver_test, public ::testing::WithParamInterface<R
 
 TEST_P(ring_test, sixteen_vcpus_through_eight_slots_answered_out_of_order_lose_nothing) {
   xen.first_index = GetParam();
-  boot(16);
-  open();
-  auto s = attach();
+  auto s = trapping_session(16);
   ASSERT_TRUE(s);
-  auto view = s->create_view(drv::page_access::rwx);
-  ASSERT_TRUE(view);
-  ASSERT_FALSE(s->switch_all(*view));
-  deny_execute(*s, *view, dom->code());
   auto ring = s->start_events();
   ASSERT_TRUE(ring);
   std::vector<drv::event> in(16);
@@ -47,7 +41,7 @@ TEST_P(ring_test, sixteen_vcpus_through_eight_slots_answered_out_of_order_lose_n
   EXPECT_GT(xen.waitqueue_peak(), 0u) << "16 VCPUs, 8 slots: some waited";
   EXPECT_EQ(xen.responses_ignored(), 0u);
   EXPECT_EQ(xen.responses_dropped(), 0u);
-  deny_execute(*s, *view, dom->code(), drv::page_access::rwx);
+  deny_execute(*s, view, dom->code(), drv::page_access::rwx);
   ASSERT_FALSE(s->detach());
   expect_clean();
 }
@@ -56,14 +50,8 @@ INSTANTIATE_TEST_SUITE_P(indices, ring_test, ::testing::Values(RING_IDX(0), RING
                          [](auto& info) { return info.param ? "wrapping" : "from_zero"; });
 
 TEST_F(xen_driver_test, an_answer_xen_cannot_read_is_dropped_and_the_vcpu_waits_for_a_good_one) {
-  boot(1);
-  open();
-  auto s = attach();
+  auto s = trapping_session(1);
   ASSERT_TRUE(s);
-  auto view = s->create_view(drv::page_access::rwx);
-  ASSERT_TRUE(view);
-  ASSERT_FALSE(s->switch_all(*view));
-  deny_execute(*s, *view, dom->code());
   auto ring = s->start_events();
   ASSERT_TRUE(ring);
   drv::event ev;
@@ -82,7 +70,7 @@ TEST_F(xen_driver_test, an_answer_xen_cannot_read_is_dropped_and_the_vcpu_waits_
   EXPECT_GT(dom->vcpu_retired(0), retired);
   good = drv::make_response(ev);  // what a poller takes, it answers
   ASSERT_FALSE((*ring)->give({&good, 1}).first);
-  deny_execute(*s, *view, dom->code(), drv::page_access::rwx);
+  deny_execute(*s, view, dom->code(), drv::page_access::rwx);
   ASSERT_FALSE(s->detach());  // answers the one outstanding through the ring
   expect_clean();
 }
