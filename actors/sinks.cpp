@@ -42,7 +42,8 @@ struct sink_state {
   std::string host;
   std::chrono::milliseconds flush_interval{100};
   bool tick_pending = false;
-  bool failing = false;  // in a streak of write errors (logged once)
+  bool failing = false;           // in a streak of write errors (logged once)
+  bool rotation_failing = false;  // in a streak of failed rotations (logged once)
 };
 
 using sink_ptr = sink_actor::extend<caf::reacts_to<tick_atom>>::stateful_pointer<sink_state>;
@@ -53,15 +54,18 @@ void flush(sink_state& st) {
   st.queue->written.add(r.written);
   st.queue->errors.add(r.failed);
   st.queue->depth.fetch_sub(records, std::memory_order_relaxed);
-  if (r.error && r.failed == 0)
-    spdlog::error("sink {}: {} (every record was written; it retries at the next flush)",
-                  st.queue->name, render(r.error));  // a rotation that failed
-  else if (r.error && !st.failing)
+  bool rotation_failed = r.error && r.failed == 0;  // every record written, then rotation failed
+  if (rotation_failed && !st.rotation_failing)
+    spdlog::error("sink {}: {} (every record was written; rotation is retried at each flush)",
+                  st.queue->name, render(r.error));
+  else if (r.error && !rotation_failed && !st.failing)
     spdlog::error("sink {}: {} ({} records lost; further errors are counted in "
                   "vmitap_sink_records_total{{result=\"error\"}})",
                   st.queue->name, render(r.error), r.failed);
   else if (!r.error && st.failing && r.written > 0)
     spdlog::info("sink {}: writing again", st.queue->name);
+  if (r.error || r.written > 0)
+    st.rotation_failing = rotation_failed;
   if (r.failed > 0 || r.written > 0)
     st.failing = r.failed > 0;
 }

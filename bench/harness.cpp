@@ -50,7 +50,6 @@ run_result run_once(monitor_kind kind, const workload& w, const monitor_options&
     spdlog::error("{}: {}", to_string(kind), render(err));
     return {};
   }
-  auto guest0 = hv->guest_cpu_time();
   auto events0 = m->events();
   auto cpu0 = m->tool_cpu();
   auto t0 = std::chrono::steady_clock::now();
@@ -60,7 +59,6 @@ run_result run_once(monitor_kind kind, const workload& w, const monitor_options&
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto cpu = m->tool_cpu() - cpu0;
   r.tool_cpu_us = r.events ? std::chrono::duration<double, std::micro>(cpu).count() / double(r.events) : 0;
-  (void) guest0;
   r.exact = m->stop_and_verify();
   for (auto& s : doms) {
     r.response.merge(s.dom->response_latency());

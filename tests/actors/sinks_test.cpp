@@ -15,6 +15,8 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <csignal>
 #include <filesystem>
@@ -240,6 +242,31 @@ TEST_F(sink_test, a_full_queue_drops_new_records_and_counts_them) {
   h->queue->depth -= 2;
   flush(*h);
   EXPECT_EQ(read_lines(sc.path).size(), 1u);
+  caf::anon_send_exit(h->actor, caf::exit_reason::user_shutdown);
+}
+
+// A rotation that keeps failing (here PATH.1 is a directory) loses no record and is logged
+// once, not at every flush.
+TEST_F(sink_test, a_failing_rotation_writes_every_record_and_is_logged_once) {
+  auto log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", log));
+  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/rot.jsonl", 1, 1, 1000,
+                 std::chrono::milliseconds(60000)};
+  fs::create_directories(sc.path + ".1/blocker");
+  auto h = spawn_sink(sys, sc, "host");
+  ASSERT_TRUE(h);
+  for (int i = 0; i < 3; ++i) {
+    h->offer({record(i)});
+    flush(*h);
+  }
+  spdlog::set_default_logger(previous);
+  EXPECT_EQ(read_lines(sc.path).size(), 3u) << "nothing rotated away, nothing lost";
+  EXPECT_EQ(h->queue->written.get(), 3u);
+  EXPECT_EQ(h->queue->errors.get(), 0u);
+  auto lines = log->last_formatted();
+  ASSERT_EQ(lines.size(), 1u) << "one line for the streak";
+  EXPECT_NE(lines[0].find("rot.jsonl"), std::string::npos) << lines[0];
   caf::anon_send_exit(h->actor, caf::exit_reason::user_shutdown);
 }
 
