@@ -260,6 +260,8 @@ TEST_F(sink_test, a_failing_rotation_writes_every_record_and_is_logged_once) {
     h->offer({record(i)});
     flush(*h);
   }
+  caf::anon_send_exit(h->actor, caf::exit_reason::user_shutdown);
+  sys.await_all_actors_done();
   spdlog::set_default_logger(previous);
   EXPECT_EQ(read_lines(sc.path).size(), 3u) << "nothing rotated away, nothing lost";
   EXPECT_EQ(h->queue->written.get(), 3u);
@@ -267,7 +269,6 @@ TEST_F(sink_test, a_failing_rotation_writes_every_record_and_is_logged_once) {
   auto lines = log->last_formatted();
   ASSERT_EQ(lines.size(), 1u) << "one line for the streak";
   EXPECT_NE(lines[0].find("rot.jsonl"), std::string::npos) << lines[0];
-  caf::anon_send_exit(h->actor, caf::exit_reason::user_shutdown);
 }
 
 TEST_F(sink_test, a_path_that_cannot_be_opened_is_an_error_naming_it_and_errno) {
