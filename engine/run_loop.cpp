@@ -10,7 +10,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <tuple>
 
 namespace vmitap {
 
@@ -51,6 +53,18 @@ void print_progress(engine& eng, clock_type::time_point t0, uint64_t& last_event
   last_events = events;
   last_hits = hits;
   last = now;
+}
+
+/// The summary in a stable order: domains by name and id (sessions of one domain in the
+/// order they ran), each one's breakpoints by view, address and name.
+void sort_for_people(std::vector<domain_report>& reports) {
+  std::stable_sort(reports.begin(), reports.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.name, a.id) < std::tie(b.name, b.id);
+  });
+  for (auto& r : reports)
+    std::sort(r.breakpoints.begin(), r.breakpoints.end(), [](const auto& a, const auto& b) {
+      return std::tie(a->view, a->pa, a->name) < std::tie(b->view, b->pa, b->name);
+    });
 }
 
 void reload(engine& eng, const run_options& opts, const config& running) {
@@ -146,6 +160,7 @@ int run(const config& cfg, const run_options& opts) {
     std::fputc('\n', stderr);
   auto elapsed = std::chrono::duration<double>(clock_type::now() - t0).count();
   auto reports = eng.stop();
+  sort_for_people(reports);
   uint64_t events = 0;
   bool errors = false;
   for (auto& r : reports) {

@@ -45,6 +45,12 @@ TEST(cli, the_demo_runs_to_its_end_and_verifies_every_hit) {
   EXPECT_EQ(r.rc, 0) << r.all();
   EXPECT_NE(r.err.find("verified:"), std::string::npos) << r.all();
   EXPECT_TRUE(r.out.empty()) << "stdout belongs to a stdout sink: " << r.out;
+  // The summary lists domains in a stable order: by name.
+  auto row = [&](const char* name) { return r.err.find(std::string("\n") + name + " "); };
+  EXPECT_LT(row("build-1"), row("db-1")) << r.err;
+  EXPECT_LT(row("db-1"), row("web-1")) << r.err;
+  EXPECT_LT(row("web-1"), row("web-2")) << r.err;
+  EXPECT_NE(row("web-2"), std::string::npos) << r.err;
 }
 
 TEST(cli, sigterm_during_a_flood_detaches_and_exits_clean) {
