@@ -119,12 +119,25 @@ TEST(config_validation, a_selector_that_matches_no_sim_domain_is_a_warning) {
 }
 
 TEST(config_validation, an_existing_sink_file_vmitap_cannot_write_is_an_error) {
-  if (geteuid() == 0)
-    GTEST_SKIP() << "root may write any file";
+  namespace fs = std::filesystem;
   auto path = write_temp_file("readonly.jsonl", "");
-  std::filesystem::permissions(path, std::filesystem::perms::owner_read);
-  auto msg = problems("[sink.h]\ntype = \"jsonl\"\npath = \"" + path + "\"\n");
-  EXPECT_NE(msg.find("exists and is not writable"), std::string::npos) << msg;
+  fs::permissions(path, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  auto text = "[sink.h]\ntype = \"jsonl\"\npath = \"" + path + "\"\n";
+  if (geteuid() != 0) {
+    auto msg = problems(text);
+    EXPECT_NE(msg.find("exists and is not writable"), std::string::npos) << msg;
+    return;
+  }
+  // Root may write any file: check as the unprivileged user a service would run as.
+  auto config = write_temp_file("readonly.toml", text);
+  fs::permissions(process_temp_dir(), fs::perms::owner_all | fs::perms::group_read
+                                        | fs::perms::group_exec | fs::perms::others_read
+                                        | fs::perms::others_exec);
+  fs::permissions(config, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  auto r = run_command("/usr/bin/setpriv", {"--reuid=65534", "--regid=65534", "--clear-groups",
+                                            VMITAP_BINARY, "check", "--config", config});
+  EXPECT_EQ(r.rc, 2) << r.all();
+  EXPECT_NE(r.err.find("exists and is not writable"), std::string::npos) << r.all();
 }
 
 TEST(config_cli, examples_pass_check_and_print_their_topology) {
