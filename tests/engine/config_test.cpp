@@ -128,14 +128,17 @@ TEST(config_validation, an_existing_sink_file_vmitap_cannot_write_is_an_error) {
     EXPECT_NE(msg.find("exists and is not writable"), std::string::npos) << msg;
     return;
   }
-  // Root may write any file: check as the unprivileged user a service would run as.
+  // Root may write any file: check as an unprivileged user, with a copy of the binary (the
+  // build directory may be out of that user's reach).
   auto config = write_temp_file("readonly.toml", text);
+  auto binary = process_temp_dir() + "/vmitap";
+  fs::copy_file(VMITAP_BINARY, binary, fs::copy_options::overwrite_existing);
   fs::permissions(process_temp_dir(), fs::perms::owner_all | fs::perms::group_read
                                         | fs::perms::group_exec | fs::perms::others_read
                                         | fs::perms::others_exec);
   fs::permissions(config, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
   auto r = run_command("/usr/bin/setpriv", {"--reuid=65534", "--regid=65534", "--clear-groups",
-                                            VMITAP_BINARY, "check", "--config", config});
+                                            binary, "check", "--config", config});
   EXPECT_EQ(r.rc, 2) << r.all();
   EXPECT_NE(r.err.find("exists and is not writable"), std::string::npos) << r.all();
 }
