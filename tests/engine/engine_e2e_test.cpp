@@ -169,12 +169,7 @@ TEST(engine_e2e, a_stop_during_attach_detaches_whatever_was_attached) {
 TEST(engine_e2e, malformed_requests_are_answered_and_counted) {
   scenario s;
   auto dom = s.add("m", 2, 0);
-  auto reports = s.run_until([](engine& eng) { return scenario::malformed_counted(eng) >= 3; },
-                             [&] {
-                               dom->inject_malformed(0, sim::malformed_kind::bad_version);
-                               dom->inject_malformed(1, sim::malformed_kind::unknown_reason);
-                               dom->inject_malformed(0, sim::malformed_kind::vcpu_out_of_range);
-                             });
+  auto reports = s.run_with_malformed_requests(dom);
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_TRUE(s.verified(reports));
   EXPECT_EQ(reports[0].totals.malformed, 3u);

@@ -90,6 +90,17 @@ struct scenario {
     return true;
   }
 
+  /// Runs the engine while `dom` raises one malformed request of each kind (bad version on
+  /// VCPU 0, unknown reason on VCPU 1, one naming a VCPU it lacks), until all three are counted.
+  std::vector<domain_report> run_with_malformed_requests(const std::shared_ptr<sim::domain>& dom) {
+    return run_until([](engine& eng) { return malformed_counted(eng) >= 3; },
+                     [&] {
+                       dom->inject_malformed(0, sim::malformed_kind::bad_version);
+                       dom->inject_malformed(1, sim::malformed_kind::unknown_reason);
+                       dom->inject_malformed(0, sim::malformed_kind::vcpu_out_of_range);
+                     });
+  }
+
   /// Malformed requests the engine has counted so far, over every session.
   static uint64_t malformed_counted(engine& eng) {
     uint64_t n = 0;
