@@ -60,8 +60,9 @@ struct breakpoint_spec {
 
 using tag_list = std::shared_ptr<const std::vector<std::string>>;
 
-/// A registered breakpoint. Immutable once published but for its hit count, which the
-/// pollers that see it hit increment. Kept small: there may be a hundred thousand.
+/// A registered breakpoint. Immutable once published but for its hit count, which the one
+/// poller that owns its domain's ring increments (others only read it). Kept small: there
+/// may be a hundred thousand.
 struct breakpoint {
   std::string name;
   uint64_t pa = 0;
