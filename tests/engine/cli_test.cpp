@@ -5,9 +5,15 @@
 #include "tests/support/temp_files.hpp"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
 #include <csignal>
+#include <cstdio>
 #include <fstream>
+#include <netinet/in.h>
+#include <sstream>
+#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 
@@ -181,4 +187,99 @@ TEST(cli, the_binary_links_debians_xen_libraries) {
   for (auto lib : {"libxenctrl.so.4.17", "libxenevtchn.so.1", "libxenforeignmemory.so.1",
                    "libxenstore.so.4", "libxentoollog.so.1"})
     EXPECT_NE(r.out.find(lib), std::string::npos) << lib << " in\n" << r.out;
+}
+
+namespace {
+
+/// A run config whose domain's hits go to `sink` (a [sink.NAME] table).
+std::string with_sink(const std::string& sink) {
+  auto text = run_base;
+  text.replace(text.find("[[domain]]\nname = \"g\"\n"), std::string("[[domain]]\nname = \"g\"\n").size(),
+               sink + "\n[[domain]]\nname = \"g\"\nsinks = [\"s\"]\n");
+  return text;
+}
+
+/// Sends SIGTERM when it goes, so a failed wait never leaves the child running.
+struct stop_on_exit {
+  pid_t pid;
+  ~stop_on_exit() { kill(pid, SIGTERM); }
+};
+
+/// Hits of breakpoint `name` in the verification table vmitap prints at exit.
+uint64_t hits_in_summary(const std::string& err, const std::string& name) {
+  auto at = err.find("\ng ");
+  while (at != std::string::npos) {
+    std::istringstream row(err.substr(at + 1, err.find('\n', at + 1) - at - 1));
+    std::string domain, bp, view, pa;
+    uint64_t hits = 0;
+    if (row >> domain >> bp >> view >> pa >> hits && bp == name)
+      return hits;
+    at = err.find("\ng ", at + 1);
+  }
+  return 0;
+}
+
+size_t valid_records(const std::string& path) {
+  std::ifstream in(path);
+  size_t n = 0;
+  for (std::string line; std::getline(in, line); ++n)
+    EXPECT_EQ(nlohmann::json::parse(line).at("type"), "hit") << path << ": " << line;
+  return n;
+}
+
+}  // namespace
+
+TEST(cli, a_taken_metrics_port_exits_3_naming_the_port_and_address) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  auto port = std::to_string(ntohs(addr.sin_port));
+  auto path = write_temp_file("taken.toml", run_base);
+  auto r = run_vmitap({"run", "--config", path, "--metrics", "127.0.0.1:" + port});
+  close(fd);
+  EXPECT_EQ(r.rc, 3) << r.all();
+  EXPECT_NE(r.err.find("port " + port + " on 127.0.0.1 is in use"), std::string::npos) << r.all();
+}
+
+// `vmitap run | jq -c .` works: with a stdout sink, standard output holds hit records only.
+TEST(cli, with_a_stdout_sink_every_line_of_stdout_is_a_hit_record) {
+  auto path = write_temp_file("stdout.toml", with_sink("[sink.s]\ntype = \"stdout\"\n"));
+  auto r = run_vmitap({"run", "--config", path}, [](pid_t pid, const output_fn& out) {
+    stop_on_exit stop{pid};
+    EXPECT_TRUE(wait_for_output(out, "\"type\":\"hit\""));
+  });
+  EXPECT_EQ(r.rc, 0) << r.err;
+  std::istringstream lines(r.out);
+  size_t n = 0;
+  for (std::string line; std::getline(lines, line); ++n)
+    EXPECT_EQ(nlohmann::json::parse(line).at("type"), "hit") << line;
+  EXPECT_GT(n, 0u);
+  EXPECT_EQ(n, hits_in_summary(r.err, "a")) << "one record per hit:\n" << r.err;
+}
+
+// logrotate moves the file, then sends SIGUSR1: vmitap reopens the path, and the two files
+// together hold one record per hit.
+TEST(cli, logrotate_move_then_sigusr1_loses_no_record) {
+  auto dir = fresh_temp_dir("logrotate-run");
+  auto hits = dir + "/hits.jsonl";
+  auto path = write_temp_file("logrotate.toml",
+                              with_sink("[sink.s]\ntype = \"jsonl\"\npath = \"" + hits + "\"\n"));
+  auto r = run_vmitap({"run", "--config", path}, [&](pid_t pid, const output_fn&) {
+    stop_on_exit stop{pid};
+    ASSERT_TRUE(wait_for_text(hits, "\"type\":\"hit\""));
+    ASSERT_EQ(std::rename(hits.c_str(), (hits + ".1").c_str()), 0);
+    kill(pid, SIGUSR1);
+    EXPECT_TRUE(wait_for_text(hits, "\"type\":\"hit\"")) << "records reach the new file";
+  });
+  EXPECT_EQ(r.rc, 0) << r.err;
+  auto moved = valid_records(hits + ".1"), reopened = valid_records(hits);
+  EXPECT_GT(moved, 0u);
+  EXPECT_GT(reopened, 0u);
+  EXPECT_EQ(moved + reopened, hits_in_summary(r.err, "a")) << r.err;
 }
