@@ -283,3 +283,14 @@ TEST(cli, logrotate_move_then_sigusr1_loses_no_record) {
   EXPECT_GT(reopened, 0u);
   EXPECT_EQ(moved + reopened, hits_in_summary(r.err, "a")) << r.err;
 }
+
+// Regression (issue 10): a configured run stopped after a hidden hour and exited 0, so a
+// service manager did not restart it. No limit unless asked, and --help says so.
+TEST(cli, a_configured_run_has_no_time_limit_unless_asked_and_help_says_so) {
+  auto r = run_vmitap({"run", "--help"});
+  EXPECT_EQ(r.rc, 0) << r.all();
+  auto at = r.out.find("--max-seconds");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("=0", at), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("0: run until a signal", at), std::string::npos) << r.out;
+}
