@@ -9,7 +9,7 @@ CTEST_FLAGS := --output-on-failure -j 2 --timeout 600
 SAN_ENV     := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/cmake/ubsan.supp \
                ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 
-.PHONY: all deps build demo test test-normal test-asan build-asan bench clean
+.PHONY: all deps build demo test test-normal test-asan build-asan bench package clean
 
 all: build
 
@@ -39,6 +39,10 @@ bench: deps
 	@cmake -S . -B $(BENCH_BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BENCH_BUILD) --target vmitap-bench
 	./$(BENCH_BUILD)/bench/vmitap-bench --markdown BENCHMARKS.md
+
+# The Debian package, $(BUILD)/vmitap_<version>_<arch>.deb (README: "Installing as a service").
+package: build
+	@cmake --build $(BUILD) --target package
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD)
