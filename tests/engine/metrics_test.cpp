@@ -103,6 +103,40 @@ TEST(metrics, counters_equal_what_the_sessions_counted) {
   EXPECT_TRUE(family(fams, "vmitap_events_total")->metric.empty()) << "a detached domain's series go";
 }
 
+// Regression (issue 10): no metric said whether the last SIGHUP was applied, and the latency
+// buckets jumped from 250 µs to 1 ms where the p99 sits.
+TEST(metrics, reloads_are_exported_as_prometheus_has_them_and_buckets_are_dense) {
+  scenario s;
+  s.add("r", 1, 1000);
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  auto fams = eng.collect();
+  auto loaded = value(*family(fams, "vmitap_config_last_reload_success_timestamp_seconds"), {});
+  EXPECT_GT(loaded, 1.6e9) << "the config loaded at start counts as the first success";
+  EXPECT_EQ(value(*family(fams, "vmitap_config_last_reload_successful"), {}), 1);
+  eng.count_reload(false);
+  fams = eng.collect();
+  EXPECT_EQ(value(*family(fams, "vmitap_config_last_reload_successful"), {}), 0);
+  EXPECT_EQ(value(*family(fams, "vmitap_config_reloads_total"), {{"result", "failed"}}), 1);
+  EXPECT_EQ(value(*family(fams, "vmitap_config_last_reload_success_timestamp_seconds"), {}), loaded)
+    << "a rejected reload is no success";
+  eng.count_reload(true);
+  fams = eng.collect();
+  EXPECT_EQ(value(*family(fams, "vmitap_config_last_reload_successful"), {}), 1);
+  EXPECT_EQ(value(*family(fams, "vmitap_config_reloads_total"), {{"result", "ok"}}), 1);
+  EXPECT_GE(value(*family(fams, "vmitap_config_last_reload_success_timestamp_seconds"), {}), loaded);
+  auto* handling = family(fams, "vmitap_event_handling_seconds");
+  ASSERT_TRUE(handling);
+  auto& buckets = handling->metric.at(0).histogram.bucket;
+  ASSERT_GE(buckets.size(), 3u);
+  EXPECT_EQ(buckets.front().upper_bound, 1e-6);
+  EXPECT_EQ(buckets[buckets.size() - 2].upper_bound, 1e-2) << "the last finite bound: 10 ms";
+  for (size_t i = 1; i + 1 < buckets.size(); ++i)
+    EXPECT_LE(buckets[i].upper_bound / buckets[i - 1].upper_bound, 2.5)
+      << "no bucket more than 2.5 times the one below: " << buckets[i].upper_bound;
+  eng.stop();
+}
+
 TEST(metrics, exporter_serves_metrics_and_a_landing_page) {
   auto where = parse_listen("127.0.0.1:0");
   ASSERT_TRUE(where);
