@@ -305,11 +305,19 @@ TEST(engine_e2e, ended_reports_are_bounded) {
   engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
   ASSERT_FALSE(eng.start());
   auto current = dom;
+  auto attached = [&] {  // the current session is monitored before its domain restarts
+    return eventually([&] {
+      for (auto& p : eng.progress())
+        if (p.id == current->id())
+          return true;
+      return false;
+    });
+  };
   for (int i = 0; i < 5; ++i) {
-    for (int k = 0; k < 400 && eng.counters().domains_monitored.load() < 1; ++k)
-      std::this_thread::sleep_for(5ms);
+    ASSERT_TRUE(attached());
     current = s.hv->restart_domain(current->id());
   }
+  ASSERT_TRUE(attached());
   for (int k = 0; k < 400 && eng.counters().domains_monitored.load() < 1; ++k)
     std::this_thread::sleep_for(5ms);
   auto reports = eng.stop();
