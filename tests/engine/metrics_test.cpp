@@ -110,6 +110,9 @@ TEST(metrics, reloads_are_exported_as_prometheus_has_them_and_buckets_are_dense)
   s.add("r", 1, 0);  // runs until stopped: its series exist throughout
   engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
   ASSERT_FALSE(eng.start());
+  // start() returns once the engine runs; the domain's session (and its series) comes with
+  // its attach, which a loaded sanitizer build may not have finished yet.
+  ASSERT_TRUE(eventually([&] { return !eng.progress().empty(); }));
   auto fams = eng.collect();
   auto loaded = value(*family(fams, "vmitap_config_last_reload_success_timestamp_seconds"), {});
   EXPECT_GT(loaded, 1.6e9) << "the config loaded at start counts as the first success";
