@@ -1,6 +1,7 @@
 #include "engine/backend_sim.hpp"
 
 #include "drivers/error.hpp"
+#include "drivers/guest_abi.hpp"
 #include "drivers/sim/sim_driver.hpp"
 #include "drivers/sim/testing/verify.hpp"
 
@@ -43,7 +44,8 @@ void read_section(reader& r, const toml::table* t, config& cfg) {
     for (size_t i = 0; i < domains.size(); ++i) {
       auto& d = *domains[i];
       auto path = reader::indexed("sim.domain", i);
-      r.allow_only(d, path, {"name", "vcpus", "memory_mib", "instructions", "seed", "functions"});
+      r.allow_only(d, path, {"name", "vcpus", "memory_mib", "instructions", "seed", "functions",
+                             "abi", "processes", "record_calls"});
       sim::domain_config dc;
       if (auto n = r.get_string(d, "name", path, "a string")) {
         dc.name = *n;
@@ -64,9 +66,20 @@ void read_section(reader& r, const toml::table* t, config& cfg) {
         dc.workload.seed = *n;
       if (auto n = r.get_count(d, "functions", path, 1, 4096))
         dc.workload.functions = uint32_t(*n);
-      auto max_gfn = dc.memory_mib * (1024 * 1024 / drv::page_size) - 1;
-      if (auto code = sim::program::generate(dc.workload, max_gfn); !code)
-        r.error(reader::where(d, "memory_mib"), path + ".memory_mib", context_of(code.error()));
+      if (auto s = r.get_string(d, "abi", path, "a string: \"sysv\" or \"ms-x64\"")) {
+        if (auto cc = drv::calling_convention_from(*s))
+          dc.abi = *cc;
+        else
+          r.error(reader::where(d, "abi"), path + ".abi",
+                  "expected \"sysv\" or \"ms-x64\", got \"" + *s + "\"");
+      }
+      if (auto n = r.get_count(d, "processes", path, 1, 64))
+        dc.processes = uint32_t(*n);
+      if (auto b = r.get_bool(d, "record_calls", path))
+        dc.record_calls = *b;
+      // The code, its data and the guest's page tables, stacks and strings must fit.
+      if (auto err = sim::domain::validate(dc))
+        r.error(reader::where(d, "memory_mib"), path + ".memory_mib", context_of(err));
       o.domains.push_back(std::move(dc));
     }
   }
@@ -152,7 +165,8 @@ std::string describe_section(const config& cfg) {
   for (size_t i = 0; i < o.domains.size(); ++i) {
     auto& d = o.domains[i];
     out << "  sim domain " << d.name << " (id " << i + 1 << "): " << d.vcpus << " vcpus, "
-        << d.memory_mib << " MiB, seed " << d.workload.seed << ", "
+        << d.memory_mib << " MiB, seed " << d.workload.seed << ", " << drv::to_string(d.abi)
+        << ", " << d.processes << " process(es), "
         << (d.instructions_per_vcpu ? std::to_string(d.instructions_per_vcpu) + " instructions per vcpu"
                                     : std::string("runs until stopped"))
         << "\n";

@@ -3,6 +3,7 @@
 #include "drivers/error.hpp"
 #include "drivers/sim/hypervisor.hpp"
 
+#include <algorithm>
 #include <shared_mutex>
 #include <thread>
 
@@ -231,8 +232,21 @@ caf::error domain::read_physical(uint64_t session, uint64_t pa, std::span<std::b
   auto last = pa + out.size() - (out.empty() ? 0 : 1);
   if (!ram(drv::gfn_of(pa)) || !ram(drv::gfn_of(last)) || last < pa)
     return make_error(ec::gfn_out_of_range, "read_physical: not guest RAM");
-  for (size_t i = 0; i < out.size(); ++i)
-    out[i] = program_.is_code(drv::gfn_of(pa + i)) ? program_.code_byte(pa + i) : std::byte{0};
+  // Page by page: what the sim wrote, code, or zeros (RAM nothing wrote).
+  for (size_t done = 0; done < out.size();) {
+    auto at = pa + done;
+    auto chunk = out.subspan(done, std::min<size_t>(out.size() - done,
+                                                    drv::page_size - (at & drv::page_mask)));
+    if (memory_.holds(drv::gfn_of(at))) {
+      memory_.read(at, chunk);
+    } else if (program_.is_code(drv::gfn_of(at))) {
+      for (size_t i = 0; i < chunk.size(); ++i)
+        chunk[i] = program_.code_byte(at + i);
+    } else {
+      std::fill(chunk.begin(), chunk.end(), std::byte{0});
+    }
+    done += chunk.size();
+  }
   return {};
 }
 

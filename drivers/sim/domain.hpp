@@ -7,9 +7,12 @@
 //
 // The implementation is split by concern: ept.cpp (views and access), execution.cpp (VCPUs
 // running the workload), delivery.cpp (sessions, requests out, responses in, pause),
-// ground_truth.cpp (what ran where; invariants) and faults.cpp (fault injection).
+// ground_truth.cpp (what ran where; invariants), faults.cpp (fault injection), guest.cpp (guest
+// memory and page tables) and calls.cpp (calling conventions: arguments, strings, stack).
 
 #include "drivers/driver.hpp"
+#include "drivers/guest_abi.hpp"
+#include "drivers/sim/guest.hpp"
 #include "drivers/sim/latency.hpp"
 #include "drivers/sim/program.hpp"
 #include "drivers/sim/runner.hpp"
@@ -34,6 +37,10 @@ struct domain_config {
   uint64_t instructions_per_vcpu = 0;  ///< 0: run until the domain is destroyed
   drv::page_access code_access = drv::page_access::rwx;  ///< host-p2m access of code pages
   workload_config workload;
+  /// Where callers put arguments (and so where a tool finds them at a function's entry).
+  drv::calling_convention abi = drv::calling_convention::sysv;
+  uint32_t processes = 2;     ///< address spaces (1..64); VCPU i runs in process i % processes
+  bool record_calls = false;  ///< log every call's arguments (memory grows with each call)
 };
 
 enum class malformed_kind : uint8_t {
@@ -101,9 +108,14 @@ public:
   /// Use `hypervisor::create_domain`; fails if the workload does not fit the memory.
   static caf::expected<std::shared_ptr<domain>> make(hypervisor& hv, drv::domain_id id,
                                                       domain_config cfg);
+  /// Why `make` would fail for `cfg` (the workload or the guest's pages do not fit), if it
+  /// would; the message does not name the domain.
+  static caf::error validate(const domain_config& cfg);
 
   drv::domain_info info() const;
   const program& code() const { return program_; }
+  /// Page tables, stacks, string buffers and signatures, as laid out at creation.
+  const guest_layout& layout() const { return layout_; }
   const domain_config& config() const { return cfg_; }
   drv::domain_state state() const { return state_.load(); }
   drv::domain_id id() const { return id_; }
@@ -140,6 +152,9 @@ public:
   bool vcpu_singlestepping(drv::vcpu_id vcpu);
   bool halted();  ///< every VCPU used up its instruction budget
   call_counts calls();
+  /// The calls `vcpu` set up into the function at `entry_pa`, in order (needs record_calls).
+  /// Logged when set up, before the VCPU fetches the entry: one trapped there is logged.
+  std::vector<call_record> calls(drv::vcpu_id vcpu, uint64_t entry_pa);
   /// A: request raised → response received, over every VCPU.
   latency_histogram response_latency();
   /// B: VCPU due to resume (response + exit latency) → running again.
@@ -160,21 +175,32 @@ public:
   /// Runs one slice of `vcpu` on the calling guest thread.
   slice_result run_slice(drv::vcpu_id vcpu);
 
-  domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program code);
+  domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program code, guest_image guest);
   /// Which guest thread runs each VCPU (the hypervisor decides, once, before any runs).
   void bind(const std::function<runner*(drv::vcpu_id)>& runner_of);
 
 private:
   friend class hypervisor;
   enum class run_state : uint8_t { runnable, waiting, stuck, halted };
+  struct frame {
+    uint32_t return_pc = 0;
+    uint32_t bytes = 0;  // the call's stack: arguments, alignment, return address
+  };
 
   struct vcpu {
     vcpu_handle handle;  // what its guest thread queues
     std::mutex mutex;    // with exec_ shared it owns the fields below; exec_ exclusive does too
     rng random{0};
     uint32_t pc = 0;
-    std::vector<uint32_t> stack;
+    std::vector<frame> stack;
     drv::registers regs;
+    // The guest memory it writes at calls (calls.cpp). Its own rng: arguments do not change
+    // the path `random` draws.
+    const vcpu_layout* home = nullptr;
+    rng arg_random{0};
+    uint32_t string_cursor = 0;  // next free byte of its user string ring
+    uint32_t kernel_cursor = 0;  // and of its kernel string page
+    std::vector<call_record> calls;
     drv::view_id view = 0;
     bool arrived = false;  // the current instruction was attempted already
     drv::view_id arrival_view = 0;
@@ -218,6 +244,14 @@ private:
   std::optional<drv::event> step(vcpu& v);
   drv::event make_event(const vcpu& v, drv::event_reason reason) const;
   void retire(vcpu& v, const instruction& in);
+  // calls.cpp
+  /// Sets up a call of `function` returning to `return_va`, as its caller would; returns the
+  /// stack bytes it took.
+  uint32_t enter(vcpu& v, uint32_t function, uint64_t return_va);
+  uint64_t argument(vcpu& v, arg_kind kind, call_record* rec, unsigned index);
+  uint64_t own_pa(const vcpu& v, uint64_t va) const;
+  void write_own(vcpu& v, uint64_t va, std::span<const std::byte> bytes);
+  void write_own64(vcpu& v, uint64_t va, uint64_t value);
   // delivery.cpp
   caf::error check_session(uint64_t session, const char* call) const;
   void apply_response(vcpu& v);
@@ -237,6 +271,10 @@ private:
   domain_config cfg_;
   drv::gfn_t max_gfn_;
   program program_;
+  guest_layout layout_;
+  guest_memory memory_;
+  std::array<drv::arg_location, max_args> arg_at_entry_{};
+  string_pool strings_;
   std::atomic<drv::domain_state> state_{drv::domain_state::running};
 
   mutable exec_lock exec_;  // shared while VCPUs execute; exclusive to change p2m or pause

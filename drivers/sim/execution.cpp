@@ -10,20 +10,50 @@ namespace vmitap::sim {
 
 using drv::page_access;
 
-caf::expected<std::shared_ptr<domain>> domain::make(hypervisor& hv, drv::domain_id id,
-                                                     domain_config cfg) {
+namespace {
+
+struct prepared {
+  program code;
+  guest_image guest;
+};
+
+caf::expected<prepared> prepare(const domain_config& cfg) {
   if (cfg.vcpus == 0 || cfg.memory_mib == 0)
-    return make_error(ec::invalid_argument, "sim domain " + cfg.name + ": needs vcpus and memory");
+    return make_error(ec::invalid_argument, "needs vcpus and memory");
   auto max_gfn = cfg.memory_mib * (1024 * 1024 / drv::page_size) - 1;
   auto code = program::generate(cfg.workload, max_gfn);
   if (!code)
-    return make_error(ec::invalid_argument, "sim domain " + cfg.name + ": " + context_of(code.error()));
-  return std::make_shared<domain>(hv, id, std::move(cfg), std::move(*code));
+    return std::move(code.error());
+  auto guest = build_guest(cfg, *code);
+  if (!guest)
+    return std::move(guest.error());
+  return prepared{std::move(*code), std::move(*guest)};
 }
 
-domain::domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program code) :
+}  // namespace
+
+caf::error domain::validate(const domain_config& cfg) {
+  auto made = prepare(cfg);
+  return made ? caf::error{} : std::move(made.error());
+}
+
+caf::expected<std::shared_ptr<domain>> domain::make(hypervisor& hv, drv::domain_id id,
+                                                     domain_config cfg) {
+  auto made = prepare(cfg);
+  if (!made)
+    return make_error(ec::invalid_argument, "sim domain " + cfg.name + ": " + context_of(made.error()));
+  return std::make_shared<domain>(hv, id, std::move(cfg), std::move(made->code),
+                                  std::move(made->guest));
+}
+
+domain::domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program code,
+               guest_image guest) :
   hv_(hv), id_(id), cfg_(std::move(cfg)),
-  max_gfn_(cfg_.memory_mib * (1024 * 1024 / drv::page_size) - 1), program_(std::move(code)) {
+  max_gfn_(cfg_.memory_mib * (1024 * 1024 / drv::page_size) - 1), program_(std::move(code)),
+  layout_(std::move(guest.layout)), memory_(layout_.first_reserved_gfn, guest.pages),
+  strings_(make_string_pool(cfg_.workload.seed)) {
+  for (unsigned i = 0; i < max_args; ++i)
+    arg_at_entry_[i] = drv::arg_at_entry(cfg_.abi, i + 1);
   views_[0].active = true;
   if (cfg_.code_access != page_access::rwx)
     for (auto gfn = program_.first_code_gfn(); gfn <= program_.last_code_gfn(); ++gfn)
@@ -33,9 +63,19 @@ domain::domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program cod
     v->handle.dom = this;
     v->handle.id = i;
     v->random = rng{cfg_.workload.seed * 0x100000001b3ULL + i};
-    v->pc = program_.pick_root(v->random);
-    v->regs.cr3 = 0x1000 * (uint64_t{i} + 1);
-    v->regs.rsp = kernel_base + 0x7ff000 - 0x10000 * i;
+    v->arg_random = rng{(cfg_.workload.seed ^ 0xa9'9e7a'115eedULL) * 0x100000001b3ULL + i};
+    v->home = &layout_.vcpus[i];
+    v->stack.reserve(layout_.max_call_depth);  // calls allocate nothing
+    // Long mode with paging (CR0.PG|WP|PE, CR4.PAE, EFER.LMA|LME|NXE|SCE), in its process.
+    v->regs.cr0 = 0x8001'0001;
+    v->regs.cr4 = 0x20;
+    v->regs.msr_efer = 0xd01;
+    v->regs.rflags = 0x2;
+    v->regs.cr3 = layout_.processes[v->home->process].cr3;
+    auto root = program_.pick_root_function(v->random);
+    v->pc = program_.functions()[root].first;
+    v->regs.rsp = v->home->stack_top - 8;  // its thread's start routine called nothing yet
+    enter(*v, root, 0);
     v->executions.resize(drv::max_views);
     vcpus_.push_back(std::move(v));
   }
@@ -68,18 +108,25 @@ void domain::retire(vcpu& v, const instruction& in) {
   ++v.retired;
   v.arrived = false;
   switch (in.kind) {
-    case op::call:
-      v.stack.push_back(v.pc + 1);
+    case op::call: {
+      auto bytes = enter(v, in.target, gva_of(program_.at(v.pc + 1).pa));
+      v.stack.push_back({v.pc + 1, bytes});
       v.pc = program_.functions()[in.target].first;
-      v.regs.rsp -= 8;
       break;
+    }
     case op::ret:
       if (v.stack.empty()) {
-        v.pc = program_.pick_root(v.random);
+        // The outermost return: the thread's loop calls its next function, from the stack's
+        // top, with no return address.
+        auto root = program_.pick_root_function(v.random);
+        v.pc = program_.functions()[root].first;
+        v.regs.rsp = v.home->stack_top - 8;
+        enter(v, root, 0);
       } else {
-        v.pc = v.stack.back();
+        // ret pops the return address, the caller drops its argument area.
+        v.pc = v.stack.back().return_pc;
+        v.regs.rsp += v.stack.back().bytes;
         v.stack.pop_back();
-        v.regs.rsp += 8;
       }
       break;
     case op::branch:

@@ -90,6 +90,15 @@ call_counts domain::calls() {
   return {get_calls_.load(), set_calls_.load(), view_calls_.load()};
 }
 
+std::vector<call_record> domain::calls(drv::vcpu_id id, uint64_t entry_pa) {
+  std::unique_lock xl{exec_};
+  std::vector<call_record> out;
+  for (auto& c : vcpus_.at(id)->calls)
+    if (c.entry_pa == entry_pa)
+      out.push_back(c);
+  return out;
+}
+
 latency_histogram domain::response_latency() {
   std::unique_lock xl{exec_};
   latency_histogram sum;

@@ -92,10 +92,10 @@ std::optional<uint32_t> program::index_of(uint64_t pa) const {
   return std::nullopt;
 }
 
-uint32_t program::pick_root(rng& r) const {
+uint32_t program::pick_root_function(rng& r) const {
   double x = double(r.next() >> 11) * 0x1.0p-53 * root_weights_.back();
   auto i = std::upper_bound(root_weights_.begin(), root_weights_.end(), x);
-  return functions_[std::min<size_t>(i - root_weights_.begin(), functions_.size() - 1)].first;
+  return uint32_t(std::min<size_t>(i - root_weights_.begin(), functions_.size() - 1));
 }
 
 std::byte program::code_byte(uint64_t pa) const {

@@ -48,7 +48,8 @@ struct function {
   uint64_t entry_pa = 0;
 };
 
-/// Guest virtual address of a guest physical one (the sim maps the kernel linearly).
+/// Guest virtual address of a guest physical one: the kernel's linear map (guest.hpp), which
+/// covers RAM up to 2 GiB.
 inline constexpr uint64_t kernel_base = 0xffffffff80000000ULL;
 constexpr uint64_t gva_of(uint64_t pa) { return kernel_base + pa; }
 
@@ -65,7 +66,9 @@ public:
   std::optional<uint32_t> index_of(uint64_t pa) const;
 
   /// Picks the next top-level function; low indices are hotter (1/(rank+1) weights).
-  uint32_t pick_root(rng& r) const;
+  uint32_t pick_root_function(rng& r) const;
+  /// The first instruction of `pick_root_function` (the same draw).
+  uint32_t pick_root(rng& r) const { return functions_[pick_root_function(r)].first; }
 
   drv::gfn_t first_code_gfn() const { return first_code_gfn_; }
   drv::gfn_t last_code_gfn() const { return last_code_gfn_; }

@@ -1,0 +1,236 @@
+// The guest's memory and page tables: built once, when the domain is created, in pages
+// reserved at the top of guest RAM.
+
+#include "drivers/error.hpp"
+#include "drivers/sim/domain.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace vmitap::sim {
+
+namespace pte = drv::pte;
+
+guest_memory::guest_memory(drv::gfn_t first, std::span<const page_image> pages) :
+  first_(first), count_(pages.size()),
+  words_(std::make_unique<std::atomic<uint64_t>[]>(pages.size() * page_words)) {
+  for (size_t p = 0; p < pages.size(); ++p)
+    for (size_t w = 0; w < page_words; ++w)
+      words_[p * page_words + w].store(pages[p][w], std::memory_order_relaxed);
+}
+
+void guest_memory::read(uint64_t pa, std::span<std::byte> out) const {
+  for (size_t done = 0; done < out.size();) {
+    auto at = pa + done;
+    auto offset = at & 7;
+    auto n = std::min<size_t>(8 - offset, out.size() - done);
+    auto w = word(at & ~uint64_t{7}).load(std::memory_order_relaxed);
+    std::memcpy(out.data() + done, reinterpret_cast<const std::byte*>(&w) + offset, n);
+    done += n;
+  }
+}
+
+void guest_memory::write(uint64_t pa, std::span<const std::byte> in) {
+  for (size_t done = 0; done < in.size();) {
+    auto at = pa + done;
+    auto offset = at & 7;
+    auto n = std::min<size_t>(8 - offset, in.size() - done);
+    auto& target = word(at & ~uint64_t{7});
+    uint64_t w;
+    if (n == 8) {
+      std::memcpy(&w, in.data() + done, 8);
+    } else {  // the page's only writer: a load, a merge and a store lose nothing
+      w = target.load(std::memory_order_relaxed);
+      std::memcpy(reinterpret_cast<std::byte*>(&w) + offset, in.data() + done, n);
+    }
+    target.store(w, std::memory_order_relaxed);
+    done += n;
+  }
+}
+
+namespace {
+
+constexpr uint64_t large_page = uint64_t{1} << 21;
+
+// Page tables written into pages taken from the top of RAM downwards.
+class table_builder {
+public:
+  explicit table_builder(drv::gfn_t top) : top_(top) {}
+
+  drv::gfn_t alloc() {
+    pages_.emplace_back();  // zeroed
+    return top_ - (pages_.size() - 1);
+  }
+  uint64_t& entry(drv::gfn_t table, unsigned index) { return pages_[top_ - table][index]; }
+
+  /// The table `table[index]` points to, made with `flags` if it is not there yet.
+  drv::gfn_t next(drv::gfn_t table, unsigned index, uint64_t flags) {
+    if (!(entry(table, index) & pte::present)) {
+      auto made = alloc();  // before taking the entry: alloc may move the pages
+      entry(table, index) = drv::pa_of(made) | flags;
+    }
+    return drv::gfn_of(entry(table, index) & pte::address_mask);
+  }
+
+  /// Sets the 4 KiB PTE of `va` in a user half.
+  void map_user(drv::gfn_t pml4, uint64_t va, uint64_t value) {
+    constexpr auto flags = pte::present | pte::writable | pte::user;
+    auto pdpt = next(pml4, drv::table_index(va, 4), flags);
+    auto pd = next(pdpt, drv::table_index(va, 3), flags);
+    auto pt = next(pd, drv::table_index(va, 2), flags);
+    entry(pt, drv::table_index(va, 1)) = value;
+  }
+
+  size_t used() const { return pages_.size(); }
+  /// The pages from the lowest gfn up.
+  std::vector<page_image> take() {
+    std::reverse(pages_.begin(), pages_.end());
+    return std::move(pages_);
+  }
+
+private:
+  drv::gfn_t top_;
+  std::vector<page_image> pages_;  // [i] is gfn top_ - i
+};
+
+// Arity 0 to 8; half the arguments integers, the others strings, as many ASCII as UTF-16.
+std::vector<signature> draw_signatures(uint64_t seed, size_t functions) {
+  rng r{seed ^ 0x51a7'0a65'ca11'5eedULL};  // not the program's draws: its layout stays
+  std::vector<signature> out(functions);
+  for (auto& sig : out) {
+    sig.arity = uint8_t(r.below(max_args + 1));
+    for (unsigned i = 0; i < sig.arity; ++i) {
+      auto k = r.below(4);
+      sig.kinds[i] = k < 2 ? arg_kind::integer : k == 2 ? arg_kind::ascii : arg_kind::utf16;
+    }
+  }
+  return out;
+}
+
+struct stack_need {
+  uint64_t bytes = 0;
+  uint32_t frames = 0;
+};
+
+// The deepest the stack can get: calls go only to later functions, so the longest chain is
+// found from the last function back.
+stack_need worst_stack(const program& code, const std::vector<signature>& sigs,
+                       drv::calling_convention abi) {
+  // Arguments, at most 15 bytes of alignment, the return address.
+  auto frame = [&](uint32_t f) { return caller_area(sigs[f], abi) + 24; };
+  auto fns = code.functions();
+  std::vector<stack_need> below(fns.size());  // what calls made from a function need
+  stack_need worst;
+  for (auto f = uint32_t(fns.size()); f-- > 0;) {
+    for (auto i = fns[f].first; i < fns[f].first + fns[f].count; ++i) {
+      const auto& in = code.at(i);
+      if (in.kind != op::call)
+        continue;
+      auto& callee = below[in.target];
+      below[f].bytes = std::max(below[f].bytes, frame(in.target) + callee.bytes);
+      below[f].frames = std::max(below[f].frames, callee.frames + 1);
+    }
+    worst.bytes = std::max(worst.bytes, frame(f) + below[f].bytes);
+    worst.frames = std::max(worst.frames, below[f].frames + 1);
+  }
+  return worst;
+}
+
+// Lays out the page tables, then each VCPU's pages, taking pages from `b`'s top down.
+void lay_out(const domain_config& cfg, uint64_t stack_pages, table_builder& b,
+             guest_layout& layout) {
+  // The kernel half, shared: PML4[511] of every process points to the same PDPT. 2 MiB pages;
+  // RAM not filling its last 2 MiB (an odd memory_mib) ends in 4 KiB pages.
+  constexpr auto kernel_flags = pte::present | pte::writable;
+  auto kernel_pdpt = b.alloc();
+  for (uint64_t at = 0; at < layout.linear_bytes; at += large_page) {
+    auto va = gva_of(at);
+    auto pd = b.next(kernel_pdpt, drv::table_index(va, 3), kernel_flags);
+    if (at + large_page <= layout.linear_bytes) {
+      b.entry(pd, drv::table_index(va, 2)) = at | kernel_flags | pte::large;
+      continue;
+    }
+    auto pt = b.next(pd, drv::table_index(va, 2), kernel_flags);
+    for (auto pa = at; pa < layout.linear_bytes; pa += drv::page_size)
+      b.entry(pt, drv::table_index(gva_of(pa), 1)) = pa | kernel_flags;
+  }
+
+  std::vector<drv::gfn_t> pml4s;
+  for (uint32_t p = 0; p < cfg.processes; ++p) {
+    auto pml4 = b.alloc();
+    b.entry(pml4, drv::table_index(kernel_base, 4)) = drv::pa_of(kernel_pdpt) | kernel_flags;
+    pml4s.push_back(pml4);
+    layout.processes.push_back({drv::pa_of(pml4), user_strings_base});
+  }
+
+  // Each VCPU's pages. Taken downwards while the addresses go up: a string that crosses a
+  // page boundary is not contiguous in physical memory, as in a real guest.
+  constexpr auto data = pte::present | pte::writable | pte::user | pte::no_execute;
+  auto stack_stride = (stack_pages + 1) * drv::page_size;  // with a guard page under it
+  stack_stride = (stack_stride + user_slot_stride - 1) / user_slot_stride * user_slot_stride;
+  for (uint32_t i = 0; i < cfg.vcpus; ++i) {
+    vcpu_layout v;
+    v.process = i % cfg.processes;
+    auto slot = i / cfg.processes;
+    auto pml4 = pml4s[v.process];
+    v.kernel_strings_gfn = b.alloc();
+    v.strings_va = user_strings_base + user_slot_stride * (slot + 1);
+    for (unsigned k = 0; k < string_pages; ++k) {
+      v.string_gfns[k] = b.alloc();
+      b.map_user(pml4, v.strings_va + k * drv::page_size, drv::pa_of(v.string_gfns[k]) | data);
+    }
+    v.stack_top = user_stack_top - slot * stack_stride;
+    v.stack_low = v.stack_top - stack_pages * drv::page_size;
+    for (uint64_t k = 0; k < stack_pages; ++k) {
+      v.stack_gfns.push_back(b.alloc());
+      b.map_user(pml4, v.stack_low + k * drv::page_size, drv::pa_of(v.stack_gfns.back()) | data);
+    }
+    layout.vcpus.push_back(std::move(v));
+  }
+  // The not-present page: its PTE keeps a frame with the present bit clear, as a page on its
+  // way out does (Windows' transition PTEs), so a walker that ignores the bit reads text.
+  for (auto pml4 : pml4s)
+    b.map_user(pml4, user_strings_base,
+               drv::pa_of(layout.vcpus[0].kernel_strings_gfn) | (data & ~pte::present));
+}
+
+}  // namespace
+
+caf::expected<guest_image> build_guest(const domain_config& cfg, const program& code) {
+  if (cfg.processes == 0 || cfg.processes > 64)
+    return make_error(ec::invalid_argument, "processes must be 1 to 64");
+  guest_image image;
+  auto& layout = image.layout;
+  layout.signatures = draw_signatures(cfg.workload.seed, code.functions().size());
+  auto need = worst_stack(code, layout.signatures, cfg.abi);
+  layout.max_call_depth = need.frames;
+  // The root's caller (rsp 8 below the top) and some slack.
+  auto stack_pages = std::max<uint64_t>(min_stack_pages, (need.bytes + 8 + 256 + drv::page_mask)
+                                                           / drv::page_size);
+  layout.linear_bytes = std::min(cfg.memory_mib << 20, max_linear_bytes);
+  auto top = drv::gfn_of(layout.linear_bytes) - 1;  // reserved pages must be in the linear map
+
+  // Counted first, from a top far above RAM: a guest too large for its memory must not have
+  // its tables' addresses wrap below gfn 0 while it is built.
+  table_builder dry{drv::gfn_t{1} << 32};
+  auto scratch = layout;
+  lay_out(cfg, stack_pages, dry, scratch);
+  auto last_data = code.last_data_gfn();
+  if (top <= last_data || top - last_data < dry.used()) {
+    auto need_mib = (drv::pa_of(last_data + 1 + dry.used()) + (1 << 20) - 1) >> 20;
+    return make_error(ec::invalid_argument,
+                      "sim guest: page tables, stacks and string buffers need "
+                        + std::to_string(dry.used()) + " pages at the top of guest memory, above"
+                        " the code and data (which end at gfn " + std::to_string(last_data)
+                        + "): " + std::to_string(need_mib) + " MiB of guest memory, the domain"
+                        " has " + std::to_string(cfg.memory_mib) + " MiB");
+  }
+  table_builder b{top};
+  lay_out(cfg, stack_pages, b, layout);
+  layout.last_reserved_gfn = top;
+  layout.first_reserved_gfn = top - (b.used() - 1);
+  image.pages = b.take();
+  return image;
+}
+
+}  // namespace vmitap::sim
