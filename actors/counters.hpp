@@ -68,6 +68,9 @@ struct vcpu_counters {
   std::atomic<bool> stepping{false};  ///< between a classic trap and its singlestep
 };
 
+/// drv::translation_fault values (the `cause` label of capture failures).
+inline constexpr size_t capture_fault_kinds = 5;
+
 /// Bucket bounds, fixed for the process (Prometheus needs the same bounds every scrape).
 const std::vector<double>& handling_buckets();  ///< seconds, dense from 1 µs to 10 ms
 const std::vector<double>& batch_buckets();     ///< pages per access-change call
@@ -82,6 +85,8 @@ struct domain_counters {
   uint32_t vcpu_count;
   counter orphans;           ///< requests naming a VCPU the domain does not have
   counter respond_failures;  ///< responses the hypervisor refused: a VCPU may stay paused
+  /// Captures that could not be read, by drv::translation_fault (index 0, none, unused).
+  std::array<counter, capture_fault_kinds> capture_failures;
   /// Request taken from the ring → response written (the poller's part).
   histogram handling{handling_buckets()};
 

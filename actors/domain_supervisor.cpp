@@ -116,7 +116,7 @@ std::vector<breakpoint_spec> specs_of(state_ptr self,
   std::vector<breakpoint_spec> out;
   out.reserve(bps.size());
   for (auto& bp : bps)
-    out.push_back({bp.pa, self->state.views.at(bp.view), bp.name, bp.tags, live});
+    out.push_back({bp.pa, self->state.views.at(bp.view), bp.name, bp.tags, bp.captures, live});
   return out;
 }
 

@@ -7,6 +7,8 @@
 namespace vmitap {
 
 using clock_type = std::chrono::steady_clock;
+
+static_assert(size_t(drv::translation_fault::read_failed) + 1 == capture_fault_kinds);
 using verdict = vcpu_logic::verdict;
 
 event_path::event_path(event_path_config cfg) :
@@ -71,9 +73,12 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
       for (auto& bp : hits_) {
         // One writer, the poller that owns this domain's ring: no locked add needed.
         bp->hits.store(bp->hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        if (!cfg_.sinks.empty())
-          records_.push_back({identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
-                              ev.regs.rip, ev.regs.cr3, bp, now, wall});
+        if (cfg_.sinks.empty())
+          continue;
+        records_.push_back({identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
+                            ev.regs.rip, ev.regs.cr3, bp, now, wall, {}});
+        if (!bp->captures.empty())
+          records_.back().captures = capture(*bp->captures.specs, ev.regs);
       }
       break;
     case verdict::neighbour: vc.neighbours.add(); break;
@@ -83,6 +88,19 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
     case verdict::bad_version: vc.malformed[size_t(malformed_cause::bad_version)].add(); break;
     case verdict::unknown_reason: vc.malformed[size_t(malformed_cause::unknown_reason)].add(); break;
   }
+}
+
+std::vector<capture_value> event_path::capture(const std::vector<capture_spec>& specs,
+                                               const drv::registers& regs) {
+  // The VCPU is paused until the batch is answered: what it reads now is the guest at the
+  // hit. One walker per capture list: its cache never outlives the pause.
+  drv::page_walker walker{*cfg_.session};
+  auto values = evaluate(specs, regs, walker);
+  auto& failures = cfg_.domain->counters().capture_failures;
+  for (auto& v : values)
+    if (v.fault != drv::translation_fault::none)
+      failures[size_t(v.fault)].add();
+  return values;
 }
 
 void event_path::count_failures(const drv::give_result& r) {

@@ -38,6 +38,8 @@ private:
   void decide(const drv::event& ev, std::chrono::steady_clock::time_point now,
               std::chrono::system_clock::time_point wall);
   void count_failures(const drv::give_result& r);
+  std::vector<capture_value> capture(const std::vector<capture_spec>& specs,
+                                     const drv::registers& regs);
 
   event_path_config cfg_;
   std::shared_ptr<const domain_identity> identity_;

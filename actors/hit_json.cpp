@@ -54,6 +54,28 @@ std::string to_json_line(const hit_record& rec, const std::string& host) {
   j["gla"] = hex(rec.gla);
   j["rip"] = hex(rec.rip);
   j["cr3"] = hex(rec.cr3);
+  // Values and failures apart, so each key keeps one type for a log pipeline's schema.
+  if (!rec.captures.empty() && !rec.bp->captures.empty()) {
+    auto& specs = *rec.bp->captures.specs;
+    auto values = nlohmann::ordered_json::object();
+    auto failures = nlohmann::ordered_json::object();
+    auto truncated = nlohmann::ordered_json::array();
+    for (size_t i = 0; i < rec.captures.size() && i < specs.size(); ++i) {
+      auto& v = rec.captures[i];
+      if (v.fault == drv::translation_fault::none) {
+        values[specs[i].name] = v.text;
+        if (v.truncated)
+          truncated.push_back(specs[i].name);
+      } else {
+        failures[specs[i].name] = {{"cause", drv::to_string(v.fault)}, {"address", hex(v.address)}};
+      }
+    }
+    j["captures"] = std::move(values);
+    if (!failures.empty())
+      j["capture_errors"] = std::move(failures);
+    if (!truncated.empty())
+      j["captures_truncated"] = std::move(truncated);
+  }
   // Names come from the config and guests: never let bad UTF-8 make the line invalid.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

@@ -17,6 +17,7 @@ breakpoint_ptr make_breakpoint(const breakpoint_spec& spec, tag_list tags) {
   bp->pa = spec.pa;
   bp->view = spec.view;
   bp->live = spec.live;
+  bp->captures = spec.captures;
   if (tags)
     bp->tags = std::move(tags);
   else if (!spec.tags.empty())

@@ -3,6 +3,7 @@
 // Payloads exchanged between vmitap's actors. All messages stay inside one process (they are
 // never serialized), so pointer-carrying types are allowed as message types below.
 
+#include "actors/captures.hpp"
 #include "drivers/driver.hpp"
 
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -55,6 +56,7 @@ struct breakpoint_spec {
   drv::view_id view = 0;
   std::string name;
   std::vector<std::string> tags;
+  capture_list captures;
   bool live = false;  ///< armed by a reload, after the session's start: counts from then on
 };
 
@@ -67,6 +69,7 @@ struct breakpoint {
   std::string name;
   uint64_t pa = 0;
   tag_list tags;  ///< shared by every breakpoint with the same tags; none: no tags
+  capture_list captures;  ///< read while the VCPU is paused, into the hit's record
   mutable std::atomic<uint64_t> hits{0};
   drv::view_id view = 0;
   bool live = false;  ///< armed by a reload, after the session's start: counts from then on
@@ -90,6 +93,7 @@ struct domain_plan {
     uint64_t pa = 0;
     std::string view;
     std::vector<std::string> tags;
+    capture_list captures;
     bool operator==(const breakpoint&) const = default;
   };
   std::vector<std::string> views = {"main"};  ///< created in order; the first is the default
@@ -126,6 +130,7 @@ struct hit_record {
   breakpoint_ptr bp;
   std::chrono::steady_clock::time_point at;
   std::chrono::system_clock::time_point wall;
+  std::vector<capture_value> captures;  ///< one per `bp->captures` entry, in order
 };
 
 using hit_batch = std::vector<hit_record>;

@@ -136,8 +136,104 @@ void read_sinks(reader& r, const toml::table& root, config& cfg) {
   }
 }
 
+/// An address expression in a capture, compiled for `cc`; an error points at the character.
+std::optional<address_expr> read_expr(reader& r, const toml::node& node, const std::string& key,
+                                      drv::calling_convention cc) {
+  auto text = node.value_exact<std::string>();
+  if (!text) {
+    r.error(node.source(), key, "expected an address expression string (\"rdi\", \"[rsp+0x28]\")");
+    return std::nullopt;
+  }
+  auto parsed = parse_address_expr(*text, cc);
+  if (!parsed.expr) {
+    auto where = node.source();
+    where.begin.column += toml::source_index(1 + parsed.offset);  // past the opening quote
+    r.error(where, key, "\"" + *text + "\": " + parsed.error);
+  }
+  return parsed.expr;
+}
+
+/// `capture = [ "rdi", { name = "path", string = "arg1", max = 260 }, … ]`
+capture_list read_captures(reader& r, const toml::table& b, const std::string& bpath,
+                           drv::calling_convention cc) {
+  auto* node = b.get("capture");
+  if (!node)
+    return {};
+  auto key = bpath + ".capture";
+  auto* list = node->as_array();
+  if (!list) {
+    r.error(node->source(), key, "expected an array of captures");
+    return {};
+  }
+  auto specs = std::make_shared<std::vector<capture_spec>>();
+  std::set<std::string> names;
+  for (size_t i = 0; i < list->size(); ++i) {
+    auto& item = *list->get(i);
+    auto ikey = reader::indexed(key, i);
+    capture_spec c;
+    if (auto text = item.value_exact<std::string>()) {
+      c.name = c.source = *text;
+      if (auto e = read_expr(r, item, ikey, cc))
+        c.at = std::move(*e);
+      else
+        continue;
+    } else if (auto* t = item.as_table()) {
+      r.allow_only(*t, ikey, {"name", "value", "bytes", "string", "wstring", "length", "max"});
+      if (auto n = r.get_string(*t, "name", ikey, "a string"))
+        c.name = *n;
+      else if (!t->get("name"))
+        r.error(t->source(), ikey + ".name", "missing: a table capture needs a name");
+      static constexpr std::pair<std::string_view, capture_spec::kind> kinds[] = {
+        {"value", capture_spec::kind::value}, {"bytes", capture_spec::kind::bytes},
+        {"string", capture_spec::kind::ascii}, {"wstring", capture_spec::kind::utf16}};
+      const toml::node* at = nullptr;
+      for (auto& [k, kind] : kinds)
+        if (auto* n = t->get(k)) {
+          if (at)
+            r.error(n->source(), ikey + "." + std::string(k),
+                    "a capture reads one of value, bytes, string or wstring");
+          at = n;
+          c.type = kind;
+        }
+      if (!at) {
+        r.error(t->source(), ikey, "missing what to read: value, bytes, string or wstring");
+        continue;
+      }
+      c.source = at->value_or(std::string{});
+      if (auto e = read_expr(r, *at, ikey, cc))
+        c.at = std::move(*e);
+      bool is_string = c.type == capture_spec::kind::ascii || c.type == capture_spec::kind::utf16;
+      if (c.type == capture_spec::kind::bytes) {
+        if (auto n = r.get_count(*t, "length", ikey, 1, max_capture_length))
+          c.length = uint32_t(*n);
+        else if (!t->get("length"))
+          r.error(t->source(), ikey + ".length", "missing: how many bytes to read");
+      } else if (t->get("length")) {
+        r.error(reader::where(*t, "length"), ikey + ".length", "only a bytes capture has a length");
+      }
+      if (is_string) {
+        c.length = 256;
+        if (auto n = r.get_count(*t, "max", ikey, 1, max_capture_length))
+          c.length = uint32_t(*n);
+      } else if (t->get("max")) {
+        r.error(reader::where(*t, "max"), ikey + ".max", "only a string or wstring capture has a max");
+      }
+    } else {
+      r.error(item.source(), ikey, "expected an expression string or a table");
+      continue;
+    }
+    if (c.name.empty())
+      continue;
+    if (!names.insert(c.name).second)
+      r.error(item.source(), ikey, "duplicate capture name \"" + c.name + "\" in this breakpoint");
+    specs->push_back(std::move(c));
+  }
+  return {std::move(specs)};
+}
+
 void read_breakpoints(reader& r, const backend& be, const toml::table& d, const std::string& path,
-                      config& cfg, engine_config::domain_entry& e, domain_plan& plan) {
+                      config& cfg, engine_config::domain_entry& e, domain_plan& plan,
+                      drv::calling_convention cc) {
   auto declared = [&](const std::string& v) {
     return std::find(plan.views.begin(), plan.views.end(), v) != plan.views.end();
   };
@@ -146,7 +242,7 @@ void read_breakpoints(reader& r, const backend& be, const toml::table& d, const 
   for (size_t j = 0; j < bps.size(); ++j) {
     auto& b = *bps[j];
     auto bpath = path + "." + reader::indexed("breakpoint", j);
-    r.allow_only(b, bpath, {"name", "address", "view", "tags"});
+    r.allow_only(b, bpath, {"name", "address", "view", "tags", "capture"});
     domain_plan::breakpoint bp;
     bp.view = plan.views.front();
     if (auto n = r.get_string(b, "name", bpath, "a string")) {
@@ -172,6 +268,7 @@ void read_breakpoints(reader& r, const backend& be, const toml::table& d, const 
         r.error(reader::where(b, "view"), bpath + ".view", "view \"" + *v + "\" is not declared");
     }
     bp.tags = r.get_strings(b, "tags", bpath);
+    bp.captures = read_captures(r, b, bpath, cc);
     plan.breakpoints.push_back(std::move(bp));
   }
 }
@@ -211,8 +308,8 @@ void read_domains(reader& r, const toml::table& root, config& cfg) {
   for (size_t i = 0; i < domains.size(); ++i) {
     auto& d = *domains[i];
     auto path = reader::indexed("domain", i);
-    r.allow_only(d, path, {"name", "id", "pattern", "views", "step", "sinks", "vcpu_views",
-                           "breakpoint"});
+    r.allow_only(d, path, {"name", "id", "pattern", "views", "step", "abi", "sinks",
+                           "vcpu_views", "breakpoint"});
     engine_config::domain_entry e;
     auto plan = std::make_shared<domain_plan>();
     if (auto n = r.get_string(d, "name", path, "a string"))
@@ -251,12 +348,20 @@ void read_domains(reader& r, const toml::table& root, config& cfg) {
         r.error(reader::where(d, "step"), path + ".step",
                 "expected \"fast\", \"classic\" or \"emulate\", got \"" + *s + "\"");
     }
+    auto cc = drv::calling_convention::sysv;
+    if (auto a = r.get_string(d, "abi", path, "a string: \"sysv\" or \"ms-x64\"")) {
+      if (auto parsed = drv::calling_convention_from(*a))
+        cc = *parsed;
+      else
+        r.error(reader::where(d, "abi"), path + ".abi",
+                "expected \"sysv\" (Linux) or \"ms-x64\" (Windows), got \"" + *a + "\"");
+    }
     e.sinks = r.get_strings(d, "sinks", path);
     for (auto& s : e.sinks)
       if (!sink_names.count(s))
         r.error(reader::where(d, "sinks"), path + ".sinks", "no sink named \"" + s + "\"");
     read_vcpu_views(r, be, d, path, cfg, e, *plan);
-    read_breakpoints(r, be, d, path, cfg, e, *plan);
+    read_breakpoints(r, be, d, path, cfg, e, *plan, cc);
     e.plan = std::move(plan);
     cfg.engine.domains.push_back(std::move(e));
   }

@@ -51,6 +51,13 @@ std::string describe(const config& cfg) {
       for (auto& t : b.tags)
         out << " #" << t;
       out << "\n";
+      if (!b.captures.empty())
+        for (auto& c : *b.captures.specs) {
+          out << "    capture " << c.name << ": " << to_string(c.type) << " at " << c.source;
+          if (c.type != capture_spec::kind::value)
+            out << ", " << c.length << (c.type == capture_spec::kind::bytes ? " bytes" : " chars max");
+          out << "\n";
+        }
     }
   }
   return out.str();

@@ -96,6 +96,9 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
   family refused("vmitap_respond_failures_total",
                  "Responses the hypervisor refused; the VCPU may be left paused.", T::Counter,
                  {"domain"});
+  family capture_failures("vmitap_capture_failures_total",
+                           "Captures that could not be read at a hit, by cause.", T::Counter,
+                           {"domain", "cause"});
   family handling("vmitap_event_handling_seconds",
                   "From a request taken from the ring to its response written.", T::Histogram,
                   {"domain"});
@@ -146,6 +149,9 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     for (size_t m = 0; m < malformed_causes; ++m)
       malformed.add({name, to_string(malformed_cause(m))}, double(bad[m]));
     refused.add({name}, double(c.respond_failures.get()));
+    for (size_t f = 1; f < capture_fault_kinds; ++f)
+      capture_failures.add({name, drv::to_string(drv::translation_fault(f))},
+                           double(c.capture_failures[f].get()));
     stepping.add({name}, steppers);
     handling.add({name}, c.handling);
     access.add({name, "ok"}, double(c.access_ok.get()));
@@ -195,7 +201,7 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
 
   std::vector<MetricFamily> out;
   for (auto* f : {&events, &hits, &neighbours, &stale, &spurious, &malformed, &refused,
-                  &handling, &access, &access_calls, &batch, &call_seconds, &breakpoints, &pages,
+                  &capture_failures, &handling, &access, &access_calls, &batch, &call_seconds, &breakpoints, &pages,
                   &stepping, &monitored, &attach, &reloads, &reload_ok, &reload_time, &records,
                   &depth, &build})
     out.push_back(f->take());

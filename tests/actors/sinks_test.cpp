@@ -32,13 +32,13 @@ namespace fs = std::filesystem;
 namespace {
 
 hit_record record(int i) {
-  auto bp = make_breakpoint({0x100000u + uint64_t(i), 1, "bp \"" + std::to_string(i) + "\"", {"tag", "ü"}, false});
+  auto bp = make_breakpoint({0x100000u + uint64_t(i), 1, "bp \"" + std::to_string(i) + "\"", {"tag", "ü"}, {}, false});
   auto id = std::make_shared<domain_identity>();
   id->id = 7;
   id->name = "dom\\1";
   id->view_names = {{1, "main"}};
   return {id, 1, 1, 0x100, uint64_t(i), 0xffffffff80100000ull + uint64_t(i), 0xffffffff80100000ull,
-          0x3000, bp, std::chrono::steady_clock::now(), std::chrono::system_clock::now()};
+          0x3000, bp, std::chrono::steady_clock::now(), std::chrono::system_clock::now(), {}};
 }
 
 std::vector<nlohmann::json> read_lines(const std::string& path) {
@@ -72,6 +72,29 @@ TEST(hit_json, every_field_is_there_with_consistent_hex_and_names) {
   auto time = j["time"].get<std::string>();
   EXPECT_EQ(time.size(), std::string("2026-11-25T13:16:34.123456Z").size()) << time;
   EXPECT_EQ(time.back(), 'Z');
+}
+
+TEST(hit_json, captures_are_values_and_failures_apart_each_key_with_one_type) {
+  auto rec = record(1);
+  auto specs = std::make_shared<std::vector<capture_spec>>();
+  for (auto name : {"arg1", "path", "absent", "long"})
+    specs->push_back({name, capture_spec::kind::value, {}, 0, name});
+  breakpoint_spec spec{0x100000, 1, "open", {}, {specs}, false};
+  rec.bp = make_breakpoint(spec);
+  rec.captures = {{"0x2a", drv::translation_fault::none, 0, false},
+                  {"C:\\Windows\\ü", drv::translation_fault::none, 0, false},
+                  {"", drv::translation_fault::not_present, 0x7ffd00002000, false},
+                  {"abcd", drv::translation_fault::none, 0, true}};
+  auto j = nlohmann::json::parse(to_json_line(rec, "h"));
+  EXPECT_EQ(j["captures"], (nlohmann::json{{"arg1", "0x2a"}, {"path", "C:\\Windows\\ü"},
+                                           {"long", "abcd"}}));
+  EXPECT_EQ(j["capture_errors"],
+            (nlohmann::json{{"absent", {{"cause", "not_present"}, {"address", "0x7ffd00002000"}}}}));
+  EXPECT_EQ(j["captures_truncated"], (nlohmann::json{"long"}));
+  // Without captures, none of the three keys.
+  auto plain = nlohmann::json::parse(to_json_line(record(2), "h"));
+  EXPECT_FALSE(plain.contains("captures"));
+  EXPECT_FALSE(plain.contains("capture_errors"));
 }
 
 TEST(hit_json, time_is_rfc3339_utc_with_microseconds) {

@@ -178,3 +178,84 @@ TEST(config_cli, domains_lists_what_the_driver_sees) {
   EXPECT_NE(r.out.find("build-1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("8 MiB"), std::string::npos) << "the smallest guest, listed, not aborted";
 }
+
+TEST(config_validation, captures_compile_with_the_domains_calling_convention) {
+  auto cfg = parse_config(std::string(valid_base) + R"(abi = "ms-x64"
+[[domain.breakpoint]]
+name = "NtCreateFile"
+address = 0x100000
+capture = ["arg1", { name = "path", wstring = "[[arg3+0x10]+8]", max = 260 },
+           { name = "fifth", value = "arg5" }, { name = "head", bytes = "rcx", length = 16 }]
+)", "t.toml");
+  ASSERT_TRUE(cfg) << render(cfg.error());
+  auto& bp = cfg->engine.domains.at(0).plan->breakpoints.at(0);
+  ASSERT_FALSE(bp.captures.empty());
+  auto& specs = *bp.captures.specs;
+  ASSERT_EQ(specs.size(), 4u);
+  auto ms = drv::calling_convention::ms_x64;
+  EXPECT_EQ(specs[0].name, "arg1");
+  EXPECT_EQ(specs[0].at.base, &drv::registers::rcx);  // Microsoft x64's first argument
+  EXPECT_EQ(specs[1].type, capture_spec::kind::utf16);
+  EXPECT_EQ(specs[1].length, 260u);
+  EXPECT_EQ(specs[1].at, *parse_address_expr("[[r8+0x10]+8]", ms).expr);
+  EXPECT_EQ(specs[2].at, *parse_address_expr("[rsp+0x28]", ms).expr);
+  EXPECT_EQ(specs[3].type, capture_spec::kind::bytes);
+  EXPECT_EQ(specs[3].length, 16u);
+  // The same captures under System V read other registers: a reload sees the change.
+  auto sysv = parse_config(std::string(valid_base) + R"([[domain.breakpoint]]
+name = "NtCreateFile"
+address = 0x100000
+capture = ["arg1"]
+)", "t.toml");
+  ASSERT_TRUE(sysv) << render(sysv.error());
+  EXPECT_EQ(sysv->engine.domains.at(0).plan->breakpoints.at(0).captures.specs->at(0).at.base,
+            &drv::registers::rdi);
+  EXPECT_FALSE(sysv->engine.domains.at(0).plan->breakpoints.at(0) == bp);
+}
+
+TEST(config_validation, capture_errors_point_at_the_character) {
+  std::string bp = std::string(valid_base) + "[[domain.breakpoint]]\nname = \"f\"\naddress = 0x100000\n";
+  struct bad {
+    std::string text;
+    std::string expected;
+  };
+  std::vector<bad> cases = {
+    {bp + "capture = [\"rsp+\"]\n",
+     "t.toml:13:17: domain[0].breakpoint[0].capture[0]: \"rsp+\": expected a number after \"+\""},
+    {bp + "capture = [\"[rsp+0x28\"]\n",
+     "t.toml:13:22: domain[0].breakpoint[0].capture[0]: \"[rsp+0x28\": expected \"]\""},
+    {bp + "capture = [\"rax\", \"eax\"]\n",
+     "t.toml:13:20: domain[0].breakpoint[0].capture[1]: \"eax\": unknown register \"eax\""},
+    {bp + "capture = [{ value = \"rax\" }]\n",
+     "t.toml:13:12: domain[0].breakpoint[0].capture[0].name: missing: a table capture needs a name"},
+    {bp + "capture = [{ name = \"x\" }]\n",
+     "t.toml:13:12: domain[0].breakpoint[0].capture[0]: missing what to read: value, bytes, string or wstring"},
+    {bp + "capture = [{ name = \"x\", value = \"rax\", string = \"rdi\" }]\n",
+     "domain[0].breakpoint[0].capture[0].string: a capture reads one of value, bytes, string or wstring"},
+    {bp + "capture = [{ name = \"x\", bytes = \"rax\" }]\n",
+     "t.toml:13:12: domain[0].breakpoint[0].capture[0].length: missing: how many bytes to read"},
+    {bp + "capture = [{ name = \"x\", bytes = \"rax\", length = 0 }]\n",
+     "domain[0].breakpoint[0].capture[0].length: expected an integer from 1 to 4096, got 0"},
+    {bp + "capture = [{ name = \"x\", string = \"rax\", max = 5000 }]\n",
+     "domain[0].breakpoint[0].capture[0].max: expected an integer from 1 to 4096, got 5000"},
+    {bp + "capture = [{ name = \"x\", value = \"rax\", length = 4 }]\n",
+     "domain[0].breakpoint[0].capture[0].length: only a bytes capture has a length"},
+    {bp + "capture = [\"rax\", { name = \"rax\", value = \"rbx\" }]\n",
+     "domain[0].breakpoint[0].capture[1]: duplicate capture name \"rax\" in this breakpoint"},
+    {bp + "capture = [{ name = \"x\", value = \"rax\", nested = { deep = [] } }]\n",
+     "domain[0].breakpoint[0].capture[0].nested: unknown key"},
+    {bp + "capture = [[\"rax\"]]\n",
+     "domain[0].breakpoint[0].capture[0]: expected an expression string or a table"},
+    {bp + "capture = \"rax\"\n", "domain[0].breakpoint[0].capture: expected an array of captures"},
+    {bp + "capture = [{ name = \"x\", value = 7 }]\n",
+     "domain[0].breakpoint[0].capture[0]: expected an address expression string"},
+    {std::string(valid_base) + "abi = \"arm64\"\n",
+     "t.toml:10:7: domain[0].abi: expected \"sysv\" (Linux) or \"ms-x64\" (Windows), got \"arm64\""},
+  };
+  for (auto& c : cases) {
+    auto msg = problems(c.text);
+    EXPECT_NE(msg.find(c.expected), std::string::npos)
+      << "config:\n" << c.text << "\nexpected: " << c.expected << "\ngot: " << msg;
+  }
+  EXPECT_EQ(problems(bp + "capture = []\n"), "");
+}
