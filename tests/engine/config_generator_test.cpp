@@ -152,6 +152,12 @@ private:
       maybe(d, "memory_mib", [&](auto& d, auto k) { d.insert(k, chance(0.5) ? 8 : num(8, 64)); });
       maybe(d, "functions", [&](auto& d, auto k) { d.insert(k, num(6, 200)); });
       maybe(d, "instructions", [&](auto& d, auto k) { d.insert(k, 1000); });
+      if (chance(0.3))
+        maybe(d, "abi", [&](auto& d, auto k) { d.insert(k, abi()); });
+      if (chance(0.2))
+        maybe(d, "processes", [&](auto& d, auto k) { d.insert(k, num(1, 64)); });
+      if (chance(0.2))
+        maybe(d, "record_calls", [&](auto& d, auto k) { d.insert(k, chance(0.5)); });
       domains.push_back(d);
     }
     if (!wrong())
@@ -183,6 +189,8 @@ private:
         d.insert(k, modes[wrong() ? 3 : below(3)]);
       });
       if (chance(0.3))
+        maybe(d, "abi", [&](auto& d, auto k) { d.insert(k, abi()); });
+      if (chance(0.3))
         maybe(d, "vcpu_views", [&](auto& d, auto k) {
           toml::table vv;
           vv.insert(wrong() ? std::to_string(number()) : "0", two && !wrong() ? "shadow" : "main");
@@ -197,6 +205,8 @@ private:
         maybe(b, "address", [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(0x100000, 0x101000)); });
         if (chance(0.3))
           maybe(b, "view", [&](auto& b, auto k) { b.insert(k, two && !wrong() ? "shadow" : wrong() ? word() : "main"); });
+        if (chance(0.4))
+          maybe(b, "capture", [&](auto& b, auto k) { b.insert(k, captures()); });
         bps.push_back(b);
       }
       if (!wrong())
@@ -204,6 +214,44 @@ private:
       out.push_back(d);
     }
     return out;
+  }
+
+  std::string abi() {
+    static const char* abis[] = {"sysv", "ms-x64", "arm64", ""};
+    return abis[wrong() ? below(4) : below(2)];
+  }
+
+  /// Address expressions: valid ones of every shape, and the ways they go wrong (unclosed
+  /// brackets, dangling signs, unknown registers, huge numbers, argument 0 and 17).
+  std::string expression() {
+    static const char* good[] = {"rdi", "arg1", "arg5", "arg16", "[rsp+0x28]", "[[arg3+0x10]+8]",
+                                 "rax-8", "[0xffffffff80001000]", "cr3", " [ rsp ] + 4 "};
+    static const char* bad[] = {"", "[", "]", "[rsp", "rsp+", "rsp+rax", "eax", "arg0", "arg17",
+                                "0xfffffffffffffffffff", "[[[[", "rsp ++ 1", "ü", "-", "argx"};
+    return wrong() ? bad[below(std::size(bad))] : good[below(std::size(good))];
+  }
+
+  toml::array captures() {
+    toml::array list;
+    for (size_t i = 0, n = below(4); i < n; ++i) {  // sometimes empty
+      if (chance(0.4)) {
+        list.push_back(expression());
+        continue;
+      }
+      toml::table c;
+      maybe(c, "name", [&](auto& c, auto k) { c.insert(k, wrong() ? word() : "c" + std::to_string(i)); });
+      static const char* kinds[] = {"value", "bytes", "string", "wstring"};
+      auto kind = kinds[below(4)];
+      maybe(c, kind, [&](auto& c, auto k) { c.insert(k, expression()); });
+      if (wrong())  // a second kind
+        c.insert(kinds[below(4)], expression());
+      if (std::string_view(kind) == "bytes" || wrong())
+        maybe(c, "length", [&](auto& c, auto k) { c.insert(k, num(1, 4096)); });
+      if (std::string_view(kind).find("string") != std::string_view::npos || wrong())
+        maybe(c, "max", [&](auto& c, auto k) { c.insert(k, num(1, 4096)); });
+      list.push_back(c);
+    }
+    return list;
   }
 
   std::mt19937_64 rng_;
@@ -231,11 +279,23 @@ bool check(const std::string& text, const std::string& name) {
 
 TEST(config_generator, structured_configs_give_a_valid_config_or_positioned_errors) {
   generator gen{20261125};
-  size_t valid = 0, invalid = 0;
-  for (int i = 0; i < 3000; ++i)
-    (check(gen.config(), "gen.toml") ? valid : invalid)++;
+  size_t valid = 0, invalid = 0, captured = 0;
+  for (int i = 0; i < 3000; ++i) {
+    auto text = gen.config();
+    if (!check(text, "gen.toml")) {
+      ++invalid;
+      continue;
+    }
+    ++valid;
+    auto cfg = parse_config(text, "gen.toml");
+    for (auto& d : cfg->engine.domains)
+      for (auto& bp : d.plan->breakpoints)
+        captured += !bp.captures.empty();
+  }
   EXPECT_GT(valid, 150u) << "the generator reaches valid configs";
   EXPECT_GT(invalid, 1500u) << "and invalid ones";
+  EXPECT_GT(captured, 20u) << "and valid breakpoints with captures";
+  std::printf("%zu valid (%zu breakpoints with captures), %zu invalid\n", valid, captured, invalid);
 }
 
 TEST(config_generator, byte_mutations_of_the_example_never_crash) {
