@@ -143,24 +143,6 @@ std::string hex_bytes(std::span<const std::byte> bytes) {
   return out;
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xc0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += char(0xe0 | (cp >> 12));
-    out += char(0x80 | ((cp >> 6) & 0x3f));
-    out += char(0x80 | (cp & 0x3f));
-  } else {
-    out += char(0xf0 | (cp >> 18));
-    out += char(0x80 | ((cp >> 12) & 0x3f));
-    out += char(0x80 | ((cp >> 6) & 0x3f));
-    out += char(0x80 | (cp & 0x3f));
-  }
-}
-
 /// UTF-16LE code units to UTF-8; a lone surrogate becomes U+FFFD.
 std::string utf8_of(const std::vector<uint16_t>& units) {
   std::string out;
@@ -168,12 +150,12 @@ std::string utf8_of(const std::vector<uint16_t>& units) {
     uint32_t u = units[i];
     if (u >= 0xd800 && u < 0xdc00 && i + 1 < units.size() && units[i + 1] >= 0xdc00
         && units[i + 1] < 0xe000) {
-      append_utf8(out, 0x10000 + ((u - 0xd800) << 10) + (units[i + 1] - 0xdc00));
+      drv::append_utf8(out, 0x10000 + ((u - 0xd800) << 10) + (units[i + 1] - 0xdc00));
       ++i;
     } else if (u >= 0xd800 && u < 0xe000) {
-      append_utf8(out, 0xfffd);
+      drv::append_utf8(out, 0xfffd);
     } else {
-      append_utf8(out, u);
+      drv::append_utf8(out, u);
     }
   }
   return out;

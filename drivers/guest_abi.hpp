@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace vmitap::drv {
@@ -41,6 +42,10 @@ constexpr bool canonical(uint64_t va) {
 uint64_t registers::*register_named(std::string_view name);
 /// Every name `register_named` knows, for error messages.
 const char* register_names();
+
+// --- strings -----------------------------------------------------------------------------------
+/// Appends code point `cp` (up to U+10FFFF) as UTF-8: guests pass UTF-16, records carry UTF-8.
+void append_utf8(std::string& out, uint32_t cp);
 
 // --- calling conventions ---------------------------------------------------------------------
 enum class calling_convention : uint8_t {

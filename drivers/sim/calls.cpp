@@ -18,19 +18,6 @@ constexpr uint64_t no_pa = ~uint64_t{0};
 constexpr std::pair<char16_t, char16_t> wide_ranges[] = {
   {0x00c0, 0x00ff}, {0x03b1, 0x03c9}, {0x0410, 0x044f}, {0x4e00, 0x4fff}};
 
-void append_utf8(std::string& out, char16_t c) {
-  if (c < 0x80) {
-    out += char(c);
-  } else if (c < 0x800) {
-    out += char(0xc0 | (c >> 6));
-    out += char(0x80 | (c & 0x3f));
-  } else {  // no surrogates: every character is in the BMP
-    out += char(0xe0 | (c >> 12));
-    out += char(0x80 | ((c >> 6) & 0x3f));
-    out += char(0x80 | (c & 0x3f));
-  }
-}
-
 guest_string draw_string(rng& r, bool wide) {
   guest_string s;
   auto length = 1 + unsigned(r.below(max_string_chars));
@@ -45,7 +32,7 @@ guest_string draw_string(rng& r, bool wide) {
     s.bytes[at++] = std::byte(c & 0xff);
     if (wide)
       s.bytes[at++] = std::byte(c >> 8);
-    append_utf8(s.text, c);
+    drv::append_utf8(s.text, c);
   }
   at += wide ? 2 : 1;  // the NUL: the bytes are zeroed
   s.size = uint8_t(at);
