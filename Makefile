@@ -3,13 +3,16 @@
 BUILD       ?= build
 ASAN_BUILD  ?= build-asan
 BENCH_BUILD ?= build-release
+FUZZ_BUILD  ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZERS     := config event captures
 GENERATOR   := $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
 CTEST_FLAGS := --output-on-failure -j 2 --timeout 600
 # The one benign CAF report (cmake/ubsan.supp says which) is suppressed by name.
 SAN_ENV     := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/cmake/ubsan.supp \
                ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 
-.PHONY: all deps build demo test test-normal test-asan build-asan bench package clean
+.PHONY: all deps build demo test test-normal test-asan build-asan bench fuzz package clean
 
 all: build
 
@@ -40,9 +43,24 @@ bench: deps
 	@cmake --build $(BENCH_BUILD) --target vmitap-bench
 	./$(BENCH_BUILD)/bench/vmitap-bench --markdown BENCHMARKS.md
 
+# libFuzzer, FUZZ_SECONDS per harness, from the seed corpus in tests/fuzz/corpus (new inputs
+# go to $(FUZZ_BUILD)/corpus, the repository's corpus is only read). A crash fails the target
+# and leaves its input as crash-* in the current directory.
+fuzz: deps
+	@CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Debug -DVMITAP_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) --target $(addprefix fuzz_,$(FUZZERS))
+	@for f in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$f; \
+	  echo "fuzz_$$f: $(FUZZ_SECONDS) s"; \
+	  $(SAN_ENV) ./$(FUZZ_BUILD)/tests/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -rss_limit_mb=2048 -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$f tests/fuzz/corpus/$$f \
+	    2>$(FUZZ_BUILD)/fuzz_$$f.log || { tail -60 $(FUZZ_BUILD)/fuzz_$$f.log; exit 1; }; \
+	  grep -E "^stat::(number_of_executed_units|new_units_added)" $(FUZZ_BUILD)/fuzz_$$f.log; \
+	done
+
 # The Debian package, $(BUILD)/vmitap_<version>_<arch>.deb (README: "Installing as a service").
 package: build
 	@cmake --build $(BUILD) --target package
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD) $(FUZZ_BUILD)

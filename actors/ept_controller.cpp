@@ -40,7 +40,9 @@ change_results ept_controller_state::apply(const page_changes& changes) {
   std::map<drv::view_id, std::vector<size_t>> by_view;
   for (size_t i = 0; i < changes.size(); ++i)
     by_view[changes[i].view].push_back(i);
-  for (auto& [view, indices] : by_view) {
+  for (auto& entry : by_view) {
+    auto view = entry.first;  // a plain variable: lambdas below capture it (clang 14)
+    auto& indices = entry.second;
     // What monitored pages have now: one batched read for every page not yet monitored.
     std::vector<drv::gfn_t> unknown;
     for (auto i : indices)

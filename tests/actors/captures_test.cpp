@@ -3,7 +3,7 @@
 // guest memory the test lays out by hand.
 
 #include "actors/captures.hpp"
-#include "drivers/error.hpp"
+#include "tests/support/memory_session.hpp"
 
 #include <gtest/gtest.h>
 
@@ -12,58 +12,9 @@
 
 using namespace vmitap;
 using drv::translation_fault;
+using vmitap::testing::memory_session;
 
 namespace {
-
-/// Guest RAM as a page map; everything but physical reads is refused.
-class memory_session : public drv::domain_session {
-public:
-  static constexpr uint64_t ram_bytes = 64ull << 20;
-
-  void write(uint64_t pa, const void* data, size_t n) {
-    for (size_t i = 0; i < n; ++i)
-      page(pa + i)[(pa + i) & drv::page_mask] = static_cast<const std::byte*>(data)[i];
-  }
-  void write64(uint64_t pa, uint64_t v) { write(pa, &v, 8); }
-
-  caf::error read_physical(uint64_t pa, std::span<std::byte> out) override {
-    ++reads;
-    if (pa + out.size() > ram_bytes)
-      return make_error(ec::gfn_out_of_range, "read_physical: not guest RAM");
-    for (size_t i = 0; i < out.size(); ++i) {
-      auto p = pages_.find(drv::gfn_of(pa + i));
-      out[i] = p == pages_.end() ? std::byte{0} : p->second[(pa + i) & drv::page_mask];
-    }
-    return {};
-  }
-
-  drv::domain_info info() const override { return {}; }
-  caf::expected<drv::view_id> create_view(drv::page_access) override { return refused(); }
-  caf::error destroy_view(drv::view_id) override { return refused(); }
-  caf::error switch_all(drv::view_id) override { return refused(); }
-  caf::error get_access(drv::view_id, std::span<const drv::gfn_t>,
-                        std::span<drv::page_access>) override {
-    return refused();
-  }
-  caf::error set_access(drv::view_id, std::span<const drv::access_change>) override {
-    return refused();
-  }
-  caf::error set_singlestep(drv::vcpu_id, bool) override { return refused(); }
-  caf::expected<drv::event_ring*> start_events() override { return refused(); }
-  caf::error pause() override { return refused(); }
-  caf::error resume() override { return refused(); }
-  caf::error detach() override { return {}; }
-
-  size_t reads = 0;
-
-private:
-  static caf::error refused() { return make_error(ec::invalid_argument, "not in this test"); }
-  std::array<std::byte, drv::page_size>& page(uint64_t pa) {
-    auto& p = pages_[drv::gfn_of(pa)];
-    return p;
-  }
-  std::map<drv::gfn_t, std::array<std::byte, drv::page_size>> pages_;
-};
 
 // The layout: PML4 at 0x1000 (cr3), user PDPT 0x2000 → PD 0x3000 → PT 0x4000; kernel PDPT
 // at 0x5000 with a 1 GiB page, and a PD at 0x6000 with a 2 MiB page.
