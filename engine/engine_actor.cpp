@@ -26,6 +26,13 @@ void keep_ended(engine_ptr self, domain_report r) {
   }
 }
 
+/// One detach answered: a stop waiting for the last one goes on.
+void detach_answered(engine_ptr self) {
+  auto& st = self->state;
+  if (--st.detaches_in_flight == 0 && st.after_detaches)
+    std::exchange(st.after_detaches, nullptr)();
+}
+
 /// Detaches one domain's session; `done` runs once its report is in.
 void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> done = {},
                     std::string error = {}) {
@@ -40,6 +47,7 @@ void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> do
   st.domains.erase(it);
   if (m.attached)
     --st.env.counters->domains_monitored;
+  ++st.detaches_in_flight;
   self->request(m.supervisor, st.cfg->stop_deadline, detach_atom::value)
     .then(
       [self, done, error](domain_report& r) {
@@ -52,6 +60,7 @@ void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> do
         keep_ended(self, std::move(r));
         if (done)
           done();
+        detach_answered(self);
       },
       [self, m, done](caf::error& err) {
         spdlog::error("domain {} ({}): detach did not finish: {}", m.info.name, m.info.id,
@@ -64,6 +73,7 @@ void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> do
         self->send_exit(m.supervisor, caf::exit_reason::user_shutdown);
         if (done)
           done();
+        detach_answered(self);
       });
 }
 
@@ -244,7 +254,9 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment 
       auto& st = self->state;
       st.stopping = true;
       auto rp = self->make_response_promise<std::vector<domain_report>>();
-      auto j = join(st.domains.size(), [self, rp](caf::error) mutable {
+      // A session whose detach began before the stop (a failed attach, a domain that
+      // stopped, a reload) is no longer in `domains`: the stop waits for it all the same.
+      auto finish = [self, rp]() mutable {
         // Every session has ended: the sinks write out what they hold, then go.
         auto& sinks = self->state.sinks;
         auto flushed = join(sinks.size(), [self, rp](caf::error) mutable {
@@ -261,6 +273,13 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment 
           self->request(h.actor, defaults::request_timeout, flush_atom::value)
             .then([flushed](ok_atom) { flushed->report({}); },
                   [flushed](caf::error& err) { flushed->report(err); });
+      };
+      auto j = join(st.domains.size(), [self, finish](caf::error) mutable {
+        auto& st = self->state;
+        if (st.detaches_in_flight == 0)
+          finish();
+        else
+          st.after_detaches = std::move(finish);
       });
       std::vector<drv::domain_id> ids;  // collect_detach erases from domains
       for (auto& [id, m] : st.domains)

@@ -11,6 +11,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include <deque>
+#include <functional>
 
 namespace vmitap {
 
@@ -68,6 +69,10 @@ struct engine_state {
   uint64_t ended_dropped = 0;
   uint64_t next_session = 1;
   bool stopping = false;
+  /// Detaches sent and not answered yet, whoever started them (a failed attach, a domain
+  /// that stopped, a reload, the stop itself). The stop ends only when this is 0.
+  size_t detaches_in_flight = 0;
+  std::function<void()> after_detaches;  ///< the stop's last step, once none is in flight
 };
 
 engine_actor::behavior_type engine_behavior(engine_actor::stateful_pointer<engine_state> self,
