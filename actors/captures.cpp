@@ -79,9 +79,13 @@ private:
     skip_space();
     auto at = pos_;
     if (pos_ < text_.size() && text_[pos_] == '[') {
+      // Bounded: the parser recurses per bracket, and a config is untrusted input.
+      if (++depth_ > max_nesting)
+        return fail("brackets nest at most " + std::to_string(max_nesting) + " deep", at);
       ++pos_;
       if (!expr(e))
         return false;
+      --depth_;
       skip_space();
       if (pos_ == text_.size() || text_[pos_] != ']')
         return fail("expected \"]\"", pos_);
@@ -119,9 +123,12 @@ private:
                 at);
   }
 
+  static constexpr unsigned max_nesting = 16;
+
   std::string_view text_;
   drv::calling_convention cc_;
   size_t pos_ = 0;
+  unsigned depth_ = 0;
   std::string error_;
   size_t error_at_ = 0;
 };

@@ -106,6 +106,11 @@ TEST(address_expr_test, errors_name_the_problem_and_its_offset) {
   EXPECT_EQ(err("rdi rsi").second, 4u);
   EXPECT_EQ(err("").first, "expected a register, argN, a number or \"[\"");
   EXPECT_EQ(err("0xfffffffffffffffff").first.substr(0, 16), "unknown register");
+  // Found by fuzz_captures: a long run of "[" overflowed the stack of the recursive parser.
+  EXPECT_EQ(err(std::string(100000, '[')).first, "brackets nest at most 16 deep");
+  EXPECT_EQ(err(std::string(100000, '[')).second, 16u);
+  EXPECT_TRUE(parse_address_expr(std::string(16, '[') + "rsp" + std::string(16, ']'),
+                                 drv::calling_convention::sysv).expr);
 }
 
 TEST_F(captures_test, translation_follows_4k_2m_and_1g_pages_and_reports_where_it_stops) {
