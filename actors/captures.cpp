@@ -133,12 +133,6 @@ private:
   size_t error_at_ = 0;
 };
 
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-  return buf;
-}
-
 std::string hex_bytes(std::span<const std::byte> bytes) {
   static constexpr char digits[] = "0123456789abcdef";
   std::string out;
@@ -232,6 +226,12 @@ expr_parse_result parse_address_expr(std::string_view text, drv::calling_convent
   return expr_parser{text, cc}.parse();
 }
 
+std::string hex_string(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+  return buf;
+}
+
 const char* to_string(capture_spec::kind k) {
   switch (k) {
     case capture_spec::kind::value: return "value";
@@ -254,7 +254,7 @@ std::vector<capture_value> evaluate(const std::vector<capture_spec>& specs,
     }
     switch (spec.type) {
       case capture_spec::kind::value:
-        out.push_back({hex(at.value), translation_fault::none, 0, false});
+        out.push_back({hex_string(at.value), translation_fault::none, 0, false});
         break;
       case capture_spec::kind::bytes: {
         std::vector<std::byte> bytes(spec.length);

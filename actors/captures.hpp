@@ -78,6 +78,10 @@ struct capture_value {
   bool operator==(const capture_value&) const = default;
 };
 
+/// A number as hit records write it: "0x" and lowercase hex digits (JSON numbers lose
+/// 64-bit precision in most log pipelines).
+std::string hex_string(uint64_t v);
+
 /// Evaluates every capture in `specs` (in order) with `regs`, reading memory under `regs.cr3`.
 std::vector<capture_value> evaluate(const std::vector<capture_spec>& specs,
                                     const drv::registers& regs, drv::page_walker& walker);

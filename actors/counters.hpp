@@ -5,6 +5,7 @@
 // relaxed load and store, no lock prefix and no CAS; the Prometheus exporter reads these
 // when it is scraped. No Prometheus type appears here.
 
+#include "drivers/page_walker.hpp"
 #include "drivers/vm_event.hpp"
 
 #include <array>
@@ -69,7 +70,7 @@ struct vcpu_counters {
 };
 
 /// drv::translation_fault values (the `cause` label of capture failures).
-inline constexpr size_t capture_fault_kinds = 5;
+inline constexpr size_t capture_fault_kinds = size_t(drv::translation_fault::read_failed) + 1;
 
 /// Bucket bounds, fixed for the process (Prometheus needs the same bounds every scrape).
 const std::vector<double>& handling_buckets();  ///< seconds, dense from 1 µs to 10 ms

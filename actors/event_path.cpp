@@ -7,8 +7,6 @@
 namespace vmitap {
 
 using clock_type = std::chrono::steady_clock;
-
-static_assert(size_t(drv::translation_fault::read_failed) + 1 == capture_fault_kinds);
 using verdict = vcpu_logic::verdict;
 
 event_path::event_path(event_path_config cfg) :

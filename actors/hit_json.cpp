@@ -2,21 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include <cinttypes>
 #include <cstdio>
 #include <ctime>
 
 namespace vmitap {
-
-namespace {
-
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-  return buf;
-}
-
-}  // namespace
 
 std::string rfc3339_utc(std::chrono::system_clock::time_point t) {
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
@@ -49,11 +38,11 @@ std::string to_json_line(const hit_record& rec, const std::string& host) {
   j["view_id"] = rec.view;
   j["breakpoint"] = rec.bp->name;
   j["tags"] = rec.bp->tags ? *rec.bp->tags : std::vector<std::string>{};
-  j["gfn"] = hex(rec.gfn);
-  j["pa"] = hex(drv::pa_of(rec.gfn, rec.offset));
-  j["gla"] = hex(rec.gla);
-  j["rip"] = hex(rec.rip);
-  j["cr3"] = hex(rec.cr3);
+  j["gfn"] = hex_string(rec.gfn);
+  j["pa"] = hex_string(drv::pa_of(rec.gfn, rec.offset));
+  j["gla"] = hex_string(rec.gla);
+  j["rip"] = hex_string(rec.rip);
+  j["cr3"] = hex_string(rec.cr3);
   // Values and failures apart, so each key keeps one type for a log pipeline's schema.
   if (!rec.captures.empty() && !rec.bp->captures.empty()) {
     auto& specs = *rec.bp->captures.specs;
@@ -67,7 +56,7 @@ std::string to_json_line(const hit_record& rec, const std::string& host) {
         if (v.truncated)
           truncated.push_back(specs[i].name);
       } else {
-        failures[specs[i].name] = {{"cause", drv::to_string(v.fault)}, {"address", hex(v.address)}};
+        failures[specs[i].name] = {{"cause", drv::to_string(v.fault)}, {"address", hex_string(v.address)}};
       }
     }
     j["captures"] = std::move(values);

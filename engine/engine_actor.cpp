@@ -274,18 +274,16 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment 
             .then([flushed](ok_atom) { flushed->report({}); },
                   [flushed](caf::error& err) { flushed->report(err); });
       };
-      auto j = join(st.domains.size(), [self, finish](caf::error) mutable {
-        auto& st = self->state;
-        if (st.detaches_in_flight == 0)
-          finish();
-        else
-          st.after_detaches = std::move(finish);
-      });
       std::vector<drv::domain_id> ids;  // collect_detach erases from domains
       for (auto& [id, m] : st.domains)
         ids.push_back(id);
       for (auto id : ids)
-        collect_detach(self, id, [j] { j->report({}); });
+        collect_detach(self, id);
+      // Every detach, these and any begun before, counts in detaches_in_flight.
+      if (st.detaches_in_flight == 0)
+        finish();
+      else
+        st.after_detaches = std::move(finish);
       return rp;
     },
   };
