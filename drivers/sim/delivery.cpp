@@ -197,18 +197,34 @@ void domain::apply_response(vcpu& v) {
     v.fast_singlestep = v.singlestep = true;
     v.fast_return_view = rsp.fast_return_view;
   }
-  if (rsp.flags & drv::flag::set_registers) {
-    auto cr3 = v.regs.cr3;  // never written by a response, as on Xen
-    if (auto pc = program_.index_of(rsp.regs.rip - kernel_base); pc && *pc != v.pc) {
-      v.pc = *pc;
-      v.arrived = false;
-    }
-    v.regs = rsp.regs;
-    v.regs.cr3 = cr3;
-  }
+  if (rsp.flags & drv::flag::set_registers)
+    set_registers(v, rsp.regs);
   v.state = run_state::runnable;
   v.resume_at = v.response_due;
   v.measure_lateness = true;
+}
+
+void domain::set_registers(vcpu& v, const drv::registers& regs) {
+  auto cr3 = v.regs.cr3;  // never written by a response, as on Xen
+  v.regs = regs;
+  v.regs.cr3 = cr3;
+  auto pc = program_.index_of(regs.rip - kernel_base);
+  if (!pc || *pc == v.pc)
+    return;
+  if (v.arrived)
+    ++v.redirected[{v.arrival_view, v.pc}];
+  if (!v.stack.empty() && v.stack.back().return_pc == *pc) {
+    // A return from the current call: the caller drops its argument area, as after its `ret`.
+    auto f = v.stack.back();
+    v.stack.pop_back();
+    v.regs.rsp += f.bytes - 8;
+    if (f.call != unrecorded) {
+      v.calls[f.call].returned_early = true;
+      v.calls[f.call].returned_rax = regs.rax;
+    }
+  }
+  v.pc = *pc;
+  v.arrived = false;
 }
 
 caf::error domain::set_singlestep(uint64_t session, drv::vcpu_id id, bool on) {

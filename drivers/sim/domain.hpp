@@ -143,7 +143,8 @@ public:
   /// How often instruction `pa` retired having been reached in `view`.
   uint64_t executions(uint64_t pa, drv::view_id view);
   /// Executions plus VCPUs that reached `pa` in `view` and have not retired it yet (they
-  /// trapped there and may be answered already): what an exact breakpoint has hit by now.
+  /// trapped there and may be answered already), plus times a monitor moved rip away from
+  /// it before it ran: what an exact breakpoint has hit by now.
   uint64_t reached(uint64_t pa, drv::view_id view);
   uint64_t instructions_retired();
   uint64_t vcpu_retired(drv::vcpu_id vcpu);
@@ -182,9 +183,11 @@ public:
 private:
   friend class hypervisor;
   enum class run_state : uint8_t { runnable, waiting, stuck, halted };
+  static constexpr uint32_t unrecorded = ~uint32_t{0};
   struct frame {
     uint32_t return_pc = 0;
-    uint32_t bytes = 0;  // the call's stack: arguments, alignment, return address
+    uint32_t bytes = 0;            // the call's stack: arguments, alignment, return address
+    uint32_t call = unrecorded;    // its entry in `calls`
   };
 
   struct vcpu {
@@ -215,6 +218,8 @@ private:
     bool measure_lateness = false;      // the next slice records resume_at → now
     uint64_t retired = 0;
     std::vector<std::vector<uint64_t>> executions;  // [view][instruction index]
+    // Instructions reached but not run: a monitor's SET_REGISTERS moved rip away first.
+    std::map<std::pair<drv::view_id, uint32_t>, uint64_t> redirected;
     latency_histogram response_latency;
     latency_histogram lateness;
 
@@ -255,6 +260,8 @@ private:
   // delivery.cpp
   caf::error check_session(uint64_t session, const char* call) const;
   void apply_response(vcpu& v);
+  /// SET_REGISTERS: a new rip that is the current call's return address returns from it.
+  void set_registers(vcpu& v, const drv::registers& regs);
   /// Applies every answer given and not applied yet (under exec_ exclusive): a control
   /// operation sees them in effect, as on Xen, where an answer takes effect at the notify.
   void settle_locked();

@@ -110,7 +110,7 @@ void domain::retire(vcpu& v, const instruction& in) {
   switch (in.kind) {
     case op::call: {
       auto bytes = enter(v, in.target, gva_of(program_.at(v.pc + 1).pa));
-      v.stack.push_back({v.pc + 1, bytes});
+      v.stack.push_back({v.pc + 1, bytes, cfg_.record_calls ? uint32_t(v.calls.size() - 1) : unrecorded});
       v.pc = program_.functions()[in.target].first;
       break;
     }

@@ -27,6 +27,8 @@ uint64_t domain::reached(uint64_t pa, drv::view_id view) {
     if (!v->executions[view].empty())
       n += v->executions[view][*index];
     n += v->arrived && v->pc == *index && v->arrival_view == view;
+    if (auto r = v->redirected.find({view, *index}); r != v->redirected.end())
+      n += r->second;
   }
   return n;
 }

@@ -34,6 +34,9 @@ inline constexpr unsigned max_string_chars = 48;  ///< the NUL not counted
 struct signature {
   uint8_t arity = 0;
   std::array<arg_kind, max_args> kinds{};
+  bool returned_early = false;  ///< a monitor's SET_REGISTERS returned from it (rip = its
+                                ///< return address) before its own `ret`
+  uint64_t returned_rax = 0;    ///< with this rax
 };
 
 /// A string the guest passes: its bytes in guest memory (the NUL included) and its UTF-8.
@@ -64,6 +67,9 @@ struct call_record {
   std::array<bool, max_args> mapped{};     ///< false: points into the not-present page
                                            ///< (true for every other argument)
   std::array<arg_kind, max_args> kinds{};
+  bool returned_early = false;  ///< a monitor's SET_REGISTERS returned from it (rip = its
+                                ///< return address) before its own `ret`
+  uint64_t returned_rax = 0;    ///< with this rax
 };
 
 /// Stack bytes a caller reserves for its callee's arguments: those beyond the registers and,
