@@ -29,4 +29,10 @@ const std::vector<double>& call_buckets() {
   return b;
 }
 
+const std::vector<double>& handler_buckets() {
+  static const std::vector<double> b{1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3,
+                                     5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  return b;
+}
+
 }  // namespace vmitap

@@ -76,6 +76,7 @@ inline constexpr size_t capture_fault_kinds = size_t(drv::translation_fault::rea
 const std::vector<double>& handling_buckets();  ///< seconds, dense from 1 µs to 10 ms
 const std::vector<double>& batch_buckets();     ///< pages per access-change call
 const std::vector<double>& call_buckets();      ///< seconds per access-change call
+const std::vector<double>& handler_buckets();   ///< seconds, 10 µs to 10 s
 
 /// Everything counted about one monitored domain session.
 struct domain_counters {
@@ -90,6 +91,11 @@ struct domain_counters {
   std::array<counter, capture_fault_kinds> capture_failures;
   /// Request taken from the ring → response written (the poller's part).
   histogram handling{handling_buckets()};
+
+  // The handler relay's: one actor writes them.
+  histogram handler_seconds{handler_buckets()};  ///< hit sent → handler's decision back
+  counter handler_timeouts;  ///< VCPUs resumed at their breakpoint's deadline
+  counter handler_errors;    ///< VCPUs resumed because the handler failed or is not there
 
   // The controller's: one actor writes them.
   counter access_calls;

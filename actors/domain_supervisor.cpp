@@ -1,5 +1,6 @@
 #include "actors/domain_supervisor.hpp"
 
+#include "actors/handler_relay.hpp"
 #include "actors/join.hpp"
 #include "actors/supervisor_steps.hpp"
 #include "drivers/defaults.hpp"
@@ -70,6 +71,10 @@ void start_events(state_ptr self) {
   pc.session = st.session;
   pc.mode = step_mode_for(self);
   pc.sinks = st.cfg.sinks;
+  if (st.cfg.handlers) {
+    st.relay = self->spawn(handler_relay, st.cfg.handlers, st.domain);
+    pc.relay = st.relay;
+  }
   auto first = st.views.at(plan.views.front());
   for (drv::vcpu_id i = 0; i < st.cfg.info.vcpus; ++i) {
     auto home = plan.vcpu_views.count(i) ? st.views.at(plan.vcpu_views.at(i)) : first;
@@ -116,7 +121,8 @@ std::vector<breakpoint_spec> specs_of(state_ptr self,
   std::vector<breakpoint_spec> out;
   out.reserve(bps.size());
   for (auto& bp : bps)
-    out.push_back({bp.pa, self->state.views.at(bp.view), bp.name, bp.tags, bp.captures, live});
+    out.push_back({bp.pa, self->state.views.at(bp.view), bp.name, bp.tags, bp.captures, bp.handler,
+                   live});
   return out;
 }
 
@@ -284,6 +290,8 @@ caf::result<domain_report> status(state_ptr self) {
 domain_supervisor_state::~domain_supervisor_state() {
   if (owner && path)
     owner->release(path.get(), [] {});  // never leave a poller draining a dead supervisor's ring
+  if (relay)
+    caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);  // and its handlers with it
 }
 
 domain_supervisor_impl::behavior_type domain_supervisor(state_ptr self, supervisor_config cfg) {

@@ -8,6 +8,7 @@
 
 #include "actors/breakpoint_registry.hpp"
 #include "actors/ept_controller.hpp"
+#include "actors/handler_registry.hpp"
 #include "actors/poller.hpp"
 
 #include <caf/stateful_actor.hpp>
@@ -24,6 +25,7 @@ struct supervisor_config {
   drv::domain_info info;
   plan_ptr plan;
   std::vector<sink_handle> sinks;
+  handler_registry_ptr handlers;   ///< none: breakpoints' handlers are not called
   poller_pool* pollers = nullptr;  ///< outlives every supervisor
   std::shared_ptr<domain_directory> directory;
   uint64_t session = 0;            ///< this attach's serial, unique in the process
@@ -52,6 +54,7 @@ struct domain_supervisor_state {
   breakpoint_registry_actor registry;
   std::shared_ptr<event_path> path;
   poller* owner = nullptr;  // the poller draining path
+  handler_relay_actor relay;  // exits with the supervisor (its state's destructor)
   bool died = false;
   std::optional<caf::typed_response_promise<ok_atom>> attaching;
   std::optional<caf::typed_response_promise<domain_report>> detaching;

@@ -2,6 +2,8 @@
 
 #include "drivers/error.hpp"
 
+#include <caf/send.hpp>
+
 #include <spdlog/spdlog.h>
 
 namespace vmitap {
@@ -16,6 +18,7 @@ event_path::event_path(event_path_config cfg) :
   // No ring holds more than one request per VCPU plus Xen's 8 slots' worth of others.
   in_.resize(std::clamp<size_t>(cfg_.batch, 1, lanes_.size() + 8));
   out_.reserve(in_.size());
+  held_.resize(lanes_.size());
   table_ = cfg_.domain->table().load();
 }
 
@@ -63,22 +66,33 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
     .add();
   hits_.clear();
   verdict v;
+  auto before = lane;
   out_.push_back(lane.decide(ev, table_.get(), hits_, v));
   vc.stepping.store(lane.stepping(), std::memory_order_relaxed);
   switch (v) {
-    case verdict::hit:
+    case verdict::hit: {
       vc.hits.add(hits_.size());
+      bool held = false;
       for (auto& bp : hits_) {
         // One writer, the poller that owns this domain's ring: no locked add needed.
         bp->hits.store(bp->hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        if (cfg_.sinks.empty())
+        // The first breakpoint at the address with a handler decides; the others only record.
+        bool decides = !held && bp->handler && cfg_.relay;
+        if (cfg_.sinks.empty() && !decides)
           continue;
-        records_.push_back({identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
-                            ev.regs.rip, ev.regs.cr3, bp, now, wall, {}});
+        std::vector<capture_value> values;
         if (!bp->captures.empty())
-          records_.back().captures = capture(*bp->captures.specs, ev.regs);
+          values = capture(*bp->captures.specs, ev.regs);
+        if (!cfg_.sinks.empty())
+          records_.push_back({identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
+                              ev.regs.rip, ev.regs.cr3, bp, now, wall, values});
+        if (decides) {
+          hold(ev, before, bp, std::move(values));
+          held = true;
+        }
       }
       break;
+    }
     case verdict::neighbour: vc.neighbours.add(); break;
     case verdict::stale: vc.stale.add(); break;
     case verdict::spurious: vc.spurious.add(); break;
@@ -99,6 +113,61 @@ std::vector<capture_value> event_path::capture(const std::vector<capture_spec>& 
     if (v.fault != drv::translation_fault::none)
       failures[size_t(v.fault)].add();
   return values;
+}
+
+void event_path::hold(const drv::event& ev, const vcpu_logic& before, const breakpoint_ptr& bp,
+                      std::vector<capture_value> captures) {
+  auto token = next_token_++;
+  held_[ev.vcpu] = held_response{ev, before, out_.back(), token};
+  out_.pop_back();
+  handler_hit hit{identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
+                  ev.regs, bp, std::move(captures)};
+  caf::anon_send(cfg_.relay, hit_atom::value,
+                 handler_call{bp->handler, std::move(hit), token, weak_from_this()});
+}
+
+void event_path::decided(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d) {
+  post_([self = weak_from_this(), vcpu, token, d = std::move(d)]() mutable {
+    if (auto path = self.lock())
+      path->resolve(vcpu, token, std::move(d));
+  });
+}
+
+void event_path::resolve(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d) {
+  if (released_ || vcpu >= held_.size() || !held_[vcpu] || held_[vcpu]->token != token)
+    return;
+  auto& h = *held_[vcpu];
+  auto rsp = h.response;
+  if (d && d->registers) {
+    if (d->registers->rip != h.event.regs.rip) {
+      lanes_[vcpu] = h.before;  // the trapped instruction is not run: no step-over
+      rsp = lanes_[vcpu].redirect(h.event, *d->registers);
+      cfg_.domain->counters().vcpus[vcpu].stepping.store(false, std::memory_order_relaxed);
+    } else {
+      rsp.flags |= drv::flag::set_registers;
+      rsp.regs = *d->registers;
+      rsp.regs.cr3 = h.event.regs.cr3;
+    }
+  }
+  held_[vcpu].reset();
+  give_one(rsp);
+}
+
+void event_path::release_held() {
+  for (auto& h : held_)
+    if (h) {
+      auto rsp = h->response;
+      h.reset();
+      give_one(rsp);
+    }
+  released_ = true;
+}
+
+void event_path::give_one(const drv::response& rsp) {
+  out_.clear();
+  out_.push_back(rsp);
+  count_failures(cfg_.ring->give(out_));
+  out_.clear();
 }
 
 void event_path::count_failures(const drv::give_result& r) {

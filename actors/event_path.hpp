@@ -3,12 +3,18 @@
 // The hot path of one domain: drain its ring, decide each request with that VCPU's logic and
 // the newest breakpoint table, answer the whole batch with one notify, count, and hand the
 // batch's hit records to the sinks. It runs on the poller thread that owns the ring; nothing
-// in it crosses a thread per request.
+// in it crosses a thread per request. A hit whose breakpoint has a handler is the exception:
+// its response is held, the hit goes to the domain's handler relay, and the decision comes
+// back through the poller's inbox; only that VCPU waits.
 
+#include "actors/interfaces.hpp"
 #include "actors/monitored_domain.hpp"
 #include "actors/sinks.hpp"
 #include "actors/vcpu_logic.hpp"
 #include "drivers/defaults.hpp"
+
+#include <functional>
+#include <optional>
 
 namespace vmitap {
 
@@ -20,12 +26,24 @@ struct event_path_config {
   std::vector<drv::view_id> homes;  ///< per VCPU: the view it returns to after a step
   std::vector<bool> homing;         ///< per VCPU: not there yet (singlestep sends it)
   std::vector<sink_handle> sinks;
+  handler_relay_actor relay;  ///< where held hits go; none: handlers are not called
   size_t batch = defaults::ring_batch;
 };
 
-class event_path {
+class event_path : public std::enable_shared_from_this<event_path> {
 public:
   explicit event_path(event_path_config cfg);
+
+  /// How work reaches the thread that drains this path (set by the poller that owns it).
+  using post_fn = std::function<void(std::function<void()>)>;
+  void bind(post_fn post) { post_ = std::move(post); }
+  /// From any thread: the decision for the response held under `token` (nothing: resume as
+  /// without a handler). Applied on the path's thread; an answer after the VCPU was already
+  /// resumed (a timeout, a release) is ignored.
+  void decided(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d);
+  /// Answers every held response as if it had no handler and ignores later decisions: the
+  /// path's last act before its poller lets it go.
+  void release_held();
 
   /// Takes up to one batch from the ring, answers and counts it. Returns how many requests.
   size_t drain();
@@ -37,6 +55,10 @@ public:
 private:
   void decide(const drv::event& ev, std::chrono::steady_clock::time_point now,
               std::chrono::system_clock::time_point wall);
+  void hold(const drv::event& ev, const vcpu_logic& before, const breakpoint_ptr& bp,
+            std::vector<capture_value> captures);
+  void resolve(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d);
+  void give_one(const drv::response& rsp);
   void count_failures(const drv::give_result& r);
   std::vector<capture_value> capture(const std::vector<capture_spec>& specs,
                                      const drv::registers& regs);
@@ -50,6 +72,19 @@ private:
   std::vector<breakpoint_ptr> hits_;
   hit_batch records_;
   bool failing_ = false;  // in a streak of refused responses (logged once)
+
+  /// A response waiting for its handler; the lane as it was before the trap, in case the
+  /// handler moves rip and the step-over is not to happen.
+  struct held_response {
+    drv::event event;
+    vcpu_logic before;
+    drv::response response;
+    uint64_t token = 0;
+  };
+  std::vector<std::optional<held_response>> held_;  // per VCPU: at most one, it is paused
+  uint64_t next_token_ = 1;
+  bool released_ = false;
+  post_fn post_;
 };
 
 }  // namespace vmitap

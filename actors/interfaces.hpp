@@ -4,7 +4,7 @@
 // interface and the compiler checks that it matches. (The engine's own actor, which carries
 // the engine's config, is declared in engine/.)
 
-#include "actors/messages.hpp"
+#include "actors/handlers.hpp"
 
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -66,7 +66,27 @@ using domain_supervisor_actor = caf::typed_actor<
   /// The domain died: clean up without touching it.
   caf::reacts_to<died_atom>>;
 
+/// A hit handler (handler_registry.hpp): answers each hit with what the VCPU resumes with.
+/// The VCPU waits for the answer at most its breakpoint's deadline.
+using hit_handler_actor =
+  caf::typed_actor<caf::replies_to<hit_atom, handler_hit>::with<handler_decision>>;
+
+class event_path;
+
+/// A hit whose response the hot path holds until its handler decides.
+struct handler_call {
+  std::shared_ptr<const handler_binding> handler;
+  handler_hit hit;
+  uint64_t token = 0;                ///< names the held response in its path
+  std::weak_ptr<event_path> path;  ///< where the decision goes
+};
+
+/// One per domain session: takes held hits from the hot path to their handlers and every
+/// decision, timeout or handler failure back to the path (exactly one per hit).
+using handler_relay_actor = caf::typed_actor<caf::reacts_to<hit_atom, handler_call>>;
+
 }  // namespace vmitap
 
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::handler_call)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::page_changes)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::change_results)

@@ -18,6 +18,8 @@ breakpoint_ptr make_breakpoint(const breakpoint_spec& spec, tag_list tags) {
   bp->view = spec.view;
   bp->live = spec.live;
   bp->captures = spec.captures;
+  if (spec.handler)
+    bp->handler = std::make_shared<const handler_binding>(*spec.handler);
   if (tags)
     bp->tags = std::move(tags);
   else if (!spec.tags.empty())

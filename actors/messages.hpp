@@ -13,6 +13,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,16 @@ enum class step_mode : uint8_t {
 };
 const char* to_string(step_mode m);
 
+/// How long a VCPU waits for its breakpoint's handler unless the config says otherwise.
+inline constexpr std::chrono::microseconds default_handler_deadline{10'000};
+
+/// Which handler decides a breakpoint's hits, and how long the VCPU may wait for it.
+struct handler_binding {
+  std::string name;
+  std::chrono::microseconds deadline = default_handler_deadline;
+  bool operator==(const handler_binding&) const = default;
+};
+
 /// What a user asks for: a breakpoint at a guest physical address in a view.
 struct breakpoint_spec {
   uint64_t pa = 0;
@@ -57,6 +68,7 @@ struct breakpoint_spec {
   std::string name;
   std::vector<std::string> tags;
   capture_list captures;
+  std::optional<handler_binding> handler;
   bool live = false;  ///< armed by a reload, after the session's start: counts from then on
 };
 
@@ -70,6 +82,7 @@ struct breakpoint {
   uint64_t pa = 0;
   tag_list tags;  ///< shared by every breakpoint with the same tags; none: no tags
   capture_list captures;  ///< read while the VCPU is paused, into the hit's record
+  std::shared_ptr<const handler_binding> handler;  ///< none: answered at once
   mutable std::atomic<uint64_t> hits{0};
   drv::view_id view = 0;
   bool live = false;  ///< armed by a reload, after the session's start: counts from then on
@@ -94,6 +107,7 @@ struct domain_plan {
     std::string view;
     std::vector<std::string> tags;
     capture_list captures;
+    std::optional<handler_binding> handler;
     bool operator==(const breakpoint&) const = default;
   };
   std::vector<std::string> views = {"main"};  ///< created in order; the first is the default

@@ -58,6 +58,7 @@ void poller::post(std::function<void()> fn) {
 
 void poller::add(std::shared_ptr<event_path> path) {
   load_ += path->weight();
+  path->bind([this](std::function<void()> fn) { post(std::move(fn)); });
   post([this, path = std::move(path)] {
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -75,6 +76,7 @@ void poller::release(event_path* path, std::function<void()> done) {
         continue;
       while (path->drain() > 0) {
       }
+      path->release_held();  // no VCPU waits for a handler past its domain's detach
       epoll_ctl(epoll_, EPOLL_CTL_DEL, path->ring().fd(), nullptr);
       load_ -= path->weight();
       paths_.erase(i);

@@ -28,7 +28,8 @@ public:
 
   /// The poller owns `path` (and drains its ring) from now on.
   void add(std::shared_ptr<event_path> path);
-  /// Drains `path` one last time (everything raised before a pause is answered), stops
+  /// Drains `path` one last time (everything raised before a pause is answered, responses
+  /// held for handlers included), stops
   /// polling it and then calls `done` on the poller thread.
   void release(event_path* path, std::function<void()> done);
   /// Drains `path` once and then calls `done` on the poller thread: everything raised before

@@ -70,4 +70,21 @@ drv::response vcpu_logic::decide(const drv::event& ev, const breakpoint_table* t
   }
 }
 
+drv::response vcpu_logic::redirect(const drv::event& ev, const drv::registers& regs) {
+  auto rsp = drv::make_response(ev);
+  rsp.flags |= flag::set_registers;
+  rsp.regs = regs;
+  rsp.regs.cr3 = ev.regs.cr3;  // never written by a response
+  if (homing_ || ev.view != home_view_) {
+    rsp.flags |= flag::alternate_p2m;
+    rsp.view = home_view_;
+  }
+  if (singlestep_on_) {
+    rsp.flags |= flag::toggle_singlestep;
+    singlestep_on_ = false;
+  }
+  homing_ = stepping_ = false;
+  return rsp;
+}
+
 }  // namespace vmitap

@@ -29,6 +29,11 @@ public:
   drv::response decide(const drv::event& ev, const breakpoint_table* table,
                        std::vector<breakpoint_ptr>& hits, verdict& out);
 
+  /// The response to a mem_access `ev` whose trapped instruction is not to run: the VCPU
+  /// resumes at `regs.rip` with `regs`, in its home view, not singlestepping. For a lane in
+  /// the state it had before `ev` was decided.
+  drv::response redirect(const drv::event& ev, const drv::registers& regs);
+
   bool stepping() const { return stepping_; }
   bool singlestep_on() const { return singlestep_on_; }
   bool homing() const { return homing_; }

@@ -32,6 +32,7 @@ const char* to_string(ec code) {
     case ec::io_failed: return "io_failed";
     case ec::listen_failed: return "listen_failed";
     case ec::shutting_down: return "shutting_down";
+    case ec::handler_failed: return "handler_failed";
   }
   return "unknown";
 }

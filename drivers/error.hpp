@@ -35,6 +35,7 @@ enum class ec : uint8_t {
   io_failed,                ///< a file or stream; context: "call(path): strerror (errno N)"
   listen_failed,            ///< the metrics exporter could not bind its address
   shutting_down,
+  handler_failed,           ///< a hit handler threw; context: what it threw
 };
 
 inline constexpr caf::atom_value error_category = caf::atom("vmitap");

@@ -231,9 +231,40 @@ capture_list read_captures(reader& r, const toml::table& b, const std::string& b
   return {std::move(specs)};
 }
 
+constexpr uint64_t max_handler_deadline_us = 10'000'000;
+
+/// `handler = "name"` and its `handler_deadline_us`: the name must be registered.
+std::optional<handler_binding> read_handler(reader& r, const toml::table& b,
+                                            const std::string& bpath,
+                                            const handler_registry* handlers) {
+  auto name = r.get_string(b, "handler", bpath, "a handler's name");
+  auto deadline = r.get_count(b, "handler_deadline_us", bpath, 1, max_handler_deadline_us);
+  if (!name) {
+    if (b.get("handler_deadline_us") && !b.get("handler"))
+      r.error(reader::where(b, "handler_deadline_us"), bpath + ".handler_deadline_us",
+              "only a breakpoint with a handler has a handler deadline");
+    return std::nullopt;
+  }
+  if (!handlers || !handlers->contains(*name)) {
+    std::string known;
+    for (auto& n : handlers ? handlers->names() : std::vector<std::string>{})
+      known += (known.empty() ? "" : ", ") + ("\"" + n + "\"");
+    r.error(reader::where(b, "handler"), bpath + ".handler",
+            "no handler named \"" + *name + "\" is registered ("
+              + (known.empty() ? "this program registers none; handlers come from programs that "
+                                 "embed vmitap, see examples/embed"
+                               : "registered: " + known)
+              + ")");
+  }
+  handler_binding h{*name};
+  if (deadline)
+    h.deadline = std::chrono::microseconds(*deadline);
+  return h;
+}
+
 void read_breakpoints(reader& r, const backend& be, const toml::table& d, const std::string& path,
                       config& cfg, engine_config::domain_entry& e, domain_plan& plan,
-                      drv::calling_convention cc) {
+                      drv::calling_convention cc, const handler_registry* handlers) {
   auto declared = [&](const std::string& v) {
     return std::find(plan.views.begin(), plan.views.end(), v) != plan.views.end();
   };
@@ -242,7 +273,8 @@ void read_breakpoints(reader& r, const backend& be, const toml::table& d, const 
   for (size_t j = 0; j < bps.size(); ++j) {
     auto& b = *bps[j];
     auto bpath = path + "." + reader::indexed("breakpoint", j);
-    r.allow_only(b, bpath, {"name", "address", "view", "tags", "capture"});
+    r.allow_only(b, bpath,
+                 {"name", "address", "view", "tags", "capture", "handler", "handler_deadline_us"});
     domain_plan::breakpoint bp;
     bp.view = plan.views.front();
     if (auto n = r.get_string(b, "name", bpath, "a string")) {
@@ -269,6 +301,7 @@ void read_breakpoints(reader& r, const backend& be, const toml::table& d, const 
     }
     bp.tags = r.get_strings(b, "tags", bpath);
     bp.captures = read_captures(r, b, bpath, cc);
+    bp.handler = read_handler(r, b, bpath, handlers);
     plan.breakpoints.push_back(std::move(bp));
   }
 }
@@ -299,7 +332,8 @@ void read_vcpu_views(reader& r, const backend& be, const toml::table& d, const s
   }
 }
 
-void read_domains(reader& r, const toml::table& root, config& cfg) {
+void read_domains(reader& r, const toml::table& root, config& cfg,
+                  const handler_registry* handlers) {
   auto& be = *find_backend(cfg.driver);
   std::set<std::string> sink_names;
   for (auto& s : cfg.engine.sinks)
@@ -361,7 +395,7 @@ void read_domains(reader& r, const toml::table& root, config& cfg) {
       if (!sink_names.count(s))
         r.error(reader::where(d, "sinks"), path + ".sinks", "no sink named \"" + s + "\"");
     read_vcpu_views(r, be, d, path, cfg, e, *plan);
-    read_breakpoints(r, be, d, path, cfg, e, *plan, cc);
+    read_breakpoints(r, be, d, path, cfg, e, *plan, cc, handlers);
     e.plan = std::move(plan);
     cfg.engine.domains.push_back(std::move(e));
   }
@@ -369,7 +403,8 @@ void read_domains(reader& r, const toml::table& root, config& cfg) {
 
 }  // namespace
 
-caf::expected<config> parse_config(std::string_view text, const std::string& path) {
+caf::expected<config> parse_config(std::string_view text, const std::string& path,
+                                   const handler_registry* handlers) {
   toml::table root;
   try {
     root = toml::parse(text, path);
@@ -393,14 +428,14 @@ caf::expected<config> parse_config(std::string_view text, const std::string& pat
       r.error(root.get(b.name)->source(), b.name,
               "a [" + b.name + "] section, but the driver is \"" + cfg.driver + "\"");
   find_backend(cfg.driver)->read_section(r, r.table(root, cfg.driver, ""), cfg);
-  read_domains(r, root, cfg);
+  read_domains(r, root, cfg, handlers);
   if (!r.ok())
     return make_error(ec::config_invalid, r.errors());
   cfg.warnings = r.warnings();
   return cfg;
 }
 
-caf::expected<config> load_config(const std::string& path) {
+caf::expected<config> load_config(const std::string& path, const handler_registry* handlers) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
     return make_error(ec::config_invalid, path + ": cannot open: " + std::strerror(errno));
@@ -411,7 +446,7 @@ caf::expected<config> load_config(const std::string& path) {
     return make_error(ec::config_invalid, path + ": cannot open: " + std::strerror(errno));
   std::stringstream text;
   text << in.rdbuf();
-  return parse_config(text.str(), path);
+  return parse_config(text.str(), path, handlers);
 }
 
 }  // namespace vmitap

@@ -5,6 +5,7 @@
 // documented in examples/*.toml and the README. Errors name file, line, column, the key and
 // what was expected.
 
+#include "actors/handler_registry.hpp"
 #include "engine/engine_config.hpp"
 
 #include <any>
@@ -21,11 +22,14 @@ struct config {
 };
 
 /// Reads and validates `path`. On failure the error (ec::config_invalid) carries one line per
-/// problem: "file:line:column: key: message".
-caf::expected<config> load_config(const std::string& path);
+/// problem: "file:line:column: key: message". A breakpoint's `handler` must name one of
+/// `handlers` (none given: no handler is known).
+caf::expected<config> load_config(const std::string& path,
+                                  const handler_registry* handlers = nullptr);
 
 /// The same, from text (tests; the built-in demo); `path` only names it in messages.
-caf::expected<config> parse_config(std::string_view text, const std::string& path);
+caf::expected<config> parse_config(std::string_view text, const std::string& path,
+                                   const handler_registry* handlers = nullptr);
 
 /// The topology the config would build, for `vmitap check`.
 std::string describe(const config& cfg);

@@ -31,8 +31,9 @@ size_t default_pollers(size_t reserved_cores) {
 
 }  // namespace
 
-engine::engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t reserved_cores) :
-  cfg_(std::move(cfg)), driver_(std::move(driver)) {
+engine::engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t reserved_cores,
+               handler_registry_ptr handlers) :
+  cfg_(std::move(cfg)), driver_(std::move(driver)), handlers_(std::move(handlers)) {
   pollers_ = std::make_unique<poller_pool>(
     cfg_.pollers != 0 ? cfg_.pollers : default_pollers(reserved_cores),
     poller::options{cfg_.poller_spin, true});
@@ -82,7 +83,8 @@ caf::error engine::start() {
     sinks.emplace(s.name, *h);
     sink_queues_->add(h->queue);
   }
-  engine_environment env{driver_, pollers_.get(), directory_, sink_queues_, &counters_, host};
+  engine_environment env{driver_,   pollers_.get(), directory_, sink_queues_,
+                         &counters_, host,           handlers_};
   actor_ = system_->spawn(engine_behavior, std::move(env),
                           std::make_shared<const engine_config>(cfg_), std::move(sinks));
   auto me = actor_;

@@ -24,8 +24,10 @@ struct domain_progress {
 class engine {
 public:
   /// `reserved_cores`: cores the backend's own threads use (the sim's guest threads), so
-  /// that the default number of pollers leaves them free.
-  engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t reserved_cores = 0);
+  /// that the default number of pollers leaves them free. `handlers`: what breakpoints'
+  /// `handler` keys name (the config was validated against the same names).
+  engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t reserved_cores = 0,
+         handler_registry_ptr handlers = nullptr);
   ~engine();
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
@@ -59,6 +61,7 @@ public:
 private:
   engine_config cfg_;
   std::shared_ptr<drv::driver> driver_;
+  handler_registry_ptr handlers_;
   engine_counters counters_;
   std::shared_ptr<domain_directory> directory_ = std::make_shared<domain_directory>();
   std::shared_ptr<live_set<sink_queue>> sink_queues_ = std::make_shared<live_set<sink_queue>>();

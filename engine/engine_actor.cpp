@@ -92,6 +92,7 @@ void start_domain(engine_ptr self, const drv::domain_info& info) {
   for (auto& name : entry->sinks)
     sc.sinks.push_back(st.sinks.at(name));
   sc.pollers = st.env.pollers;
+  sc.handlers = st.env.handlers;
   sc.directory = st.env.directory;
   sc.session = st.next_session++;
   sc.detached_children = st.cfg->detached_children;

@@ -49,6 +49,7 @@ struct engine_environment {
   std::shared_ptr<live_set<sink_queue>> sink_queues;
   engine_counters* counters = nullptr;
   std::string host;  ///< goes into every hit record
+  handler_registry_ptr handlers;  ///< what breakpoints' `handler` names
 };
 
 struct engine_state {

@@ -195,7 +195,7 @@ int main(int argc, char** argv) {
     auto title = "vmitap demo: " + std::to_string(sim.domains.size())
                  + " simulated domains, " + std::to_string(demo.instructions)
                  + " instructions per VCPU";
-    return vmitap::run(*cfg, {limit(demo_seconds), {}, title, terminal});
+    return vmitap::run(*cfg, {limit(demo_seconds), {}, title, terminal, {}});
   }
   auto cfg = load_config(run_config);
   if (!cfg)
@@ -208,5 +208,5 @@ int main(int argc, char** argv) {
       next->engine.metrics_listen = metrics;
     return next;
   };
-  return vmitap::run(*cfg, {limit(max_seconds), reread, "vmitap: " + run_config, terminal});
+  return vmitap::run(*cfg, {limit(max_seconds), reread, "vmitap: " + run_config, terminal, {}});
 }

@@ -99,6 +99,15 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
   family capture_failures("vmitap_capture_failures_total",
                            "Captures that could not be read at a hit, by cause.", T::Counter,
                            {"domain", "cause"});
+  family handler_seconds("vmitap_handler_seconds",
+                          "From a hit sent to its handler to the handler's decision back.",
+                          T::Histogram, {"domain"});
+  family handler_timeouts("vmitap_handler_timeouts_total",
+                          "VCPUs resumed unchanged because the handler missed its deadline.",
+                          T::Counter, {"domain"});
+  family handler_errors("vmitap_handler_errors_total",
+                        "VCPUs resumed unchanged because the handler failed or stopped.",
+                        T::Counter, {"domain"});
   family handling("vmitap_event_handling_seconds",
                   "From a request taken from the ring to its response written.", T::Histogram,
                   {"domain"});
@@ -154,6 +163,9 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
                            double(c.capture_failures[f].get()));
     stepping.add({name}, steppers);
     handling.add({name}, c.handling);
+    handler_seconds.add({name}, c.handler_seconds);
+    handler_timeouts.add({name}, double(c.handler_timeouts.get()));
+    handler_errors.add({name}, double(c.handler_errors.get()));
     access.add({name, "ok"}, double(c.access_ok.get()));
     access.add({name, "failed"}, double(c.access_failed.get()));
     access_calls.add({name}, double(c.access_calls.get()));
@@ -201,7 +213,8 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
 
   std::vector<MetricFamily> out;
   for (auto* f : {&events, &hits, &neighbours, &stale, &spurious, &malformed, &refused,
-                  &capture_failures, &handling, &access, &access_calls, &batch, &call_seconds, &breakpoints, &pages,
+                  &capture_failures, &handler_seconds, &handler_timeouts, &handler_errors,
+                  &handling, &access, &access_calls, &batch, &call_seconds, &breakpoints, &pages,
                   &stepping, &monitored, &attach, &reloads, &reload_ok, &reload_time, &records,
                   &depth, &build})
     out.push_back(f->take());

@@ -115,7 +115,7 @@ int run(const config& cfg, const run_options& opts) {
     spdlog::error("{}", context_of(instance.error()));
     return exit_code_of(instance.error());
   }
-  engine eng{cfg.engine, instance->driver, instance->reserved_cores};
+  engine eng{cfg.engine, instance->driver, instance->reserved_cores, opts.handlers};
   if (auto err = eng.start()) {
     spdlog::error("{}", context_of(err));
     eng.stop();

@@ -18,6 +18,8 @@ struct run_options {
   std::function<caf::expected<config>()> reread;
   std::string title;         ///< the first line on stderr
   bool status_line = false;  ///< a compact status line each second (stderr is a terminal)
+  /// What breakpoints' `handler` keys name: the same registry the config was loaded with.
+  handler_registry_ptr handlers;
 };
 
 /// Runs `cfg`; returns the process's exit code (engine/exit_codes.hpp).

@@ -24,7 +24,7 @@ struct path_on_fake_ring : ::testing::Test {
   std::unique_ptr<event_path> path;
 
   void SetUp() override {
-    bp = make_breakpoint({0x100010, view, "bp", {}, {}, false});
+    bp = make_breakpoint({0x100010, view, "bp", {}, {}, {}, false});
     builder.add(bp);
     domain->table().publish(builder.build());
     event_path_config cfg;

@@ -111,7 +111,7 @@ TEST_F(registry_test, a_page_whose_state_is_unknown_is_restored_by_the_controlle
 TEST_F(registry_test, invalid_breakpoints_are_rejected_with_their_reason_and_the_rest_armed) {
   boot_registry();
   auto r = add({spec("x", pa(0)), spec("x", pa(1)), spec("far", drv::pa_of(dom->info().max_gfn + 1)),
-                breakpoint_spec{pa(2), 0, "v0", {}, {}, false}, spec("ok", pa(3))});
+                breakpoint_spec{pa(2), 0, "v0", {}, {}, {}, false}, spec("ok", pa(3))});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->ok, 2u);
   ASSERT_EQ(r->failed.size(), 3u);
@@ -189,10 +189,10 @@ TEST_F(registry_test, removing_and_adding_in_one_round_publishes_one_table) {
 TEST(breakpoint_table, a_new_version_shares_the_shards_it_did_not_change) {
   table_builder b{{1}};
   for (int i = 0; i < 200; ++i) {
-    b.add(make_breakpoint({drv::pa_of(0x100 + i), 1, "bp" + std::to_string(i), {}, {}, false}));
+    b.add(make_breakpoint({drv::pa_of(0x100 + i), 1, "bp" + std::to_string(i), {}, {}, {}, false}));
   }
   auto t1 = b.build();
-  auto bp = make_breakpoint({drv::pa_of(0x100, 4), 1, "extra", {}, {}, false});
+  auto bp = make_breakpoint({drv::pa_of(0x100, 4), 1, "extra", {}, {}, {}, false});
   b.add(bp);
   auto t2 = b.build();
   size_t shared = 0;

@@ -15,7 +15,7 @@ constexpr drv::view_id home = 2;
 
 table_ptr table_with(uint64_t pa) {
   table_builder b{{home}};
-  b.add(make_breakpoint({pa, home, "bp", {}, {}, false}));
+  b.add(make_breakpoint({pa, home, "bp", {}, {}, {}, false}));
   return b.build();
 }
 
@@ -149,4 +149,44 @@ TEST(vcpu_logic, malformed_requests_get_a_plain_answer) {
   ev.reason = drv::event_reason(0x7f);
   EXPECT_EQ(decide(logic, ev, nullptr).v, verdict::unknown_reason);
   EXPECT_FALSE(logic.stepping());
+}
+
+// A handler moved rip: the trapped instruction does not run, so nothing steps over it. The
+// VCPU resumes at the new rip, in its home view, with singlestepping off, in every mode.
+TEST(vcpu_logic, a_redirect_resumes_at_the_new_rip_without_stepping_in_every_mode) {
+  for (auto mode : {step_mode::fast, step_mode::classic, step_mode::emulate}) {
+    SCOPED_TRACE(to_string(mode));
+    vcpu_logic logic{mode, home};
+    auto ev = trap(0x100010);
+    ev.regs.cr3 = 0x5000;
+    auto regs = ev.regs;
+    regs.rip = 0xffffffff80101234;
+    regs.rax = 7;
+    regs.cr3 = 0x9000;  // a response never writes cr3
+    auto rsp = logic.redirect(ev, regs);
+    EXPECT_EQ(rsp.flags, flag::vcpu_paused | flag::set_registers);
+    EXPECT_EQ(rsp.regs.rip, regs.rip);
+    EXPECT_EQ(rsp.regs.rax, 7u);
+    EXPECT_EQ(rsp.regs.cr3, 0x5000u);
+    EXPECT_FALSE(logic.stepping());
+    EXPECT_FALSE(logic.singlestep_on());
+  }
+}
+
+TEST(vcpu_logic, a_redirect_of_a_homing_vcpu_sends_it_home_and_turns_its_singlestep_off) {
+  vcpu_logic logic{step_mode::classic, home, /*homing=*/true};
+  auto ev = trap(0x100010, 1);
+  auto regs = ev.regs;
+  regs.rip = 0x1000;
+  auto rsp = logic.redirect(ev, regs);
+  EXPECT_EQ(rsp.flags, flag::vcpu_paused | flag::set_registers | flag::alternate_p2m
+                         | flag::toggle_singlestep);
+  EXPECT_EQ(rsp.view, home);
+  EXPECT_FALSE(logic.homing());
+  EXPECT_FALSE(logic.singlestep_on());
+  // Its next trap steps over as any other.
+  auto t = table_with(0x100010);
+  auto d = decide(logic, trap(0x100010), t);
+  EXPECT_EQ(d.v, verdict::hit);
+  EXPECT_EQ(d.rsp.flags, flag::vcpu_paused | flag::alternate_p2m | flag::toggle_singlestep);
 }

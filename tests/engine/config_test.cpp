@@ -259,3 +259,41 @@ TEST(config_validation, capture_errors_point_at_the_character) {
   }
   EXPECT_EQ(problems(bp + "capture = []\n"), "");
 }
+
+TEST(config_validation, a_handler_must_be_registered_and_its_deadline_bounded) {
+  std::string bp = std::string(valid_base) + "[[domain.breakpoint]]\nname = \"f\"\naddress = 0x100000\n";
+  handler_registry reg;
+  reg.add("skip", [](const handler_hit&) { return handler_decision::resume(); });
+
+  auto cfg = parse_config(bp + "handler = \"skip\"\nhandler_deadline_us = 2500\n", "t.toml", &reg);
+  ASSERT_TRUE(cfg) << render(cfg.error());
+  auto& b = cfg->engine.domains.at(0).plan->breakpoints.at(0);
+  ASSERT_TRUE(b.handler);
+  EXPECT_EQ(b.handler->name, "skip");
+  EXPECT_EQ(b.handler->deadline, std::chrono::microseconds(2500));
+  EXPECT_NE(describe(*cfg).find("handler skip, deadline 2500 µs"), std::string::npos);
+  auto plain = parse_config(bp + "handler = \"skip\"\n", "t.toml", &reg);
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->engine.domains.at(0).plan->breakpoints.at(0).handler->deadline,
+            default_handler_deadline);
+
+  auto bad = [&](const std::string& text, const handler_registry* r) {
+    auto c = parse_config(text, "t.toml", r);
+    return c ? std::string{} : context_of(c.error());
+  };
+  EXPECT_EQ(bad(bp + "handler = \"nope\"\n", &reg),
+            "t.toml:13:11: domain[0].breakpoint[0].handler: no handler named \"nope\" is "
+            "registered (registered: \"skip\")");
+  EXPECT_EQ(bad(bp + "handler = \"skip\"\n", nullptr),
+            "t.toml:13:11: domain[0].breakpoint[0].handler: no handler named \"skip\" is "
+            "registered (this program registers none; handlers come from programs that embed "
+            "vmitap, see examples/embed)");
+  EXPECT_EQ(bad(bp + "handler_deadline_us = 10\n", &reg),
+            "t.toml:13:23: domain[0].breakpoint[0].handler_deadline_us: only a breakpoint with a "
+            "handler has a handler deadline");
+  EXPECT_EQ(bad(bp + "handler = \"skip\"\nhandler_deadline_us = 0\n", &reg),
+            "t.toml:14:23: domain[0].breakpoint[0].handler_deadline_us: expected an integer from "
+            "1 to 10000000, got 0");
+  EXPECT_EQ(bad(bp + "handler = 3\n", &reg),
+            "t.toml:13:11: domain[0].breakpoint[0].handler: expected a handler's name");
+}

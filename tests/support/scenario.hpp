@@ -25,7 +25,7 @@ inline plan_ptr hot_plan(const sim::program& code, step_mode mode, bool two_view
   }
   auto fn = code.functions();
   auto add = [&](std::string name, uint64_t pa, std::string view) {
-    plan->breakpoints.push_back({std::move(name), pa, std::move(view), {"test"}, {}});
+    plan->breakpoints.push_back({std::move(name), pa, std::move(view), {"test"}, {}, {}});
   };
   add("fn0_entry", fn[0].entry_pa, "main");
   add("fn1_entry", fn[1].entry_pa, "main");
@@ -55,6 +55,7 @@ struct scenario {
   std::shared_ptr<sim::hypervisor> hv;
   engine_config cfg;
   std::vector<std::shared_ptr<sim::domain>> domains;
+  handler_registry_ptr handlers;  ///< what breakpoints' handlers name
   /// The driver the engine runs on: the sim's own, or the Xen driver on a fake Xen.
   std::function<std::shared_ptr<drv::driver>()> make_driver = [this] {
     return std::make_shared<sim::sim_driver>(hv);
@@ -126,7 +127,7 @@ struct scenario {
   std::vector<domain_report> run_until(std::function<bool(engine&)> done,
                                        std::function<void()> midway = {},
                                        std::chrono::milliseconds limit = std::chrono::seconds(60)) {
-    engine eng{cfg, make_driver()};
+    engine eng{cfg, make_driver(), 0, handlers};
     auto err = eng.start();
     EXPECT_FALSE(err) << render(err);
     auto t0 = std::chrono::steady_clock::now();

@@ -1,0 +1,44 @@
+#include "actors/handler_registry.hpp"
+
+#include "drivers/error.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+namespace vmitap {
+
+void handler_registry::add(std::string name, hit_function fn) {
+  add_actor(std::move(name), [fn = std::move(fn)](caf::actor_system& sys) {
+    return sys.spawn<caf::detached>([fn]() -> hit_handler_actor::behavior_type {
+      // What a function throws answers its hit as an error: the VCPU resumes unchanged and
+      // the instance lives on for the next hit.
+      return {[fn](hit_atom, const handler_hit& hit) -> caf::result<handler_decision> {
+        try {
+          return fn(hit);
+        } catch (const std::exception& e) {
+          return make_error(ec::handler_failed, std::string("threw: ") + e.what());
+        } catch (...) {
+          return make_error(ec::handler_failed, "threw a non-standard exception");
+        }
+      }};
+    });
+  });
+}
+
+void handler_registry::add_actor(std::string name, factory make) {
+  factories_.insert_or_assign(std::move(name), std::move(make));
+}
+
+std::vector<std::string> handler_registry::names() const {
+  std::vector<std::string> out;
+  for (auto& [name, make] : factories_)
+    out.push_back(name);
+  return out;
+}
+
+hit_handler_actor handler_registry::spawn(caf::actor_system& sys, std::string_view name) const {
+  auto i = factories_.find(name);
+  return i == factories_.end() ? hit_handler_actor{} : i->second(sys);
+}
+
+}  // namespace vmitap

@@ -1,0 +1,52 @@
+#pragma once
+
+// Hit handlers: code that decides a breakpoint's hit while the trapped VCPU is still paused.
+// A handler gets the hit (its registers and the breakpoint's captures) and answers with a
+// decision: resume as vmitap would, or resume with registers changed (return early from a
+// function, change an argument). Only that VCPU waits, at most the breakpoint's deadline;
+// every other VCPU and domain keeps running. Handlers are registered by name by the program
+// that embeds vmitap (handler_registry.hpp); a config chooses one per breakpoint.
+
+#include "actors/messages.hpp"
+
+#include <optional>
+#include <string_view>
+
+namespace vmitap {
+
+/// What a handler is told about one hit.
+struct handler_hit {
+  std::shared_ptr<const domain_identity> domain;
+  drv::vcpu_id vcpu = 0;
+  drv::view_id view = 0;
+  drv::gfn_t gfn = 0;
+  uint64_t offset = 0;
+  uint64_t gla = 0;
+  drv::registers regs;  ///< at the trap; rip is the breakpoint's instruction
+  breakpoint_ptr bp;
+  std::vector<capture_value> captures;  ///< one per `bp->captures` entry, in order
+
+  /// The capture named `name` (null if the breakpoint has none by that name).
+  const capture_value* capture(std::string_view name) const;
+  /// A `value` capture as a number; nothing if it is missing or could not be read.
+  std::optional<uint64_t> value(std::string_view name) const;
+};
+
+/// A handler's answer.
+struct handler_decision {
+  /// Set: the VCPU resumes with these registers (rax–r15, rflags, rip; cr3 is never written).
+  /// A changed rip resumes the VCPU there instead of stepping over the trapped instruction.
+  std::optional<drv::registers> registers;
+
+  static handler_decision resume() { return {}; }
+  static handler_decision with(const drv::registers& regs) { return {regs}; }
+  /// At a function's first instruction: return to `return_address` (what the caller left at
+  /// [rsp]) with `rax`, as the function's own `ret` would, without running it.
+  static handler_decision return_from_call(const handler_hit& hit, uint64_t return_address,
+                                           uint64_t rax);
+};
+
+}  // namespace vmitap
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::handler_hit)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::handler_decision)

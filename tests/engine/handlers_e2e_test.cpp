@@ -1,0 +1,237 @@
+// Hit handlers end to end, on the threaded sim: a handler's decision is what the guest does
+// (the sim's ground truth shows the calls it returned from), a handler that never answers
+// holds only its own VCPU and only until the deadline, and a handler that throws leaves no
+// VCPU paused. Every scenario also checks hits against ground truth and the invariants.
+
+#include "tests/support/scenario.hpp"
+
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
+
+#include <atomic>
+#include <mutex>
+
+using namespace vmitap;
+using namespace vmitap::testing;
+
+namespace {
+
+constexpr uint64_t early_rax = 0x5eed;
+
+double metric(engine& eng, const std::string& family, const std::string& domain) {
+  double sum = 0;
+  for (auto& f : eng.collect())
+    if (f.name == family)
+      for (auto& m : f.metric)
+        for (auto& l : m.label)
+          if (l.name == "domain" && l.value == domain)
+            sum += m.counter.value;
+  return sum;
+}
+
+capture_list return_address_capture() {
+  auto specs = std::make_shared<std::vector<capture_spec>>();
+  specs->push_back({"ret", capture_spec::kind::value,
+                    *parse_address_expr("[rsp]", drv::calling_convention::sysv).expr, 0, "[rsp]"});
+  return {std::move(specs)};
+}
+
+class handlers_e2e : public ::testing::TestWithParam<step_mode> {};
+
+TEST_P(handlers_e2e, a_handler_that_returns_early_makes_the_guest_skip_the_call) {
+  scenario s;
+  sim::domain_config dc;
+  dc.name = "guest";
+  dc.vcpus = 2;
+  dc.instructions_per_vcpu = 150'000;
+  dc.workload.seed = 31;
+  dc.record_calls = true;
+  auto dom = *s.hv->create_domain(dc);
+  s.domains.push_back(dom);
+
+  // The handler returns from every call that has a caller; the thread's outermost call (no
+  // return address) it lets run.
+  struct tally {
+    std::atomic<uint64_t> returned{0}, resumed{0};
+  };
+  auto counts = std::make_shared<tally>();
+  auto reg = std::make_shared<handler_registry>();
+  reg->add("early", [counts](const handler_hit& hit) {
+    auto ret = hit.value("ret");
+    if (!ret || *ret == 0) {
+      ++counts->resumed;
+      return handler_decision::resume();
+    }
+    ++counts->returned;
+    return handler_decision::return_from_call(hit, *ret, early_rax);
+  });
+  s.handlers = reg;
+
+  auto fns = dom->code().functions();
+  auto target = fns[3];
+  auto plan = std::make_shared<domain_plan>();
+  plan->mode = GetParam();
+  plan->breakpoints.push_back(
+    {"early", target.entry_pa, "main", {}, return_address_capture(), handler_binding{"early"}});
+  plan->breakpoints.push_back({"fn0", fns[0].entry_pa, "main", {}, {}, {}});
+  engine_config::domain_entry e;
+  e.select.name = dc.name;
+  e.plan = plan;
+  s.cfg.domains.push_back(e);
+
+  auto reports = s.run();
+  ASSERT_TRUE(s.verified(reports));  // hits = reached, every request answered, nothing left
+
+  auto hits = find_bp(reports.at(0), "early")->hits.load();
+  EXPECT_EQ(hits, counts->returned + counts->resumed);
+  EXPECT_GT(counts->returned.load(), 10u);
+  // The guest took the other path: the entry retired only where the handler resumed, and
+  // every call it returned from came back with its rax.
+  auto view = find_bp(reports.at(0), "early")->view;
+  EXPECT_EQ(dom->executions(target.entry_pa, view), counts->resumed.load());
+  uint64_t returned_calls = 0;
+  for (uint32_t v = 0; v < dc.vcpus; ++v)
+    for (auto& c : dom->calls(v, target.entry_pa))
+      if (c.returned_early) {
+        ++returned_calls;
+        EXPECT_EQ(c.returned_rax, early_rax);
+      }
+  EXPECT_EQ(returned_calls, counts->returned.load());
+  std::printf("%llu hits: %llu calls returned early, %llu resumed\n", (unsigned long long) hits,
+              (unsigned long long) counts->returned.load(),
+              (unsigned long long) counts->resumed.load());
+}
+
+INSTANTIATE_TEST_SUITE_P(every, handlers_e2e,
+                         ::testing::Values(step_mode::fast, step_mode::classic, step_mode::emulate),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
+
+TEST(handlers, a_handler_that_never_answers_holds_only_its_vcpu_and_only_until_the_deadline) {
+  scenario s;
+  auto held_dom = s.add("held", 2, 0);  // no budget: the phases below decide when to stop
+  auto other_dom = s.add("other", 2, 0);
+
+  // The handler keeps every promise and never delivers one.
+  struct hold_state {
+    std::mutex mutex;
+    std::vector<caf::typed_response_promise<handler_decision>> promises;
+    std::atomic<uint64_t> received{0};
+    std::atomic<uint32_t> vcpu{0};
+  };
+  auto hold = std::make_shared<hold_state>();
+  auto reg = std::make_shared<handler_registry>();
+  reg->add_actor("hold", [hold](caf::actor_system& sys) {
+    return sys.spawn([hold](hit_handler_actor::pointer self) -> hit_handler_actor::behavior_type {
+      return {[self, hold](hit_atom, const handler_hit& hit) -> caf::result<handler_decision> {
+        auto promise = self->make_response_promise<handler_decision>();
+        std::lock_guard g{hold->mutex};
+        hold->promises.push_back(promise);
+        hold->vcpu = hit.vcpu;
+        ++hold->received;
+        return promise;
+      }};
+    });
+  });
+  s.handlers = reg;
+
+  // Only VCPU 0 of "held" lives in the view with the handler's breakpoint.
+  auto deadline = std::chrono::milliseconds(1500);
+  auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
+  plan->views = {"main", "handled"};
+  plan->vcpu_views[0] = "handled";
+  plan->breakpoints.push_back({"held", held_dom->code().functions()[0].entry_pa, "handled", {}, {},
+                               handler_binding{"hold", deadline}});
+  s.cfg.domains[0].plan = plan;
+
+  engine eng{s.cfg, s.make_driver(), 0, s.handlers};
+  ASSERT_FALSE(eng.start());
+  ASSERT_TRUE(eventually([&] { return hold->received.load() >= 1; }));
+  auto t_hit = std::chrono::steady_clock::now();
+  ASSERT_EQ(hold->vcpu.load(), 0u);
+  // While VCPU 0 waits, its sibling and the other domain run on.
+  auto held_before = held_dom->vcpu_retired(0);
+  auto sibling = held_dom->vcpu_retired(1);
+  auto others = other_dom->instructions_retired();
+  ASSERT_TRUE(eventually([&] {
+    return held_dom->vcpu_retired(1) > sibling + 50'000
+           && other_dom->instructions_retired() > others + 50'000;
+  }));
+  // Read the VCPU first: if the deadline had not passed after, the VCPU had not moved before.
+  auto held_now = held_dom->vcpu_retired(0);
+  bool before_deadline = metric(eng, "vmitap_handler_timeouts_total", "held") == 0;
+  if (before_deadline) {
+    EXPECT_EQ(held_now, held_before) << "VCPU 0 ran before its handler's deadline";
+  }
+  // At the deadline the VCPU resumes unchanged.
+  ASSERT_TRUE(eventually([&] { return metric(eng, "vmitap_handler_timeouts_total", "held") >= 1; }));
+  ASSERT_TRUE(eventually([&] { return held_dom->vcpu_retired(0) > held_before; }));
+  auto waited = std::chrono::steady_clock::now() - t_hit;
+  EXPECT_EQ(metric(eng, "vmitap_handler_timeouts_total", "other"), 0);
+  // Taken before the stop, which may answer one more hit while its handler still has it.
+  auto timeouts = metric(eng, "vmitap_handler_timeouts_total", "held");
+  auto reports = eng.stop();
+  ASSERT_TRUE(s.verified(reports));
+  uint64_t hits = 0;
+  for (auto& r : reports)
+    if (r.name == "held")
+      hits = find_bp(r, "held")->hits.load();
+  EXPECT_GE(timeouts, 1);
+  EXPECT_LE(timeouts, double(hits));
+  std::printf("VCPU 0 held %.0f ms (deadline %lld ms, checked before it: %s); %llu hits, %.0f "
+              "timeouts\n",
+              std::chrono::duration<double, std::milli>(waited).count(),
+              (long long) deadline.count(), before_deadline ? "yes" : "no",
+              (unsigned long long) hits, timeouts);
+}
+
+TEST(handlers, a_handler_that_throws_or_dies_leaves_no_vcpu_paused_and_is_counted) {
+  scenario s;
+  auto dom = s.add("guest", 2, 100'000);
+  auto reg = std::make_shared<handler_registry>();
+  auto thrown = std::make_shared<std::atomic<uint64_t>>(0);
+  reg->add("throws", [thrown](const handler_hit&) -> handler_decision {
+    ++*thrown;
+    throw std::runtime_error("handler bug");
+  });
+  // An actor that exits with an error at each hit: the relay sees it go down.
+  auto deaths = std::make_shared<std::atomic<uint64_t>>(0);
+  reg->add_actor("dies", [deaths](caf::actor_system& sys) {
+    return sys.spawn([deaths](hit_handler_actor::pointer self) -> hit_handler_actor::behavior_type {
+      return {[self, deaths](hit_atom, const handler_hit&) -> caf::result<handler_decision> {
+        ++*deaths;
+        auto never = self->make_response_promise<handler_decision>();
+        self->quit(make_error(ec::handler_failed, "gave up"));
+        return never;
+      }};
+    });
+  });
+  s.handlers = reg;
+  auto fns = dom->code().functions();
+  auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
+  // At the hot plan's fn1_entry and fn2_entry: each hit records there too.
+  plan->breakpoints.push_back({"throws", fns[1].entry_pa, "main", {}, {}, handler_binding{"throws"}});
+  plan->breakpoints.push_back({"dies", fns[2].entry_pa, "main", {}, {}, handler_binding{"dies"}});
+  s.cfg.domains[0].plan = plan;
+
+  engine eng{s.cfg, s.make_driver(), 0, s.handlers};
+  ASSERT_FALSE(eng.start());
+  ASSERT_TRUE(eventually([&] { return s.all_halted(); }, std::chrono::seconds(120)));
+  // Every VCPU halted, so every hit was answered: the counts are final.
+  auto errors = metric(eng, "vmitap_handler_errors_total", "guest");
+  auto reports = eng.stop();
+  ASSERT_TRUE(s.verified(reports));
+  auto& r = reports.at(0);
+  auto throws_hits = find_bp(r, "throws")->hits.load();
+  auto dies_hits = find_bp(r, "dies")->hits.load();
+  EXPECT_EQ(find_bp(r, "fn1_entry")->hits.load(), throws_hits);
+  EXPECT_EQ(find_bp(r, "fn2_entry")->hits.load(), dies_hits);
+  EXPECT_GT(throws_hits, 10u);
+  EXPECT_GT(dies_hits, 10u);
+  EXPECT_EQ(errors, double(throws_hits + dies_hits));
+  EXPECT_EQ(thrown->load(), throws_hits) << "a function that throws stays registered";
+  // A hit queued behind the one that stopped an instance is bounced without reaching it.
+  EXPECT_LE(deaths->load(), dies_hits);
+  EXPECT_GT(deaths->load(), 0u);
+}
+
+}  // namespace
