@@ -161,7 +161,7 @@ private:
         if (auto hit = w.hits.find(drv::pa_of(ev.mem.gfn, ev.mem.offset)); hit != w.hits.end()) {
           ++hit->second;
           if (w.slow)
-            slow_handler();
+            slow_handler(opts_);
         }
       }
       if (w.mode == step_mode::emulate) {
@@ -180,16 +180,6 @@ private:
       }
     }
     w.out.push_back(rsp);
-  }
-
-  void slow_handler() {
-    if (opts_.slow_handler_sleeps) {
-      std::this_thread::sleep_for(opts_.slow_handler);
-      return;
-    }
-    auto until = std::chrono::steady_clock::now() + opts_.slow_handler;
-    while (std::chrono::steady_clock::now() < until)
-      cpu_relax();
   }
 
   size_t drain(watched& w) {
@@ -253,6 +243,16 @@ private:
 };
 
 }  // namespace
+
+void slow_handler(const monitor_options& opts) {
+  if (opts.slow_handler_sleeps) {
+    std::this_thread::sleep_for(opts.slow_handler);
+    return;
+  }
+  auto until = std::chrono::steady_clock::now() + opts.slow_handler;
+  while (std::chrono::steady_clock::now() < until)
+    cpu_relax();
+}
 
 std::unique_ptr<monitor> make_baseline(monitor_kind kind, std::shared_ptr<sim::hypervisor> hv,
                                        std::vector<domain_spec> domains, monitor_options opts) {

@@ -1,5 +1,6 @@
 // vmitap itself as a benchmarked monitor: the engine with its pollers and actors, no
-// exporter and no sinks (the baselines write no records either).
+// exporter and no sinks (the baselines write no records either). The slow handler, if any,
+// is a hit handler on every breakpoint of the first domain, as a user would register it.
 
 #include "bench/monitors.hpp"
 #include "engine/backend_sim.hpp"
@@ -17,16 +18,30 @@ public:
     cfg_.metrics_listen = "";
     cfg_.pollers = opts.pollers;
     cfg_.poller_spin = opts.spin;
-    for (auto& s : specs_) {
+    if (opts.slow_handler.count() > 0) {
+      auto handlers = std::make_shared<handler_registry>();
+      handlers->add("slow", [opts](const handler_hit&) {
+        slow_handler(opts);
+        return handler_decision::resume();
+      });
+      handlers_ = std::move(handlers);
+    }
+    for (size_t i = 0; i < specs_.size(); ++i) {
       engine_config::domain_entry e;
-      e.select.id = s.dom->id();
-      e.plan = s.plan;
+      e.select.id = specs_[i].dom->id();
+      e.plan = specs_[i].plan;
+      if (i == 0 && handlers_) {
+        auto plan = std::make_shared<domain_plan>(*e.plan);
+        for (auto& bp : plan->breakpoints)
+          bp.handler = handler_binding{"slow", std::chrono::seconds(1)};
+        e.plan = std::move(plan);
+      }
       cfg_.domains.push_back(std::move(e));
     }
   }
 
   caf::error start() override {
-    eng_ = std::make_unique<engine>(cfg_, std::make_shared<sim::sim_driver>(hv_));
+    eng_ = std::make_unique<engine>(cfg_, std::make_shared<sim::sim_driver>(hv_), 0, handlers_);
     if (auto err = eng_->start())
       return err;
     // Every domain attached: the guests run from here, as they do for the baselines.
@@ -56,6 +71,7 @@ private:
   std::shared_ptr<sim::hypervisor> hv_;
   std::vector<domain_spec> specs_;
   engine_config cfg_;
+  handler_registry_ptr handlers_;
   std::unique_ptr<engine> eng_;
 };
 

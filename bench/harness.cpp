@@ -50,19 +50,29 @@ run_result run_once(monitor_kind kind, const workload& w, const monitor_options&
     spdlog::error("{}: {}", to_string(kind), render(err));
     return {};
   }
+  auto others_raised = [&] {
+    uint64_t n = 0;
+    for (size_t i = 1; i < doms.size(); ++i)
+      n += doms[i].dom->check().requests_raised;
+    return n;
+  };
+  auto others0 = others_raised();
   auto events0 = m->events();
   auto cpu0 = m->tool_cpu();
   auto t0 = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(w.duration);
   run_result r;
   r.events = m->events() - events0;
+  r.others_events = others_raised() - others0;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto cpu = m->tool_cpu() - cpu0;
   r.tool_cpu_us = r.events ? std::chrono::duration<double, std::micro>(cpu).count() / double(r.events) : 0;
   r.exact = m->stop_and_verify();
-  for (auto& s : doms) {
-    r.response.merge(s.dom->response_latency());
-    r.lateness.merge(s.dom->resume_lateness());
+  for (size_t i = 0; i < doms.size(); ++i) {
+    r.response.merge(doms[i].dom->response_latency());
+    r.lateness.merge(doms[i].dom->resume_lateness());
+    if (i > 0)
+      r.others_response.merge(doms[i].dom->response_latency());
   }
   return r;
 }

@@ -37,6 +37,10 @@ int main(int argc, char** argv) {
   row->add_option("--breakpoints", one.breakpoints);
   row->add_option("--mode", mode);
   row->add_option("--latency-us", latency_us);
+  uint64_t slow_us = 0;
+  bool slow_sleeps = false;
+  row->add_option("--slow-handler-us", slow_us, "a handler in the first domain holds each hit");
+  row->add_flag("--slow-handler-sleeps", slow_sleeps, "it sleeps (default: it spins)");
   uint32_t domains = 1, breakpoints = 10000;
   auto* scale = app.add_subcommand("scale", "arm and tear down breakpoints at scale");
   scale->add_option("--domains", domains);
@@ -56,7 +60,10 @@ int main(int argc, char** argv) {
     one.mode = mode_of(mode);
     one.exit_latency = std::chrono::microseconds(latency_us);
     one.duration = std::chrono::milliseconds(opts.run_ms);
-    auto r = compare(one, opts);
+    monitor_options mo;
+    mo.slow_handler = std::chrono::microseconds(slow_us);
+    mo.slow_handler_sleeps = slow_sleeps;
+    auto r = compare(one, opts, mo);
     print_row(one, r);
     return r.exact ? 0 : 1;
   }

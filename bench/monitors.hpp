@@ -46,6 +46,9 @@ struct monitor_options {
   bool slow_handler_sleeps = false;
 };
 
+/// What the slow handler does at each hit: spin or sleep for `opts.slow_handler`.
+void slow_handler(const monitor_options& opts);
+
 std::unique_ptr<monitor> make_monitor(monitor_kind kind, std::shared_ptr<sim::hypervisor> hv,
                                       std::vector<domain_spec> domains, monitor_options opts);
 

@@ -23,6 +23,8 @@ struct summary {
   double cpu_us = 0;             ///< median, per event, the monitor's threads only
   sim::latency_histogram a;      ///< pooled
   sim::latency_histogram b;
+  double others_per_second = 0;  ///< median: every domain but the first
+  sim::latency_histogram others_a;
   bool exact = true;             ///< every run
 };
 
