@@ -77,7 +77,9 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
         // One writer, the poller that owns this domain's ring: no locked add needed.
         bp->hits.store(bp->hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         // The first breakpoint at the address with a handler decides; the others only record.
-        bool decides = !held && bp->handler && cfg_.relay;
+        // A VCPU already waiting cannot trap again; if a ring says it did, answer it at once
+        // rather than lose the held response.
+        bool decides = !held && bp->handler && cfg_.relay && !held_[ev.vcpu];
         if (cfg_.sinks.empty() && !decides)
           continue;
         std::vector<capture_value> values;
@@ -142,7 +144,8 @@ void event_path::resolve(drv::vcpu_id vcpu, uint64_t token, std::optional<handle
     if (d->registers->rip != h.event.regs.rip) {
       lanes_[vcpu] = h.before;  // the trapped instruction is not run: no step-over
       rsp = lanes_[vcpu].redirect(h.event, *d->registers);
-      cfg_.domain->counters().vcpus[vcpu].stepping.store(false, std::memory_order_relaxed);
+      cfg_.domain->counters().vcpus[vcpu].stepping.store(lanes_[vcpu].stepping(),
+                                                         std::memory_order_relaxed);
     } else {
       rsp.flags |= drv::flag::set_registers;
       rsp.regs = *d->registers;

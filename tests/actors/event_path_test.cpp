@@ -5,8 +5,14 @@
 #include "tests/support/actor_fixture.hpp"
 #include "tests/support/fake_ring.hpp"
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/send.hpp>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
+
+#include <mutex>
+#include <thread>
 
 using namespace vmitap;
 using namespace vmitap::testing;
@@ -178,3 +184,128 @@ TEST_P(poller_on_sim, hits_and_neighbours_are_exact_deterministically) {
 INSTANTIATE_TEST_SUITE_P(every, poller_on_sim,
                          ::testing::Values(step_mode::classic, step_mode::fast, step_mode::emulate),
                          [](auto& info) { return std::string(to_string(info.param)); });
+
+namespace {
+
+/// A path whose hits go to a handler: the relay is a test actor that only collects the calls,
+/// and the path's "poller" is a queue the test runs by hand.
+struct path_with_handler : path_on_fake_ring {
+  caf::actor_system_config sys_cfg;
+  caf::actor_system sys{sys_cfg};
+  std::mutex mutex;
+  std::vector<handler_call> calls;  // guarded by mutex
+  std::vector<std::function<void()>> posted;
+  handler_relay_actor relay;
+  std::shared_ptr<event_path> held_path;
+
+  void SetUp() override {
+    bp = make_breakpoint({0x100010, view, "bp", {}, {}, handler_binding{"h"}, false});
+    builder.add(bp);
+    domain->table().publish(builder.build());
+    event_path_config cfg;
+    cfg.domain = domain;
+    cfg.ring = &ring;
+    cfg.mode = step_mode::fast;
+    cfg.homes = {view, view};
+    cfg.relay = sys.spawn([this](handler_relay_actor::pointer) -> handler_relay_actor::behavior_type {
+      return {[this](hit_atom, handler_call& call) {
+        std::lock_guard g{mutex};
+        calls.push_back(std::move(call));
+      }};
+    });
+    relay = cfg.relay;
+    held_path = std::make_shared<event_path>(cfg);
+    held_path->bind([this](std::function<void()> fn) { posted.push_back(std::move(fn)); });
+  }
+
+  void TearDown() override { caf::anon_send_exit(relay, caf::exit_reason::user_shutdown); }
+
+  handler_call next_call(size_t k) {
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard g{mutex};
+      return calls.size() > k;
+    }));
+    std::lock_guard g{mutex};
+    return calls.at(k);
+  }
+
+  void run_posted() {
+    auto work = std::move(posted);
+    posted.clear();
+    for (auto& fn : work)
+      fn();
+  }
+
+  template <class Cond>
+  static bool eventually(Cond&& cond) {
+    for (int i = 0; i < 6000 && !cond(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return cond();
+  }
+};
+
+}  // namespace
+
+TEST_F(path_with_handler, a_held_response_is_given_once_by_its_decision_and_stale_ones_are_ignored) {
+  request(0, 0x100010);  // a hit: held for the handler
+  request(1, 0x100018);  // a neighbour: answered in the batch
+  ASSERT_EQ(held_path->drain(), 2u);
+  ASSERT_EQ(ring.responses.size(), 1u);
+  EXPECT_EQ(ring.responses[0].vcpu, 1u);
+  auto call = next_call(0);
+  EXPECT_EQ(call.hit.vcpu, 0u);
+  EXPECT_EQ(call.hit.bp, bp);
+  EXPECT_EQ(call.handler->name, "h");
+
+  held_path->decided(0, call.token + 1, handler_decision::resume());  // not this hit's token
+  run_posted();
+  EXPECT_EQ(ring.responses.size(), 1u);
+
+  auto regs = call.hit.regs;
+  regs.rip = 0xffffffff80104000;
+  regs.rax = 9;
+  held_path->decided(0, call.token, handler_decision::with(regs));
+  run_posted();
+  ASSERT_EQ(ring.responses.size(), 2u);
+  auto& rsp = ring.responses[1];
+  EXPECT_EQ(rsp.vcpu, 0u);
+  EXPECT_EQ(rsp.flags, flag::vcpu_paused | flag::set_registers) << "a new rip: no step-over";
+  EXPECT_EQ(rsp.regs.rip, regs.rip);
+  EXPECT_EQ(rsp.regs.rax, 9u);
+
+  held_path->decided(0, call.token, handler_decision::resume());  // a second answer
+  run_posted();
+  EXPECT_EQ(ring.responses.size(), 2u);
+}
+
+TEST_F(path_with_handler, a_decision_that_keeps_rip_steps_over_with_the_new_registers) {
+  request(0, 0x100010);
+  held_path->drain();
+  auto call = next_call(0);
+  auto regs = call.hit.regs;
+  regs.rdi = 0x1234;
+  held_path->decided(0, call.token, handler_decision::with(regs));
+  run_posted();
+  ASSERT_EQ(ring.responses.size(), 1u);
+  EXPECT_EQ(ring.responses[0].flags, flag::vcpu_paused | flag::alternate_p2m
+                                       | flag::fast_singlestep | flag::set_registers);
+  EXPECT_EQ(ring.responses[0].regs.rdi, 0x1234u);
+}
+
+TEST_F(path_with_handler, a_release_answers_what_is_held_and_later_decisions_are_ignored) {
+  request(0, 0x100010);
+  request(0, 0x100010);  // a ring claiming the waiting VCPU trapped again: answered at once
+  held_path->drain();
+  ASSERT_EQ(ring.responses.size(), 1u);
+  auto call = next_call(0);
+  held_path->release_held();
+  ASSERT_EQ(ring.responses.size(), 2u);
+  EXPECT_EQ(ring.responses[1].vcpu, 0u);
+  EXPECT_EQ(ring.responses[1].flags, flag::vcpu_paused | flag::alternate_p2m | flag::fast_singlestep)
+    << "the step-over it would have had without a handler";
+  held_path->decided(0, call.token, handler_decision::resume());
+  run_posted();
+  EXPECT_EQ(ring.responses.size(), 2u);
+  std::lock_guard g{mutex};
+  EXPECT_EQ(calls.size(), 1u) << "only the first of the two was sent to the handler";
+}
