@@ -9,7 +9,7 @@ namespace vmitap {
 
 namespace {
 
-using state_ptr = breakpoint_registry_actor::stateful_pointer<breakpoint_registry_state>;
+using state_ptr = breakpoint_registry_impl::stateful_pointer<breakpoint_registry_state>;
 using state = breakpoint_registry_state;
 
 void finish(state::pending& req) {
@@ -35,6 +35,13 @@ void page_settled(state::pending& req) {
 void publish(state& st) {
   if (st.builder->changed())
     st.cfg.domain->table().publish(st.builder->build());
+}
+
+void publish_suppressed(state& st) {
+  std::vector<breakpoint_ptr> bps;
+  for (auto& [raw, bp] : st.suppressed)
+    bps.push_back(bp);
+  st.cfg.domain->publish_suppressed(std::move(bps));
 }
 
 /// The page should be monitored: it has breakpoints.
@@ -231,6 +238,13 @@ caf::result<batch_result> remove(state_ptr self, const std::vector<std::string>&
       req->result.failed.emplace_back(name, "no such breakpoint");
       continue;
     }
+    if (auto s = st.suppressed.find(bp); s != st.suppressed.end()) {
+      st.by_name.erase(bp);  // out of the table already, its page settled without it
+      st.suppressed.erase(s);
+      publish_suppressed(st);
+      ++req->result.ok;
+      continue;
+    }
     auto view = bp->view;
     auto gfn = drv::gfn_of(bp->pa);
     forget(st, bp);  // from the next table on, its events are stale
@@ -257,6 +271,8 @@ caf::result<ok_atom> clear(state_ptr self) {
   auto req = std::make_shared<state::pending>();
   st.by_name.clear();
   st.builder->clear();
+  st.suppressed.clear();  // their cool-downs end in nothing
+  publish_suppressed(st);
   std::vector<uint64_t> busy;
   for (auto& [key, p] : st.pages) {
     p.failed = false;  // one more try for pages whose restore failed before
@@ -276,9 +292,37 @@ caf::result<ok_atom> clear(state_ptr self) {
   return std::get<caf::typed_response_promise<ok_atom>>(req->promise);
 }
 
+void suppress(state_ptr self, const breakpoint_ptr& bp) {
+  auto& st = self->state;
+  // Only the breakpoint armed under its name now: not one removed or replaced since the hot
+  // path saw it go over its limit.
+  if (!bp->limiter || st.by_name.find(bp->name) != bp.get() || st.suppressed.count(bp.get()))
+    return;
+  st.suppressed.emplace(bp.get(), bp);
+  st.builder->remove(bp.get());
+  touch(st, bp->view, drv::gfn_of(bp->pa));
+  bp->limiter->count_suppression();
+  publish_suppressed(st);
+  send_batch(self);  // publishes first: its traps from now on are stale, then the page goes
+  self->delayed_send(self, bp->limiter->limit().cooldown, rearm_atom::value, bp);
+}
+
+void rearm(state_ptr self, const breakpoint_ptr& bp) {
+  auto& st = self->state;
+  auto s = st.suppressed.find(bp.get());
+  if (s == st.suppressed.end())
+    return;  // removed (or the registry cleared) during its cool-down
+  st.suppressed.erase(s);
+  st.builder->add(bp);
+  touch(st, bp->view, drv::gfn_of(bp->pa));
+  bp->limiter->rearmed();
+  send_batch(self);  // publishes the table with it before its page is monitored again
+  publish_suppressed(st);
+}
+
 }  // namespace
 
-breakpoint_registry_actor::behavior_type
+breakpoint_registry_impl::behavior_type
 breakpoint_registry(state_ptr self, breakpoint_registry_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
@@ -292,8 +336,12 @@ breakpoint_registry(state_ptr self, breakpoint_registry_config cfg) {
       std::vector<breakpoint_ptr> out;
       out.reserve(self->state.by_name.size());
       self->state.builder->for_each([&](const breakpoint_ptr& bp) { out.push_back(bp); });
+      for (auto& [raw, bp] : self->state.suppressed)
+        out.push_back(bp);
       return out;
     },
+    [self](suppress_atom, const breakpoint_ptr& bp) { suppress(self, bp); },
+    [self](rearm_atom, const breakpoint_ptr& bp) { rearm(self, bp); },
   };
 }
 

@@ -8,6 +8,9 @@
 // controller reported); the registry sends the controller one batch at a time with every
 // page whose states differ, and answers each add, remove or clear once all the pages it
 // touched are settled, successfully or not. Every request is answered.
+//
+// A breakpoint over its rate limit is suppressed: out of the table (its page restored if it
+// was the page's last) but kept by name, and put back, the same object, after its cool-down.
 
 #include "actors/interfaces.hpp"
 #include "actors/monitored_domain.hpp"
@@ -65,11 +68,17 @@ struct breakpoint_registry_state {
   name_index by_name;
   std::map<std::vector<std::string>, tag_list> tags;  // one list per distinct set of tags
   std::set<uint64_t> unsettled;  // pages whose wanted and confirmed state may differ
+  /// Suppressed breakpoints, out of the table until their cool-down ends (still by name).
+  std::unordered_map<const breakpoint*, breakpoint_ptr> suppressed;
   bool batch_in_flight = false;
 };
 
-breakpoint_registry_actor::behavior_type
-breakpoint_registry(breakpoint_registry_actor::stateful_pointer<breakpoint_registry_state> self,
+/// The registry's full behaviour: its interface plus the end of a cool-down (to itself).
+using breakpoint_registry_impl =
+  breakpoint_registry_actor::extend<caf::reacts_to<rearm_atom, breakpoint_ptr>>;
+
+breakpoint_registry_impl::behavior_type
+breakpoint_registry(breakpoint_registry_impl::stateful_pointer<breakpoint_registry_state> self,
                     breakpoint_registry_config cfg);
 
 }  // namespace vmitap

@@ -71,6 +71,7 @@ void start_events(state_ptr self) {
   pc.session = st.session;
   pc.mode = step_mode_for(self);
   pc.sinks = st.cfg.sinks;
+  pc.registry = st.registry;
   if (st.cfg.handlers) {
     st.relay = self->spawn(handler_relay, st.cfg.handlers, st.domain);
     pc.relay = st.relay;
@@ -122,7 +123,7 @@ std::vector<breakpoint_spec> specs_of(state_ptr self,
   out.reserve(bps.size());
   for (auto& bp : bps)
     out.push_back({bp.pa, self->state.views.at(bp.view), bp.name, bp.tags, bp.captures, bp.handler,
-                   live});
+                   bp.limit, live});
   return out;
 }
 

@@ -76,6 +76,11 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
       for (auto& bp : hits_) {
         // One writer, the poller that owns this domain's ring: no locked add needed.
         bp->hits.store(bp->hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        // Read before the registry can hear of this hit: the record says how often the
+        // breakpoint was disarmed before it.
+        uint64_t suppressions = bp->limiter ? bp->limiter->suppressions() : 0;
+        if (bp->limiter && bp->limiter->over(now) && cfg_.registry)
+          caf::anon_send(cfg_.registry, suppress_atom::value, bp);
         // The first breakpoint at the address with a handler decides; the others only record.
         // A VCPU already waiting cannot trap again; if a ring says it did, answer it at once
         // rather than lose the held response.
@@ -87,7 +92,7 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
           values = capture(*bp->captures.specs, ev.regs);
         if (!cfg_.sinks.empty())
           records_.push_back({identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
-                              ev.regs.rip, ev.regs.cr3, bp, now, wall, values});
+                              ev.regs.rip, ev.regs.cr3, bp, now, wall, values, suppressions});
         if (decides) {
           hold(ev, before, bp, std::move(values));
           held = true;

@@ -27,6 +27,7 @@ struct event_path_config {
   std::vector<bool> homing;         ///< per VCPU: not there yet (singlestep sends it)
   std::vector<sink_handle> sinks;
   handler_relay_actor relay;  ///< where held hits go; none: handlers are not called
+  breakpoint_registry_actor registry;  ///< told of breakpoints over their rate limit
   size_t batch = defaults::ring_batch;
 };
 

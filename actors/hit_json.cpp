@@ -38,6 +38,8 @@ std::string to_json_line(const hit_record& rec, const std::string& host) {
   j["view_id"] = rec.view;
   j["breakpoint"] = rec.bp->name;
   j["tags"] = rec.bp->tags ? *rec.bp->tags : std::vector<std::string>{};
+  if (rec.bp->limiter)  // its log shows the gaps its rate limit made
+    j["suppressed"] = rec.suppressions;
   j["gfn"] = hex_string(rec.gfn);
   j["pa"] = hex_string(drv::pa_of(rec.gfn, rec.offset));
   j["gla"] = hex_string(rec.gla);

@@ -50,8 +50,11 @@ using breakpoint_registry_actor = caf::typed_actor<
   caf::replies_to<remove_atom, std::vector<std::string>>::with<batch_result>,
   /// Removes all breakpoints; answers once every page is restored.
   caf::replies_to<clear_atom>::with<ok_atom>,
-  /// Every breakpoint with its hit count.
-  caf::replies_to<list_atom>::with<std::vector<breakpoint_ptr>>>;
+  /// Every breakpoint with its hit count (suppressed ones included).
+  caf::replies_to<list_atom>::with<std::vector<breakpoint_ptr>>,
+  /// From the hot path: the breakpoint went over its rate limit. Disarms it for its
+  /// cool-down (its name stays taken, its hits count on), then re-arms the same breakpoint.
+  caf::reacts_to<suppress_atom, breakpoint_ptr>>;
 
 /// One per monitored domain session: attaches, arms, detaches, in order.
 using domain_supervisor_actor = caf::typed_actor<

@@ -20,11 +20,28 @@ breakpoint_ptr make_breakpoint(const breakpoint_spec& spec, tag_list tags) {
   bp->captures = spec.captures;
   if (spec.handler)
     bp->handler = std::make_shared<const handler_binding>(*spec.handler);
+  if (spec.limit.max_per_second > 0)
+    bp->limiter = std::make_unique<rate_limiter>(spec.limit);
   if (tags)
     bp->tags = std::move(tags);
   else if (!spec.tags.empty())
     bp->tags = std::make_shared<const std::vector<std::string>>(spec.tags);
   return bp;
+}
+
+bool rate_limiter::over(std::chrono::steady_clock::time_point now) {
+  if (suppressing_.load(std::memory_order_acquire))
+    return false;  // asked already: hits until the disarm takes effect count, nothing more
+  if (now - window_start_ >= std::chrono::seconds(1)) {
+    window_start_ = now;
+    window_hits_ = 0;
+  }
+  if (++window_hits_ <= limit_.max_per_second)
+    return false;
+  window_hits_ = 0;
+  window_start_ = {};
+  suppressing_.store(true, std::memory_order_relaxed);
+  return true;
 }
 
 vcpu_stats& vcpu_stats::operator+=(const vcpu_stats& x) {

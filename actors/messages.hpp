@@ -43,6 +43,8 @@ using reload_atom = caf::atom_constant<caf::atom("reload")>;
 using released_atom = caf::atom_constant<caf::atom("released")>;
 using reopen_atom = caf::atom_constant<caf::atom("reopen")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using suppress_atom = caf::atom_constant<caf::atom("suppress")>;
+using rearm_atom = caf::atom_constant<caf::atom("rearm")>;
 
 enum class step_mode : uint8_t {
   classic,  ///< view 0 + toggle singlestep, back on the SINGLESTEP event: two events a trap
@@ -61,6 +63,36 @@ struct handler_binding {
   bool operator==(const handler_binding&) const = default;
 };
 
+/// A breakpoint's hit-rate limit (DRAKVUF's --traps-ttl against API hammering): above
+/// `max_per_second` hits in a second, the breakpoint is disarmed for `cooldown`, then re-armed.
+struct rate_limit {
+  uint32_t max_per_second = 0;  ///< 0: no limit
+  std::chrono::milliseconds cooldown{1000};
+  bool operator==(const rate_limit&) const = default;
+};
+
+/// The state of one breakpoint's rate limit. Its window is the hot path's (the one poller
+/// that owns the domain's ring); a suppression is the registry's.
+class rate_limiter {
+public:
+  explicit rate_limiter(rate_limit limit) : limit_(limit) {}
+  const rate_limit& limit() const { return limit_; }
+  /// Counts a hit at `now`. True exactly once per suppression: the hit that went over the
+  /// limit, while the breakpoint is still armed (ask the registry to disarm it).
+  bool over(std::chrono::steady_clock::time_point now);
+  /// The registry re-armed the breakpoint: a new window starts at its next hit.
+  void rearmed() { suppressing_.store(false, std::memory_order_release); }
+  void count_suppression() { suppressions_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t suppressions() const { return suppressions_.load(std::memory_order_relaxed); }
+
+private:
+  const rate_limit limit_;
+  std::chrono::steady_clock::time_point window_start_{};  // the hot path's
+  uint32_t window_hits_ = 0;                              // the hot path's
+  std::atomic<bool> suppressing_{false};
+  std::atomic<uint64_t> suppressions_{0};
+};
+
 /// What a user asks for: a breakpoint at a guest physical address in a view.
 struct breakpoint_spec {
   uint64_t pa = 0;
@@ -69,6 +101,7 @@ struct breakpoint_spec {
   std::vector<std::string> tags;
   capture_list captures;
   std::optional<handler_binding> handler;
+  rate_limit limit;
   bool live = false;  ///< armed by a reload, after the session's start: counts from then on
 };
 
@@ -83,6 +116,7 @@ struct breakpoint {
   tag_list tags;  ///< shared by every breakpoint with the same tags; none: no tags
   capture_list captures;  ///< read while the VCPU is paused, into the hit's record
   std::shared_ptr<const handler_binding> handler;  ///< none: answered at once
+  std::unique_ptr<rate_limiter> limiter;           ///< none: no rate limit
   mutable std::atomic<uint64_t> hits{0};
   drv::view_id view = 0;
   bool live = false;  ///< armed by a reload, after the session's start: counts from then on
@@ -108,6 +142,7 @@ struct domain_plan {
     std::vector<std::string> tags;
     capture_list captures;
     std::optional<handler_binding> handler;
+    rate_limit limit;
     bool operator==(const breakpoint&) const = default;
   };
   std::vector<std::string> views = {"main"};  ///< created in order; the first is the default
@@ -145,6 +180,7 @@ struct hit_record {
   std::chrono::steady_clock::time_point at;
   std::chrono::system_clock::time_point wall;
   std::vector<capture_value> captures;  ///< one per `bp->captures` entry, in order
+  uint64_t suppressions = 0;  ///< with a rate limit: times it was disarmed before this hit
 };
 
 using hit_batch = std::vector<hit_record>;

@@ -42,6 +42,17 @@ public:
     identity_ = std::move(id);
   }
 
+  /// Breakpoints their rate limit took out of the table for now (the registry publishes them
+  /// here, so their series do not vanish during a cool-down).
+  std::vector<breakpoint_ptr> suppressed() const {
+    std::lock_guard g{mutex_};
+    return suppressed_;
+  }
+  void publish_suppressed(std::vector<breakpoint_ptr> bps) {
+    std::lock_guard g{mutex_};
+    suppressed_ = std::move(bps);
+  }
+
 private:
   const drv::domain_info info_;
   const uint64_t session_;
@@ -49,6 +60,7 @@ private:
   snapshot_cell table_;
   mutable std::mutex mutex_;
   std::shared_ptr<const domain_identity> identity_;
+  std::vector<breakpoint_ptr> suppressed_;
 };
 
 using domain_ptr = std::shared_ptr<monitored_domain>;

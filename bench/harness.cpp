@@ -20,12 +20,12 @@ plan_ptr spread_plan(const sim::program& code, uint32_t count, step_mode mode) {
   auto fns = code.functions();
   if (count <= fns.size()) {
     for (uint32_t i = 0; i < count; ++i)  // the hottest function entries
-      plan->breakpoints.push_back({fmt::format("fn{}", i), fns[i].entry_pa, "main", {}, {}, {}});
+      plan->breakpoints.push_back({fmt::format("fn{}", i), fns[i].entry_pa, "main", {}, {}, {}, {}});
     return plan;
   }
   auto step = std::max<size_t>(1, code.size() / count);
   for (size_t i = 0; i < code.size() && plan->breakpoints.size() < count; i += step)
-    plan->breakpoints.push_back({fmt::format("i{}", i), code.at(uint32_t(i)).pa, "main", {}, {}, {}});
+    plan->breakpoints.push_back({fmt::format("i{}", i), code.at(uint32_t(i)).pa, "main", {}, {}, {}, {}});
   return plan;
 }
 

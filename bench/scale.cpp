@@ -40,7 +40,7 @@ scale_result run_scale(uint32_t domains, uint32_t breakpoints) {
     // Four per page on data pages far from the code: arming is what is measured.
     auto base = drv::gfn_of(drv::pa_of(dc.memory_mib * 256 / 2));
     for (uint32_t i = 0; i < breakpoints; ++i)
-      plan->breakpoints.push_back({fmt::format("b{}", i), drv::pa_of(base + i / 4, (i % 4) * 16), "main", {}, {}, {}});
+      plan->breakpoints.push_back({fmt::format("b{}", i), drv::pa_of(base + i / 4, (i % 4) * 16), "main", {}, {}, {}, {}});
     engine_config::domain_entry e;
     e.select.id = doms.back()->id();
     e.plan = std::move(plan);

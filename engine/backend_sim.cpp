@@ -128,8 +128,9 @@ public:
                               r.totals.neighbours, r.totals.stale, r.totals.respond_failures,
                               r.access_calls, {}, r.error};
       for (auto& bp : r.breakpoints)
-        s.breakpoints.push_back({bp->name, bp->pa, bp->view,
-                                 bp->hits.load(), !bp->live});
+        // A breakpoint its rate limit disarmed missed the hits of its cool-downs.
+        s.breakpoints.push_back({bp->name, bp->pa, bp->view, bp->hits.load(),
+                                 !bp->live && !(bp->limiter && bp->limiter->suppressions() > 0)});
       sessions.push_back(std::move(s));
     }
     auto v = sim::verify(*hv_, sessions, expected_);

@@ -262,6 +262,20 @@ std::optional<handler_binding> read_handler(reader& r, const toml::table& b,
   return h;
 }
 
+/// `max_hits_per_second` and its `cooldown_ms`: off unless the maximum is given.
+rate_limit read_rate_limit(reader& r, const toml::table& b, const std::string& bpath) {
+  rate_limit limit;
+  if (auto n = r.get_count(b, "max_hits_per_second", bpath, 1, 10'000'000))
+    limit.max_per_second = uint32_t(*n);
+  if (auto ms = r.get_count(b, "cooldown_ms", bpath, 1, 3'600'000)) {
+    limit.cooldown = std::chrono::milliseconds(*ms);
+    if (!b.get("max_hits_per_second"))
+      r.error(reader::where(b, "cooldown_ms"), bpath + ".cooldown_ms",
+              "only a breakpoint with max_hits_per_second has a cool-down");
+  }
+  return limit;
+}
+
 void read_breakpoints(reader& r, const backend& be, const toml::table& d, const std::string& path,
                       config& cfg, engine_config::domain_entry& e, domain_plan& plan,
                       drv::calling_convention cc, const handler_registry* handlers) {
@@ -274,7 +288,8 @@ void read_breakpoints(reader& r, const backend& be, const toml::table& d, const 
     auto& b = *bps[j];
     auto bpath = path + "." + reader::indexed("breakpoint", j);
     r.allow_only(b, bpath,
-                 {"name", "address", "view", "tags", "capture", "handler", "handler_deadline_us"});
+                 {"name", "address", "view", "tags", "capture", "handler", "handler_deadline_us",
+                  "max_hits_per_second", "cooldown_ms"});
     domain_plan::breakpoint bp;
     bp.view = plan.views.front();
     if (auto n = r.get_string(b, "name", bpath, "a string")) {
@@ -302,6 +317,7 @@ void read_breakpoints(reader& r, const backend& be, const toml::table& d, const 
     bp.tags = r.get_strings(b, "tags", bpath);
     bp.captures = read_captures(r, b, bpath, cc);
     bp.handler = read_handler(r, b, bpath, handlers);
+    bp.limit = read_rate_limit(r, b, bpath);
     plan.breakpoints.push_back(std::move(bp));
   }
 }

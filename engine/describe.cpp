@@ -58,6 +58,9 @@ std::string describe(const config& cfg) {
             out << ", " << c.length << (c.type == capture_spec::kind::bytes ? " bytes" : " chars max");
           out << "\n";
         }
+      if (b.limit.max_per_second > 0)
+        out << "    at most " << b.limit.max_per_second << " hits/s, then disarmed for "
+            << b.limit.cooldown.count() << " ms\n";
       if (b.handler)
         out << "    handler " << b.handler->name << ", deadline " << b.handler->deadline.count()
             << " µs\n";

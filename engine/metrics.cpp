@@ -2,6 +2,7 @@
 
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <sstream>
@@ -99,6 +100,10 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
   family capture_failures("vmitap_capture_failures_total",
                            "Captures that could not be read at a hit, by cause.", T::Counter,
                            {"domain", "cause"});
+  family suppressed("vmitap_breakpoint_suppressed_total",
+                     "Times a breakpoint went over its rate limit and was disarmed for its "
+                     "cool-down (breakpoints with a rate limit only).",
+                     T::Counter, {"domain", "view", "breakpoint"});
   family handler_seconds("vmitap_handler_seconds",
                           "From a hit sent to its handler to the handler's decision back.",
                           T::Histogram, {"domain"});
@@ -176,10 +181,21 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
       breakpoints.add({name, view_name(view)}, table->breakpoints_per_view[view]);
       pages.add({name, view_name(view)}, table->pages_per_view[view]);
     }
-    table->for_each([&](const breakpoint_ptr& bp) {
+    auto series = [&](const breakpoint_ptr& bp) {
       hits.add({name, view_name(bp->view), bp->name},
                double(bp->hits.load(std::memory_order_relaxed)));
-    });
+      if (bp->limiter)
+        suppressed.add({name, view_name(bp->view), bp->name},
+                       double(bp->limiter->suppressions()));
+    };
+    table->for_each(series);
+    // The registry lists a suppressed breakpoint before it leaves the table and after it is
+    // back: never missing, and skipped here while it is in both.
+    for (auto& bp : d->suppressed()) {
+      auto entries = table->find(bp->view, drv::gfn_of(bp->pa));
+      if (std::none_of(entries.begin(), entries.end(), [&](auto& e) { return e.bp == bp; }))
+        series(bp);
+    }
   }
 
   family monitored("vmitap_domains_monitored", "Domains attached and monitored.", T::Gauge, {});
@@ -212,7 +228,7 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
   build.add({build_.version, build_.revision}, 1);
 
   std::vector<MetricFamily> out;
-  for (auto* f : {&events, &hits, &neighbours, &stale, &spurious, &malformed, &refused,
+  for (auto* f : {&events, &hits, &suppressed, &neighbours, &stale, &spurious, &malformed, &refused,
                   &capture_failures, &handler_seconds, &handler_timeouts, &handler_errors,
                   &handling, &access, &access_calls, &batch, &call_seconds, &breakpoints, &pages,
                   &stepping, &monitored, &attach, &reloads, &reload_ok, &reload_time, &records,

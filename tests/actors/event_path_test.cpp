@@ -30,7 +30,7 @@ struct path_on_fake_ring : ::testing::Test {
   std::unique_ptr<event_path> path;
 
   void SetUp() override {
-    bp = make_breakpoint({0x100010, view, "bp", {}, {}, {}, false});
+    bp = make_breakpoint({0x100010, view, "bp", {}, {}, {}, {}, false});
     builder.add(bp);
     domain->table().publish(builder.build());
     event_path_config cfg;
@@ -199,7 +199,7 @@ struct path_with_handler : path_on_fake_ring {
   std::shared_ptr<event_path> held_path;
 
   void SetUp() override {
-    bp = make_breakpoint({0x100010, view, "bp", {}, {}, handler_binding{"h"}, false});
+    bp = make_breakpoint({0x100010, view, "bp", {}, {}, handler_binding{"h"}, {}, false});
     builder.add(bp);
     domain->table().publish(builder.build());
     event_path_config cfg;

@@ -111,7 +111,7 @@ TEST_F(registry_test, a_page_whose_state_is_unknown_is_restored_by_the_controlle
 TEST_F(registry_test, invalid_breakpoints_are_rejected_with_their_reason_and_the_rest_armed) {
   boot_registry();
   auto r = add({spec("x", pa(0)), spec("x", pa(1)), spec("far", drv::pa_of(dom->info().max_gfn + 1)),
-                breakpoint_spec{pa(2), 0, "v0", {}, {}, {}, false}, spec("ok", pa(3))});
+                breakpoint_spec{pa(2), 0, "v0", {}, {}, {}, {}, false}, spec("ok", pa(3))});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->ok, 2u);
   ASSERT_EQ(r->failed.size(), 3u);
@@ -189,10 +189,10 @@ TEST_F(registry_test, removing_and_adding_in_one_round_publishes_one_table) {
 TEST(breakpoint_table, a_new_version_shares_the_shards_it_did_not_change) {
   table_builder b{{1}};
   for (int i = 0; i < 200; ++i) {
-    b.add(make_breakpoint({drv::pa_of(0x100 + i), 1, "bp" + std::to_string(i), {}, {}, {}, false}));
+    b.add(make_breakpoint({drv::pa_of(0x100 + i), 1, "bp" + std::to_string(i), {}, {}, {}, {}, false}));
   }
   auto t1 = b.build();
-  auto bp = make_breakpoint({drv::pa_of(0x100, 4), 1, "extra", {}, {}, {}, false});
+  auto bp = make_breakpoint({drv::pa_of(0x100, 4), 1, "extra", {}, {}, {}, {}, false});
   b.add(bp);
   auto t2 = b.build();
   size_t shared = 0;
@@ -205,4 +205,75 @@ TEST(breakpoint_table, a_new_version_shares_the_shards_it_did_not_change) {
   EXPECT_TRUE(b.remove(bp.get()));
   EXPECT_FALSE(b.remove(bp.get()));
   EXPECT_EQ(b.build()->find(1, 0x100).size(), 1u);
+}
+
+TEST_F(registry_test, a_breakpoint_over_its_rate_limit_is_disarmed_for_its_cool_down_then_rearmed) {
+  boot_registry();
+  auto limited = spec("limited", pa(0, 8));
+  limited.limit = {10, std::chrono::milliseconds(500)};
+  ASSERT_EQ(add({limited, spec("other", pa(1))})->ok, 2u);
+  auto before = access_of(pa(0));
+  auto entries = domain->table().load()->find(view, drv::gfn_of(pa(0)));
+  ASSERT_EQ(entries.size(), 1u);
+  auto bp = entries[0].bp;
+  ASSERT_TRUE(bp->limiter);
+
+  caf::anon_send(registry, suppress_atom::value, bp);
+  caf::anon_send(registry, suppress_atom::value, bp);  // twice: one suppression
+  sched.run();  // everything but the cool-down's end
+  EXPECT_TRUE(domain->table().load()->find(view, drv::gfn_of(pa(0))).empty());
+  EXPECT_TRUE(allows(access_of(pa(0)), page_access::x)) << "its page is restored";
+  EXPECT_FALSE(allows(access_of(pa(1)), page_access::x)) << "the other stays armed";
+  EXPECT_EQ(bp->limiter->suppressions(), 1u);
+  ASSERT_EQ(domain->suppressed().size(), 1u);
+  auto listed = ask<std::vector<breakpoint_ptr>>(registry, list_atom::value);
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->size(), 2u) << "a suppressed breakpoint is still listed";
+  auto dup = add({spec("limited", pa(2))});
+  ASSERT_EQ(dup->failed.size(), 1u) << "and its name is still taken";
+
+  run();  // the cool-down ends
+  auto back = domain->table().load()->find(view, drv::gfn_of(pa(0)));
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0].bp, bp) << "the same breakpoint, hits and all";
+  EXPECT_EQ(access_of(pa(0)), before);
+  EXPECT_TRUE(domain->suppressed().empty());
+  EXPECT_FALSE(bp->limiter->over(std::chrono::steady_clock::now()))
+    << "re-armed: a new window counts from its next hit";
+}
+
+TEST_F(registry_test, a_breakpoint_removed_during_its_cool_down_is_not_rearmed) {
+  boot_registry();
+  auto limited = spec("limited", pa(0, 8));
+  limited.limit = {1, std::chrono::milliseconds(500)};
+  ASSERT_EQ(add({limited})->ok, 1u);
+  auto bp = domain->table().load()->find(view, drv::gfn_of(pa(0)))[0].bp;
+  caf::anon_send(registry, suppress_atom::value, bp);
+  sched.run();
+  auto r = remove({"limited"});  // runs the timeouts too: the cool-down ends after it
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->ok, 1u);
+  EXPECT_TRUE(domain->table().load()->find(view, drv::gfn_of(pa(0))).empty());
+  EXPECT_TRUE(allows(access_of(pa(0)), page_access::x));
+  EXPECT_TRUE(domain->suppressed().empty());
+  ASSERT_EQ(add({spec("limited", pa(0, 8))})->ok, 1u) << "its name is free again";
+}
+
+TEST(rate_limiter, the_hit_over_the_limit_asks_once_and_a_new_window_starts_after_a_second) {
+  rate_limiter limiter{{3, std::chrono::milliseconds(100)}};
+  auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_FALSE(limiter.over(t0));
+  // A second later the window starts again: three more are within the limit.
+  auto t1 = t0 + std::chrono::seconds(1);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_FALSE(limiter.over(t1 + std::chrono::milliseconds(i)));
+  EXPECT_TRUE(limiter.over(t1 + std::chrono::milliseconds(500))) << "the fourth in one second";
+  for (int i = 0; i < 100; ++i)
+    EXPECT_FALSE(limiter.over(t1 + std::chrono::milliseconds(501))) << "asked already";
+  limiter.rearmed();
+  auto t2 = t1 + std::chrono::milliseconds(700);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_FALSE(limiter.over(t2)) << "a new window from the first hit after the re-arm";
+  EXPECT_TRUE(limiter.over(t2));
 }

@@ -32,13 +32,13 @@ namespace fs = std::filesystem;
 namespace {
 
 hit_record record(int i) {
-  auto bp = make_breakpoint({0x100000u + uint64_t(i), 1, "bp \"" + std::to_string(i) + "\"", {"tag", "ü"}, {}, {}, false});
+  auto bp = make_breakpoint({0x100000u + uint64_t(i), 1, "bp \"" + std::to_string(i) + "\"", {"tag", "ü"}, {}, {}, {}, false});
   auto id = std::make_shared<domain_identity>();
   id->id = 7;
   id->name = "dom\\1";
   id->view_names = {{1, "main"}};
   return {id, 1, 1, 0x100, uint64_t(i), 0xffffffff80100000ull + uint64_t(i), 0xffffffff80100000ull,
-          0x3000, bp, std::chrono::steady_clock::now(), std::chrono::system_clock::now(), {}};
+          0x3000, bp, std::chrono::steady_clock::now(), std::chrono::system_clock::now(), {}, 0};
 }
 
 std::vector<nlohmann::json> read_lines(const std::string& path) {
@@ -79,7 +79,7 @@ TEST(hit_json, captures_are_values_and_failures_apart_each_key_with_one_type) {
   auto specs = std::make_shared<std::vector<capture_spec>>();
   for (auto name : {"arg1", "path", "absent", "long"})
     specs->push_back({name, capture_spec::kind::value, {}, 0, name});
-  breakpoint_spec spec{0x100000, 1, "open", {}, {specs}, {}, false};
+  breakpoint_spec spec{0x100000, 1, "open", {}, {specs}, {}, {}, false};
   rec.bp = make_breakpoint(spec);
   rec.captures = {{"0x2a", drv::translation_fault::none, 0, false},
                   {"C:\\Windows\\ü", drv::translation_fault::none, 0, false},

@@ -15,7 +15,7 @@ constexpr drv::view_id home = 2;
 
 table_ptr table_with(uint64_t pa) {
   table_builder b{{home}};
-  b.add(make_breakpoint({pa, home, "bp", {}, {}, {}, false}));
+  b.add(make_breakpoint({pa, home, "bp", {}, {}, {}, {}, false}));
   return b.build();
 }
 

@@ -297,3 +297,25 @@ TEST(config_validation, a_handler_must_be_registered_and_its_deadline_bounded) {
   EXPECT_EQ(bad(bp + "handler = 3\n", &reg),
             "t.toml:13:11: domain[0].breakpoint[0].handler: expected a handler's name");
 }
+
+TEST(config_validation, a_rate_limit_has_a_maximum_and_an_optional_cool_down) {
+  std::string bp = std::string(valid_base) + "[[domain.breakpoint]]\nname = \"f\"\naddress = 0x100000\n";
+  auto cfg = parse_config(bp + "max_hits_per_second = 500\ncooldown_ms = 2000\n", "t.toml");
+  ASSERT_TRUE(cfg) << render(cfg.error());
+  auto& b = cfg->engine.domains.at(0).plan->breakpoints.at(0);
+  EXPECT_EQ(b.limit, (rate_limit{500, std::chrono::milliseconds(2000)}));
+  EXPECT_NE(describe(*cfg).find("at most 500 hits/s, then disarmed for 2000 ms"), std::string::npos);
+  auto plain = parse_config(bp + "max_hits_per_second = 1\n", "t.toml");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->engine.domains.at(0).plan->breakpoints.at(0).limit.cooldown,
+            std::chrono::milliseconds(1000));
+  EXPECT_EQ(parse_config(bp, "t.toml")->engine.domains.at(0).plan->breakpoints.at(0).limit,
+            rate_limit{}) << "off by default";
+
+  EXPECT_EQ(problems(bp + "cooldown_ms = 10\n"),
+            "t.toml:13:15: domain[0].breakpoint[0].cooldown_ms: only a breakpoint with "
+            "max_hits_per_second has a cool-down");
+  EXPECT_EQ(problems(bp + "max_hits_per_second = 0\n"),
+            "t.toml:13:23: domain[0].breakpoint[0].max_hits_per_second: expected an integer from 1 "
+            "to 10000000, got 0");
+}

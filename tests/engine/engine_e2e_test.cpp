@@ -58,7 +58,7 @@ TEST(engine_e2e, a_vcpu_reaches_its_home_view_even_if_the_first_view_has_no_brea
     plan->mode = mode;
     plan->views = {"main", "shadow"};
     plan->vcpu_views[1] = "shadow";
-    plan->breakpoints = {{"only_in_shadow", dom->code().functions()[0].entry_pa, "shadow", {}, {}, {}}};
+    plan->breakpoints = {{"only_in_shadow", dom->code().functions()[0].entry_pa, "shadow", {}, {}, {}, {}}};
     s.cfg.domains[0].plan = plan;
     auto reports = s.run();
     ASSERT_EQ(reports.size(), 1u);
@@ -227,7 +227,7 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
   auto f = dom->code().functions();
   auto keep = f[0].entry_pa, removed = dom->code().at(f[0].first + 1).pa, added = f[3].entry_pa;
   auto plan = std::make_shared<domain_plan>();
-  plan->breakpoints = {{"keep", keep, "main", {}, {}, {}}, {"removed", removed, "main", {}, {}, {}}};
+  plan->breakpoints = {{"keep", keep, "main", {}, {}, {}, {}}, {"removed", removed, "main", {}, {}, {}, {}}};
   s.cfg.domains[0].plan = plan;
   engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
   ASSERT_FALSE(eng.start());
@@ -246,7 +246,7 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
   })) << "both armed breakpoints are hit";
   auto next = s.cfg;
   auto plan2 = std::make_shared<domain_plan>(*plan);
-  plan2->breakpoints = {{"keep", keep, "main", {}, {}, {}}, {"added", added, "main", {}, {}, {}}};
+  plan2->breakpoints = {{"keep", keep, "main", {}, {}, {}, {}}, {"added", added, "main", {}, {}, {}, {}}};
   next.domains[0].plan = plan2;
   ASSERT_FALSE(eng.reload(next));
   std::map<std::string, uint64_t> after;

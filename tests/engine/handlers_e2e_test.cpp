@@ -72,8 +72,8 @@ TEST_P(handlers_e2e, a_handler_that_returns_early_makes_the_guest_skip_the_call)
   auto plan = std::make_shared<domain_plan>();
   plan->mode = GetParam();
   plan->breakpoints.push_back(
-    {"early", target.entry_pa, "main", {}, return_address_capture(), handler_binding{"early"}});
-  plan->breakpoints.push_back({"fn0", fns[0].entry_pa, "main", {}, {}, {}});
+    {"early", target.entry_pa, "main", {}, return_address_capture(), handler_binding{"early"}, {}});
+  plan->breakpoints.push_back({"fn0", fns[0].entry_pa, "main", {}, {}, {}, {}});
   engine_config::domain_entry e;
   e.select.name = dc.name;
   e.plan = plan;
@@ -140,7 +140,7 @@ TEST(handlers, a_handler_that_never_answers_holds_only_its_vcpu_and_only_until_t
   plan->views = {"main", "handled"};
   plan->vcpu_views[0] = "handled";
   plan->breakpoints.push_back({"held", held_dom->code().functions()[0].entry_pa, "handled", {}, {},
-                               handler_binding{"hold", deadline}});
+                               handler_binding{"hold", deadline}, {}});
   s.cfg.domains[0].plan = plan;
 
   engine eng{s.cfg, s.make_driver(), 0, s.handlers};
@@ -209,8 +209,8 @@ TEST(handlers, a_handler_that_throws_or_dies_leaves_no_vcpu_paused_and_is_counte
   auto fns = dom->code().functions();
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
   // At the hot plan's fn1_entry and fn2_entry: each hit records there too.
-  plan->breakpoints.push_back({"throws", fns[1].entry_pa, "main", {}, {}, handler_binding{"throws"}});
-  plan->breakpoints.push_back({"dies", fns[2].entry_pa, "main", {}, {}, handler_binding{"dies"}});
+  plan->breakpoints.push_back({"throws", fns[1].entry_pa, "main", {}, {}, handler_binding{"throws"}, {}});
+  plan->breakpoints.push_back({"dies", fns[2].entry_pa, "main", {}, {}, handler_binding{"dies"}, {}});
   s.cfg.domains[0].plan = plan;
 
   engine eng{s.cfg, s.make_driver(), 0, s.handlers};

@@ -171,7 +171,7 @@ TEST(xen_e2e, an_access_change_failing_midway_arms_the_applied_prefix_and_hits_s
     if (!monitored.insert(drv::gfn_of(fn.entry_pa)).second)
       continue;
     added.push_back("late" + std::to_string(added.size()));
-    plan->breakpoints.push_back({added.back(), fn.entry_pa, "main", {"test"}, {}, {}});
+    plan->breakpoints.push_back({added.back(), fn.entry_pa, "main", {"test"}, {}, {}, {}});
   }
   ASSERT_EQ(added.size(), 3u);
   next.domains[0].plan = plan;

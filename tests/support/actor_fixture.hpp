@@ -79,7 +79,7 @@ protected:
     run();
   }
 
-  breakpoint_spec spec(std::string name, uint64_t pa) { return {pa, view, std::move(name), {}, {}, {}, false}; }
+  breakpoint_spec spec(std::string name, uint64_t pa) { return {pa, view, std::move(name), {}, {}, {}, {}, false}; }
 
   caf::expected<batch_result> add(std::vector<breakpoint_spec> specs) {
     return ask<batch_result>(registry, add_atom::value, std::move(specs));
