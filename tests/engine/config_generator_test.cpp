@@ -207,6 +207,19 @@ private:
           maybe(b, "view", [&](auto& b, auto k) { b.insert(k, two && !wrong() ? "shadow" : wrong() ? word() : "main"); });
         if (chance(0.4))
           maybe(b, "capture", [&](auto& b, auto k) { b.insert(k, captures()); });
+        if (chance(0.2))  // a registered handler, an unknown one, a number
+          maybe(b, "handler", [&](auto& b, auto k) {
+            if (wrong() && chance(0.5))
+              b.insert(k, number());
+            else
+              b.insert(k, wrong() ? word() : "h");
+          });
+        if (chance(0.15))  // sometimes without its handler
+          maybe(b, "handler_deadline_us", [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(1, 10'000'000)); });
+        if (chance(0.2))
+          maybe(b, "max_hits_per_second", [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(1, 10'000'000)); });
+        if (chance(0.15))  // sometimes without its maximum
+          maybe(b, "cooldown_ms", [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(1, 3'600'000)); });
         bps.push_back(b);
       }
       if (!wrong())
@@ -258,9 +271,19 @@ private:
   double rate_ = 0;
 };
 
+/// The handlers the generated configs may name.
+const handler_registry& known_handlers() {
+  static const auto reg = [] {
+    handler_registry r;
+    r.add("h", [](const handler_hit&) { return handler_decision::resume(); });
+    return r;
+  }();
+  return reg;
+}
+
 /// Parses `text`; a valid config must describe itself and its backend must start.
 bool check(const std::string& text, const std::string& name) {
-  auto cfg = parse_config(text, name);
+  auto cfg = parse_config(text, name, &known_handlers());
   if (!cfg) {
     EXPECT_EQ(code_of(cfg.error()), ec::config_invalid);
     EXPECT_EQ(context_of(cfg.error()).rfind(name + ":", 0), 0u) << context_of(cfg.error());
@@ -279,7 +302,7 @@ bool check(const std::string& text, const std::string& name) {
 
 TEST(config_generator, structured_configs_give_a_valid_config_or_positioned_errors) {
   generator gen{20261125};
-  size_t valid = 0, invalid = 0, captured = 0;
+  size_t valid = 0, invalid = 0, captured = 0, handled = 0, limited = 0;
   for (int i = 0; i < 3000; ++i) {
     auto text = gen.config();
     if (!check(text, "gen.toml")) {
@@ -287,15 +310,22 @@ TEST(config_generator, structured_configs_give_a_valid_config_or_positioned_erro
       continue;
     }
     ++valid;
-    auto cfg = parse_config(text, "gen.toml");
+    auto cfg = parse_config(text, "gen.toml", &known_handlers());
     for (auto& d : cfg->engine.domains)
-      for (auto& bp : d.plan->breakpoints)
+      for (auto& bp : d.plan->breakpoints) {
         captured += !bp.captures.empty();
+        handled += bool(bp.handler);
+        limited += bp.limit.max_per_second > 0;
+      }
   }
   EXPECT_GT(valid, 150u) << "the generator reaches valid configs";
   EXPECT_GT(invalid, 1500u) << "and invalid ones";
   EXPECT_GT(captured, 20u) << "and valid breakpoints with captures";
-  std::printf("%zu valid (%zu breakpoints with captures), %zu invalid\n", valid, captured, invalid);
+  EXPECT_GT(handled, 10u) << "with handlers";
+  EXPECT_GT(limited, 10u) << "with rate limits";
+  std::printf("%zu valid (breakpoints: %zu with captures, %zu with handlers, %zu with rate "
+              "limits), %zu invalid\n",
+              valid, captured, handled, limited, invalid);
 }
 
 TEST(config_generator, byte_mutations_of_the_example_never_crash) {
