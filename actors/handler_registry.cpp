@@ -9,7 +9,9 @@ namespace vmitap {
 
 void handler_registry::add(std::string name, hit_function fn) {
   add_actor(std::move(name), [fn = std::move(fn)](caf::actor_system& sys) {
-    return sys.spawn<caf::detached>([fn]() -> hit_handler_actor::behavior_type {
+    // The unused int: CAF 0.17 binds a reference through a null pointer when a function
+    // actor takes no argument (UBSan reports it).
+    return sys.spawn<caf::detached>([fn](int) -> hit_handler_actor::behavior_type {
       // What a function throws answers its hit as an error: the VCPU resumes unchanged and
       // the instance lives on for the next hit.
       return {[fn](hit_atom, const handler_hit& hit) -> caf::result<handler_decision> {
@@ -21,7 +23,7 @@ void handler_registry::add(std::string name, hit_function fn) {
           return make_error(ec::handler_failed, "threw a non-standard exception");
         }
       }};
-    });
+    }, 0);
   });
 }
 

@@ -207,12 +207,15 @@ struct path_with_handler : path_on_fake_ring {
     cfg.ring = &ring;
     cfg.mode = step_mode::fast;
     cfg.homes = {view, view};
-    cfg.relay = sys.spawn([this](handler_relay_actor::pointer) -> handler_relay_actor::behavior_type {
-      return {[this](hit_atom, handler_call& call) {
-        std::lock_guard g{mutex};
-        calls.push_back(std::move(call));
-      }};
-    });
+    // The int: see actor_fixture's spawn_client (CAF 0.17 and argument-less function actors).
+    cfg.relay = sys.spawn(
+      [this](handler_relay_actor::pointer, int) -> handler_relay_actor::behavior_type {
+        return {[this](hit_atom, handler_call& call) {
+          std::lock_guard g{mutex};
+          calls.push_back(std::move(call));
+        }};
+      },
+      0);
     relay = cfg.relay;
     held_path = std::make_shared<event_path>(cfg);
     held_path->bind([this](std::function<void()> fn) { posted.push_back(std::move(fn)); });

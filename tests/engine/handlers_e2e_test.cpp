@@ -121,16 +121,19 @@ TEST(handlers, a_handler_that_never_answers_holds_only_its_vcpu_and_only_until_t
   auto hold = std::make_shared<hold_state>();
   auto reg = std::make_shared<handler_registry>();
   reg->add_actor("hold", [hold](caf::actor_system& sys) {
-    return sys.spawn([hold](hit_handler_actor::pointer self) -> hit_handler_actor::behavior_type {
-      return {[self, hold](hit_atom, const handler_hit& hit) -> caf::result<handler_decision> {
-        auto promise = self->make_response_promise<handler_decision>();
-        std::lock_guard g{hold->mutex};
-        hold->promises.push_back(promise);
-        hold->vcpu = hit.vcpu;
-        ++hold->received;
-        return promise;
-      }};
-    });
+    // The int: CAF 0.17 and argument-less function actors (see actor_fixture's spawn_client).
+    return sys.spawn(
+      [hold](hit_handler_actor::pointer self, int) -> hit_handler_actor::behavior_type {
+        return {[self, hold](hit_atom, const handler_hit& hit) -> caf::result<handler_decision> {
+          auto promise = self->make_response_promise<handler_decision>();
+          std::lock_guard g{hold->mutex};
+          hold->promises.push_back(promise);
+          hold->vcpu = hit.vcpu;
+          ++hold->received;
+          return promise;
+        }};
+      },
+      0);
   });
   s.handlers = reg;
 
@@ -196,14 +199,16 @@ TEST(handlers, a_handler_that_throws_or_dies_leaves_no_vcpu_paused_and_is_counte
   // An actor that exits with an error at each hit: the relay sees it go down.
   auto deaths = std::make_shared<std::atomic<uint64_t>>(0);
   reg->add_actor("dies", [deaths](caf::actor_system& sys) {
-    return sys.spawn([deaths](hit_handler_actor::pointer self) -> hit_handler_actor::behavior_type {
-      return {[self, deaths](hit_atom, const handler_hit&) -> caf::result<handler_decision> {
-        ++*deaths;
-        auto never = self->make_response_promise<handler_decision>();
-        self->quit(make_error(ec::handler_failed, "gave up"));
-        return never;
-      }};
-    });
+    return sys.spawn(
+      [deaths](hit_handler_actor::pointer self, int) -> hit_handler_actor::behavior_type {
+        return {[self, deaths](hit_atom, const handler_hit&) -> caf::result<handler_decision> {
+          ++*deaths;
+          auto never = self->make_response_promise<handler_decision>();
+          self->quit(make_error(ec::handler_failed, "gave up"));
+          return never;
+        }};
+      },
+      0);
   });
   s.handlers = reg;
   auto fns = dom->code().functions();
