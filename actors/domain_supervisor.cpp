@@ -73,7 +73,9 @@ void start_events(state_ptr self) {
   pc.sinks = st.cfg.sinks;
   pc.registry = st.registry;
   if (st.cfg.handlers) {
-    st.relay = self->spawn(handler_relay, st.cfg.handlers, st.domain);
+    // On a thread of its own: the relay sits on the path of every held hit, and on CAF's
+    // shared workers each hop would keep them polling on the cores the pollers need.
+    st.relay = self->spawn<caf::detached>(handler_relay, st.cfg.handlers, st.domain);
     pc.relay = st.relay;
   }
   auto first = st.views.at(plan.views.front());

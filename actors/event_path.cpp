@@ -90,9 +90,14 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
         std::vector<capture_value> values;
         if (!bp->captures.empty())
           values = capture(*bp->captures.specs, ev.regs);
-        if (!cfg_.sinks.empty())
+        if (!cfg_.sinks.empty()) {
           records_.push_back({identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
-                              ev.regs.rip, ev.regs.cr3, bp, now, wall, values, suppressions});
+                              ev.regs.rip, ev.regs.cr3, bp, now, wall, {}, suppressions});
+          if (decides)
+            records_.back().captures = values;  // the handler gets them too
+          else
+            records_.back().captures = std::move(values);
+        }
         if (decides) {
           hold(ev, before, bp, std::move(values));
           held = true;

@@ -5,13 +5,26 @@
 #include <caf/actor_system.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 namespace vmitap {
+
+namespace {
+
+/// The nice value of a function handler's thread (the pollers run at 0).
+constexpr int handler_nice = 10;
+
+}  // namespace
 
 void handler_registry::add(std::string name, hit_function fn) {
   add_actor(std::move(name), [fn = std::move(fn)](caf::actor_system& sys) {
     // The unused int: CAF 0.17 binds a reference through a null pointer when a function
     // actor takes no argument (UBSan reports it).
     return sys.spawn<caf::detached>([fn](int) -> hit_handler_actor::behavior_type {
+      // Runs on the handler's own thread. A handler holds one VCPU; a poller serves many
+      // domains: when they compete for a core, the poller should win.
+      setpriority(PRIO_PROCESS, id_t(gettid()), handler_nice);
       // What a function throws answers its hit as an error: the VCPU resumes unchanged and
       // the instance lives on for the next hit.
       return {[fn](hit_atom, const handler_hit& hit) -> caf::result<handler_decision> {
