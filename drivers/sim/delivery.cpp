@@ -31,6 +31,7 @@ caf::expected<uint64_t> domain::attach() {
   events_started_ = false;
   host_at_attach_ = views_[0].entries;
   leftover_view_changes_ = 0;
+  views_left_ = 0;
   return session_.load();
 }
 
@@ -65,6 +66,7 @@ caf::error domain::detach(uint64_t session) {
       auto& view = views_[id];
       if (!view.active || !view.created_by_session)
         continue;
+      ++views_left_;
       for (auto& [gfn, acc] : view.entries)
         leftover_view_changes_ += acc != host_access(gfn);
       view = view_table{};

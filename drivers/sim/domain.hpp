@@ -60,10 +60,12 @@ struct invariants {
   uint64_t paused_vcpus = 0;        ///< VCPUs that cannot run right now
   uint64_t pages_changed = 0;       ///< host-p2m pages differing from attach time, plus
                                     ///< pages a destroyed view still had changed
+  uint64_t views_left = 0;          ///< views a session created and left to its detach (Xen
+                                    ///< keeps them: only the monitor destroys them)
   uint64_t responses_rejected = 0;  ///< answers to VCPUs waiting for none
   uint64_t responses_dropped = 0;   ///< bad version: ignored, as Xen does
   bool holds() const {
-    return unanswered == 0 && paused_vcpus == 0 && pages_changed == 0
+    return unanswered == 0 && paused_vcpus == 0 && pages_changed == 0 && views_left == 0
            && requests_raised == requests_answered + answered_by_detach + dropped_by_death;
   }
 };
@@ -295,6 +297,7 @@ private:
   mutable std::atomic<int> deliveries_in_flight_{0};
   std::unordered_map<drv::gfn_t, drv::page_access> host_at_attach_;
   uint64_t leftover_view_changes_ = 0;
+  uint64_t views_left_ = 0;  // by the last session, at its detach
   std::atomic<uint64_t> get_calls_{0}, set_calls_{0}, view_calls_{0};
   std::atomic<uint32_t> halted_vcpus_{0};  // read without a lock: polling it starves nobody
 

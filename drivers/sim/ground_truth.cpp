@@ -57,6 +57,7 @@ invariants domain::check() {
   inv.responses_rejected = responses_rejected_;
   inv.responses_dropped = responses_dropped_;
   inv.pages_changed = leftover_view_changes_;
+  inv.views_left = views_left_;
   if (state_ != drv::domain_state::running)
     return inv;  // a dead domain has no VCPUs and no p2m; its requests died with it
   {

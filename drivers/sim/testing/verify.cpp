@@ -51,8 +51,8 @@ verification verify(hypervisor& hv, const std::vector<observed_session>& session
                        : "MISMATCH");
     }
   }
-  append(out, "\n%-12s %10s %10s %10s %10s %8s %8s %7s %8s %6s\n", "domain", "raised", "answered",
-         "events", "hits", "nbrs", "stale", "paused", "changed", "calls");
+  append(out, "\n%-12s %10s %10s %10s %10s %8s %8s %7s %8s %6s %6s\n", "domain", "raised",
+         "answered", "events", "hits", "nbrs", "stale", "paused", "changed", "views", "calls");
   for (auto& s : sessions) {
     auto dom = hv.find(s.id);
     if (!dom) {
@@ -61,16 +61,17 @@ verification verify(hypervisor& hv, const std::vector<observed_session>& session
     }
     auto inv = dom->check();
     ok &= inv.holds() && inv.answered_by_detach == 0 && s.respond_failures == 0;
-    append(out, "%-12s %10llu %10llu %10llu %10llu %8llu %8llu %7llu %8llu %6llu\n",
+    append(out, "%-12s %10llu %10llu %10llu %10llu %8llu %8llu %7llu %8llu %6llu %6llu\n",
            s.name.c_str(), (unsigned long long) inv.requests_raised,
            (unsigned long long) inv.requests_answered, (unsigned long long) s.events,
            (unsigned long long) s.hits, (unsigned long long) s.neighbours,
            (unsigned long long) s.stale, (unsigned long long) inv.paused_vcpus,
-           (unsigned long long) inv.pages_changed, (unsigned long long) s.access_calls);
+           (unsigned long long) inv.pages_changed, (unsigned long long) inv.views_left,
+           (unsigned long long) s.access_calls);
   }
   append(out, "\n%s\n",
          ok ? "verified: every breakpoint's hits equal ground truth; requests answered = raised, "
-              "VCPUs left paused = 0, pages changed = 0"
+              "VCPUs left paused = 0, pages changed = 0, views left = 0"
             : "NOT VERIFIED: see the rows above");
   v.ok = ok;
   return v;
