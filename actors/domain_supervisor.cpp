@@ -155,7 +155,9 @@ void arm(state_ptr self) {
     .then(
       [self](batch_result& r) {
         caf::error err;
-        if (!r.failed.empty())
+        if (r.domain_gone)
+          err = make_error(ec::domain_dead, "the domain went away while breakpoints were armed");
+        else if (!r.failed.empty())
           err = make_error(ec::invalid_argument,
                            "breakpoints not armed: " + describe_failures(r));
         if (still_attaching(self, err))

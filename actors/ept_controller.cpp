@@ -1,6 +1,9 @@
 #include "actors/ept_controller.hpp"
 
+#include "drivers/defaults.hpp"
 #include "drivers/error.hpp"
+
+#include <thread>
 
 namespace vmitap {
 
@@ -112,15 +115,29 @@ caf::error ept_controller_state::teardown() {
     by_view[key.first].push_back({key.second, before});
   for (auto& [view, batch] : by_view) {
     caf::error err;
-    auto done = write(view, batch, err);
-    for (size_t k = 0; k < batch.size(); ++k)
-      if (done[k] == outcome::applied) {
-        previous.erase({view, batch[k].gfn});
-        unsure.erase({view, batch[k].gfn});
-      }
-    if (err && !first)
-      first = make_error(code_of(err), context_of(err) + " (restoring " + std::to_string(batch.size())
-                                         + " pages of view " + std::to_string(view) + ")");
+    auto pages = batch.size();
+    // What a failing call left unapplied is written again, after a pause: only a fault
+    // that outlasts every attempt (or a dead domain) leaves pages changed.
+    for (int attempt = 1; !batch.empty(); ++attempt) {
+      err = {};
+      auto done = write(view, batch, err);
+      std::vector<drv::access_change> left;
+      for (size_t k = 0; k < batch.size(); ++k)
+        if (done[k] == outcome::applied) {
+          previous.erase({view, batch[k].gfn});
+          unsure.erase({view, batch[k].gfn});
+        } else {
+          left.push_back(batch[k]);
+        }
+      batch = std::move(left);
+      if (batch.empty() || attempt == defaults::restore_attempts || code_of(err) == ec::domain_dead)
+        break;
+      std::this_thread::sleep_for(defaults::restore_backoff * attempt);
+    }
+    if (!batch.empty() && err && !first)
+      first = make_error(code_of(err), context_of(err) + " (restoring view " + std::to_string(view)
+                                         + ": " + std::to_string(batch.size()) + " of "
+                                         + std::to_string(pages) + " pages left changed)");
   }
   if (auto err = cfg.session->switch_all(0); err && !first)
     first = std::move(err);

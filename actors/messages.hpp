@@ -131,6 +131,7 @@ breakpoint_ptr make_breakpoint(const breakpoint_spec& spec, tag_list tags = null
 struct batch_result {
   size_t ok = 0;
   std::vector<std::pair<std::string, std::string>> failed;  ///< breakpoint name, reason
+  bool domain_gone = false;  ///< a failure was the domain's death, not a fault of the call
 };
 
 /// What to set up in one domain: the engine's plan, resolved to names.

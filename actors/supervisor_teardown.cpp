@@ -13,7 +13,8 @@ namespace vmitap::supervisor {
 void note(state_ptr self, caf::error& first, caf::error err) {
   if (!err)
     return;
-  if (code_of(err) == ec::domain_dead) {
+  // A domain that is gone (destroyed before a call reached it) died: no failure of ours.
+  if (code_of(err) == ec::domain_dead || code_of(err) == ec::no_such_domain) {
     self->state.died = true;
     return;
   }

@@ -18,6 +18,11 @@ inline constexpr auto access_change_timeout = 30s;
 inline constexpr auto attach_timeout = 60s;
 /// Detaching every domain on stop (SIGINT/SIGTERM), unless the config says otherwise.
 inline constexpr auto stop_deadline = 20s;
+/// Teardown writes a page's access back this often before it reports the page left changed:
+/// a failing call may be transient (ENOMEM, EBUSY). Between attempts it waits restore_backoff
+/// times the attempt's number.
+inline constexpr int restore_attempts = 4;
+inline constexpr auto restore_backoff = 5ms;
 /// How long a poller hands a ring back after it was asked to (final drain included).
 inline constexpr auto ring_release_timeout = 10s;
 

@@ -116,6 +116,11 @@ void start_domain(engine_ptr self, const drv::domain_info& info) {
         auto it = st.domains.find(info.id);
         if (it == st.domains.end() || it->second.supervisor != handle)
           return;  // stopped while attaching: its detach reports it
+        if (code_of(err) == ec::domain_dead || code_of(err) == ec::no_such_domain) {
+          spdlog::info("domain {} ({}) went away while attaching", info.name, info.id);
+          collect_detach(self, info.id);  // its report says it died
+          return;
+        }
         st.env.counters->attach_failed.add();
         spdlog::error("domain {} ({}): attach failed: {}", info.name, info.id, render(err));
         collect_detach(self, info.id, {}, "attach: " + render(err));
