@@ -188,6 +188,8 @@ void event_path::count_failures(const drv::give_result& r) {
     failing_ = false;
     return;
   }
+  if (code_of(r.first) == ec::domain_dead)
+    return;  // its VCPUs are gone with it: nothing waits for these answers
   cfg_.domain->counters().respond_failures.add(r.failed);
   if (!failing_)
     spdlog::error("domain {} ({}): the hypervisor refused {} response(s), a VCPU may stay "

@@ -78,6 +78,16 @@ TEST_F(path_on_fake_ring, a_batch_is_answered_in_one_give_one_response_per_reque
   EXPECT_EQ(domain->table().load()->find(view, 0x100)[0].bp->hits.load(), 1u);
 }
 
+// Found by the fault campaign (issue 13): the answers to a domain that died meanwhile were
+// logged as "a VCPU may stay paused" and counted as failures, so its summary was NOT VERIFIED.
+TEST_F(path_on_fake_ring, answers_a_dead_domain_refuses_are_not_failures) {
+  ring.refuse = 1;
+  ring.refusal = ec::domain_dead;
+  request(0, 0x100010);
+  path->drain();
+  EXPECT_EQ(domain->counters().respond_failures.get(), 0u);
+}
+
 TEST_F(path_on_fake_ring, a_newer_table_is_used_from_the_next_drain_on) {
   request(0, 0x100010);
   path->drain();

@@ -15,6 +15,7 @@ public:
   std::deque<drv::event> requests;
   std::vector<drv::response> responses;
   size_t refuse = 0;  ///< the next this many responses are refused
+  ec refusal = ec::vcpu_not_paused;  ///< with this error
   size_t gives = 0;   ///< give() calls: one notify each
 
   size_t take(std::span<drv::event> out) override {
@@ -32,7 +33,7 @@ public:
       if (refuse > 0) {
         --refuse;
         if (r.failed++ == 0)
-          r.first = make_error(ec::vcpu_not_paused, "refused by the test");
+          r.first = make_error(refusal, "refused by the test");
         continue;
       }
       responses.push_back(rsp);
