@@ -6,13 +6,15 @@ BENCH_BUILD ?= build-release
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZERS     := config event captures
+SOAK_TRIALS ?= 1000
+SOAK_SEED   ?= $(shell date +%s)
 GENERATOR   := $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
 CTEST_FLAGS := --output-on-failure -j 2 --timeout 600
 # The one benign CAF report (cmake/ubsan.supp says which) is suppressed by name.
 SAN_ENV     := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/cmake/ubsan.supp \
                ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 
-.PHONY: all deps build demo test test-normal test-asan build-asan bench fuzz package clean
+.PHONY: all deps build demo test test-normal test-asan build-asan bench fuzz soak package clean
 
 all: build
 
@@ -57,6 +59,13 @@ fuzz: deps
 	    2>$(FUZZ_BUILD)/fuzz_$$f.log || { tail -60 $(FUZZ_BUILD)/fuzz_$$f.log; exit 1; }; \
 	  grep -E "^stat::(number_of_executed_units|new_units_added)" $(FUZZ_BUILD)/fuzz_$$f.log; \
 	done
+
+# The fault campaign at length (tests/campaign): the trials `make test` runs, SOAK_TRIALS of
+# each kind from a new seed, printed first; SOAK_SEED=S runs the same trials again. The first
+# failing trial stops it and names its own seed.
+soak: build
+	VMITAP_CAMPAIGN_SEED=$(SOAK_SEED) VMITAP_CAMPAIGN_TRIALS=$(SOAK_TRIALS) \
+	  ./$(BUILD)/tests/test_campaign --gtest_brief=1
 
 # The Debian package, $(BUILD)/vmitap_<version>_<arch>.deb (README: "Installing as a service").
 package: build

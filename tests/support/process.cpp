@@ -24,6 +24,12 @@ command_result run_command(const std::string& binary, std::vector<std::string> a
     dup2(err[1], STDERR_FILENO);
     for (auto& e : env)
       putenv(e.data());
+    // As a service manager starts a service: every signal at its default action. A shell
+    // that ran these tests in the background ignores SIGINT and SIGQUIT, and an ignored
+    // signal that arrives before vmitap's main() blocks it is discarded by the kernel.
+    for (int sig = 1; sig < NSIG; ++sig)
+      if (sig != SIGKILL && sig != SIGSTOP)
+        std::signal(sig, SIG_DFL);
     sigset_t set;
     sigemptyset(&set);
     for (int sig : pending)

@@ -1,0 +1,217 @@
+// A trial on the engine in this process: a random topology on the threaded sim; reloads and
+// the stop at random moments (from the very start of attach on) on one thread, sim faults on
+// another, racing them. Afterwards every domain the sim ever ran is checked.
+
+#include "tests/campaign/campaign.hpp"
+#include "tests/support/scenario.hpp"
+
+#include <cerrno>
+#include <map>
+#include <mutex>
+#include <set>
+
+namespace vmitap::testing::campaign {
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+/// The domains of the trial, by slot: a restart puts the new domain in its predecessor's slot.
+class domain_slots {
+public:
+  explicit domain_slots(std::vector<std::shared_ptr<sim::domain>> initial) :
+    slots_(std::move(initial)) {}
+  std::shared_ptr<sim::domain> at(size_t i) {
+    std::lock_guard g{mutex_};
+    return slots_.at(i);
+  }
+  void replace(size_t i, std::shared_ptr<sim::domain> d) {
+    std::lock_guard g{mutex_};
+    slots_.at(i) = std::move(d);
+  }
+  size_t size() const { return slots_.size(); }
+
+private:
+  std::mutex mutex_;
+  std::vector<std::shared_ptr<sim::domain>> slots_;
+};
+
+/// A reload's config: entries dropped or restored, step modes changed (a re-attach),
+/// breakpoints removed and added (some with a rate limit).
+engine_config next_config(const engine_config& base, const std::vector<const sim::program*>& code,
+                          dice& d) {
+  engine_config next = base;
+  next.domains.clear();
+  for (size_t i = 0; i < base.domains.size(); ++i) {
+    if (d.one_in(5))
+      continue;  // not monitored any more: detached
+    auto entry = base.domains[i];
+    auto plan = std::make_shared<domain_plan>(*entry.plan);
+    if (d.one_in(4))
+      plan->mode = step_mode(d.below(3));
+    std::vector<domain_plan::breakpoint> kept;
+    for (auto& bp : plan->breakpoints)
+      if (!d.one_in(3))
+        kept.push_back(bp);
+    auto fns = code[i]->functions();
+    for (uint64_t k = d.below(4); k > 0; --k) {
+      auto fn = d.below(fns.size());
+      rate_limit limit;
+      if (d.one_in(3))
+        limit = {uint32_t(50 + d.below(500)), std::chrono::milliseconds(10 + d.below(100))};
+      kept.push_back({"fn" + std::to_string(fn) + "_added", fns[fn].entry_pa, plan->views[0],
+                      {"campaign"}, {}, {}, limit});
+    }
+    // One breakpoint per name: an added one may repeat a kept one's name.
+    std::set<std::string> names;
+    plan->breakpoints.clear();
+    for (auto& bp : kept)
+      if (names.insert(bp.name).second)
+        plan->breakpoints.push_back(std::move(bp));
+    entry.plan = plan;
+    next.domains.push_back(std::move(entry));
+  }
+  return next;
+}
+
+enum class fault { kill, restart, fail_changes, fail_reads, malformed, delay };
+
+/// Injects one fault into slot `i`; true if it can make that domain's teardown report an
+/// error (a driver call that failed).
+bool inject(fault f, domain_slots& slots, size_t i, sim::hypervisor& hv, dice& d) {
+  auto dom = slots.at(i);
+  switch (f) {
+    case fault::kill:
+      dom->kill();
+      return false;
+    case fault::restart:
+      if (auto fresh = hv.restart_domain(dom->id()))
+        slots.replace(i, fresh);
+      return false;
+    case fault::fail_changes:
+      dom->fail_access_changes(uint32_t(1 + d.below(2)), d.below(3), d.one_in(2) ? EIO : ENOMEM);
+      return true;
+    case fault::fail_reads:
+      dom->fail_access_reads(uint32_t(d.below(3)), 1, EIO);
+      return true;
+    case fault::malformed:
+      dom->inject_malformed(drv::vcpu_id(d.below(dom->config().vcpus)),
+                            sim::malformed_kind(d.below(3)));
+      return false;
+    case fault::delay:
+      dom->delay_responses(uint32_t(1 + d.below(20)), std::chrono::microseconds(d.below(20000)));
+      return false;
+  }
+  return false;
+}
+
+void sleep_until(clock_type::time_point t0, uint64_t ms) {
+  std::this_thread::sleep_until(t0 + std::chrono::milliseconds(ms));
+}
+
+}  // namespace
+
+void engine_trial(uint64_t seed, tally& t) {
+  dice d(seed);
+  sim::hypervisor_config hc;
+  if (d.one_in(3))
+    hc.exit_latency = std::chrono::microseconds(d.below(40));
+  scenario s{hc};
+  s.cfg.pollers = 1 + d.below(2);
+  s.cfg.detached_children = d.one_in(4);
+  auto count = 1 + d.below(4);
+  std::vector<const sim::program*> code;
+  for (size_t i = 0; i < count; ++i) {
+    uint32_t vcpus = uint32_t(1 + d.below(3));
+    uint64_t budget = d.one_in(3) ? 20000 + d.below(200000) : 0;
+    auto dom = s.add("c" + std::to_string(i), vcpus, budget, step_mode(d.below(3)),
+                     vcpus > 1 && d.one_in(2), seed * 16 + i + 1);
+    code.push_back(&dom->code());
+  }
+  domain_slots slots{s.domains};
+
+  // The schedule, in ms from the start: faults on their own thread, reloads and the stop
+  // here. The stop comes anywhere from at once (mid-attach) to half a second in.
+  std::vector<std::pair<uint64_t, fault>> faults;
+  for (auto n = d.below(6); n > 0; --n)
+    faults.push_back({d.below(400), fault(d.below(6))});
+  std::sort(faults.begin(), faults.end());
+  std::vector<uint64_t> reloads;
+  for (auto n = d.below(5); n > 0; --n)
+    reloads.push_back(d.below(400));
+  std::sort(reloads.begin(), reloads.end());
+  uint64_t stop_at = d.one_in(4) ? d.below(3) : d.below(500);
+  std::vector<engine_config> configs;
+  for (size_t i = 0; i < reloads.size(); ++i)
+    configs.push_back(next_config(s.cfg, code, d));
+  std::vector<size_t> targets;
+  for (size_t i = 0; i < faults.size(); ++i)
+    targets.push_back(d.below(count));
+  dice fault_dice(seed ^ 0x5eed);
+
+  std::set<drv::domain_id> faulty;  // domains whose driver calls were made to fail
+  engine eng{s.cfg, s.make_driver()};
+  ASSERT_FALSE(eng.start());
+  auto t0 = clock_type::now();
+  std::thread injector([&] {
+    for (size_t i = 0; i < faults.size(); ++i) {
+      sleep_until(t0, faults[i].first);
+      auto id = slots.at(targets[i])->id();
+      if (inject(faults[i].second, slots, targets[i], *s.hv, fault_dice))
+        faulty.insert(id);
+    }
+  });
+  size_t applied = 0;
+  for (size_t i = 0; i < reloads.size() && reloads[i] < stop_at; ++i) {
+    sleep_until(t0, reloads[i]);
+    applied += !eng.reload(configs[i]);  // a domain that died meanwhile may refuse it
+  }
+  sleep_until(t0, stop_at);
+  auto reports = eng.stop();
+  injector.join();
+  t.faults += faults.size();
+  t.reloads += applied;
+
+  // Every domain the sim ever ran: each request answered once (or dropped by its death),
+  // nothing paused or changed, no view left, and nobody attached any more.
+  for (auto& dom : s.hv->domains()) {
+    auto inv = dom->check();
+    EXPECT_TRUE(inv.holds()) << dom->info().name << " (" << dom->id() << "): raised "
+                             << inv.requests_raised << ", answered " << inv.requests_answered
+                             << ", by detach " << inv.answered_by_detach << ", dropped "
+                             << inv.dropped_by_death << ", unanswered " << inv.unanswered
+                             << ", paused " << inv.paused_vcpus << ", pages changed "
+                             << inv.pages_changed << ", views left " << inv.views_left;
+    EXPECT_EQ(inv.answered_by_detach, 0u) << dom->info().name << ": the engine answers itself";
+    if (dom->state() == drv::domain_state::running) {
+      auto probe = dom->attach();
+      EXPECT_TRUE(probe) << dom->info().name << " is still attached after the stop";
+      if (probe)
+        dom->detach(*probe);
+    }
+  }
+  // Hits against ground truth for every breakpoint armed through one whole session.
+  std::map<drv::domain_id, size_t> sessions;
+  for (auto& r : reports)
+    ++sessions[r.id];
+  for (auto& r : reports) {
+    t.events += r.totals.events;
+    if (!r.error.empty()) {
+      EXPECT_TRUE(faulty.count(r.id)) << r.name << " (" << r.id << "): " << r.error;
+      continue;
+    }
+    auto dom = s.hv->find(r.id);
+    if (!dom || r.died || sessions[r.id] > 1)
+      continue;
+    for (auto& bp : r.breakpoints) {
+      if (bp->live || (bp->limiter && bp->limiter->suppressions() > 0))
+        continue;
+      auto truth = dom->reached(bp->pa, bp->view);
+      EXPECT_EQ(bp->hits.load(), truth) << r.name << " " << bp->name;
+      t.hits_checked += truth;
+    }
+  }
+  ++t.trials;
+}
+
+}  // namespace vmitap::testing::campaign
