@@ -101,8 +101,10 @@ void start_events(state_ptr self) {
       st.owner->add(st.path);
     }
   }
-  if (!err)
+  if (!err) {
     err = st.session->resume();
+    st.cfg.watch->paused(bool(err));
+  }
   if (!still_attaching(self, err))
     return;
   st.now = phase::attached;
@@ -180,9 +182,12 @@ caf::result<ok_atom> attach(state_ptr self) {
   }
   st.session = std::move(*session);
   st.domain = std::make_shared<monitored_domain>(st.cfg.info, st.cfg.session);
-  if (!still_attaching(self, st.session->pause()))
+  auto paused = st.session->pause();
+  st.cfg.watch->paused(!paused);
+  if (!still_attaching(self, std::move(paused)))
     return rp;
-  st.controller = spawn_child(self, ept_controller, ept_controller_config{st.session, st.domain});
+  st.controller = spawn_child(self, ept_controller,
+                              ept_controller_config{st.session, st.domain, st.cfg.watch});
   auto j = join(st.cfg.plan->views.size(), [self](caf::error err) {
     if (still_attaching(self, err))
       arm(self);
@@ -301,6 +306,8 @@ domain_supervisor_state::~domain_supervisor_state() {
 
 domain_supervisor_impl::behavior_type domain_supervisor(state_ptr self, supervisor_config cfg) {
   self->state.cfg = std::move(cfg);
+  if (!self->state.cfg.watch)
+    self->state.cfg.watch = std::make_shared<teardown_watch>();
   return {
     [self](attach_atom) { return attach(self); },
     [self](detach_atom) { return detach(self); },

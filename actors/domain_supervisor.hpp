@@ -10,6 +10,7 @@
 #include "actors/ept_controller.hpp"
 #include "actors/handler_registry.hpp"
 #include "actors/poller.hpp"
+#include "actors/teardown_watch.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -30,6 +31,9 @@ struct supervisor_config {
   std::shared_ptr<domain_directory> directory;
   uint64_t session = 0;            ///< this attach's serial, unique in the process
   bool detached_children = false;  ///< controller and registry on their own threads
+  /// Where the teardown records its steps (the engine reads it if the detach overruns);
+  /// the supervisor makes its own if none is given.
+  teardown_watch_ptr watch;
 };
 
 /// The supervisor's full behaviour: its interface plus the pollers' answers to it.

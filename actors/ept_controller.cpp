@@ -15,7 +15,10 @@ ept_controller_state::write(drv::view_id view, const std::vector<drv::access_cha
   auto& c = cfg.domain->counters();
   c.access_calls.add();
   auto t0 = std::chrono::steady_clock::now();
-  err = cfg.session->set_access(view, batch);
+  {
+    auto call = teardown_watch::call(cfg.watch, "set_access");
+    err = cfg.session->set_access(view, batch);
+  }
   c.access_seconds.observe(
     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   c.batch_size.observe(double(batch.size()));
@@ -36,6 +39,15 @@ ept_controller_state::write(drv::view_id view, const std::vector<drv::access_cha
   for (auto d : done)
     (d == outcome::applied ? c.access_ok : c.access_failed).add();
   return done;
+}
+
+void ept_controller_state::watched(const page_key& key, bool changed) {
+  if (!cfg.watch)
+    return;
+  if (changed)
+    cfg.watch->changed(key.first, key.second);
+  else
+    cfg.watch->restored(key.first, key.second);
 }
 
 change_results ept_controller_state::apply(const page_changes& changes) {
@@ -94,6 +106,7 @@ change_results ept_controller_state::apply(const page_changes& changes) {
         // Maybe applied: restore it at teardown, and write it again when next asked.
         previous.emplace(key, before_of[ch.gfn]);
         unsure.insert(key);
+        watched(key, true);
         continue;
       }
       if (done[k] == outcome::unchanged)
@@ -103,6 +116,7 @@ change_results ept_controller_state::apply(const page_changes& changes) {
         previous[key] = before_of[ch.gfn];
       else
         previous.erase(key);
+      watched(key, ch.monitor);
     }
   }
   return results;
@@ -126,6 +140,7 @@ caf::error ept_controller_state::teardown() {
         if (done[k] == outcome::applied) {
           previous.erase({view, batch[k].gfn});
           unsure.erase({view, batch[k].gfn});
+          watched({view, batch[k].gfn}, false);
         } else {
           left.push_back(batch[k]);
         }
@@ -139,11 +154,16 @@ caf::error ept_controller_state::teardown() {
                                          + ": " + std::to_string(batch.size()) + " of "
                                          + std::to_string(pages) + " pages left changed)");
   }
-  if (auto err = cfg.session->switch_all(0); err && !first)
-    first = std::move(err);
-  for (auto view : views)
+  {
+    auto call = teardown_watch::call(cfg.watch, "switch_all");
+    if (auto err = cfg.session->switch_all(0); err && !first)
+      first = std::move(err);
+  }
+  for (auto view : views) {
+    auto call = teardown_watch::call(cfg.watch, "destroy_view");
     if (auto err = cfg.session->destroy_view(view); err && !first)
       first = std::move(err);
+  }
   views.clear();
   return first;
 }

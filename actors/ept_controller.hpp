@@ -7,6 +7,7 @@
 
 #include "actors/interfaces.hpp"
 #include "actors/monitored_domain.hpp"
+#include "actors/teardown_watch.hpp"
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -19,6 +20,7 @@ namespace vmitap {
 struct ept_controller_config {
   std::shared_ptr<drv::domain_session> session;
   domain_ptr domain;  ///< for its counters
+  teardown_watch_ptr watch;  ///< the pages it has changed, for a stuck teardown's report
 };
 
 struct ept_controller_state {
@@ -47,6 +49,8 @@ private:
   /// failed too; `err` then says so).
   std::vector<outcome> write(drv::view_id view, const std::vector<drv::access_change>& batch,
                              caf::error& err);
+  /// Tells the teardown watch that `key` is now changed, or restored.
+  void watched(const page_key& key, bool changed);
 };
 
 ept_controller_actor::behavior_type

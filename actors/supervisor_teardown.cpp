@@ -83,8 +83,14 @@ void full_report(state_ptr self, std::function<void(domain_report)> done) {
 
 void finish_teardown(state_ptr self, domain_report report, caf::error err) {
   auto& st = self->state;
-  if (st.session)
+  auto& watch = *st.cfg.watch;
+  if (st.session) {
+    watch.step("detaching");
+    auto call = teardown_watch::call(st.cfg.watch, "detach");
     note(self, err, st.session->detach());
+  }
+  watch.paused(false);  // a detach (or the domain's death) ends vmitap's pauses
+  watch.step("done");
   report.died = st.died;
   if (err && report.error.empty())
     report.error = render(err);
@@ -107,13 +113,21 @@ void finish_teardown(state_ptr self, domain_report report, caf::error err) {
 void teardown(state_ptr self, caf::error first) {
   auto& st = self->state;
   st.now = phase::detaching;
-  if (st.session && !st.died)
-    note(self, first, st.session->pause());  // every request raised so far is in the ring
+  auto& watch = *st.cfg.watch;
+  if (st.session && !st.died) {
+    watch.step("pausing the domain");
+    auto call = teardown_watch::call(st.cfg.watch, "pause");
+    auto err = st.session->pause();  // every request raised so far is in the ring
+    watch.paused(!err);
+    note(self, first, std::move(err));
+  }
+  watch.step("draining the ring");
   auto after_drain = [self, first](bool timed_out) mutable {
     auto& st = self->state;
     if (timed_out)
       note(self, first, make_error(ec::timeout, "the poller did not release the ring"));
     st.owner = nullptr;
+    st.cfg.watch->step("listing breakpoints");
     full_report(self, [self, first](domain_report report) mutable {
       auto& st = self->state;
       auto restore = [self, report, first]() mutable {
@@ -122,6 +136,7 @@ void teardown(state_ptr self, caf::error first) {
           finish_teardown(self, std::move(report), std::move(first));
           return;
         }
+        st.cfg.watch->step("restoring pages and destroying views");
         self->request(st.controller, defaults::access_change_timeout, teardown_atom::value)
           .then([self, report, first](ok_atom) mutable {
                   finish_teardown(self, std::move(report), std::move(first));
@@ -135,6 +150,7 @@ void teardown(state_ptr self, caf::error first) {
         restore();
         return;
       }
+      st.cfg.watch->step("removing breakpoints");
       self->request(st.registry, defaults::access_change_timeout, clear_atom::value)
         .then([restore](ok_atom) mutable { restore(); },
               [self, restore, first](caf::error& err) mutable {

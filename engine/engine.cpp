@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <future>
 #include <thread>
 #include <unistd.h>
 
@@ -47,6 +48,11 @@ engine::engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t re
 
 engine::~engine() {
   stop();
+  if (abandoned_) {
+    // Threads stuck in a driver call still use these: they are left to the process's exit.
+    (void) system_.release();
+    (void) pollers_.release();
+  }
 }
 
 void engine::count_reload(bool ok) {
@@ -169,7 +175,21 @@ std::vector<domain_report> engine::stop() {
       self->send_exit(actor_, caf::exit_reason::user_shutdown);
     }
   }
-  system_->await_all_actors_done();
+  // A teardown stuck in a driver call must not keep the process: its actors get one more
+  // stop deadline to finish, then they are left behind.
+  auto all_done = std::make_shared<std::promise<void>>();
+  auto finished = all_done->get_future();
+  std::thread([system = system_.get(), all_done] {
+    system->await_all_actors_done();
+    all_done->set_value();
+  }).detach();
+  if (finished.wait_for(cfg_.stop_deadline) != std::future_status::ready) {
+    abandoned_ = true;
+    spdlog::error("{} actor(s) still busy {} ms after the stop (a driver call that does not "
+                  "return): leaving them behind",
+                  system_->registry().running(), cfg_.stop_deadline.count());
+    return out;
+  }
   exporter_.reset();
   return out;
 }

@@ -44,7 +44,11 @@ public:
   /// Every file sink reopens its file (after logrotate moved it).
   caf::error reopen_sinks();
   /// Detaches every domain (within the stop deadline) and returns every session's report.
+  /// A teardown that overruns it is reported and goes on; if its actors are still busy
+  /// after another stop deadline (a driver call that does not return), they are left behind:
+  /// `abandoned()` says so, and the process should exit without destroying this engine.
   std::vector<domain_report> stop();
+  bool abandoned() const { return abandoned_; }
 
   /// Counts a reload (SIGHUP) as applied or rejected, for the exporter.
   void count_reload(bool ok);
@@ -72,6 +76,7 @@ private:
   std::unique_ptr<http_exporter> exporter_;
   engine_actor actor_;
   bool stopped_ = false;
+  bool abandoned_ = false;
 };
 
 /// The version and revision this binary was built from.

@@ -63,14 +63,19 @@ void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> do
         detach_answered(self);
       },
       [self, m, done](caf::error& err) {
-        spdlog::error("domain {} ({}): detach did not finish: {}", m.info.name, m.info.id,
-                      render(err));
+        // The teardown watchdog: what is still outstanding, from the watch (the teardown's
+        // actor may be stuck in a driver call). The teardown goes on if it can.
+        auto what = err == caf::sec::request_timeout
+                      ? "detach exceeded its deadline of "
+                          + std::to_string(self->state.cfg->stop_deadline.count()) + " ms, "
+                          + m.watch->describe()
+                      : "detach: " + render(err);
+        spdlog::error("domain {} ({}): {}", m.info.name, m.info.id, what);
         domain_report r;
         r.id = m.info.id;
         r.name = m.info.name;
-        r.error = "detach: " + render(err);
+        r.error = std::move(what);
         keep_ended(self, std::move(r));
-        self->send_exit(m.supervisor, caf::exit_reason::user_shutdown);
         if (done)
           done();
         detach_answered(self);
@@ -96,9 +101,11 @@ void start_domain(engine_ptr self, const drv::domain_info& info) {
   sc.directory = st.env.directory;
   sc.session = st.next_session++;
   sc.detached_children = st.cfg->detached_children;
+  sc.watch = std::make_shared<teardown_watch>();
+  auto watch = sc.watch;
   auto sup = self->spawn(domain_supervisor, std::move(sc));
   auto handle = caf::actor_cast<domain_supervisor_actor>(sup);
-  st.domains.emplace(info.id, engine_state::monitored{handle, info, false});
+  st.domains.emplace(info.id, engine_state::monitored{handle, info, false, std::move(watch)});
   self->request(handle, defaults::attach_timeout, attach_atom::value)
     .then(
       [self, info, handle](ok_atom) {

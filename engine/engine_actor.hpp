@@ -60,6 +60,7 @@ struct engine_state {
     domain_supervisor_actor supervisor;
     drv::domain_info info;
     bool attached = false;
+    teardown_watch_ptr watch;  ///< what its teardown is doing, should it overrun
   };
 
   engine_environment env;

@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <tuple>
 
@@ -169,10 +170,18 @@ int run(const config& cfg, const run_options& opts) {
   }
   std::fprintf(stderr, "\n%llu events in %.2f s: %.0f events/s (%s)\n",
                (unsigned long long) events, elapsed, double(events) / elapsed, why.c_str());
+  int code = errors ? exit_code::failed : exit_code::ok;
   if (instance->truth)
-    return instance->truth->verify(reports, stderr) ? exit_code::ok : exit_code::failed;
-  print_summary(reports);
-  return errors ? exit_code::failed : exit_code::ok;
+    code = instance->truth->verify(reports, stderr) ? exit_code::ok : exit_code::failed;
+  else
+    print_summary(reports);
+  if (eng.abandoned()) {
+    // Threads stuck in a driver call still use the engine: exit without destroying it.
+    spdlog::default_logger()->flush();
+    std::fflush(nullptr);
+    std::_Exit(exit_code::failed);
+  }
+  return code;
 }
 
 }  // namespace vmitap

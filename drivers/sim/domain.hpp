@@ -170,6 +170,9 @@ public:
   void fail_access_reads(uint32_t skip, uint32_t calls, int err);
   /// The VCPU raises a malformed request before its next instruction (out-of-range: now).
   void inject_malformed(drv::vcpu_id vcpu, malformed_kind kind);
+  /// The next `calls` set_access calls take `stall` before they do anything (a hypervisor
+  /// call that hangs; the guest runs on meanwhile).
+  void stall_access_changes(uint32_t calls, std::chrono::nanoseconds stall);
   /// The next `count` answered VCPUs resume only after `delay`.
   void delay_responses(uint32_t count, std::chrono::nanoseconds delay);
   /// The domain dies: VCPUs stop, requests are dropped, vm_event ops succeed and do nothing.
@@ -324,6 +327,8 @@ private:
   int failing_read_errno_ = 0;
   std::atomic<uint32_t> delayed_responses_{0};  // read on every answer: no lock unless set
   std::chrono::nanoseconds response_delay_{0};
+  uint32_t stalled_changes_ = 0;
+  std::chrono::nanoseconds change_stall_{0};
 };
 
 }  // namespace vmitap::sim

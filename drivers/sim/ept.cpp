@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <shared_mutex>
+#include <thread>
 
 namespace vmitap::sim {
 
@@ -130,6 +131,15 @@ caf::error domain::get_access(uint64_t session, drv::view_id id,
 
 caf::error domain::set_access(uint64_t session, drv::view_id id,
                               std::span<const drv::access_change> changes) {
+  std::chrono::nanoseconds stall{0};
+  {
+    std::lock_guard g{fault_mutex_};
+    if (stalled_changes_ > 0) {
+      --stalled_changes_;
+      stall = change_stall_;
+    }
+  }
+  std::this_thread::sleep_for(stall);  // before any lock: the guest is not held up
   std::unique_lock xl{exec_};
   if (auto err = check_session(session, "set_access"))
     return err;

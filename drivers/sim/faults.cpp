@@ -20,6 +20,12 @@ void domain::fail_access_reads(uint32_t skip, uint32_t calls, int err) {
   failing_read_errno_ = err;
 }
 
+void domain::stall_access_changes(uint32_t calls, std::chrono::nanoseconds stall) {
+  std::lock_guard g{fault_mutex_};
+  stalled_changes_ = calls;
+  change_stall_ = stall;
+}
+
 void domain::delay_responses(uint32_t count, std::chrono::nanoseconds delay) {
   std::lock_guard g{fault_mutex_};
   delayed_responses_ = count;

@@ -59,6 +59,26 @@ TEST_F(registry_test, two_breakpoints_on_a_page_restore_the_previous_access_not_
   EXPECT_EQ(again->failed[0].second, "no such breakpoint");
 }
 
+// The teardown watchdog's report comes from the watch: it lists exactly the pages the
+// controller has changed now, by view, whatever the controller's actor is doing.
+TEST_F(registry_test, the_teardown_watch_lists_the_pages_changed_now) {
+  boot_registry();
+  EXPECT_NE(watch->describe().find("no page is left changed"), std::string::npos);
+  ASSERT_EQ(add({spec("a", pa(0)), spec("b", pa(2)), spec("c", pa(2, 8))})->ok, 3u);
+  char expected[96];
+  std::snprintf(expected, sizeof expected, "pages still changed: view %u: %#llx %#llx",
+                unsigned(view), (unsigned long long) drv::gfn_of(pa(0)),
+                (unsigned long long) drv::gfn_of(pa(2)));
+  EXPECT_NE(watch->describe().find(expected), std::string::npos) << watch->describe();
+  ASSERT_EQ(remove({"a", "b"})->ok, 2u);
+  std::snprintf(expected, sizeof expected, "pages still changed: view %u: %#llx", unsigned(view),
+                (unsigned long long) drv::gfn_of(pa(2)));
+  EXPECT_NE(watch->describe().find(expected), std::string::npos) << "c keeps its page";
+  ASSERT_EQ(remove({"c"})->ok, 1u);
+  EXPECT_NE(watch->describe().find("no page is left changed"), std::string::npos)
+    << watch->describe();
+}
+
 TEST_F(registry_test, a_failing_write_arms_the_applied_prefix_and_reports_the_rest) {
   boot_registry();
   dom->fail_access_changes(1, 1, EIO);  // the batch applies one page, then fails

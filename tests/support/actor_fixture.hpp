@@ -60,6 +60,8 @@ class registry_fixture : public actor_fixture {
 protected:
   std::shared_ptr<drv::domain_session> shared;
   domain_ptr domain;
+  /// The controller records the pages it changed here (the teardown watchdog reads it).
+  teardown_watch_ptr watch = std::make_shared<teardown_watch>();
   drv::view_id view = 0;
   ept_controller_actor controller;
   breakpoint_registry_actor registry;
@@ -69,7 +71,7 @@ protected:
     shared = std::shared_ptr<drv::domain_session>(std::move(session));
     session.reset();
     domain = std::make_shared<monitored_domain>(dom->info(), 1);
-    controller = sys.spawn(ept_controller, ept_controller_config{shared, domain});
+    controller = sys.spawn(ept_controller, ept_controller_config{shared, domain, watch});
     auto v = ask<drv::view_id>(controller, create_atom::value, drv::page_access::rwx);
     ASSERT_TRUE(v);
     view = *v;
