@@ -5,7 +5,6 @@
 // answer would see the next call's string.
 
 #include "tests/support/scenario.hpp"
-#include "tests/support/temp_files.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -50,12 +49,7 @@ class captures_e2e : public ::testing::TestWithParam<params> {};
 TEST_P(captures_e2e, every_record_holds_the_arguments_and_strings_the_caller_passed) {
   auto [abi, mode] = GetParam();
   scenario s;
-  auto hits_path = fresh_temp_dir("captures") + "/hits.jsonl";
-  sink_config sink;
-  sink.name = "hits";
-  sink.type = sink_config::kind::jsonl_file;
-  sink.path = hits_path;
-  s.cfg.sinks.push_back(sink);
+  auto hits_path = s.add_jsonl_sink("captures");
 
   sim::domain_config dc;
   dc.name = "win";

@@ -3,6 +3,7 @@
 // holds only its own VCPU and only until the deadline, and a handler that throws leaves no
 // VCPU paused. Every scenario also checks hits against ground truth and the invariants.
 
+#include "tests/support/metric_values.hpp"
 #include "tests/support/scenario.hpp"
 
 #include <caf/stateful_actor.hpp>
@@ -25,14 +26,7 @@ constexpr uint64_t early_rax = 0x5eed;
 constexpr std::chrono::microseconds no_timeout = std::chrono::seconds(10);
 
 double metric(engine& eng, const std::string& family, const std::string& domain) {
-  double sum = 0;
-  for (auto& f : eng.collect())
-    if (f.name == family)
-      for (auto& m : f.metric)
-        for (auto& l : m.label)
-          if (l.name == "domain" && l.value == domain)
-            sum += m.counter.value;
-  return sum;
+  return metric_value(eng.collect(), family, {{"domain", domain}}).value_or(0);
 }
 
 capture_list return_address_capture() {

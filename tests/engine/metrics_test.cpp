@@ -3,6 +3,7 @@
 // a clear error for a port in use.
 
 #include "engine/http_exporter.hpp"
+#include "tests/support/metric_values.hpp"
 #include "tests/support/scenario.hpp"
 
 #include <arpa/inet.h>
@@ -23,17 +24,8 @@ const prometheus::MetricFamily* family(const std::vector<prometheus::MetricFamil
   return nullptr;
 }
 
-double value(const prometheus::MetricFamily& f, std::map<std::string, std::string> labels) {
-  double sum = 0;
-  for (auto& m : f.metric) {
-    bool match = true;
-    for (auto& [k, v] : labels)
-      match &= std::any_of(m.label.begin(), m.label.end(),
-                           [&](auto& l) { return l.name == k && l.value == v; });
-    if (match)
-      sum += f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
-  }
-  return sum;
+double value(const prometheus::MetricFamily& f, const std::map<std::string, std::string>& labels) {
+  return series_sum(f, labels).value_or(0);
 }
 
 std::string http_get(uint16_t port, const std::string& target, bool v6 = false) {

@@ -2,8 +2,8 @@
 // its cool-down each time it goes over and re-armed after; its records say how often; every
 // other breakpoint stays exact and every invariant holds.
 
+#include "tests/support/metric_values.hpp"
 #include "tests/support/scenario.hpp"
-#include "tests/support/temp_files.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -15,13 +15,9 @@ using namespace vmitap::testing;
 namespace {
 
 double suppressions(engine& eng, const std::string& breakpoint) {
-  for (auto& f : eng.collect())
-    if (f.name == "vmitap_breakpoint_suppressed_total")
-      for (auto& m : f.metric)
-        for (auto& l : m.label)
-          if (l.name == "breakpoint" && l.value == breakpoint)
-            return m.counter.value;
-  return -1;  // no series
+  return metric_value(eng.collect(), "vmitap_breakpoint_suppressed_total",
+                      {{"breakpoint", breakpoint}})
+    .value_or(-1);  // no series
 }
 
 }  // namespace
@@ -29,12 +25,7 @@ double suppressions(engine& eng, const std::string& breakpoint) {
 TEST(rate_limits, a_breakpoint_over_its_limit_is_disarmed_for_its_cool_down_and_rearmed) {
   scenario s;
   auto dom = s.add("guest", 2, 0);  // runs until the test stops it
-  auto hits_path = fresh_temp_dir("rate") + "/hits.jsonl";
-  sink_config sink;
-  sink.name = "hits";
-  sink.type = sink_config::kind::jsonl_file;
-  sink.path = hits_path;
-  s.cfg.sinks.push_back(sink);
+  auto hits_path = s.add_jsonl_sink("rate");
   s.cfg.domains[0].sinks = {"hits"};
   constexpr uint32_t max = 40;
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);

@@ -7,6 +7,7 @@
 #include "drivers/sim/sim_driver.hpp"
 #include "engine/backend_sim.hpp"
 #include "engine/engine.hpp"
+#include "tests/support/temp_files.hpp"
 
 #include <gtest/gtest.h>
 
@@ -81,6 +82,17 @@ struct scenario {
     cfg.domains.push_back(std::move(e));
     domains.push_back(dom);
     return dom;
+  }
+
+  /// A JSONL sink named "hits" writing into a fresh directory `dir`; returns the file's path.
+  /// Domains name it in their `sinks` to send it their records.
+  std::string add_jsonl_sink(const std::string& dir) {
+    sink_config sink;
+    sink.name = "hits";
+    sink.type = sink_config::kind::jsonl_file;
+    sink.path = fresh_temp_dir(dir) + "/hits.jsonl";
+    cfg.sinks.push_back(sink);
+    return sink.path;
   }
 
   /// True once every domain has raised more than `n` requests.
