@@ -41,6 +41,9 @@ int main(int argc, char** argv) {
   bool slow_sleeps = false;
   row->add_option("--slow-handler-us", slow_us, "a handler in the first domain holds each hit");
   row->add_flag("--slow-handler-sleeps", slow_sleeps, "it sleeps (default: it spins)");
+  std::string only;
+  row->add_option("--only", only, "run this monitor alone, --reps times (for a profiler)")
+    ->check(CLI::IsMember({"vmitap", "single loop", "loop per domain", "floor"}));
   uint32_t domains = 1, breakpoints = 10000;
   auto* scale = app.add_subcommand("scale", "arm and tear down breakpoints at scale");
   scale->add_option("--domains", domains);
@@ -63,6 +66,20 @@ int main(int argc, char** argv) {
     monitor_options mo;
     mo.slow_handler = std::chrono::microseconds(slow_us);
     mo.slow_handler_sleeps = slow_sleeps;
+    if (!only.empty()) {
+      bool exact = true;
+      for (auto k : all_monitors) {
+        if (only != to_string(k))
+          continue;
+        for (int rep = 0; rep < opts.reps; ++rep) {
+          auto r = run_once(k, one, mo);
+          std::printf("%s: %.0f events/s, %.3f µs CPU/event%s\n", only.c_str(),
+                      r.events_per_second(), r.tool_cpu_us, r.exact ? "" : " NOT EXACT");
+          exact &= r.exact;
+        }
+      }
+      return exact ? 0 : 1;
+    }
     auto r = compare(one, opts, mo);
     print_row(one, r);
     return r.exact ? 0 : 1;
