@@ -135,19 +135,21 @@ bool poller::run_once(bool may_sleep) {
   bool work = run_inbox();
   for (auto& p : paths_)
     work |= p->drain() > 0;
-  auto now = std::chrono::steady_clock::now();
   if (work) {
-    last_work_ = now;
+    idle_since_.reset();  // no clock read while there is work: it cost ~5 % of a flood
     return true;
   }
   if (!may_sleep)
     return false;
-  if (now - last_work_ < opts_.spin) {
+  auto now = std::chrono::steady_clock::now();
+  if (!idle_since_)
+    idle_since_ = now;
+  if (now - *idle_since_ < opts_.spin) {
     cpu_relax();
     return false;
   }
   sleep();
-  last_work_ = std::chrono::steady_clock::now();  // a wake-up is worth a spin
+  idle_since_.reset();  // a wake-up is worth a spin
   return false;
 }
 

@@ -10,6 +10,7 @@
 
 #include <condition_variable>
 #include <functional>
+#include <optional>
 #include <thread>
 
 namespace vmitap {
@@ -61,7 +62,8 @@ private:
   std::atomic<uint32_t> load_{0};
   // The poller thread's own.
   std::vector<std::shared_ptr<event_path>> paths_;
-  std::chrono::steady_clock::time_point last_work_{};
+  /// When the poller last found nothing to do after work; none while it has work.
+  std::optional<std::chrono::steady_clock::time_point> idle_since_;
   std::thread thread_;
   clockid_t cpu_clock_{};
   std::atomic<bool> cpu_clock_valid_{false};
