@@ -80,8 +80,7 @@ void resolve_waiters(state& st, state::page& p, const caf::error& err) {
               ++w.request->result.ok;
             } else {
               w.request->result.failed.emplace_back(bp->name, render(err));
-              w.request->result.domain_gone |= code_of(err) == ec::domain_dead
-                                               || code_of(err) == ec::no_such_domain;
+              w.request->result.domain_gone |= domain_gone(err);
               forget(st, bp.get());  // never armed: it goes again
             }
           }

@@ -13,8 +13,7 @@ namespace vmitap::supervisor {
 void note(state_ptr self, caf::error& first, caf::error err) {
   if (!err)
     return;
-  // A domain that is gone (destroyed before a call reached it) died: no failure of ours.
-  if (code_of(err) == ec::domain_dead || code_of(err) == ec::no_such_domain) {
+  if (domain_gone(err)) {
     self->state.died = true;
     return;
   }

@@ -69,6 +69,11 @@ ec code_of(const caf::error& err) {
   return static_cast<ec>(err.code());
 }
 
+bool domain_gone(const caf::error& err) {
+  auto code = code_of(err);
+  return code == ec::domain_dead || code == ec::no_such_domain;
+}
+
 std::string context_of(const caf::error& err) {
   const auto& ctx = err.context();
   if (ctx.match_elements<std::string>())

@@ -54,6 +54,10 @@ caf::error make_io_error(std::string_view call, std::string_view path, int err);
 /// The code carried by `err`, or `ec::none` for errors of other categories and no error.
 ec code_of(const caf::error& err);
 
+/// True if `err` says the domain is gone: it died while we worked on it, or was destroyed
+/// before a call reached it. Either way the domain died; no failure of ours.
+bool domain_gone(const caf::error& err);
+
 /// The context an error carries (for vmitap's errors: the message without the code).
 std::string context_of(const caf::error& err);
 

@@ -123,7 +123,7 @@ void start_domain(engine_ptr self, const drv::domain_info& info) {
         auto it = st.domains.find(info.id);
         if (it == st.domains.end() || it->second.supervisor != handle)
           return;  // stopped while attaching: its detach reports it
-        if (code_of(err) == ec::domain_dead || code_of(err) == ec::no_such_domain) {
+        if (domain_gone(err)) {
           spdlog::info("domain {} ({}) went away while attaching", info.name, info.id);
           collect_detach(self, info.id);  // its report says it died
           return;
