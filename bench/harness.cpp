@@ -56,6 +56,15 @@ run_result run_once(monitor_kind kind, const workload& w, const monitor_options&
       n += doms[i].dom->check().requests_raised;
     return n;
   };
+  // Latencies, as events, count within the measured window only: attach and detach are
+  // not the steady state the figures describe, for any monitor.
+  auto latencies = [&] {
+    std::vector<std::pair<sim::latency_histogram, sim::latency_histogram>> all;
+    for (auto& d : doms)
+      all.emplace_back(d.dom->response_latency(), d.dom->resume_lateness());
+    return all;
+  };
+  auto latencies0 = latencies();
   auto others0 = others_raised();
   auto events0 = m->events();
   auto cpu0 = m->tool_cpu();
@@ -66,13 +75,17 @@ run_result run_once(monitor_kind kind, const workload& w, const monitor_options&
   r.others_events = others_raised() - others0;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto cpu = m->tool_cpu() - cpu0;
+  auto latencies1 = latencies();
   r.tool_cpu_us = r.events ? std::chrono::duration<double, std::micro>(cpu).count() / double(r.events) : 0;
   r.exact = m->stop_and_verify();
   for (size_t i = 0; i < doms.size(); ++i) {
-    r.response.merge(doms[i].dom->response_latency());
-    r.lateness.merge(doms[i].dom->resume_lateness());
+    auto& [response, lateness] = latencies1[i];
+    response.subtract(latencies0[i].first);
+    lateness.subtract(latencies0[i].second);
+    r.response.merge(response);
+    r.lateness.merge(lateness);
     if (i > 0)
-      r.others_response.merge(doms[i].dom->response_latency());
+      r.others_response.merge(response);
   }
   return r;
 }

@@ -90,7 +90,8 @@ suite_report run_suite(const suite_options& opts) {
                     "one loop thread per domain (DRAKVUF style) and the floor (one thread that "
                     "answers every request with the step-over and does nothing else) on fresh, "
                     "identical simulated guests, alternating, {} runs of {} ms each; figures "
-                    "are medians (latencies: pooled). All four use the same driver port and the "
+                    "are medians (latencies: pooled over the runs, each run's measured window only, "
+                    "as events/s; attach and detach are not counted). All four use the same driver port and the "
                     "same way of waiting (poll for 50 µs, then sleep). The simulated hardware "
                     "runs on its own thread (one guest thread), never on the monitor's.\n\n",
                     machine(), opts.reps, opts.run_ms);

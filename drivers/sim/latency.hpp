@@ -24,6 +24,12 @@ public:
       counts_[i] += other.counts_[i];
     total_ += other.total_;
   }
+  /// What was recorded since `earlier`, a copy of this histogram taken before.
+  void subtract(const latency_histogram& earlier) {
+    for (unsigned i = 0; i < buckets; ++i)
+      counts_[i] -= earlier.counts_[i];
+    total_ -= earlier.total_;
+  }
   uint64_t count() const { return total_; }
   /// The value below which a fraction `q` of the recordings lie (a bucket's midpoint), in ns.
   uint64_t quantile(double q) const {
