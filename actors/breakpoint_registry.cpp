@@ -297,15 +297,15 @@ void suppress(state_ptr self, const breakpoint_ptr& bp) {
   auto& st = self->state;
   // Only the breakpoint armed under its name now: not one removed or replaced since the hot
   // path saw it go over its limit.
-  if (!bp->limiter || st.by_name.find(bp->name) != bp.get() || st.suppressed.count(bp.get()))
+  if (!bp->limiter() || st.by_name.find(bp->name) != bp.get() || st.suppressed.count(bp.get()))
     return;
   st.suppressed.emplace(bp.get(), bp);
   st.builder->remove(bp.get());
   touch(st, bp->view, drv::gfn_of(bp->pa));
-  bp->limiter->count_suppression();
+  bp->limiter()->count_suppression();
   publish_suppressed(st);
   send_batch(self);  // publishes first: its traps from now on are stale, then the page goes
-  self->delayed_send(self, bp->limiter->limit().cooldown, rearm_atom::value, bp);
+  self->delayed_send(self, bp->limiter()->limit().cooldown, rearm_atom::value, bp);
 }
 
 void rearm(state_ptr self, const breakpoint_ptr& bp) {
@@ -316,7 +316,7 @@ void rearm(state_ptr self, const breakpoint_ptr& bp) {
   st.suppressed.erase(s);
   st.builder->add(bp);
   touch(st, bp->view, drv::gfn_of(bp->pa));
-  bp->limiter->rearmed();
+  bp->limiter()->rearmed();
   send_batch(self);  // publishes the table with it before its page is monitored again
   publish_suppressed(st);
 }

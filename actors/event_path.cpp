@@ -78,18 +78,18 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
         bp->hits.store(bp->hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         // Read before the registry can hear of this hit: the record says how often the
         // breakpoint was disarmed before it.
-        uint64_t suppressions = bp->limiter ? bp->limiter->suppressions() : 0;
-        if (bp->limiter && bp->limiter->over(now) && cfg_.registry)
+        uint64_t suppressions = bp->limiter() ? bp->limiter()->suppressions() : 0;
+        if (bp->limiter() && bp->limiter()->over(now) && cfg_.registry)
           caf::anon_send(cfg_.registry, suppress_atom::value, bp);
         // The first breakpoint at the address with a handler decides; the others only record.
         // A VCPU already waiting cannot trap again; if a ring says it did, answer it at once
         // rather than lose the held response.
-        bool decides = !held && bp->handler && cfg_.relay && !held_[ev.vcpu];
+        bool decides = !held && bp->handler() && cfg_.relay && !held_[ev.vcpu];
         if (cfg_.sinks.empty() && !decides)
           continue;
         std::vector<capture_value> values;
-        if (!bp->captures.empty())
-          values = capture(*bp->captures.specs, ev.regs);
+        if (!bp->captures().empty())
+          values = capture(*bp->captures().specs, ev.regs);
         if (!cfg_.sinks.empty()) {
           records_.push_back({identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
                               ev.regs.rip, ev.regs.cr3, bp, now, wall, {}, suppressions});
@@ -135,7 +135,7 @@ void event_path::hold(const drv::event& ev, const vcpu_logic& before, const brea
   handler_hit hit{identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
                   ev.regs, bp, std::move(captures)};
   caf::anon_send(cfg_.relay, hit_atom::value,
-                 handler_call{bp->handler, std::move(hit), token, weak_from_this()});
+                 handler_call{bp->handler(), std::move(hit), token, weak_from_this()});
 }
 
 void event_path::decided(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d) {

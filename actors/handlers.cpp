@@ -5,9 +5,9 @@
 namespace vmitap {
 
 const capture_value* handler_hit::capture(std::string_view name) const {
-  if (!bp || bp->captures.empty())
+  if (!bp || bp->captures().empty())
     return nullptr;
-  auto& specs = *bp->captures.specs;
+  auto& specs = *bp->captures().specs;
   for (size_t i = 0; i < specs.size() && i < captures.size(); ++i)
     if (specs[i].name == name)
       return &captures[i];

@@ -24,7 +24,7 @@ struct handler_hit {
   uint64_t gla = 0;
   drv::registers regs;  ///< at the trap; rip is the breakpoint's instruction
   breakpoint_ptr bp;
-  std::vector<capture_value> captures;  ///< one per `bp->captures` entry, in order
+  std::vector<capture_value> captures;  ///< one per `bp->captures()` entry, in order
 
   /// The capture named `name` (null if the breakpoint has none by that name).
   const capture_value* capture(std::string_view name) const;

@@ -37,8 +37,8 @@ std::string to_json_line(const hit_record& rec, const std::string& host) {
   j["view"] = view_name;
   j["view_id"] = rec.view;
   j["breakpoint"] = rec.bp->name;
-  j["tags"] = rec.bp->tags ? *rec.bp->tags : std::vector<std::string>{};
-  if (rec.bp->limiter)  // its log shows the gaps its rate limit made
+  j["tags"] = rec.bp->tags() ? *rec.bp->tags() : std::vector<std::string>{};
+  if (rec.bp->limiter())  // its log shows the gaps its rate limit made
     j["suppressed"] = rec.suppressions;
   j["gfn"] = hex_string(rec.gfn);
   j["pa"] = hex_string(drv::pa_of(rec.gfn, rec.offset));
@@ -46,8 +46,8 @@ std::string to_json_line(const hit_record& rec, const std::string& host) {
   j["rip"] = hex_string(rec.rip);
   j["cr3"] = hex_string(rec.cr3);
   // Values and failures apart, so each key keeps one type for a log pipeline's schema.
-  if (!rec.captures.empty() && !rec.bp->captures.empty()) {
-    auto& specs = *rec.bp->captures.specs;
+  if (!rec.captures.empty() && !rec.bp->captures().empty()) {
+    auto& specs = *rec.bp->captures().specs;
     auto values = nlohmann::ordered_json::object();
     auto failures = nlohmann::ordered_json::object();
     auto truncated = nlohmann::ordered_json::array();

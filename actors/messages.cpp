@@ -11,21 +11,26 @@ const char* to_string(step_mode m) {
   return "unknown";
 }
 
+const breakpoint_extras breakpoint::no_extras{};
+
 breakpoint_ptr make_breakpoint(const breakpoint_spec& spec, tag_list tags) {
   auto bp = std::make_shared<breakpoint>();
   bp->name = spec.name;
   bp->pa = spec.pa;
   bp->view = spec.view;
   bp->live = spec.live;
-  bp->captures = spec.captures;
-  if (spec.handler)
-    bp->handler = std::make_shared<const handler_binding>(*spec.handler);
-  if (spec.limit.max_per_second > 0)
-    bp->limiter = std::make_unique<rate_limiter>(spec.limit);
-  if (tags)
-    bp->tags = std::move(tags);
-  else if (!spec.tags.empty())
-    bp->tags = std::make_shared<const std::vector<std::string>>(spec.tags);
+  if (!tags && !spec.tags.empty())
+    tags = std::make_shared<const std::vector<std::string>>(spec.tags);
+  if (tags || !spec.captures.empty() || spec.handler || spec.limit.max_per_second > 0) {
+    auto extras = std::make_unique<breakpoint_extras>();
+    extras->tags = std::move(tags);
+    extras->captures = spec.captures;
+    if (spec.handler)
+      extras->handler = std::make_shared<const handler_binding>(*spec.handler);
+    if (spec.limit.max_per_second > 0)
+      extras->limiter = std::make_unique<rate_limiter>(spec.limit);
+    bp->extras = std::move(extras);
+  }
   return bp;
 }
 

@@ -107,19 +107,38 @@ struct breakpoint_spec {
 
 using tag_list = std::shared_ptr<const std::vector<std::string>>;
 
+/// What only some breakpoints have, kept out of line so that a plain one stays small.
+struct breakpoint_extras {
+  tag_list tags;
+  capture_list captures;
+  std::shared_ptr<const handler_binding> handler;
+  std::unique_ptr<rate_limiter> limiter;
+};
+
 /// A registered breakpoint. Immutable once published but for its hit count, which the one
 /// poller that owns its domain's ring increments (others only read it). Kept small: there
-/// may be a hundred thousand.
+/// may be a hundred thousand (64 bytes, and its extras only if it has any).
 struct breakpoint {
   std::string name;
   uint64_t pa = 0;
-  tag_list tags;  ///< shared by every breakpoint with the same tags; none: no tags
-  capture_list captures;  ///< read while the VCPU is paused, into the hit's record
-  std::shared_ptr<const handler_binding> handler;  ///< none: answered at once
-  std::unique_ptr<rate_limiter> limiter;           ///< none: no rate limit
   mutable std::atomic<uint64_t> hits{0};
+  std::unique_ptr<const breakpoint_extras> extras;  ///< none: no tags, captures, handler, limit
   drv::view_id view = 0;
   bool live = false;  ///< armed by a reload, after the session's start: counts from then on
+
+  /// Shared by every breakpoint with the same tags; none: no tags.
+  const tag_list& tags() const { return extras ? extras->tags : no_extras.tags; }
+  /// Read while the VCPU is paused, into the hit's record.
+  const capture_list& captures() const { return extras ? extras->captures : no_extras.captures; }
+  /// None: answered at once.
+  const std::shared_ptr<const handler_binding>& handler() const {
+    return extras ? extras->handler : no_extras.handler;
+  }
+  /// None: no rate limit.
+  rate_limiter* limiter() const { return extras ? extras->limiter.get() : nullptr; }
+
+private:
+  static const breakpoint_extras no_extras;
 };
 
 using breakpoint_ptr = std::shared_ptr<const breakpoint>;
@@ -180,7 +199,7 @@ struct hit_record {
   breakpoint_ptr bp;
   std::chrono::steady_clock::time_point at;
   std::chrono::system_clock::time_point wall;
-  std::vector<capture_value> captures;  ///< one per `bp->captures` entry, in order
+  std::vector<capture_value> captures;  ///< one per `bp->captures()` entry, in order
   uint64_t suppressions = 0;  ///< with a rate limit: times it was disarmed before this hit
 };
 

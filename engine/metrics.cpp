@@ -184,9 +184,9 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     auto series = [&](const breakpoint_ptr& bp) {
       hits.add({name, view_name(bp->view), bp->name},
                double(bp->hits.load(std::memory_order_relaxed)));
-      if (bp->limiter)
+      if (bp->limiter())
         suppressed.add({name, view_name(bp->view), bp->name},
-                       double(bp->limiter->suppressions()));
+                       double(bp->limiter()->suppressions()));
     };
     table->for_each(series);
     // The registry lists a suppressed breakpoint before it leaves the table and after it is

@@ -236,7 +236,7 @@ TEST_F(registry_test, a_breakpoint_over_its_rate_limit_is_disarmed_for_its_cool_
   auto entries = domain->table().load()->find(view, drv::gfn_of(pa(0)));
   ASSERT_EQ(entries.size(), 1u);
   auto bp = entries[0].bp;
-  ASSERT_TRUE(bp->limiter);
+  ASSERT_TRUE(bp->limiter());
 
   caf::anon_send(registry, suppress_atom::value, bp);
   caf::anon_send(registry, suppress_atom::value, bp);  // twice: one suppression
@@ -244,7 +244,7 @@ TEST_F(registry_test, a_breakpoint_over_its_rate_limit_is_disarmed_for_its_cool_
   EXPECT_TRUE(domain->table().load()->find(view, drv::gfn_of(pa(0))).empty());
   EXPECT_TRUE(allows(access_of(pa(0)), page_access::x)) << "its page is restored";
   EXPECT_FALSE(allows(access_of(pa(1)), page_access::x)) << "the other stays armed";
-  EXPECT_EQ(bp->limiter->suppressions(), 1u);
+  EXPECT_EQ(bp->limiter()->suppressions(), 1u);
   ASSERT_EQ(domain->suppressed().size(), 1u);
   auto listed = ask<std::vector<breakpoint_ptr>>(registry, list_atom::value);
   ASSERT_TRUE(listed);
@@ -258,7 +258,7 @@ TEST_F(registry_test, a_breakpoint_over_its_rate_limit_is_disarmed_for_its_cool_
   EXPECT_EQ(back[0].bp, bp) << "the same breakpoint, hits and all";
   EXPECT_EQ(access_of(pa(0)), before);
   EXPECT_TRUE(domain->suppressed().empty());
-  EXPECT_FALSE(bp->limiter->over(std::chrono::steady_clock::now()))
+  EXPECT_FALSE(bp->limiter()->over(std::chrono::steady_clock::now()))
     << "re-armed: a new window counts from its next hit";
 }
 

@@ -204,7 +204,7 @@ void engine_trial(uint64_t seed, tally& t) {
     if (!dom || r.died || sessions[r.id] > 1)
       continue;
     for (auto& bp : r.breakpoints) {
-      if (bp->live || (bp->limiter && bp->limiter->suppressions() > 0))
+      if (bp->live || (bp->limiter() && bp->limiter()->suppressions() > 0))
         continue;
       auto truth = dom->reached(bp->pa, bp->view);
       EXPECT_EQ(bp->hits.load(), truth) << r.name << " " << bp->name;

@@ -45,8 +45,8 @@ TEST(rate_limits, a_breakpoint_over_its_limit_is_disarmed_for_its_cool_down_and_
   auto& r = reports.at(0);
   auto limited = find_bp(r, "limited");
   auto same_address = find_bp(r, "fn0_entry")->hits.load();
-  ASSERT_TRUE(limited->limiter);
-  auto times = limited->limiter->suppressions();
+  ASSERT_TRUE(limited->limiter());
+  auto times = limited->limiter()->suppressions();
   EXPECT_GE(double(times), counted);
   auto hits = limited->hits.load();
   // It missed the calls of its cool-downs (the unlimited breakpoint at its address did not),
