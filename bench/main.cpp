@@ -44,19 +44,20 @@ int main(int argc, char** argv) {
   std::string only;
   row->add_option("--only", only, "run this monitor alone, --reps times (for a profiler)")
     ->check(CLI::IsMember({"vmitap", "single loop", "loop per domain", "floor"}));
-  uint32_t domains = 1, breakpoints = 10000;
+  uint32_t domains = 1, breakpoints = 10000, vcpus = 1;
   auto* scale = app.add_subcommand("scale", "arm and tear down breakpoints at scale");
   scale->add_option("--domains", domains);
   scale->add_option("--breakpoints", breakpoints);
+  scale->add_option("--vcpus", vcpus, "per domain");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
 
   if (*scale) {
-    auto s = run_scale(domains, breakpoints);
+    auto s = run_scale(domains, breakpoints, vcpus);
     std::printf("arm %.3f s (%lu reads, %lu writes, %lu view calls), teardown %.3f s, "
-                "%.0f B heap per breakpoint, %s\n",
+                "%.0f B heap (%.0f B per breakpoint), %s\n",
                 s.arm_seconds, s.get_calls, s.set_calls, s.view_calls, s.teardown_seconds,
-                s.heap_per_breakpoint, s.exact ? "clean" : "NOT CLEAN");
+                s.heap_bytes, s.heap_per_breakpoint, s.exact ? "clean" : "NOT CLEAN");
     return s.exact ? 0 : 1;
   }
   if (*row) {
@@ -73,8 +74,11 @@ int main(int argc, char** argv) {
           continue;
         for (int rep = 0; rep < opts.reps; ++rep) {
           auto r = run_once(k, one, mo);
-          std::printf("%s: %.0f events/s, %.3f µs CPU/event%s\n", only.c_str(),
-                      r.events_per_second(), r.tool_cpu_us, r.exact ? "" : " NOT EXACT");
+          std::printf("%s: %.0f events/s, %.3f µs CPU/event, A p50 %.2f p99 %.2f µs, B p99 "
+                      "%.2f µs%s\n",
+                      only.c_str(), r.events_per_second(), r.tool_cpu_us,
+                      double(r.response.quantile(0.5)) / 1e3, double(r.response.quantile(0.99)) / 1e3,
+                      double(r.lateness.quantile(0.99)) / 1e3, r.exact ? "" : " NOT EXACT");
           exact &= r.exact;
         }
       }

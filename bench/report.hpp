@@ -1,7 +1,8 @@
 #pragma once
 
 // The benchmark suite: every row compares the four monitors in alternating runs on fresh
-// guests and reports medians (latencies: pooled over the runs). The report is BENCHMARKS.md.
+// guests and reports medians (of events/s, of each run's latency percentiles, of paired
+// runs' ratios). The report is BENCHMARKS.md.
 
 #include "bench/harness.hpp"
 
@@ -21,16 +22,22 @@ inline constexpr monitor_kind all_monitors[] = {monitor_kind::engine, monitor_ki
 struct summary {
   double events_per_second = 0;  ///< median
   double cpu_us = 0;             ///< median, per event, the monitor's threads only
-  sim::latency_histogram a;      ///< pooled
-  sim::latency_histogram b;
+  // Latencies, one histogram per run: a figure is the median of the runs' percentiles, so
+  // one run's bad moment on a shared machine does not become every run's tail.
+  std::vector<sim::latency_histogram> a;
+  std::vector<sim::latency_histogram> b;
   double others_per_second = 0;  ///< median: every domain but the first
-  sim::latency_histogram others_a;
+  std::vector<sim::latency_histogram> others_a;
   bool exact = true;             ///< every run
 };
 
 struct comparison {
   std::map<monitor_kind, summary> by;
+  std::map<monitor_kind, std::vector<double>> runs;  ///< events/s of each run, in run order
   bool exact = true;
+  /// The median of a's events/s ÷ b's over the runs, each pair from the same round (the
+  /// machine's speed drifts between rounds; a pair shares its moment).
+  double paired_ratio(monitor_kind a, monitor_kind b) const;
 };
 
 comparison compare(const workload& w, const suite_options& opts,

@@ -20,7 +20,7 @@ size_t heap_in_use() {
 
 }  // namespace
 
-scale_result run_scale(uint32_t domains, uint32_t breakpoints) {
+scale_result run_scale(uint32_t domains, uint32_t breakpoints, uint32_t vcpus) {
   sim::hypervisor_config hc;
   auto hv = std::make_shared<sim::hypervisor>(hc);
   engine_config cfg;
@@ -31,7 +31,7 @@ scale_result run_scale(uint32_t domains, uint32_t breakpoints) {
   for (uint32_t d = 0; d < domains; ++d) {
     sim::domain_config dc;
     dc.name = fmt::format("scale-{}", d);
-    dc.vcpus = 1;
+    dc.vcpus = vcpus;
     dc.memory_mib = std::max<uint64_t>(64, (uint64_t(pages) * 2 * 4096 >> 20) + 16);
     dc.workload.seed = 1 + d;
     doms.push_back(*hv->create_domain(dc));
@@ -72,7 +72,8 @@ scale_result run_scale(uint32_t domains, uint32_t breakpoints) {
   r.get_calls = c.get_access;
   r.set_calls = c.set_access;
   r.view_calls = c.views;
-  r.heap_per_breakpoint = double(heap_in_use() - heap0) / (double(domains) * breakpoints);
+  r.heap_bytes = double(heap_in_use()) - double(heap0);
+  r.heap_per_breakpoint = breakpoints ? r.heap_bytes / (double(domains) * breakpoints) : 0;
   auto t1 = std::chrono::steady_clock::now();
   auto reports = eng.stop();
   r.teardown_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();

@@ -13,11 +13,12 @@ struct scale_result {
   uint64_t get_calls = 0;       ///< driver calls while arming (batched reads)
   uint64_t set_calls = 0;       ///< (batched writes)
   uint64_t view_calls = 0;
-  double heap_per_breakpoint = 0;  ///< bytes of heap the armed breakpoints hold
+  double heap_bytes = 0;  ///< heap the monitored domains hold, breakpoints armed
+  double heap_per_breakpoint = 0;  ///< heap_bytes ÷ breakpoints, the domains' own included
   bool exact = false;              ///< every page restored, nothing paused
 };
 
-/// `breakpoints` in each of `domains` domains, four per page.
-scale_result run_scale(uint32_t domains, uint32_t breakpoints);
+/// `breakpoints` in each of `domains` domains of `vcpus` VCPUs, four per page.
+scale_result run_scale(uint32_t domains, uint32_t breakpoints, uint32_t vcpus = 1);
 
 }  // namespace vmitap::bench
