@@ -91,8 +91,7 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
         if (!bp->captures().empty())
           values = capture(*bp->captures().specs, ev.regs);
         if (!cfg_.sinks.empty()) {
-          records_.push_back({identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
-                              ev.regs.rip, ev.regs.cr3, bp, now, wall, {}, suppressions});
+          records_.push_back({site(ev, bp, {}), ev.regs.rip, ev.regs.cr3, now, wall, suppressions});
           if (decides)
             records_.back().captures = values;  // the handler gets them too
           else
@@ -114,6 +113,11 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
   }
 }
 
+hit_site event_path::site(const drv::event& ev, const breakpoint_ptr& bp,
+                          std::vector<capture_value> captures) const {
+  return {identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla, bp, std::move(captures)};
+}
+
 std::vector<capture_value> event_path::capture(const std::vector<capture_spec>& specs,
                                                const drv::registers& regs) {
   // The VCPU is paused until the batch is answered: what it reads now is the guest at the
@@ -132,8 +136,7 @@ void event_path::hold(const drv::event& ev, const vcpu_logic& before, const brea
   auto token = next_token_++;
   held_[ev.vcpu] = held_response{ev, before, out_.back(), token};
   out_.pop_back();
-  handler_hit hit{identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla,
-                  ev.regs, bp, std::move(captures)};
+  handler_hit hit{site(ev, bp, std::move(captures)), ev.regs};
   caf::anon_send(cfg_.relay, hit_atom::value,
                  handler_call{bp->handler(), std::move(hit), token, weak_from_this()});
 }

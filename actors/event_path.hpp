@@ -63,6 +63,8 @@ private:
   void count_failures(const drv::give_result& r);
   std::vector<capture_value> capture(const std::vector<capture_spec>& specs,
                                      const drv::registers& regs);
+  hit_site site(const drv::event& ev, const breakpoint_ptr& bp,
+                std::vector<capture_value> captures) const;
 
   event_path_config cfg_;
   std::shared_ptr<const domain_identity> identity_;

@@ -10,26 +10,13 @@
 #include "actors/messages.hpp"
 
 #include <optional>
-#include <string_view>
 
 namespace vmitap {
 
-/// What a handler is told about one hit.
-struct handler_hit {
-  std::shared_ptr<const domain_identity> domain;
-  drv::vcpu_id vcpu = 0;
-  drv::view_id view = 0;
-  drv::gfn_t gfn = 0;
-  uint64_t offset = 0;
-  uint64_t gla = 0;
-  drv::registers regs;  ///< at the trap; rip is the breakpoint's instruction
-  breakpoint_ptr bp;
-  std::vector<capture_value> captures;  ///< one per `bp->captures()` entry, in order
-
-  /// The capture named `name` (null if the breakpoint has none by that name).
-  const capture_value* capture(std::string_view name) const;
-  /// A `value` capture as a number; nothing if it is missing or could not be read.
-  std::optional<uint64_t> value(std::string_view name) const;
+/// What a handler is told about one hit: where (hit_site), and every register at the trap
+/// (rip is the breakpoint's instruction).
+struct handler_hit : hit_site {
+  drv::registers regs;
 };
 
 /// A handler's answer.

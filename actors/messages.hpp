@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace vmitap {
@@ -186,20 +187,29 @@ struct domain_identity {
   std::map<drv::view_id, std::string> view_names;
 };
 
-/// One breakpoint hit, as sinks receive it.
-struct hit_record {
+/// Where a breakpoint was hit and what its captures read: what sinks and handlers are both told.
+struct hit_site {
   std::shared_ptr<const domain_identity> domain;
   drv::vcpu_id vcpu = 0;
   drv::view_id view = 0;
   drv::gfn_t gfn = 0;
   uint64_t offset = 0;
   uint64_t gla = 0;
+  breakpoint_ptr bp;
+  std::vector<capture_value> captures;  ///< one per `bp->captures()` entry, in order
+
+  /// The capture named `name` (null if the breakpoint has none by that name).
+  const capture_value* capture(std::string_view name) const;
+  /// A `value` capture as a number; nothing if it is missing or could not be read.
+  std::optional<uint64_t> value(std::string_view name) const;
+};
+
+/// One breakpoint hit, as sinks receive it.
+struct hit_record : hit_site {
   uint64_t rip = 0;
   uint64_t cr3 = 0;
-  breakpoint_ptr bp;
   std::chrono::steady_clock::time_point at;
   std::chrono::system_clock::time_point wall;
-  std::vector<capture_value> captures;  ///< one per `bp->captures()` entry, in order
   uint64_t suppressions = 0;  ///< with a rate limit: times it was disarmed before this hit
 };
 
