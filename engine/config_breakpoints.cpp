@@ -1,0 +1,200 @@
+#include "engine/config_breakpoints.hpp"
+
+#include <algorithm>
+#include <set>
+
+namespace vmitap {
+
+namespace {
+
+using reader = config_reader;
+
+/// An address expression in a capture, compiled for `cc`; an error points at the character.
+std::optional<address_expr> read_expr(reader& r, const toml::node& node, const std::string& key,
+                                      drv::calling_convention cc) {
+  auto text = node.value_exact<std::string>();
+  if (!text) {
+    r.error(node.source(), key, "expected an address expression string (\"rdi\", \"[rsp+0x28]\")");
+    return std::nullopt;
+  }
+  auto parsed = parse_address_expr(*text, cc);
+  if (!parsed.expr) {
+    auto where = node.source();
+    where.begin.column += toml::source_index(1 + parsed.offset);  // past the opening quote
+    r.error(where, key, "\"" + *text + "\": " + parsed.error);
+  }
+  return parsed.expr;
+}
+
+/// `capture = [ "rdi", { name = "path", string = "arg1", max = 260 }, … ]`
+capture_list read_captures(reader& r, const toml::table& b, const std::string& bpath,
+                           drv::calling_convention cc) {
+  auto* node = b.get("capture");
+  if (!node)
+    return {};
+  auto key = bpath + ".capture";
+  auto* list = node->as_array();
+  if (!list) {
+    r.error(node->source(), key, "expected an array of captures");
+    return {};
+  }
+  auto specs = std::make_shared<std::vector<capture_spec>>();
+  std::set<std::string> names;
+  for (size_t i = 0; i < list->size(); ++i) {
+    auto& item = *list->get(i);
+    auto ikey = reader::indexed(key, i);
+    capture_spec c;
+    if (auto text = item.value_exact<std::string>()) {
+      c.name = c.source = *text;
+      if (auto e = read_expr(r, item, ikey, cc))
+        c.at = std::move(*e);
+      else
+        continue;
+    } else if (auto* t = item.as_table()) {
+      r.allow_only(*t, ikey, {"name", "value", "bytes", "string", "wstring", "length", "max"});
+      if (auto n = r.get_string(*t, "name", ikey, "a string"))
+        c.name = *n;
+      else if (!t->get("name"))
+        r.error(t->source(), ikey + ".name", "missing: a table capture needs a name");
+      static constexpr std::pair<std::string_view, capture_spec::kind> kinds[] = {
+        {"value", capture_spec::kind::value}, {"bytes", capture_spec::kind::bytes},
+        {"string", capture_spec::kind::ascii}, {"wstring", capture_spec::kind::utf16}};
+      const toml::node* at = nullptr;
+      for (auto& [k, kind] : kinds)
+        if (auto* n = t->get(k)) {
+          if (at)
+            r.error(n->source(), ikey + "." + std::string(k),
+                    "a capture reads one of value, bytes, string or wstring");
+          at = n;
+          c.type = kind;
+        }
+      if (!at) {
+        r.error(t->source(), ikey, "missing what to read: value, bytes, string or wstring");
+        continue;
+      }
+      c.source = at->value_or(std::string{});
+      if (auto e = read_expr(r, *at, ikey, cc))
+        c.at = std::move(*e);
+      bool is_string = c.type == capture_spec::kind::ascii || c.type == capture_spec::kind::utf16;
+      if (c.type == capture_spec::kind::bytes) {
+        if (auto n = r.get_count(*t, "length", ikey, 1, max_capture_length))
+          c.length = uint32_t(*n);
+        else if (!t->get("length"))
+          r.error(t->source(), ikey + ".length", "missing: how many bytes to read");
+      } else if (t->get("length")) {
+        r.error(reader::where(*t, "length"), ikey + ".length", "only a bytes capture has a length");
+      }
+      if (is_string) {
+        c.length = 256;
+        if (auto n = r.get_count(*t, "max", ikey, 1, max_capture_length))
+          c.length = uint32_t(*n);
+      } else if (t->get("max")) {
+        r.error(reader::where(*t, "max"), ikey + ".max", "only a string or wstring capture has a max");
+      }
+    } else {
+      r.error(item.source(), ikey, "expected an expression string or a table");
+      continue;
+    }
+    if (c.name.empty())
+      continue;
+    if (!names.insert(c.name).second)
+      r.error(item.source(), ikey, "duplicate capture name \"" + c.name + "\" in this breakpoint");
+    specs->push_back(std::move(c));
+  }
+  return {std::move(specs)};
+}
+
+constexpr uint64_t max_handler_deadline_us = 10'000'000;
+
+/// `handler = "name"` and its `handler_deadline_us`: the name must be registered.
+std::optional<handler_binding> read_handler(reader& r, const toml::table& b,
+                                            const std::string& bpath,
+                                            const handler_registry* handlers) {
+  auto name = r.get_string(b, "handler", bpath, "a handler's name");
+  auto deadline = r.get_count(b, "handler_deadline_us", bpath, 1, max_handler_deadline_us);
+  if (!name) {
+    if (b.get("handler_deadline_us") && !b.get("handler"))
+      r.error(reader::where(b, "handler_deadline_us"), bpath + ".handler_deadline_us",
+              "only a breakpoint with a handler has a handler deadline");
+    return std::nullopt;
+  }
+  if (!handlers || !handlers->contains(*name)) {
+    std::string known;
+    for (auto& n : handlers ? handlers->names() : std::vector<std::string>{})
+      known += (known.empty() ? "" : ", ") + ("\"" + n + "\"");
+    r.error(reader::where(b, "handler"), bpath + ".handler",
+            "no handler named \"" + *name + "\" is registered ("
+              + (known.empty() ? "this program registers none; handlers come from programs that "
+                                 "embed vmitap, see examples/embed"
+                               : "registered: " + known)
+              + ")");
+  }
+  handler_binding h{*name};
+  if (deadline)
+    h.deadline = std::chrono::microseconds(*deadline);
+  return h;
+}
+
+/// `max_hits_per_second` and its `cooldown_ms`: off unless the maximum is given.
+rate_limit read_rate_limit(reader& r, const toml::table& b, const std::string& bpath) {
+  rate_limit limit;
+  if (auto n = r.get_count(b, "max_hits_per_second", bpath, 1, 10'000'000))
+    limit.max_per_second = uint32_t(*n);
+  if (auto ms = r.get_count(b, "cooldown_ms", bpath, 1, 3'600'000)) {
+    limit.cooldown = std::chrono::milliseconds(*ms);
+    if (!b.get("max_hits_per_second"))
+      r.error(reader::where(b, "cooldown_ms"), bpath + ".cooldown_ms",
+              "only a breakpoint with max_hits_per_second has a cool-down");
+  }
+  return limit;
+}
+
+}  // namespace
+
+void read_breakpoints(config_reader& r, const backend& be, const toml::table& d, const std::string& path,
+                      config& cfg, engine_config::domain_entry& e, domain_plan& plan,
+                      drv::calling_convention cc, const handler_registry* handlers) {
+  auto declared = [&](const std::string& v) {
+    return std::find(plan.views.begin(), plan.views.end(), v) != plan.views.end();
+  };
+  std::set<std::string> names;
+  auto bps = r.tables(d, "breakpoint", path);
+  for (size_t j = 0; j < bps.size(); ++j) {
+    auto& b = *bps[j];
+    auto bpath = path + "." + reader::indexed("breakpoint", j);
+    r.allow_only(b, bpath,
+                 {"name", "address", "view", "tags", "capture", "handler", "handler_deadline_us",
+                  "max_hits_per_second", "cooldown_ms"});
+    domain_plan::breakpoint bp;
+    bp.view = plan.views.front();
+    if (auto n = r.get_string(b, "name", bpath, "a string")) {
+      bp.name = *n;
+      if (n->empty())
+        r.error(reader::where(b, "name"), bpath + ".name", "must not be empty");
+      else if (!names.insert(*n).second)
+        r.error(reader::where(b, "name"), bpath + ".name",
+                "duplicate breakpoint name \"" + *n + "\" in this domain");
+    } else if (!b.get("name")) {
+      r.error(b.source(), bpath + ".name", "missing");
+    }
+    if (auto a = r.get_count(b, "address", bpath, 0, INT64_MAX)) {
+      bp.pa = *a;
+      for (auto& why : be.check_address(cfg, e.select, bp.pa))
+        r.error(reader::where(b, "address"), bpath + ".address", why);
+    } else if (!b.get("address")) {
+      r.error(b.source(), bpath + ".address", "missing (a guest physical address)");
+    }
+    if (auto v = r.get_string(b, "view", bpath, "a view name")) {
+      bp.view = *v;
+      if (!declared(*v))
+        r.error(reader::where(b, "view"), bpath + ".view", "view \"" + *v + "\" is not declared");
+    }
+    bp.tags = r.get_strings(b, "tags", bpath);
+    bp.captures = read_captures(r, b, bpath, cc);
+    bp.handler = read_handler(r, b, bpath, handlers);
+    bp.limit = read_rate_limit(r, b, bpath);
+    plan.breakpoints.push_back(std::move(bp));
+  }
+}
+
+}  // namespace vmitap
