@@ -244,7 +244,8 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment 
       auto it = self->state.domains.find(info.id);
       if (it == self->state.domains.end())
         return;
-      spdlog::warn("domain {} ({}) stopped while monitored", info.name, info.id);
+      // A guest shutting down is its normal life, not vmitap's trouble: its session ends.
+      spdlog::info("domain {} ({}) stopped while monitored: its session ends", info.name, info.id);
       self->send(it->second.supervisor, died_atom::value);
       collect_detach(self, info.id);
     },
