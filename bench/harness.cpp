@@ -4,9 +4,44 @@
 
 #include <spdlog/spdlog.h>
 
+#include <pthread.h>
+#include <sched.h>
 #include <thread>
 
 namespace vmitap::bench {
+
+namespace {
+
+/// Where the threads the calling thread starts may run: threads inherit their creator's
+/// CPUs. The simulated hardware gets the last CPU, the monitor the others, as on Xen, where
+/// guest VCPUs and dom0's monitor never share a CPU. On one CPU nothing is split.
+class cpu_split {
+public:
+  cpu_split() { pthread_getaffinity_np(pthread_self(), sizeof all_, &all_); }
+  ~cpu_split() { pthread_setaffinity_np(pthread_self(), sizeof all_, &all_); }
+  void for_guests() { apply(true); }
+  void for_monitor() { apply(false); }
+
+private:
+  void apply(bool guests) {
+    int last = -1;
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &all_))
+        last = c;
+    if (CPU_COUNT(&all_) < 2)
+      return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &all_) && (c == last) == guests)
+        CPU_SET(c, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  }
+
+  cpu_set_t all_{};
+};
+
+}  // namespace
 
 std::string workload::describe() const {
   auto latency = std::chrono::duration_cast<std::chrono::microseconds>(exit_latency).count();
@@ -33,7 +68,10 @@ run_result run_once(monitor_kind kind, const workload& w, const monitor_options&
   sim::hypervisor_config hc;
   hc.exit_latency = w.exit_latency;
   hc.spin = w.guest_spin;
+  cpu_split cpus;
+  cpus.for_guests();
   auto hv = std::make_shared<sim::hypervisor>(hc);
+  cpus.for_monitor();
   std::vector<domain_spec> specs;
   for (uint32_t i = 0; i < w.domains; ++i) {
     sim::domain_config dc;
