@@ -119,7 +119,9 @@ suite_report run_suite(const suite_options& opts) {
                     "are medians (latencies: of the runs' percentiles, each run's measured window "
                     "only, as events/s; attach and detach are not counted). All four use the same driver port and the "
                     "same way of waiting (poll for 50 µs, then sleep). The simulated hardware "
-                    "runs on its own thread (one guest thread), never on the monitor's.\n\n",
+                    "runs on its own thread (one guest thread) and CPU (the last one), the "
+                    "monitor's threads on the other CPUs: on Xen, guest VCPUs and dom0's "
+                    "monitor do not share a CPU either.\n\n",
                     machine(), opts.reps, opts.run_ms);
   md += "- *events/s*: requests answered per second. *CPU*: µs of the monitor's own threads "
         "per event (pollers or loop threads; the guest thread is not counted).\n"
@@ -220,8 +222,8 @@ suite_report run_suite(const suite_options& opts) {
       "Every hit in domain 0 runs a handler that holds its VCPU 100 µs, spinning or sleeping "
       "(vmitap: a hit handler, on its own thread; the loops: inline, as a plugin callback runs). "
       "The other 15 domains' events/s and A p99, and their ratio to the same monitor's run "
-      "without the handler. On this machine a spinning handler takes one of the 2 cores for as "
-      "long as domain 0 keeps hitting.\n\n"
+      "without the handler. A spinning handler shares the monitor's CPUs (here: one) with "
+      "everything else the monitor runs; vmitap's runs at nice 10, below its pollers.\n\n"
       "| monitor | others' events/s without | spinning | ÷ without | sleeping | ÷ without | "
       "others' A p99 µs without / spinning / sleeping |\n|---|---:|---:|---:|---:|---:|---|\n",
       w.describe());
