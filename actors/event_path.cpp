@@ -115,7 +115,8 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
 
 hit_site event_path::site(const drv::event& ev, const breakpoint_ptr& bp,
                           std::vector<capture_value> captures) const {
-  return {identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla, bp, std::move(captures)};
+  return {identity_, ev.vcpu, ev.view, ev.mem.gfn, ev.mem.offset, ev.mem.gla, bp,
+          std::move(captures)};
 }
 
 std::vector<capture_value> event_path::capture(const std::vector<capture_spec>& specs,

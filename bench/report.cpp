@@ -117,11 +117,11 @@ suite_report run_suite(const suite_options& opts) {
                     "answers every request with the step-over and does nothing else) on fresh, "
                     "identical simulated guests, alternating, {} runs of {} ms each; figures "
                     "are medians (latencies: of the runs' percentiles, each run's measured window "
-                    "only, as events/s; attach and detach are not counted). All four use the same driver port and the "
-                    "same way of waiting (poll for 50 µs, then sleep). The simulated hardware "
-                    "runs on its own thread (one guest thread) and CPU (the last one), the "
-                    "monitor's threads on the other CPUs: on Xen, guest VCPUs and dom0's "
-                    "monitor do not share a CPU either.\n\n",
+                    "only, as events/s; attach and detach are not counted). All four use the same "
+                    "driver port and the same way of waiting (poll for 50 µs, then sleep). The "
+                    "simulated hardware runs on its own thread (one guest thread) and CPU (the "
+                    "last one), the monitor's threads on the other CPUs: on Xen, guest VCPUs and "
+                    "dom0's monitor do not share a CPU either.\n\n",
                     machine(), opts.reps, opts.run_ms);
   md += "- *events/s*: requests answered per second. *CPU*: µs of the monitor's own threads "
         "per event (pollers or loop threads; the guest thread is not counted).\n"
@@ -137,7 +137,8 @@ suite_report run_suite(const suite_options& opts) {
         "round). The floor ÷ loop column is the most any monitor could gain on the loop: the "
         "floor does nothing but answer, so what limits it is the guest thread.\n\n"
         "| workload | vmitap | loop | loop/domain | floor | vmitap ÷ loop | "
-        "vmitap ÷ loop/domain | floor ÷ loop | CPU µs/event vmitap / loop / loop/domain | % ideal vmitap / loop | exact |\n"
+        "vmitap ÷ loop/domain | floor ÷ loop | CPU µs/event vmitap / loop / loop/domain "
+        "| % ideal vmitap / loop | exact |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   struct size {
     uint32_t domains, vcpus;
@@ -160,13 +161,14 @@ suite_report run_suite(const suite_options& opts) {
           auto& p = c.by[monitor_kind::per_domain];
           auto& f = c.by[monitor_kind::floor];
           double ideal = latency ? double(w.domains * w.vcpus) / (latency * 1e-6) : 0;
-          md += fmt::format("| {} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} / {:.2f} / {:.2f} | {} | {} |\n",
+          md += fmt::format("| {} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | {:.2f} | {:.2f} | {:.2f} "
+                            "| {:.2f} / {:.2f} / {:.2f} | {} | {} |\n",
                             w.describe(), e.events_per_second, l.events_per_second,
                             p.events_per_second, f.events_per_second,
                             c.paired_ratio(monitor_kind::engine, monitor_kind::loop),
                             c.paired_ratio(monitor_kind::engine, monitor_kind::per_domain),
-                            c.paired_ratio(monitor_kind::floor, monitor_kind::loop), e.cpu_us, l.cpu_us,
-                            p.cpu_us,
+                            c.paired_ratio(monitor_kind::floor, monitor_kind::loop), e.cpu_us,
+                            l.cpu_us, p.cpu_us,
                             ideal ? fmt::format("{:.0f}% / {:.0f}%", 100 * e.events_per_second / ideal,
                                                 100 * l.events_per_second / ideal)
                                   : std::string("–"),
@@ -267,8 +269,8 @@ suite_report run_suite(const suite_options& opts) {
   constexpr uint32_t domains = 64;
   auto one = run_scale(domains, 0, 1);
   auto eight = run_scale(domains, 0, 8);
-  md += fmt::format("\nA monitored domain without breakpoints holds {:.1f} KiB of heap with 1 VCPU, "
-                    "and each further VCPU {:.1f} KiB ({} domains of 1 and of 8 VCPUs; the "
+  md += fmt::format("\nA monitored domain without breakpoints holds {:.1f} KiB of heap with 1 "
+                    "VCPU, and each further VCPU {:.1f} KiB ({} domains of 1 and of 8 VCPUs; the "
                     "simulated hypervisor's share of a session, its ring and views, included).\n",
                     one.heap_bytes / domains / 1024,
                     (eight.heap_bytes - one.heap_bytes) / (domains * 7.0) / 1024, domains);

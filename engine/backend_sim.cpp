@@ -130,7 +130,8 @@ public:
       for (auto& bp : r.breakpoints)
         // A breakpoint its rate limit disarmed missed the hits of its cool-downs.
         s.breakpoints.push_back({bp->name, bp->pa, bp->view, bp->hits.load(),
-                                 !bp->live && !(bp->limiter() && bp->limiter()->suppressions() > 0)});
+                                 !bp->live
+                                   && !(bp->limiter() && bp->limiter()->suppressions() > 0)});
       sessions.push_back(std::move(s));
     }
     auto v = sim::verify(*hv_, sessions, expected_);

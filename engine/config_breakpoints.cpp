@@ -89,7 +89,8 @@ capture_list read_captures(reader& r, const toml::table& b, const std::string& b
         if (auto n = r.get_count(*t, "max", ikey, 1, max_capture_length))
           c.length = uint32_t(*n);
       } else if (t->get("max")) {
-        r.error(reader::where(*t, "max"), ikey + ".max", "only a string or wstring capture has a max");
+        r.error(reader::where(*t, "max"), ikey + ".max",
+                "only a string or wstring capture has a max");
       }
     } else {
       r.error(item.source(), ikey, "expected an expression string or a table");
@@ -151,9 +152,10 @@ rate_limit read_rate_limit(reader& r, const toml::table& b, const std::string& b
 
 }  // namespace
 
-void read_breakpoints(config_reader& r, const backend& be, const toml::table& d, const std::string& path,
-                      config& cfg, engine_config::domain_entry& e, domain_plan& plan,
-                      drv::calling_convention cc, const handler_registry* handlers) {
+void read_breakpoints(config_reader& r, const backend& be, const toml::table& d,
+                      const std::string& path, config& cfg, engine_config::domain_entry& e,
+                      domain_plan& plan, drv::calling_convention cc,
+                      const handler_registry* handlers) {
   auto declared = [&](const std::string& v) {
     return std::find(plan.views.begin(), plan.views.end(), v) != plan.views.end();
   };
