@@ -37,10 +37,6 @@ inline constexpr uint32_t sink_rotate_keep = 5;
 inline constexpr size_t max_throughput = 64;
 /// Scheduler threads of the actor system (control plane: attach, reload, handlers, sinks).
 inline constexpr size_t worker_threads = 2;
-/// An idle worker sleeps until work is queued for it, and wakes this often to steal work
-/// queued behind a worker busy in a long driver call. CAF's 10 ms woke two idle workers
-/// ~200 times a second, each a preemption of a poller or guest thread on a full machine.
-inline constexpr auto worker_idle_wakeup = 50ms;
 
 /// Requests a poller copies out of one ring before it moves on to the next ring.
 inline constexpr size_t ring_batch = 64;

@@ -40,11 +40,6 @@ engine::engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t re
     poller::options{cfg_.poller_spin, true});
   system_cfg_.set("scheduler.max-threads", cfg_.worker_threads);
   system_cfg_.set("scheduler.max-throughput", defaults::max_throughput);
-  // The control plane waits for work asleep: no phase of polling every 50 µs after a burst
-  // (CAF's default, 25 ms of it), and rare wake-ups while idle. Pollers own the hot path.
-  system_cfg_.set("work-stealing.moderate-poll-attempts", size_t{0});
-  system_cfg_.set("work-stealing.relaxed-sleep-duration",
-                  caf::timespan{defaults::worker_idle_wakeup});
   system_ = std::make_unique<caf::actor_system>(system_cfg_);
   collectables_ = {std::make_shared<metrics_collector>(directory_, sink_queues_, counters_,
                                                        this_build()),
