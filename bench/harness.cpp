@@ -17,19 +17,27 @@ namespace {
 /// guest VCPUs and dom0's monitor never share a CPU. On one CPU nothing is split.
 class cpu_split {
 public:
-  cpu_split() { pthread_getaffinity_np(pthread_self(), sizeof all_, &all_); }
-  ~cpu_split() { pthread_setaffinity_np(pthread_self(), sizeof all_, &all_); }
+  cpu_split() { known_ = pthread_getaffinity_np(pthread_self(), sizeof all_, &all_) == 0; }
+  ~cpu_split() {
+    if (known_)
+      pthread_setaffinity_np(pthread_self(), sizeof all_, &all_);
+  }
   void for_guests() { apply(true); }
   void for_monitor() { apply(false); }
+  /// CPUs the monitor's threads may use.
+  int monitor_cpus() const {
+    int n = known_ ? CPU_COUNT(&all_) : int(std::thread::hardware_concurrency());
+    return n < 2 ? n : n - 1;
+  }
 
 private:
   void apply(bool guests) {
+    if (!known_ || CPU_COUNT(&all_) < 2)
+      return;
     int last = -1;
     for (int c = 0; c < CPU_SETSIZE; ++c)
       if (CPU_ISSET(c, &all_))
         last = c;
-    if (CPU_COUNT(&all_) < 2)
-      return;
     cpu_set_t set;
     CPU_ZERO(&set);
     for (int c = 0; c < CPU_SETSIZE; ++c)
@@ -39,9 +47,12 @@ private:
   }
 
   cpu_set_t all_{};
+  bool known_ = false;
 };
 
 }  // namespace
+
+int monitor_cpus() { return cpu_split{}.monitor_cpus(); }
 
 std::string workload::describe() const {
   auto latency = std::chrono::duration_cast<std::chrono::microseconds>(exit_latency).count();

@@ -38,4 +38,7 @@ plan_ptr spread_plan(const sim::program& code, uint32_t count, step_mode mode);
 
 run_result run_once(monitor_kind kind, const workload& w, const monitor_options& opts);
 
+/// How many CPUs a run gives the monitor: all but the one the simulated hardware runs on.
+int monitor_cpus();
+
 }  // namespace vmitap::bench

@@ -20,14 +20,15 @@ size_t heap_in_use() {
 
 }  // namespace
 
-scale_result run_scale(uint32_t domains, uint32_t breakpoints, uint32_t vcpus) {
+scale_result run_scale(uint32_t domains, uint32_t breakpoints, uint32_t vcpus,
+                       uint32_t sized_for) {
   sim::hypervisor_config hc;
   auto hv = std::make_shared<sim::hypervisor>(hc);
   engine_config cfg;
   cfg.metrics_listen = "";
   cfg.pollers = 1;
   std::vector<std::shared_ptr<sim::domain>> doms;
-  uint32_t pages = (breakpoints + 3) / 4;
+  uint32_t pages = (std::max(breakpoints, sized_for) + 3) / 4;
   for (uint32_t d = 0; d < domains; ++d) {
     sim::domain_config dc;
     dc.name = fmt::format("scale-{}", d);

@@ -18,7 +18,10 @@ struct scale_result {
   bool exact = false;              ///< every page restored, nothing paused
 };
 
-/// `breakpoints` in each of `domains` domains of `vcpus` VCPUs, four per page.
-scale_result run_scale(uint32_t domains, uint32_t breakpoints, uint32_t vcpus = 1);
+/// `breakpoints` in each of `domains` domains of `vcpus` VCPUs, four per page. Guest memory
+/// is sized for max(`breakpoints`, `sized_for`): a run without breakpoints can have the
+/// same domains as a run with them.
+scale_result run_scale(uint32_t domains, uint32_t breakpoints, uint32_t vcpus = 1,
+                       uint32_t sized_for = 0);
 
 }  // namespace vmitap::bench
