@@ -40,6 +40,10 @@ engine::engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t re
     poller::options{cfg_.poller_spin, true});
   system_cfg_.set("scheduler.max-threads", cfg_.worker_threads);
   system_cfg_.set("scheduler.max-throughput", defaults::max_throughput);
+  // One shared queue: idle workers sleep until work comes (work stealing woke each every
+  // 10 ms to steal, preempting the pollers on their cores), and no job waits behind a worker
+  // busy in a long driver call. The control plane's rate makes one queue's lock cheap.
+  system_cfg_.set("scheduler.policy", caf::atom("sharing"));
   system_ = std::make_unique<caf::actor_system>(system_cfg_);
   collectables_ = {std::make_shared<metrics_collector>(directory_, sink_queues_, counters_,
                                                        this_build()),
