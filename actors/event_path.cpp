@@ -78,8 +78,9 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
         bp->hits.store(bp->hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         // Read before the registry can hear of this hit: the record says how often the
         // breakpoint was disarmed before it.
-        uint64_t suppressions = bp->limiter() ? bp->limiter()->suppressions() : 0;
-        if (bp->limiter() && bp->limiter()->over(now) && cfg_.registry)
+        auto* limiter = bp->limiter();
+        uint64_t suppressions = limiter ? limiter->suppressions() : 0;
+        if (limiter && limiter->over(now) && cfg_.registry)
           caf::anon_send(cfg_.registry, suppress_atom::value, bp);
         // The first breakpoint at the address with a handler decides; the others only record.
         // A VCPU already waiting cannot trap again; if a ring says it did, answer it at once
