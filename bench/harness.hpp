@@ -38,6 +38,11 @@ plan_ptr spread_plan(const sim::program& code, uint32_t count, step_mode mode);
 
 run_result run_once(monitor_kind kind, const workload& w, const monitor_options& opts);
 
+/// The latency below which a fraction `q` of `h`'s recordings lie, in µs.
+inline double quantile_us(const sim::latency_histogram& h, double q) {
+  return double(h.quantile(q)) / 1e3;
+}
+
 /// How many CPUs a run gives the monitor: all but the one the simulated hardware runs on.
 int monitor_cpus();
 

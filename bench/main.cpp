@@ -77,9 +77,8 @@ int main(int argc, char** argv) {
           std::printf("%s: %.0f events/s, %.3f µs CPU/event, A p50 %.2f p99 %.2f µs, B p99 "
                       "%.2f µs%s\n",
                       only.c_str(), r.events_per_second(), r.tool_cpu_us,
-                      double(r.response.quantile(0.5)) / 1e3,
-                      double(r.response.quantile(0.99)) / 1e3,
-                      double(r.lateness.quantile(0.99)) / 1e3, r.exact ? "" : " NOT EXACT");
+                      quantile_us(r.response, 0.5), quantile_us(r.response, 0.99),
+                      quantile_us(r.lateness, 0.99), r.exact ? "" : " NOT EXACT");
           exact &= r.exact;
         }
       }

@@ -28,7 +28,7 @@ double median(std::vector<double> xs) {
 double us(const std::vector<sim::latency_histogram>& runs, double q) {
   std::vector<double> xs;
   for (auto& h : runs)
-    xs.push_back(double(h.quantile(q)) / 1e3);
+    xs.push_back(quantile_us(h, q));
   return median(std::move(xs));
 }
 
@@ -98,7 +98,7 @@ void print_row(const workload& w, const comparison& c) {
   for (auto k : all_monitors) {
     std::printf("  %-16s A p99 of each run:", to_string(k));
     for (auto& h : c.by.at(k).a)
-      std::printf(" %.2f", double(h.quantile(0.99)) / 1e3);
+      std::printf(" %.2f", quantile_us(h, 0.99));
     std::printf("\n");
   }
   std::printf("  paired ratios: vmitap ÷ loop %.2f, floor ÷ loop %.2f\n",
