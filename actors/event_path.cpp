@@ -50,6 +50,13 @@ size_t event_path::drain() {
   return n;
 }
 
+drv::arm_result event_path::arm() {
+  auto r = cfg_.ring->arm();
+  if (r.refused.failed > 0)
+    count_failures(r.refused);
+  return r;
+}
+
 void event_path::decide(const drv::event& ev, clock_type::time_point now,
                         std::chrono::system_clock::time_point wall) {
   auto& c = cfg_.domain->counters();

@@ -48,6 +48,8 @@ public:
 
   /// Takes up to one batch from the ring, answers and counts it. Returns how many requests.
   size_t drain();
+  /// Before the poller sleeps: arms the ring and counts a retried notify that failed again.
+  drv::arm_result arm();
   drv::event_ring& ring() { return *cfg_.ring; }
   monitored_domain& domain() { return *cfg_.domain; }
   /// VCPUs, so a poller pool can spread the load.

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -111,14 +112,19 @@ bool poller::run_inbox() {
 bool poller::sleep() {
   sleeping_.store(true);
   bool pending = has_inbox_.load();
-  for (size_t i = 0; i < paths_.size() && !pending; ++i)
-    pending = !paths_[i]->ring().arm();
+  int timeout_ms = -1;  // a ring that owes a notify is armed again by then
+  for (size_t i = 0; i < paths_.size() && !pending; ++i) {
+    auto armed = paths_[i]->arm();
+    pending = armed.pending;
+    if (auto retry = int(armed.retry_in.count()); retry >= 0)
+      timeout_ms = timeout_ms < 0 ? retry : std::min(timeout_ms, retry);
+  }
   if (pending) {
     sleeping_.store(false);
     return true;
   }
   epoll_event ready[64];
-  int n = epoll_wait(epoll_, ready, 64, -1);
+  int n = epoll_wait(epoll_, ready, 64, timeout_ms);
   sleeping_.store(false);
   for (int i = 0; i < n; ++i) {
     if (ready[i].data.ptr == nullptr) {

@@ -219,7 +219,7 @@ private:
       }
       bool pending = false;
       for (auto* w : mine)
-        pending |= !w->ring->arm();
+        pending |= w->ring->arm().pending;
       if (!pending) {
         epoll_event ready[16];
         int n = epoll_wait(ep, ready, 16, 20);  // a bounded wait: `stop_` is checked again

@@ -10,6 +10,8 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include <chrono>
+
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -41,6 +43,15 @@ struct give_result {
   caf::error first;
 };
 
+/// What `arm()` found before the poller sleeps.
+struct arm_result {
+  bool pending = false;  ///< requests wait already: take them instead of sleeping
+  /// Answers are in the ring but the hypervisor was not told (a notify failed): the ring
+  /// retries by then, so the poller sleeps at most this long. Negative: no limit.
+  std::chrono::milliseconds retry_in{-1};
+  give_result refused;  ///< answers whose notify, retried now, failed again
+};
+
 /// A domain's event channel as its poller sees it: requests in, responses out. On Xen it is
 /// the domain's one vm_event ring; on the simulated hypervisor an equivalent queue.
 ///
@@ -58,8 +69,10 @@ public:
   virtual give_result give(std::span<const response> rsps) = 0;
   /// A descriptor that becomes readable when requests arrive after `arm()` returned true.
   virtual int fd() const = 0;
-  /// Before sleeping on `fd()`: asks to be woken. False if requests are pending already.
-  virtual bool arm() = 0;
+  /// Before sleeping on `fd()`: asks to be woken, and retries a notify still owed. A ring
+  /// that owes one must be armed again within `retry_in`: the VCPUs waiting for those
+  /// answers cannot raise the request that would wake the poller.
+  virtual arm_result arm() = 0;
   /// After `fd()` was readable: consumes the notification.
   virtual void acknowledge() = 0;
 };

@@ -58,12 +58,14 @@ public:
 
   int fd() const override { return fd_; }
 
-  bool arm() override {
+  drv::arm_result arm() override {
     armed_.store(true);
     if (queue_.empty())
-      return true;
+      return {};
     armed_.store(false);
-    return false;
+    drv::arm_result r;
+    r.pending = true;
+    return r;
   }
 
   void acknowledge() override {

@@ -193,6 +193,9 @@ caf::error xen_session::detach() {
     // 11 before 10: disable the monitor while the ring is still mapped, since EBUSY (VCPUs
     // waiting for ring space) is cured only by answering the ring.
     note("xc_monitor_disable", disable_monitor());
+    // Answers Xen never heard of leave their VCPUs paused: the detach says so.
+    if (auto err = ring_->owed_error(); err && !first)
+      first = std::move(err);
   }
   // 10. Unmap the ring.
   if (ring_page_) {

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 namespace vmitap::xen {
 
@@ -40,9 +41,8 @@ void xen_ring::track(const drv::response& rsp) {
 }
 
 drv::give_result xen_ring::give(std::span<const drv::response> rsps) {
-  drv::give_result r;
   if (rsps.empty())
-    return r;
+    return {};
   for (auto& rsp : rsps) {
     to_response(rsp, *RING_GET_RESPONSE(&back_, back_.rsp_prod_pvt));
     ++back_.rsp_prod_pvt;
@@ -50,23 +50,51 @@ drv::give_result xen_ring::give(std::span<const drv::response> rsps) {
   }
   RING_PUSH_RESPONSES(&back_);
   // One notify for the batch: Xen applies every response in the ring inside it
-  // (vm_event_resume), so a failed one is owed and retried before the poller sleeps.
-  if (api_.xenevtchn_notify(xce_, port_) != 0) {
-    r.failed = rsps.size();
-    r.first = make_driver_error("xenevtchn_notify", errno);
-    notify_owed_ = true;
-  } else {
-    notify_owed_ = false;
-  }
-  return r;
+  // (vm_event_resume), so a failed one carries over to the next that succeeds.
+  owed_ += rsps.size();
+  return notify();
 }
 
-bool xen_ring::arm() {
-  if (notify_owed_ && api_.xenevtchn_notify(xce_, port_) == 0)
-    notify_owed_ = false;
+drv::give_result xen_ring::notify() {
+  if (api_.xenevtchn_notify(xce_, port_) == 0) {
+    owed_ = 0;
+    streak_ = 0;
+    return {};
+  }
+  int err = errno;
+  // 1 ms, doubling to 64 ms: quick for a passing failure, cheap for a lasting one.
+  retry_at_ = clock::now() + std::chrono::milliseconds(1u << std::min<uint32_t>(streak_, 6));
+  ++streak_;
+  last_refusal_ = make_driver_error("xenevtchn_notify", err);
+  return {owed_, last_refusal_};
+}
+
+void xen_ring::flush() {
+  constexpr uint32_t teardown_streak = 12;  // ~0.5 s of backoff in all
+  while (owed_ > 0) {
+    std::this_thread::sleep_until(retry_at_);
+    notify();
+    if (streak_ >= teardown_streak)
+      return;
+  }
+}
+
+drv::arm_result xen_ring::arm() {
+  drv::arm_result r;
+  // The VCPUs waiting for owed answers cannot raise the request that would wake the poller:
+  // the poller is told to come back when the next try is due.
+  if (owed_ > 0) {
+    auto now = clock::now();
+    if (now >= retry_at_)
+      r.refused = notify();
+    if (owed_ > 0)
+      r.retry_in = std::max(std::chrono::milliseconds(1),
+                            std::chrono::ceil<std::chrono::milliseconds>(retry_at_ - now));
+  }
   // Xen notifies on every request; the port is unmasked by acknowledge(). Sleep only if
   // nothing is waiting in the ring.
-  return !RING_HAS_UNCONSUMED_REQUESTS(&back_);
+  r.pending = RING_HAS_UNCONSUMED_REQUESTS(&back_);
+  return r;
 }
 
 void xen_ring::acknowledge() {
@@ -77,13 +105,16 @@ void xen_ring::acknowledge() {
 }
 
 size_t xen_ring::answer_leftovers() {
-  // Answers whose notify failed reach Xen first: the slots they free let waiting VCPUs in.
-  if (notify_owed_ && api_.xenevtchn_notify(xce_, port_) == 0)
-    notify_owed_ = false;
   std::vector<drv::event> in(8);
   std::vector<drv::response> out;
   size_t total = 0;
-  for (size_t n; (n = take(in)) > 0; total += n) {
+  for (;;) {
+    // Answers whose notify failed reach Xen first: the slots they free let waiting VCPUs in.
+    flush();
+    auto n = take(in);
+    if (n == 0)
+      return total;
+    total += n;
     out.clear();
     for (size_t i = 0; i < n; ++i) {
       auto rsp = drv::make_response(in[i]);
@@ -95,7 +126,6 @@ size_t xen_ring::answer_leftovers() {
     }
     give(out);
   }
-  return total;
 }
 
 bool xen_ring::singlestepping(drv::vcpu_id vcpu) const {

@@ -8,6 +8,7 @@
 #include "drivers/xen/xen_api.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <vector>
 
 namespace vmitap::xen {
@@ -22,17 +23,25 @@ public:
   size_t take(std::span<drv::event> out) override;
   drv::give_result give(std::span<const drv::response> rsps) override;
   int fd() const override { return fd_; }
-  bool arm() override;
+  drv::arm_result arm() override;
   void acknowledge() override;
 
   /// Answers every request left in the ring (teardown), after sending a notify still owed:
   /// back to view 0, singlestep off where vmitap turned it on. Returns how many.
   size_t answer_leftovers();
+  /// While answers are in the ring that Xen was not told of: why the last notify failed.
+  caf::error owed_error() const { return owed_ > 0 ? last_refusal_ : caf::error{}; }
   /// Whether vmitap's responses left the VCPU singlestepping (TOGGLE flips it).
   bool singlestepping(drv::vcpu_id vcpu) const;
   void set_singlestepping(drv::vcpu_id vcpu, bool on);
 
 private:
+  using clock = std::chrono::steady_clock;
+  /// Tells Xen of every answer owed; on failure schedules the next try with backoff.
+  drv::give_result notify();
+  /// Retries an owed notify with its backoff until it succeeds or the streak is long
+  /// (teardown: the VCPUs those answers free may be what a later call waits for).
+  void flush();
   void track(const drv::response& rsp);
 
   const xen_api& api_;
@@ -41,7 +50,10 @@ private:
   vm_event_back_ring_t back_;
   int fd_;
   std::vector<uint8_t> singlestep_;  // per VCPU, as vmitap's responses left it
-  bool notify_owed_ = false;         // responses are in the ring, Xen was not told yet
+  size_t owed_ = 0;                  // answers in the ring Xen was not told of
+  uint32_t streak_ = 0;              // notifies failed in a row
+  clock::time_point retry_at_{};     // when an owed notify is tried again
+  caf::error last_refusal_;
 };
 
 }  // namespace vmitap::xen

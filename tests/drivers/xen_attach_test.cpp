@@ -233,14 +233,15 @@ TEST_F(xen_driver_test, vcpus_waiting_for_ring_space_at_disable_are_answered_and
     std::this_thread::sleep_for(5ms);
   ASSERT_EQ(xen.waitqueue_peak(), 8u);
   deny_execute(*s, view, dom->code(), drv::page_access::rwx);  // they still wait
-  // The teardown's answers reach Xen only at its third notify: until then the 8 VCPUs
-  // still wait for ring space and xc_monitor_disable says EBUSY.
-  xen.fail_next("xenevtchn_notify", EIO, 2);
+  // The teardown retries a failing notify with backoff, 12 times in all; the answers reach
+  // Xen only at the 15th: until then the 8 VCPUs still wait for ring space and
+  // xc_monitor_disable says EBUSY.
+  xen.fail_next("xenevtchn_notify", EIO, 14);
   xen.clear_calls();
   ASSERT_FALSE(s->detach());
   auto calls = xen.calls();
   auto disable = "xc_monitor_disable(" + std::to_string(dom->id()) + ")";
-  EXPECT_EQ(std::count(calls.begin(), calls.end(), disable), 2) << "EBUSY, then success";
+  EXPECT_GE(std::count(calls.begin(), calls.end(), disable), 2) << "EBUSY, then success";
   auto last_disable = std::find(calls.rbegin(), calls.rend(), disable);
   auto unmap = std::find(calls.rbegin(), calls.rend(), std::string("unmap_ring"));
   EXPECT_TRUE(unmap < last_disable) << "the ring stays mapped until the monitor is off";

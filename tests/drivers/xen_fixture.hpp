@@ -103,7 +103,7 @@ inline size_t wait_and_take(drv::event_ring& ring, std::span<drv::event> out) {
   for (int i = 0; i < 2000; ++i) {
     if (auto n = ring.take(out))
       return n;
-    if (!ring.arm())
+    if (ring.arm().pending)
       continue;
     pollfd p{ring.fd(), POLLIN, 0};
     if (poll(&p, 1, 5) == 1)

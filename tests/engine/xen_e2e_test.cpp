@@ -122,6 +122,38 @@ TEST(xen_e2e, a_failed_notify_is_counted_and_the_next_one_carries_its_answers) {
   s.expect_clean();
 }
 
+// Regression (issue 21): the poller retried an owed notify once before it slept; when that
+// failed too, nothing woke it (the only VCPUs that could raise a request were the paused
+// ones) and the guest stood still until the stop.
+TEST(xen_e2e, answers_whose_notify_keeps_failing_reach_xen_and_the_guest_runs_to_its_end) {
+  xen_scenario s;
+  auto dom = s.add("guest", 2, 100000, step_mode::fast);
+  auto reports = s.run([&] { s.xen.fail_next("xenevtchn_notify", EIO, 20); });
+  EXPECT_TRUE(s.all_halted()) << "the guest ran its whole budget: no VCPU stayed paused";
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_GE(reports[0].totals.respond_failures, 20u) << "every failed notify is counted";
+  reports[0].totals.respond_failures = 0;  // counted; and nothing was lost for it:
+  EXPECT_TRUE(s.verified(reports));
+  s.expect_clean();
+}
+
+TEST(xen_e2e, a_notify_streak_at_the_stop_is_retried_before_the_monitor_goes) {
+  xen_scenario s;
+  s.add("endless", 4, 0, step_mode::fast);
+  auto reports = s.run_until([&](engine& e) {
+    auto p = e.progress();
+    if (p.empty() || p[0].events < 20000)
+      return false;
+    s.xen.fail_next("xenevtchn_notify", EIO, 8);  // the stop meets them
+    return true;
+  });
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(reports[0].error.empty()) << reports[0].error;
+  reports[0].totals.respond_failures = 0;
+  EXPECT_TRUE(s.verified(reports));
+  s.expect_clean();  // no "VCPUs still wait for an answer" at xc_monitor_disable
+}
+
 TEST(xen_e2e, a_bad_version_request_from_xen_is_answered_with_a_plain_resume_and_counted) {
   xen_scenario s;
   auto dom = s.add("v", 2, 0);

@@ -41,7 +41,11 @@ public:
     return r;
   }
   int fd() const override { return -1; }
-  bool arm() override { return requests.empty(); }
+  drv::arm_result arm() override {
+    drv::arm_result r;
+    r.pending = !requests.empty();
+    return r;
+  }
   void acknowledge() override {}
 };
 
