@@ -20,6 +20,15 @@ caf::error xen_session::check() const {
   return {};
 }
 
+caf::error xen_session::not_ram_or_gone(const char* call, int err, drv::gfn_t gfn) const {
+  // Xen says ESRCH (EFAULT for a mapping) both for a gfn outside guest RAM and for a domain
+  // that is gone: only the domain's state tells a death from a bad address.
+  auto e = fail(call, err);
+  if (domain_gone(e) || (err != ESRCH && err != EFAULT))
+    return e;
+  return make_error(ec::gfn_out_of_range, "gfn " + std::to_string(gfn) + " is not guest RAM");
+}
+
 caf::expected<drv::view_id> xen_session::create_view(drv::page_access default_access) {
   std::lock_guard g{mutex_};
   if (auto err = check())
@@ -71,9 +80,7 @@ caf::error xen_session::get_access(drv::view_id view, std::span<const drv::gfn_t
       if (errno != ESRCH || view == 0)
         return fail("xc_altp2m_get_mem_access", errno);
       if (api_.xc_get_mem_access(host_->xch, id_, gfns[i], &a) != 0)
-        return errno == ESRCH ? make_error(ec::gfn_out_of_range, "gfn " + std::to_string(gfns[i])
-                                                                   + " is not guest RAM")
-                              : fail("xc_get_mem_access", errno);
+        return not_ram_or_gone("xc_get_mem_access", errno, gfns[i]);
     }
     out[i] = drv::page_access(uint8_t(a) & 7);
   }
@@ -134,9 +141,7 @@ caf::expected<const std::byte*> xen_session::page(drv::gfn_t gfn) {
     int e = p ? err : errno;
     if (p)
       api_.xenforeignmemory_unmap(xfm_, p, 1);
-    if (e == EFAULT || e == -EFAULT)
-      return make_error(ec::gfn_out_of_range, "gfn " + std::to_string(gfn) + " is not guest RAM");
-    return fail("xenforeignmemory_map", e < 0 ? -e : e);
+    return not_ram_or_gone("xenforeignmemory_map", e < 0 ? -e : e, gfn);
   }
   mapped_[gfn] = p;
   return static_cast<const std::byte*>(p);

@@ -38,6 +38,8 @@ public:
 private:
   xen_session(std::shared_ptr<xen_host> host, drv::domain_id id, uint64_t serial);
   caf::error fail(const char* call, int err) const { return call_error(*host_, id_, call, err); }
+  /// ESRCH/EFAULT from a call on `gfn`: the domain is gone, or the gfn is not guest RAM.
+  caf::error not_ram_or_gone(const char* call, int err, drv::gfn_t gfn) const;
   caf::error check() const;
   /// The first mapped address of `gfn`, mapping it if needed (under memory_mutex_).
   caf::expected<const std::byte*> page(drv::gfn_t gfn);

@@ -28,6 +28,31 @@ TEST_F(xen_driver_test, an_entry_not_yet_in_a_view_reads_the_hosts_access) {
   ASSERT_FALSE(s->detach());
 }
 
+// Regression (issue 21): Xen says ESRCH both for a gfn outside guest RAM and for a domain
+// that is gone; a guest destroyed with breakpoints armed ended as "gfn 256 is not guest RAM".
+TEST_F(xen_driver_test, esrch_for_a_gone_domain_is_a_death_and_for_a_live_one_a_bad_gfn) {
+  boot();
+  open();
+  auto s = attach();
+  ASSERT_TRUE(s);
+  auto view = s->create_view(drv::page_access::rwx);
+  ASSERT_TRUE(view);
+  drv::gfn_t outside = dom->info().max_gfn + 1;
+  drv::page_access out{};
+  auto err = s->get_access(*view, {&outside, 1}, {&out, 1});
+  EXPECT_EQ(code_of(err), ec::gfn_out_of_range) << render(err);
+  drv::gfn_t gfn = dom->code().first_code_gfn();
+  auto id = dom->id();
+  dom.reset();
+  hv->destroy_domain(id);
+  err = s->get_access(*view, {&gfn, 1}, {&out, 1});
+  EXPECT_EQ(code_of(err), ec::domain_dead) << render(err);
+  std::byte one[1];
+  err = s->read_physical(drv::pa_of(gfn), one);
+  EXPECT_TRUE(domain_gone(err)) << render(err);
+  EXPECT_FALSE(s->detach());
+}
+
 TEST_F(xen_driver_test, a_batch_that_fails_midway_leaves_a_prefix_the_read_back_sees) {
   boot();
   open();
