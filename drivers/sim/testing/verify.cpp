@@ -7,11 +7,16 @@ namespace vmitap::sim {
 
 namespace {
 
+/// Appends one formatted row, however long its names make it.
 template <class... Ts>
 void append(std::string& out, const char* fmt, Ts... xs) {
-  char line[512];
-  std::snprintf(line, sizeof line, fmt, xs...);
-  out += line;
+  int n = std::snprintf(nullptr, 0, fmt, xs...);
+  if (n <= 0)
+    return;
+  auto at = out.size();
+  out.resize(at + size_t(n) + 1);
+  std::snprintf(out.data() + at, size_t(n) + 1, fmt, xs...);
+  out.resize(at + size_t(n));
 }
 
 }  // namespace
@@ -27,7 +32,7 @@ verification verify(hypervisor& hv, const std::vector<observed_session>& session
          "ground-truth", "");
   std::map<drv::domain_id, size_t> per_domain;
   for (auto& s : sessions)
-    ++per_domain[s.id];
+    per_domain[s.id] += s.sessions;
   for (auto& s : sessions) {
     auto dom = hv.find(s.id);
     if (!s.error.empty()) {
