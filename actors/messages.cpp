@@ -87,4 +87,37 @@ vcpu_stats& vcpu_stats::operator+=(const vcpu_stats& x) {
   return *this;
 }
 
+void fold(domain_report& into, const domain_report& later) {
+  auto copy = [](const breakpoint& bp, uint64_t hits) {
+    auto c = std::make_shared<breakpoint>();
+    c->name = bp.name;
+    c->pa = bp.pa;
+    c->view = bp.view;
+    c->hits.store(hits, std::memory_order_relaxed);
+    c->live = true;  // armed for part of the folded time only
+    return c;
+  };
+  for (auto& bp : into.breakpoints)
+    bp = copy(*bp, bp->hits.load(std::memory_order_relaxed));
+  for (auto& bp : later.breakpoints) {
+    auto hits = bp->hits.load(std::memory_order_relaxed);
+    auto same = std::find_if(into.breakpoints.begin(), into.breakpoints.end(), [&](auto& x) {
+      return x->name == bp->name && x->view == bp->view && x->pa == bp->pa;
+    });
+    if (same == into.breakpoints.end())
+      into.breakpoints.push_back(copy(*bp, hits));
+    else
+      (*same)->hits.fetch_add(hits, std::memory_order_relaxed);
+  }
+  into.id = later.id;
+  into.died = into.died || later.died;
+  into.totals += later.totals;
+  into.access_calls += later.access_calls;
+  into.access_changes += later.access_changes;
+  into.access_failures += later.access_failures;
+  if (into.error.empty())
+    into.error = later.error;
+  into.sessions += later.sessions;
+}
+
 }  // namespace vmitap

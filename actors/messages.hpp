@@ -239,7 +239,14 @@ struct domain_report {
   uint64_t access_changes = 0;  ///< pages changed by them
   uint64_t access_failures = 0;
   std::string error;            ///< first teardown error, if any
+  uint32_t sessions = 1;        ///< sessions summed up here (see fold)
 };
+
+/// Adds `later`'s counts to `into` (the same domain name): totals, access calls, each
+/// breakpoint's hits by name, view and address (into copies: a report's breakpoints may still
+/// be counted by a live session), the first error, the newest id. Bounded by breakpoints,
+/// however many sessions are folded.
+void fold(domain_report& into, const domain_report& later);
 
 }  // namespace vmitap
 

@@ -15,14 +15,16 @@ namespace {
 
 using engine_ptr = engine_actor::stateful_pointer<engine_state>;
 
-/// Keeps an ended session's report for the summary. Sessions that end while vmitap runs are
-/// bounded (the oldest go); every session the stop detaches reports.
+/// Keeps an ended session's report for the summary. Past the bound the oldest is folded
+/// into its domain's sum, never dropped; every session the stop detaches reports apart.
 void keep_ended(engine_ptr self, domain_report r) {
   auto& st = self->state;
   st.ended.push_back(std::move(r));
   if (!st.stopping && st.ended.size() > st.cfg->ended_reports_kept) {
+    auto& oldest = st.ended.front();
+    if (auto [it, added] = st.folded.try_emplace(oldest.name, oldest); !added)
+      fold(it->second, oldest);
     st.ended.pop_front();
-    ++st.ended_dropped;
   }
 }
 
@@ -215,7 +217,7 @@ caf::result<ok_atom> reload(engine_ptr self, engine_config_ptr next) {
 caf::result<std::vector<domain_report>> status(engine_ptr self) {
   auto& st = self->state;
   auto rp = self->make_response_promise<std::vector<domain_report>>();
-  auto out = std::make_shared<std::vector<domain_report>>(st.ended.begin(), st.ended.end());
+  auto out = std::make_shared<std::vector<domain_report>>(st.ended_reports());
   // A session that cannot answer is left out of the status; it still gets detached.
   auto j = join(st.domains.size(), [rp, out](caf::error) mutable { rp.deliver(std::move(*out)); });
   for (auto& [id, m] : st.domains)
@@ -230,6 +232,15 @@ caf::result<std::vector<domain_report>> status(engine_ptr self) {
 }
 
 }  // namespace
+
+std::vector<domain_report> engine_state::ended_reports() const {
+  std::vector<domain_report> out;
+  out.reserve(folded.size() + ended.size());
+  for (auto& [name, r] : folded)
+    out.push_back(r);
+  out.insert(out.end(), ended.begin(), ended.end());
+  return out;
+}
 
 engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment env,
                                             engine_config_ptr cfg,
@@ -276,12 +287,7 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment 
         auto flushed = join(sinks.size(), [self, rp](caf::error) mutable {
           for (auto& [name, h] : self->state.sinks)
             self->send_exit(h.actor, caf::exit_reason::user_shutdown);
-          auto& st = self->state;
-          if (st.ended_dropped > 0)
-            spdlog::info("the summary leaves out {} sessions that ended earlier "
-                         "(ended_reports_kept = {})",
-                         st.ended_dropped, st.cfg->ended_reports_kept);
-          rp.deliver(std::vector<domain_report>(st.ended.begin(), st.ended.end()));
+          rp.deliver(self->state.ended_reports());
         });
         for (auto& [name, h] : sinks)
           self->request(h.actor, defaults::request_timeout, flush_atom::value)

@@ -68,7 +68,11 @@ struct engine_state {
   std::map<std::string, sink_handle> sinks;
   std::map<drv::domain_id, monitored> domains;
   std::deque<domain_report> ended;
-  uint64_t ended_dropped = 0;
+  /// Older ended sessions, folded by domain name past `ended_reports_kept`: the summary and
+  /// the verification keep every session's counts in memory bounded by breakpoints.
+  std::map<std::string, domain_report> folded;
+  /// Every ended session's report: the folded ones first, then the newest as they ended.
+  std::vector<domain_report> ended_reports() const;
   uint64_t next_session = 1;
   bool stopping = false;
   /// Detaches sent and not answered yet, whoever started them (a failed attach, a domain

@@ -32,7 +32,8 @@ struct engine_config {
   bool detached_children = false;  ///< controllers and registries on their own threads
   std::chrono::milliseconds stop_deadline = defaults::stop_deadline;
   std::string metrics_listen = defaults::metrics_listen;  ///< host:port; empty: no exporter
-  /// Reports of sessions that ended, kept for the final summary (the oldest go first).
+  /// Reports of sessions that ended, kept apart for the final summary; older ones are
+  /// folded into one per domain name, so no session's counts are lost.
   size_t ended_reports_kept = 1024;
   std::vector<sink_config> sinks;
   struct domain_entry {

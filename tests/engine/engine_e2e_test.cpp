@@ -364,8 +364,52 @@ TEST(engine_e2e, ended_reports_are_bounded) {
   for (int k = 0; k < 400 && eng.counters().domains_monitored.load() < 1; ++k)
     std::this_thread::sleep_for(5ms);
   auto reports = eng.stop();
-  ASSERT_EQ(reports.size(), 3u) << "the two most recent ended sessions and the live one";
+  ASSERT_EQ(reports.size(), 4u)
+    << "the three oldest folded into one, the two most recent ended sessions and the live one";
+  EXPECT_EQ(reports.front().sessions, 3u);
+  EXPECT_EQ(reports.front().name, "churn");
   EXPECT_EQ(reports.back().id, current->id());
+}
+
+// Regression (issue 21): past ended_reports_kept the oldest reports were dropped, so a domain
+// re-attached by reloads was verified by its last session alone against its whole life's
+// ground truth: "MISMATCH" and exit 1 for a correct run.
+TEST(engine_e2e, sessions_past_the_bound_are_folded_and_the_summary_loses_no_counts) {
+  scenario s;
+  s.add("a", 1, 0);
+  s.add("b", 1, 0);
+  s.cfg.ended_reports_kept = 1;
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  auto hits_of = [&](const std::string& name) {
+    for (auto& p : eng.progress())
+      if (p.name == name)
+        return p.hits;
+    return uint64_t{0};
+  };
+  for (int round = 0; round < 4; ++round) {
+    // Each round re-attaches both domains: a changed step mode needs new views.
+    ASSERT_TRUE(eventually([&] { return hits_of("a") > 0 && hits_of("b") > 0; }));
+    auto next = s.cfg;
+    for (auto& d : next.domains) {
+      auto plan = std::make_shared<domain_plan>(*d.plan);
+      plan->mode = round % 2 ? step_mode::fast : step_mode::classic;
+      plan->mode_chosen = true;
+      d.plan = plan;
+    }
+    ASSERT_FALSE(eng.reload(next));
+  }
+  auto reports = eng.stop();
+  uint64_t sessions = 0, hits = 0;
+  for (auto& r : reports) {
+    sessions += r.sessions;
+    if (r.name == "a")
+      hits += r.totals.hits;
+  }
+  EXPECT_EQ(sessions, 10u) << "five sessions of each domain, none left out";
+  EXPECT_GT(hits, 0u);
+  EXPECT_LT(reports.size(), 10u) << "folded, not kept apart";
+  EXPECT_TRUE(s.verified(reports));
 }
 
 // Regression (issue 8): the stop's summary was cut to ended_reports_kept, so with more live
@@ -381,4 +425,28 @@ TEST(engine_e2e, every_session_the_stop_detaches_reports_whatever_the_bound) {
   auto reports = eng.stop();
   EXPECT_EQ(reports.size(), 3u);
   EXPECT_TRUE(s.verified(reports));
+}
+
+// Regression (issue 21): summary rows were cut at 511 characters, so long names lost their
+// hit and ground-truth columns.
+TEST(engine_e2e, summary_rows_keep_every_column_whatever_the_names_length) {
+  scenario s;
+  s.add(std::string(300, 'd'), 1, 20000);
+  auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
+  auto long_name = std::string(600, 'b');
+  plan->breakpoints[0].name = long_name;
+  s.cfg.domains[0].plan = plan;
+  auto reports = s.run();
+  char* buf = nullptr;
+  size_t len = 0;
+  auto* out = open_memstream(&buf, &len);
+  bool ok = sim_truth(s.hv, s.cfg)->verify(reports, out);
+  std::fclose(out);
+  std::string table(buf, len);
+  std::free(buf);
+  EXPECT_TRUE(ok) << table;
+  auto row = table.find(long_name);
+  ASSERT_NE(row, std::string::npos);
+  auto line = table.substr(row, table.find('\n', row) - row);
+  EXPECT_TRUE(line.ends_with("exact")) << line.substr(long_name.size());
 }

@@ -34,6 +34,7 @@ struct observed_session {
   uint64_t access_calls = 0;
   std::vector<observed_breakpoint> breakpoints;
   std::string error;  ///< its teardown error, if any
+  uint32_t sessions = 1;  ///< more than one: several sessions' counts summed up
 };
 
 struct verification {
