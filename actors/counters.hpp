@@ -96,6 +96,8 @@ struct domain_counters {
   histogram handler_seconds{handler_buckets()};  ///< hit sent → handler's decision back
   counter handler_timeouts;  ///< VCPUs resumed at their breakpoint's deadline
   counter handler_errors;    ///< VCPUs resumed because the handler failed or is not there
+  counter handler_queue_full;  ///< hits not sent: the handler had handler_queue_bound calls
+  counter handler_expired;     ///< calls a function handler skipped: their deadline had passed
 
   // The controller's: one actor writes them.
   counter access_calls;

@@ -145,7 +145,7 @@ void event_path::hold(const drv::event& ev, const vcpu_logic& before, const brea
   auto token = next_token_++;
   held_[ev.vcpu] = held_response{ev, before, out_.back(), token};
   out_.pop_back();
-  handler_hit hit{site(ev, bp, std::move(captures)), ev.regs};
+  handler_hit hit{site(ev, bp, std::move(captures)), ev.regs, {}};  // the relay sets the deadline
   caf::anon_send(cfg_.relay, hit_atom::value,
                  handler_call{bp->handler(), std::move(hit), token, weak_from_this()});
 }

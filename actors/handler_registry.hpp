@@ -4,6 +4,7 @@
 
 #include "actors/interfaces.hpp"
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <string_view>
@@ -27,9 +28,12 @@ public:
   std::vector<std::string> names() const;
   /// A new instance of `name`; an invalid handle if none is registered by that name.
   hit_handler_actor spawn(caf::actor_system& sys, std::string_view name) const;
+  /// Calls of function handlers running now, in every instance.
+  uint32_t functions_running() const { return running_->load(); }
 
 private:
   std::map<std::string, factory, std::less<>> factories_;
+  std::shared_ptr<std::atomic<uint32_t>> running_ = std::make_shared<std::atomic<uint32_t>>(0);
 };
 
 using handler_registry_ptr = std::shared_ptr<const handler_registry>;

@@ -1,6 +1,7 @@
 #include "actors/handler_relay.hpp"
 
 #include "actors/event_path.hpp"
+#include "drivers/defaults.hpp"
 #include "drivers/error.hpp"
 
 #include <caf/exit_reason.hpp>
@@ -11,7 +12,7 @@ namespace vmitap {
 
 namespace {
 
-using self_ptr = handler_relay_actor::stateful_pointer<handler_relay_state>;
+using self_ptr = handler_relay_impl::stateful_pointer<handler_relay_state>;
 
 /// Gives the hit under `token` its one answer, if it has not had one.
 void answer(self_ptr self, uint64_t token, std::optional<handler_decision> d) {
@@ -37,22 +38,44 @@ void fail(self_ptr self, uint64_t token, const std::string& handler, const std::
   answer(self, token, std::nullopt);
 }
 
-hit_handler_actor instance(self_ptr self, const std::string& name) {
+/// The hit's deadline passed: its VCPU resumes unchanged, whatever the handler does later.
+void time_out(self_ptr self, uint64_t token) {
+  auto& st = self->state;
+  auto i = st.pending.find(token);
+  if (i == st.pending.end())
+    return;
+  st.domain->counters().handler_timeouts.add();
+  if (!st.timing_out)
+    spdlog::warn("domain {}: handler \"{}\" did not answer within {} µs; its VCPU resumed "
+                 "unchanged (further timeouts are counted in vmitap_handler_timeouts_total)",
+                 st.domain->info().name, i->second.handler->name,
+                 i->second.handler->deadline.count());
+  st.timing_out = true;
+  answer(self, token, std::nullopt);
+}
+
+handler_relay_state::instance* instance(self_ptr self, const std::string& name) {
   auto& st = self->state;
   if (auto i = st.instances.find(name); i != st.instances.end())
-    return i->second;
+    return &i->second;
   auto h = st.registry ? st.registry->spawn(self->system(), name) : hit_handler_actor{};
-  if (h) {
-    self->monitor(h);
-    st.instances.emplace(name, h);
-  }
-  return h;
+  if (!h)
+    return nullptr;
+  self->monitor(h);
+  return &st.instances.emplace(name, handler_relay_state::instance{h, 0}).first->second;
+}
+
+/// A call left the handler's queue (answered, failed, or given up on).
+void settle(self_ptr self, const std::string& name, const caf::actor_addr& handler) {
+  auto& st = self->state;
+  if (auto i = st.instances.find(name); i != st.instances.end() && i->second.actor.address() == handler)
+    --i->second.queued;
 }
 
 }  // namespace
 
-handler_relay_actor::behavior_type handler_relay(self_ptr self, handler_registry_ptr registry,
-                                                 domain_ptr domain) {
+handler_relay_impl::behavior_type handler_relay(self_ptr self, handler_registry_ptr registry,
+                                                domain_ptr domain) {
   self->state.registry = std::move(registry);
   self->state.domain = std::move(domain);
   // A handler that dies (an exception, an exit) answers nothing: resume every VCPU that waits
@@ -61,14 +84,16 @@ handler_relay_actor::behavior_type handler_relay(self_ptr self, handler_registry
     auto& st = self->state;
     std::string name;
     for (auto i = st.instances.begin(); i != st.instances.end(); ++i)
-      if (i->second.address() == m.source) {
+      if (i->second.actor.address() == m.source) {
         name = i->first;
         st.instances.erase(i);
         break;
       }
+    if (name.empty())
+      return;
     std::vector<uint64_t> tokens;
     for (auto& [token, w] : st.pending)
-      if (w.handler == m.source)
+      if (w.handler->name == name)
         tokens.push_back(token);
     for (auto token : tokens)
       fail(self, token, name, "stopped (" + to_string(m.reason) + ")");
@@ -76,7 +101,7 @@ handler_relay_actor::behavior_type handler_relay(self_ptr self, handler_registry
   self->set_exit_handler([self](caf::exit_msg& m) {
     // Held responses are the path's to answer when its poller releases it.
     for (auto& [name, h] : self->state.instances)
-      self->send_exit(h, caf::exit_reason::user_shutdown);
+      self->send_exit(h.actor, caf::exit_reason::user_shutdown);
     self->quit(m.reason);
   });
   return {
@@ -84,42 +109,60 @@ handler_relay_actor::behavior_type handler_relay(self_ptr self, handler_registry
       auto& st = self->state;
       const auto& name = call.handler->name;
       auto token = call.token;
-      auto h = instance(self, name);
-      st.pending.emplace(token, handler_relay_state::waiting{call.path, call.hit.vcpu,
-                                                             h ? h.address() : caf::actor_addr{}});
-      if (!h) {
+      st.pending.emplace(token, handler_relay_state::waiting{call.path, call.hit.vcpu, call.handler});
+      auto* inst = instance(self, name);
+      if (!inst) {
         fail(self, token, name, "no handler is registered by this name");
         return;
       }
+      if (inst->queued >= defaults::handler_queue_bound) {
+        // A handler slower than its hits: its queue would grow without bound. This hit is
+        // not sent; its VCPU resumes now.
+        st.domain->counters().handler_queue_full.add();
+        if (!st.full)
+          spdlog::warn("domain {}: handler \"{}\" has {} calls queued; further hits resume "
+                       "their VCPU at once (counted in vmitap_handler_dropped_total)",
+                       st.domain->info().name, name, inst->queued);
+        st.full = true;
+        answer(self, token, std::nullopt);
+        return;
+      }
+      st.full = false;
+      ++inst->queued;
       auto deadline = call.handler->deadline;
       auto sent = std::chrono::steady_clock::now();
-      self->request(h, deadline, hit_atom::value, std::move(call.hit))
+      call.hit.deadline = sent + deadline;
+      // The VCPU waits until the deadline; the call stays counted in the queue until the
+      // handler answers, so a handler that falls behind is seen.
+      self->delayed_send(self, deadline, deadline_atom::value, token);
+      auto handler = inst->actor.address();
+      self->request(inst->actor, deadline + defaults::handler_answer_limit, hit_atom::value,
+                    std::move(call.hit))
         .then(
-          [self, token, sent](handler_decision& d) {
+          [self, token, sent, name, handler](handler_decision& d) {
+            settle(self, name, handler);
             auto& st = self->state;
+            if (!st.pending.count(token))
+              return;  // too late: the VCPU resumed at its deadline
             st.domain->counters().handler_seconds.observe(
               std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count());
             st.timing_out = st.failing = false;
             answer(self, token, std::move(d));
           },
-          [self, token, name, deadline](caf::error& err) {
-            auto& st = self->state;
-            if (err != caf::sec::request_timeout) {
-              fail(self, token, name, render(err));
+          [self, token, name, handler](caf::error& err) {
+            settle(self, name, handler);
+            if (err == caf::sec::request_timeout)
+              return;  // never answered; its VCPU resumed at the deadline
+            if (code_of(err) == ec::timeout) {
+              // A function handler skipped the call: its deadline passed while it was queued.
+              self->state.domain->counters().handler_expired.add();
+              time_out(self, token);
               return;
             }
-            if (!st.pending.count(token))
-              return;
-            st.domain->counters().handler_timeouts.add();
-            if (!st.timing_out)
-              spdlog::warn("domain {}: handler \"{}\" did not answer within {} µs; its VCPU "
-                           "resumed unchanged (further timeouts are counted in "
-                           "vmitap_handler_timeouts_total)",
-                           st.domain->info().name, name, deadline.count());
-            st.timing_out = true;
-            answer(self, token, std::nullopt);
+            fail(self, token, name, render(err));
           });
     },
+    [self](deadline_atom, uint64_t token) { time_out(self, token); },
   };
 }
 

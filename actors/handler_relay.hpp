@@ -2,8 +2,9 @@
 
 // The handler relay of one domain session: takes each held hit to its handler (one instance
 // per handler name, spawned at its first hit) with the breakpoint's deadline, and gives the
-// path exactly one answer per hit: the decision, or "resume" on a timeout, an error or a
-// handler that died. Counts handler time, timeouts and failures; logs once per streak.
+// path exactly one answer per hit: the decision, or "resume" at the deadline, on an error,
+// for a handler that died or whose queue is full. Counts handler time, timeouts, failures
+// and dropped calls; logs once per streak.
 
 #include "actors/handler_registry.hpp"
 #include "actors/monitored_domain.hpp"
@@ -19,20 +20,30 @@ struct handler_relay_state {
   struct waiting {
     std::weak_ptr<event_path> path;
     drv::vcpu_id vcpu = 0;
-    caf::actor_addr handler;
+    std::shared_ptr<const handler_binding> handler;
+  };
+  /// A handler instance and the calls it has queued or running (answered, failed, or given
+  /// up on handler_answer_limit after the deadline): at most handler_queue_bound.
+  struct instance {
+    hit_handler_actor actor;
+    size_t queued = 0;
   };
 
   handler_registry_ptr registry;
   domain_ptr domain;
-  std::map<std::string, hit_handler_actor, std::less<>> instances;
+  std::map<std::string, instance, std::less<>> instances;
   std::map<uint64_t, waiting> pending;  ///< by token: hits whose answer is still to give
   bool timing_out = false;              ///< in a streak of timeouts (logged once)
   bool failing = false;                 ///< in a streak of handler failures (logged once)
+  bool full = false;                    ///< in a streak of calls dropped on a full queue
 };
 
+/// The relay's own deadline timer comes back to it under this private message.
+using handler_relay_impl = handler_relay_actor::extend<caf::reacts_to<deadline_atom, uint64_t>>;
+
 /// Exits (and stops its handler instances) on an exit message, e.g. its supervisor's.
-handler_relay_actor::behavior_type
-handler_relay(handler_relay_actor::stateful_pointer<handler_relay_state> self,
+handler_relay_impl::behavior_type
+handler_relay(handler_relay_impl::stateful_pointer<handler_relay_state> self,
               handler_registry_ptr registry, domain_ptr domain);
 
 }  // namespace vmitap

@@ -9,6 +9,7 @@
 
 #include "actors/messages.hpp"
 
+#include <chrono>
 #include <optional>
 
 namespace vmitap {
@@ -17,6 +18,10 @@ namespace vmitap {
 /// (rip is the breakpoint's instruction).
 struct handler_hit : hit_site {
   drv::registers regs;
+  /// When vmitap stops waiting: past it the VCPU has resumed unchanged and any decision is
+  /// ignored. A function handler is not called for a hit whose deadline passed while it
+  /// was queued; an actor handler may check it itself.
+  std::chrono::steady_clock::time_point deadline;
 };
 
 /// A handler's answer.

@@ -46,6 +46,7 @@ using reopen_atom = caf::atom_constant<caf::atom("reopen")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using suppress_atom = caf::atom_constant<caf::atom("suppress")>;
 using rearm_atom = caf::atom_constant<caf::atom("rearm")>;
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 
 enum class step_mode : uint8_t {
   classic,  ///< view 0 + toggle singlestep, back on the SINGLESTEP event: two events a trap

@@ -26,6 +26,13 @@ inline constexpr auto restore_backoff = 5ms;
 /// How long a poller hands a ring back after it was asked to (final drain included).
 inline constexpr auto ring_release_timeout = 10s;
 
+/// Calls one handler instance may have queued or running; past it a hit's VCPU resumes at
+/// once and the call is counted as dropped.
+inline constexpr size_t handler_queue_bound = 64;
+/// How long the relay waits for a handler's own answer after the hit's deadline resumed the
+/// VCPU, before it stops counting the call against the handler's queue.
+inline constexpr auto handler_answer_limit = 60s;
+
 /// Hit records a sink may have queued before further ones are dropped (and counted).
 inline constexpr size_t sink_queue_bound = 65536;
 /// A sink writes its buffer out at least this often (a `tail -f` sees hits within it).

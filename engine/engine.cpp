@@ -52,7 +52,9 @@ engine::engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t re
 
 engine::~engine() {
   stop();
-  if (abandoned_) {
+  if (abandoned_ || handler_calls_running()) {
+    // A function handler still in its call runs on a thread CAF joins when the actor system
+    // goes: its VCPUs were resumed at their deadlines, so nothing waits for it.
     // Threads stuck in a driver call still use these: they are left to the process's exit.
     (void) system_.release();
     (void) pollers_.release();
@@ -194,8 +196,15 @@ std::vector<domain_report> engine::stop() {
                   system_->registry().running(), cfg_.stop_deadline.count());
     return out;
   }
+  if (auto n = handler_calls_running())
+    spdlog::info("{} function handler call(s) still running at the stop; their VCPUs were "
+                 "resumed at their deadlines, and the exit does not wait for them", n);
   exporter_.reset();
   return out;
+}
+
+uint32_t engine::handler_calls_running() const {
+  return handlers_ ? handlers_->functions_running() : 0;
 }
 
 std::vector<prometheus::MetricFamily> engine::collect() const {

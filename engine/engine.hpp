@@ -49,6 +49,9 @@ public:
   /// `abandoned()` says so, and the process should exit without destroying this engine.
   std::vector<domain_report> stop();
   bool abandoned() const { return abandoned_; }
+  /// Function handlers still in a call (they may block; the stop does not wait for them).
+  /// Non-zero after the stop: the process should exit without destroying this engine.
+  uint32_t handler_calls_running() const;
 
   /// Counts a reload (SIGHUP) as applied or rejected, for the exporter.
   void count_reload(bool ok);

@@ -113,6 +113,11 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
   family handler_errors("vmitap_handler_errors_total",
                         "VCPUs resumed unchanged because the handler failed or stopped.",
                         T::Counter, {"domain"});
+  family handler_dropped("vmitap_handler_dropped_total",
+                         "Hits whose handler call was dropped, by cause: queue_full (not sent, "
+                         "the handler had too many calls queued) or expired (queued past its "
+                         "deadline, not run). Their VCPUs resumed unchanged.",
+                         T::Counter, {"domain", "cause"});
   family handling("vmitap_event_handling_seconds",
                   "From a request taken from the ring to its response written.", T::Histogram,
                   {"domain"});
@@ -171,6 +176,8 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     handler_seconds.add({name}, c.handler_seconds);
     handler_timeouts.add({name}, double(c.handler_timeouts.get()));
     handler_errors.add({name}, double(c.handler_errors.get()));
+    handler_dropped.add({name, "queue_full"}, double(c.handler_queue_full.get()));
+    handler_dropped.add({name, "expired"}, double(c.handler_expired.get()));
     access.add({name, "ok"}, double(c.access_ok.get()));
     access.add({name, "failed"}, double(c.access_failed.get()));
     access_calls.add({name}, double(c.access_calls.get()));
@@ -230,7 +237,8 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
   std::vector<MetricFamily> out;
   for (auto* f : {&events, &hits, &suppressed, &neighbours, &stale, &spurious, &malformed, &refused,
                   &capture_failures, &handler_seconds, &handler_timeouts, &handler_errors,
-                  &handling, &access, &access_calls, &batch, &call_seconds, &breakpoints, &pages,
+                  &handler_dropped, &handling, &access, &access_calls, &batch, &call_seconds,
+                  &breakpoints, &pages,
                   &stepping, &monitored, &attach, &reloads, &reload_ok, &reload_time, &records,
                   &depth, &build})
     out.push_back(f->take());

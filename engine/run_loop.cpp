@@ -175,11 +175,12 @@ int run(const config& cfg, const run_options& opts) {
     code = instance->truth->verify(reports, stderr) ? exit_code::ok : exit_code::failed;
   else
     print_summary(reports);
-  if (eng.abandoned()) {
-    // Threads stuck in a driver call still use the engine: exit without destroying it.
+  if (eng.abandoned() || eng.handler_calls_running() > 0) {
+    // Threads stuck in a driver call or a blocking handler still use the engine: exit
+    // without destroying it. Only the driver call is a failure of the run.
     spdlog::default_logger()->flush();
     std::fflush(nullptr);
-    std::_Exit(exit_code::failed);
+    std::_Exit(eng.abandoned() ? exit_code::failed : code);
   }
   return code;
 }

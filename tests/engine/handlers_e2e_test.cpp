@@ -245,3 +245,133 @@ TEST(handlers, a_handler_that_throws_or_dies_leaves_no_vcpu_paused_and_is_counte
 }
 
 }  // namespace
+
+namespace {
+
+/// One breakpoint named `name` at the entry of `dom`'s function 0 with handler `handler`.
+void add_handled(scenario& s, const std::shared_ptr<sim::domain>& dom, const std::string& handler,
+                 std::chrono::microseconds deadline) {
+  auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
+  plan->breakpoints.push_back({"handled", dom->code().functions()[0].entry_pa, "main", {}, {},
+                               handler_binding{handler, deadline}, {}});
+  s.cfg.domains[0].plan = plan;
+}
+
+}  // namespace
+
+// Regression (issue 21): a 50 ms handler with a 100 µs deadline was called for every hit long
+// after its VCPU had resumed: calls piled up in its mailbox (RSS growing ~1 MB/s) and ran on
+// through the stop.
+TEST(handlers, calls_past_their_deadline_are_skipped_and_none_runs_after_the_stop) {
+  scenario s;
+  auto dom = s.add("slow", 2, 0);
+  using clock = std::chrono::steady_clock;
+  struct tally {
+    std::mutex m;
+    std::vector<clock::time_point> started;
+  };
+  auto t = std::make_shared<tally>();
+  auto reg = std::make_shared<handler_registry>();
+  reg->add("slow", [t](const handler_hit&) {
+    {
+      std::lock_guard g{t->m};
+      t->started.push_back(clock::now());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return handler_decision::resume();
+  });
+  s.handlers = reg;
+  add_handled(s, dom, "slow", std::chrono::microseconds(100));
+  engine eng{s.cfg, s.make_driver(), 0, s.handlers};
+  ASSERT_FALSE(eng.start());
+  ASSERT_TRUE(eventually([&] {
+    return metric_value(eng.collect(), "vmitap_handler_dropped_total",
+                        {{"domain", "slow"}, {"cause", "expired"}})
+             .value_or(0)
+           >= 100;
+  })) << "calls queued past their deadline are skipped";
+  auto reports = eng.stop();
+  auto stopped = clock::now();
+  ASSERT_TRUE(eventually([&] { return eng.handler_calls_running() == 0; }));
+  ASSERT_TRUE(s.verified(reports));
+  std::lock_guard g{t->m};
+  auto hits = find_bp(reports.at(0), "handled")->hits.load();
+  EXPECT_LT(t->started.size(), hits / 10) << "the handler ran for few of its hits";
+  for (auto& at : t->started)
+    EXPECT_LT(at, stopped) << "a call ran after the stop, for a VCPU resumed long before";
+}
+
+TEST(handlers, a_handler_that_falls_behind_has_a_bounded_queue_and_the_rest_is_counted) {
+  scenario s;
+  auto dom = s.add("behind", 2, 0);
+  // An actor handler that keeps every promise and never answers: each call stays queued.
+  struct holder {
+    std::vector<caf::typed_response_promise<handler_decision>> promises;
+  };
+  auto received = std::make_shared<std::atomic<uint64_t>>(0);
+  auto reg = std::make_shared<handler_registry>();
+  reg->add_actor("hold", [received](caf::actor_system& sys) {
+    return sys.spawn(
+      [received](hit_handler_actor::stateful_pointer<holder> self,
+                 int) -> hit_handler_actor::behavior_type {
+        return {[self, received](hit_atom, const handler_hit&) -> caf::result<handler_decision> {
+          ++*received;
+          self->state.promises.push_back(self->make_response_promise<handler_decision>());
+          return self->state.promises.back();
+        }};
+      },
+      0);
+  });
+  s.handlers = reg;
+  add_handled(s, dom, "hold", std::chrono::microseconds(200));
+  engine eng{s.cfg, s.make_driver(), 0, s.handlers};
+  ASSERT_FALSE(eng.start());
+  auto full = [&] {
+    return metric_value(eng.collect(), "vmitap_handler_dropped_total",
+                        {{"domain", "behind"}, {"cause", "queue_full"}})
+      .value_or(0);
+  };
+  ASSERT_TRUE(eventually([&] { return full() >= 100; }));
+  ASSERT_TRUE(eventually([&] { return received->load() >= defaults::handler_queue_bound; }));
+  EXPECT_EQ(received->load(), defaults::handler_queue_bound) << "never more calls queued";
+  auto reports = eng.stop();
+  ASSERT_TRUE(s.verified(reports));
+}
+
+// Regression (issue 21): a function handler that blocks turned a clean stop into exit 1
+// ("1 actor(s) still busy ... a driver call that does not return"): the stop waited for it.
+TEST(handlers, a_blocking_function_handler_neither_delays_nor_fails_the_stop) {
+  scenario s;
+  auto dom = s.add("blocked", 2, 0);
+  s.cfg.stop_deadline = std::chrono::seconds(3);
+  auto release = std::make_shared<std::atomic<bool>>(false);
+  auto entered = std::make_shared<std::atomic<uint64_t>>(0);
+  auto reg = std::make_shared<handler_registry>();
+  reg->add("block", [release, entered](const handler_hit&) {
+    ++*entered;
+    while (!release->load())
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return handler_decision::resume();
+  });
+  s.handlers = reg;
+  // Long enough for the handler's new thread to take its first call in time on a loaded
+  // machine: a call that waited past its deadline is skipped.
+  add_handled(s, dom, "block", std::chrono::milliseconds(20));
+  {
+    engine eng{s.cfg, s.make_driver(), 0, s.handlers};
+    ASSERT_FALSE(eng.start());
+    ASSERT_TRUE(eventually([&] { return entered->load() >= 1; }));
+    ASSERT_TRUE(eventually([&] {
+      return metric(eng, "vmitap_handler_timeouts_total", "blocked") >= 20;
+    })) << "the other hits resume at their deadline";
+    auto reports = eng.stop();
+    EXPECT_FALSE(eng.abandoned()) << "nothing blamed on a driver call";
+    EXPECT_EQ(eng.handler_calls_running(), 1u);
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_TRUE(reports[0].error.empty()) << reports[0].error;
+    EXPECT_TRUE(s.verified(reports));
+    release->store(true);
+    ASSERT_TRUE(eventually([&] { return eng.handler_calls_running() == 0; }));
+  }
+  EXPECT_EQ(entered->load(), 1u) << "the calls queued behind it had expired";
+}
