@@ -234,8 +234,66 @@ void read_domains(reader& r, const toml::table& root, config& cfg,
 
 }  // namespace
 
+namespace {
+
+/// Where a byte outside ASCII stands outside a string and a comment (TOML allows one only
+/// inside them; toml++ 3.3.0 reaches undefined behaviour on one in a bare key, its bug 295),
+/// as "line:column" (columns count characters); empty if none does.
+std::string non_ascii_outside_strings(std::string_view text) {
+  size_t line = 1, column = 0;
+  auto at = [&](std::string_view s, size_t i) { return i < s.size() ? s[i] : '\0'; };
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if ((uint8_t(c) & 0xc0) != 0x80)
+      ++column;
+    if (c == '\n') {
+      ++line;
+      column = 0;
+    } else if (c == '#') {
+      while (i + 1 < text.size() && text[i + 1] != '\n')
+        ++i;
+    } else if (c == '"' || c == '\'') {
+      // Skip the string (multi-line when the quote is tripled); escapes only in "…".
+      bool multi = at(text, i + 1) == c && at(text, i + 2) == c;
+      size_t j = i + (multi ? 3 : 1);
+      for (; j < text.size(); ++j) {
+        if (c == '"' && text[j] == '\\') {
+          ++j;
+        } else if (text[j] == '\n') {
+          if (!multi)
+            break;  // an unterminated string: toml++ says where
+          ++line;
+          column = 0;
+        } else if (text[j] == c && (!multi || (at(text, j + 1) == c && at(text, j + 2) == c))) {
+          // A run of 4 or 5 quotes: the content ends with the first ones, the last 3 close.
+          while (multi && at(text, j + 1) == c)
+            ++j;
+          break;
+        } else if ((uint8_t(text[j]) & 0xc0) != 0x80) {
+          ++column;
+        }
+      }
+      i = j;
+      if (i < text.size() && text[i] == '\n') {
+        ++line;
+        column = 0;
+      }
+    } else if (uint8_t(c) >= 0x80) {
+      return std::to_string(line) + ":" + std::to_string(column);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 caf::expected<config> parse_config(std::string_view text, const std::string& path,
                                    const handler_registry* handlers) {
+  if (auto where = non_ascii_outside_strings(text); !where.empty())
+    return make_error(ec::config_invalid,
+                      path + ":" + where
+                        + ": syntax: a character outside ASCII outside a string: bare keys are "
+                          "A-Z a-z 0-9 _ - (quote a key that needs others)");
   toml::table root;
   try {
     root = toml::parse(text, path);

@@ -319,3 +319,28 @@ TEST(config_validation, a_rate_limit_has_a_maximum_and_an_optional_cool_down) {
             "t.toml:13:23: domain[0].breakpoint[0].max_hits_per_second: expected an integer from 1 "
             "to 10000000, got 0");
 }
+
+// Regression (issue 21): toml++ 3.3.0 reaches undefined behaviour on a non-ASCII character in
+// a bare key (its bug 295); such a key is rejected with its position before toml++ sees it.
+TEST(config_validation, a_character_outside_ascii_outside_strings_is_rejected_with_its_place) {
+  auto err = problems("[engine]\nwörker_threads = 2\n");
+  EXPECT_NE(err.find("t.toml:2:2: syntax:"), std::string::npos) << err;
+  EXPECT_NE(err.find("bare keys"), std::string::npos) << err;
+  EXPECT_NE(problems("[engine]\n\"w\" = 1 # ok\nnäme = 1\n").find("t.toml:3:2:"), std::string::npos);
+  // Inside strings and comments they are text: they reach toml++ and the usual checks.
+  auto scanned = [](const std::string& text) {
+    auto err = problems(text);
+    return err.find("outside ASCII") == std::string::npos ? "" : err;
+  };
+  std::string base = valid_base;
+  EXPECT_EQ(problems(base + "# wörker, ünïcode\n"), "");
+  EXPECT_EQ(scanned(base + "x = \"hïts\"\n"), "");
+  EXPECT_EQ(scanned(base + "x = '''h'ïts'''\n"), "");
+  EXPECT_EQ(scanned(base + "x = \"\"\"x\"\"\"\"\n# é\n"), "");
+  EXPECT_EQ(scanned(base + "x = \"\"\"\nmulti ï\nline\"\"\"\n"), "");
+  EXPECT_EQ(scanned(base + "x = \"a\\\"ï\"\n"), "");
+  EXPECT_NE(problems(base + "x = \"\"\"x\"\"\"\"\ny = 1\nké = 1\n").find("t.toml:12:2:"),
+            std::string::npos);
+  // A quoted key may hold them; the key is then unknown, and said so.
+  EXPECT_NE(problems("[engine]\n\"wörker\" = 2\n").find("wörker"), std::string::npos);
+}
