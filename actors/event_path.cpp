@@ -196,18 +196,14 @@ void event_path::give_one(const drv::response& rsp) {
 }
 
 void event_path::count_failures(const drv::give_result& r) {
-  if (r.failed == 0) {
-    failing_ = false;
-    return;
-  }
-  if (code_of(r.first) == ec::domain_dead)
-    return;  // its VCPUs are gone with it: nothing waits for these answers
+  if (r.failed == 0 || code_of(r.first) == ec::domain_dead)
+    return;  // a dead domain's VCPUs are gone with it: nothing waits for these answers
   cfg_.domain->counters().respond_failures.add(r.failed);
-  if (!failing_)
+  if (refusals_log_.allow())
     spdlog::error("domain {} ({}): the hypervisor refused {} response(s), a VCPU may stay "
-                  "paused: {} (further refusals are counted in vmitap_respond_failures_total)",
-                  identity_->name, identity_->id, r.failed, render(r.first));
-  failing_ = true;
+                  "paused: {} (all are counted in vmitap_respond_failures_total){}",
+                  identity_->name, identity_->id, r.failed, render(r.first),
+                  refusals_log_.note());
 }
 
 }  // namespace vmitap

@@ -8,6 +8,7 @@
 // back through the poller's inbox; only that VCPU waits.
 
 #include "actors/interfaces.hpp"
+#include "actors/log_limit.hpp"
 #include "actors/monitored_domain.hpp"
 #include "actors/sinks.hpp"
 #include "actors/vcpu_logic.hpp"
@@ -76,7 +77,7 @@ private:
   std::vector<drv::response> out_;
   std::vector<breakpoint_ptr> hits_;
   hit_batch records_;
-  bool failing_ = false;  // in a streak of refused responses (logged once)
+  log_limit refusals_log_;
 
   /// A response waiting for its handler; the lane as it was before the trap, in case the
   /// handler moves rip and the step-over is not to happen.

@@ -30,11 +30,10 @@ void fail(self_ptr self, uint64_t token, const std::string& handler, const std::
   if (!st.pending.count(token))
     return;
   st.domain->counters().handler_errors.add();
-  if (!st.failing)
-    spdlog::error("domain {}: handler \"{}\": {}; its VCPU resumed unchanged (further failures "
-                  "are counted in vmitap_handler_errors_total)",
-                  st.domain->info().name, handler, why);
-  st.failing = true;
+  if (st.failures_log.allow())
+    spdlog::error("domain {}: handler \"{}\": {}; its VCPU resumed unchanged (all failures are "
+                  "counted in vmitap_handler_errors_total){}",
+                  st.domain->info().name, handler, why, st.failures_log.note());
   answer(self, token, std::nullopt);
 }
 
@@ -45,12 +44,11 @@ void time_out(self_ptr self, uint64_t token) {
   if (i == st.pending.end())
     return;
   st.domain->counters().handler_timeouts.add();
-  if (!st.timing_out)
+  if (st.timeouts_log.allow())
     spdlog::warn("domain {}: handler \"{}\" did not answer within {} µs; its VCPU resumed "
-                 "unchanged (further timeouts are counted in vmitap_handler_timeouts_total)",
+                 "unchanged (all timeouts are counted in vmitap_handler_timeouts_total){}",
                  st.domain->info().name, i->second.handler->name,
-                 i->second.handler->deadline.count());
-  st.timing_out = true;
+                 i->second.handler->deadline.count(), st.timeouts_log.note());
   answer(self, token, std::nullopt);
 }
 
@@ -119,15 +117,13 @@ handler_relay_impl::behavior_type handler_relay(self_ptr self, handler_registry_
         // A handler slower than its hits: its queue would grow without bound. This hit is
         // not sent; its VCPU resumes now.
         st.domain->counters().handler_queue_full.add();
-        if (!st.full)
-          spdlog::warn("domain {}: handler \"{}\" has {} calls queued; further hits resume "
-                       "their VCPU at once (counted in vmitap_handler_dropped_total)",
-                       st.domain->info().name, name, inst->queued);
-        st.full = true;
+        if (st.full_log.allow())
+          spdlog::warn("domain {}: handler \"{}\" has {} calls queued; hits past that resume "
+                       "their VCPU at once (counted in vmitap_handler_dropped_total){}",
+                       st.domain->info().name, name, inst->queued, st.full_log.note());
         answer(self, token, std::nullopt);
         return;
       }
-      st.full = false;
       ++inst->queued;
       auto deadline = call.handler->deadline;
       auto sent = std::chrono::steady_clock::now();
@@ -146,7 +142,6 @@ handler_relay_impl::behavior_type handler_relay(self_ptr self, handler_registry_
               return;  // too late: the VCPU resumed at its deadline
             st.domain->counters().handler_seconds.observe(
               std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count());
-            st.timing_out = st.failing = false;
             answer(self, token, std::move(d));
           },
           [self, token, name, handler](caf::error& err) {

@@ -4,9 +4,10 @@
 // per handler name, spawned at its first hit) with the breakpoint's deadline, and gives the
 // path exactly one answer per hit: the decision, or "resume" at the deadline, on an error,
 // for a handler that died or whose queue is full. Counts handler time, timeouts, failures
-// and dropped calls; logs once per streak.
+// and dropped calls; logs each cause at most once per log interval.
 
 #include "actors/handler_registry.hpp"
+#include "actors/log_limit.hpp"
 #include "actors/monitored_domain.hpp"
 
 #include <caf/stateful_actor.hpp>
@@ -33,9 +34,7 @@ struct handler_relay_state {
   domain_ptr domain;
   std::map<std::string, instance, std::less<>> instances;
   std::map<uint64_t, waiting> pending;  ///< by token: hits whose answer is still to give
-  bool timing_out = false;              ///< in a streak of timeouts (logged once)
-  bool failing = false;                 ///< in a streak of handler failures (logged once)
-  bool full = false;                    ///< in a streak of calls dropped on a full queue
+  log_limit timeouts_log, failures_log, full_log;
 };
 
 /// The relay's own deadline timer comes back to it under this private message.

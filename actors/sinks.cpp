@@ -2,6 +2,7 @@
 
 #include "actors/hit_json.hpp"
 #include "actors/line_file.hpp"
+#include "actors/log_limit.hpp"
 #include "drivers/error.hpp"
 
 #include <caf/actor_system.hpp>
@@ -42,8 +43,8 @@ struct sink_state {
   std::string host;
   std::chrono::milliseconds flush_interval{100};
   bool tick_pending = false;
-  bool failing = false;           // in a streak of write errors (logged once)
-  bool rotation_failing = false;  // in a streak of failed rotations (logged once)
+  bool failing = false;  // the last flush lost records (its recovery is logged)
+  log_limit errors_log, rotation_log;
 };
 
 using sink_ptr = sink_actor::extend<caf::reacts_to<tick_atom>>::stateful_pointer<sink_state>;
@@ -55,17 +56,15 @@ void flush(sink_state& st) {
   st.queue->errors.add(r.failed);
   st.queue->depth.fetch_sub(records, std::memory_order_relaxed);
   bool rotation_failed = r.error && r.failed == 0;  // every record written, then rotation failed
-  if (rotation_failed && !st.rotation_failing)
-    spdlog::error("sink {}: {} (every record was written; rotation is retried at each flush)",
-                  st.queue->name, render(r.error));
-  else if (r.error && !rotation_failed && !st.failing)
-    spdlog::error("sink {}: {} ({} records lost; further errors are counted in "
-                  "vmitap_sink_records_total{{result=\"error\"}})",
-                  st.queue->name, render(r.error), r.failed);
+  if (rotation_failed && st.rotation_log.allow())
+    spdlog::error("sink {}: {} (every record was written; rotation is retried at each flush){}",
+                  st.queue->name, render(r.error), st.rotation_log.note());
+  else if (r.error && !rotation_failed && st.errors_log.allow())
+    spdlog::error("sink {}: {} ({} records lost; all errors are counted in "
+                  "vmitap_sink_records_total{{result=\"error\"}}){}",
+                  st.queue->name, render(r.error), r.failed, st.errors_log.note());
   else if (!r.error && st.failing && r.written > 0)
     spdlog::info("sink {}: writing again", st.queue->name);
-  if (r.error || r.written > 0)
-    st.rotation_failing = rotation_failed;
   if (r.failed > 0 || r.written > 0)
     st.failing = r.failed > 0;
 }

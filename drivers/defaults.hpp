@@ -33,6 +33,10 @@ inline constexpr size_t handler_queue_bound = 64;
 /// VCPU, before it stops counting the call against the handler's queue.
 inline constexpr auto handler_answer_limit = 60s;
 
+/// A recurring failure (refused responses, handler timeouts, sink errors) is logged at most
+/// this often per cause, with the count of the ones left out.
+inline constexpr auto log_interval = 10s;
+
 /// Hit records a sink may have queued before further ones are dropped (and counted).
 inline constexpr size_t sink_queue_bound = 65536;
 /// A sink writes its buffer out at least this often (a `tail -f` sees hits within it).
