@@ -38,11 +38,14 @@ inline plan_ptr hot_plan(const sim::program& code, step_mode mode, bool two_view
   return plan;
 }
 
+/// How long a test waits for what must happen before it says it did not: generous, since a
+/// sanitizer build on a loaded machine runs many times slower, and below ctest's timeout.
+inline constexpr std::chrono::milliseconds patience = std::chrono::minutes(4);
+
 /// Waits until `cond()` holds, checking every 5 ms, for at most `limit`. True if it does.
-/// Tests wait for what must happen, never a fixed time: a sanitizer build on a loaded
-/// machine runs many times slower.
+/// Tests wait for what must happen, never a fixed time.
 template <class Cond>
-bool eventually(Cond&& cond, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+bool eventually(Cond&& cond, std::chrono::milliseconds limit = patience) {
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (!cond()) {
     if (std::chrono::steady_clock::now() >= deadline)
@@ -131,26 +134,29 @@ struct scenario {
 
   /// Runs the engine until every VCPU used its budget (or `limit`), then stops it.
   std::vector<domain_report> run(std::function<void()> midway = {},
-                                 std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+                                 std::chrono::milliseconds limit = patience) {
     return run_until([this](engine&) { return all_halted(); }, std::move(midway), limit);
   }
 
   /// Runs the engine until `done(engine)` holds (or `limit`), then stops it.
   std::vector<domain_report> run_until(std::function<bool(engine&)> done,
                                        std::function<void()> midway = {},
-                                       std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+                                       std::chrono::milliseconds limit = patience) {
     engine eng{cfg, make_driver(), 0, handlers};
     auto err = eng.start();
     EXPECT_FALSE(err) << render(err);
     auto t0 = std::chrono::steady_clock::now();
     bool called = false;
-    while (!done(eng) && std::chrono::steady_clock::now() - t0 < limit) {
+    bool finished = false;
+    while (!(finished = done(eng)) && std::chrono::steady_clock::now() - t0 < limit) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       if (midway && !called && std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(50)) {
         midway();
         called = true;
       }
     }
+    // A run that ends at the limit is a failure of its own, not a count that differs later.
+    EXPECT_TRUE(finished) << "not done within " << limit.count() << " ms";
     return eng.stop();
   }
 
