@@ -59,6 +59,17 @@ const char* to_string(capture_spec::kind k);
 /// Longest run of bytes or characters a capture may read: a record stays a log line.
 inline constexpr uint32_t max_capture_length = 4096;
 
+/// The most guest memory `c` reads at one hit, in bytes.
+constexpr size_t capture_bytes(const capture_spec& c) {
+  switch (c.type) {
+    case capture_spec::kind::value: return 8;
+    case capture_spec::kind::bytes:
+    case capture_spec::kind::ascii: return c.length;
+    case capture_spec::kind::utf16: return size_t(c.length) * 2;
+  }
+  return 0;
+}
+
 /// A breakpoint's captures, shared by every copy of it; compared by content (a reload that
 /// changes a capture changes the breakpoint).
 struct capture_list {

@@ -16,18 +16,41 @@
 
 namespace vmitap {
 
+size_t record_bytes(const hit_record& rec) {
+  size_t n = sizeof rec;
+  for (auto& c : rec.captures)
+    n += sizeof c + c.text.size();
+  return n;
+}
+
 size_t sink_handle::offer(hit_batch batch) const {
   auto n = batch.size();
-  auto before = queue->depth.fetch_add(n, std::memory_order_relaxed);
-  size_t room = before >= queue->bound ? 0 : std::min(n, queue->bound - before);
-  if (room < n) {
-    queue->depth.fetch_sub(n - room, std::memory_order_relaxed);
-    queue->dropped.fetch_add(n - room, std::memory_order_relaxed);
-    batch.resize(room);
+  // Reserve the whole batch, then give back what does not fit: concurrent senders never
+  // pass a bound between them.
+  size_t sizes = 0;
+  for (auto& rec : batch)
+    sizes += record_bytes(rec);
+  auto depth = queue->depth.fetch_add(n, std::memory_order_relaxed);
+  auto bytes = queue->bytes.fetch_add(sizes, std::memory_order_relaxed);
+  size_t kept = 0, kept_bytes = 0;
+  for (auto& rec : batch) {
+    auto size = record_bytes(rec);
+    if (depth + kept + 1 > queue->bound || bytes + kept_bytes + size > queue->byte_bound)
+      continue;
+    if (&batch[kept] != &rec)
+      batch[kept] = std::move(rec);
+    ++kept;
+    kept_bytes += size;
   }
-  if (room > 0)
+  if (kept < n) {
+    queue->depth.fetch_sub(n - kept, std::memory_order_relaxed);
+    queue->bytes.fetch_sub(sizes - kept_bytes, std::memory_order_relaxed);
+    queue->dropped.fetch_add(n - kept, std::memory_order_relaxed);
+    batch.resize(kept);
+  }
+  if (kept > 0)
     caf::anon_send(actor, hit_atom::value, std::move(batch));
-  return n - room;
+  return n - kept;
 }
 
 namespace {
@@ -43,6 +66,7 @@ struct sink_state {
   std::string host;
   std::chrono::milliseconds flush_interval{100};
   bool tick_pending = false;
+  size_t held_bytes = 0;  // record_bytes of what the buffer holds, given back at its flush
   bool failing = false;  // the last flush lost records (its recovery is logged)
   log_limit errors_log, rotation_log;
 };
@@ -55,6 +79,7 @@ void flush(sink_state& st) {
   st.queue->written.add(r.written);
   st.queue->errors.add(r.failed);
   st.queue->depth.fetch_sub(records, std::memory_order_relaxed);
+  st.queue->bytes.fetch_sub(std::exchange(st.held_bytes, 0), std::memory_order_relaxed);
   bool rotation_failed = r.error && r.failed == 0;  // every record written, then rotation failed
   if (rotation_failed && st.rotation_log.allow())
     spdlog::error("sink {}: {} (every record was written; rotation is retried at each flush){}",
@@ -85,8 +110,10 @@ sink(sink_ptr self, std::shared_ptr<sink_queue> queue, line_file out, std::strin
   return {
     [self](hit_atom, const hit_batch& batch) {
       auto& st = self->state;
-      for (auto& rec : batch)
+      for (auto& rec : batch) {
         st.out->append(to_json_line(rec, st.host));
+        st.held_bytes += record_bytes(rec);
+      }
       if (st.out->buffered_bytes() >= 64 * 1024) {
         flush(self->state);
       } else if (!st.tick_pending) {
@@ -127,7 +154,7 @@ caf::expected<sink_handle> spawn_sink(caf::actor_system& sys, const sink_config&
   auto out = line_file::open(opts);
   if (!out)
     return make_error(ec::io_failed, "sink " + cfg.name + ": " + context_of(out.error()));
-  auto queue = std::make_shared<sink_queue>(cfg.name, cfg.queue_bound);
+  auto queue = std::make_shared<sink_queue>(cfg.name, cfg.queue_bound, cfg.queue_bytes);
   auto actor = sys.spawn<caf::detached>(sink, queue, std::move(*out), std::move(host),
                                         cfg.flush_interval);
   return sink_handle{caf::actor_cast<sink_actor>(actor), queue};

@@ -6,6 +6,7 @@
 
 #include "actors/counters.hpp"
 #include "actors/interfaces.hpp"
+#include "drivers/defaults.hpp"
 
 #include <caf/fwd.hpp>
 
@@ -20,31 +21,38 @@ struct sink_config {
   enum class kind : uint8_t { stdout_lines, jsonl_file } type = kind::stdout_lines;
   std::string path;           ///< jsonl_file
   uint64_t rotate_bytes = 0;  ///< jsonl_file: rotate beyond this size; 0: never
-  uint32_t rotate_keep = 5;   ///< jsonl_file: rotated generations kept
-  size_t queue_bound = 65536;
-  std::chrono::milliseconds flush_interval{100};
+  uint32_t rotate_keep = defaults::sink_rotate_keep;  ///< jsonl_file: rotated generations kept
+  size_t queue_bound = defaults::sink_queue_bound;
+  size_t queue_bytes = defaults::sink_queue_bytes;
+  std::chrono::milliseconds flush_interval = defaults::sink_flush_interval;
   bool operator==(const sink_config&) const = default;
 };
 
-/// What a sink's senders and the sink share: the queue bound and the counts.
+/// What a sink's senders and the sink share: the queue's bounds and the counts.
 struct sink_queue {
-  sink_queue(std::string sink_name, size_t max_depth) :
-    name(std::move(sink_name)), bound(max_depth) {}
+  sink_queue(std::string sink_name, size_t max_depth, size_t max_bytes) :
+    name(std::move(sink_name)), bound(max_depth), byte_bound(max_bytes) {}
   const std::string name;
   const size_t bound;
+  const size_t byte_bound;
   std::atomic<size_t> depth{0};  ///< records sent, not yet written or failed
+  std::atomic<size_t> bytes{0};  ///< their size in memory (record_bytes)
   counter written;               ///< the sink's own counts: one writer
   counter errors;
   std::atomic<uint64_t> dropped{0};  ///< by any sender
 };
+
+/// What a record holds in memory until its sink has written it.
+size_t record_bytes(const hit_record& rec);
 
 /// What a sender holds of a sink.
 struct sink_handle {
   sink_actor actor;
   std::shared_ptr<sink_queue> queue;
 
-  /// Sends what fits under the bound and drops (and counts) the rest. Returns how many it
-  /// dropped.
+  /// Sends what fits under both bounds (records and bytes) and drops (and counts) the rest,
+  /// in order: a record that does not fit drops, a smaller one after it may still go.
+  /// Returns how many it dropped.
   size_t offer(hit_batch batch) const;
 };
 

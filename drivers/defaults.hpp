@@ -37,8 +37,18 @@ inline constexpr auto handler_answer_limit = 60s;
 /// this often per cause, with the count of the ones left out.
 inline constexpr auto log_interval = 10s;
 
+/// Longest name a config may give (domains, views, breakpoints, tags, captures, sinks, any
+/// key) and longest string (a path): a record, a label and a log line stay lines.
+inline constexpr size_t max_name_bytes = 256;
+inline constexpr size_t max_string_bytes = 4096;
+/// Captures one breakpoint may have, and bytes they may read at one hit together.
+inline constexpr size_t max_captures = 32;
+inline constexpr size_t max_capture_bytes_per_hit = 16384;
+
 /// Hit records a sink may have queued before further ones are dropped (and counted).
 inline constexpr size_t sink_queue_bound = 65536;
+/// Bytes of hit records a sink may have queued (captures make records' sizes vary).
+inline constexpr size_t sink_queue_bytes = size_t(64) << 20;
 /// A sink writes its buffer out at least this often (a `tail -f` sees hits within it).
 inline constexpr auto sink_flush_interval = 100ms;
 /// Rotated generations a JSONL sink keeps (PATH.1 … PATH.N).

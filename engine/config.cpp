@@ -89,8 +89,8 @@ void read_sinks(reader& r, const toml::table& root, config& cfg) {
       r.error(node.source(), path, "expected a table ([" + path + "])");
       continue;
     }
-    r.allow_only(*t, path, {"type", "path", "rotate_bytes", "rotate_keep", "queue", "drop",
-                            "flush_interval_ms"});
+    r.allow_only(*t, path, {"type", "path", "rotate_bytes", "rotate_keep", "queue", "queue_bytes",
+                            "drop", "flush_interval_ms"});
     sink_config s;
     s.name = std::string(name.str());
     auto type = r.get_string(*t, "type", path, "a string: \"jsonl\" or \"stdout\"");
@@ -101,7 +101,7 @@ void read_sinks(reader& r, const toml::table& root, config& cfg) {
     }
     if (*type == "jsonl") {
       s.type = sink_config::kind::jsonl_file;
-      if (auto file = r.get_string(*t, "path", path, "a file path")) {
+      if (auto file = r.get_string(*t, "path", path, "a file path", defaults::max_string_bytes)) {
         s.path = *file;
         if (auto why = path_problem(s.path))
           r.error(reader::where(*t, "path"), path + ".path", "\"" + s.path + "\" " + *why);
@@ -127,6 +127,8 @@ void read_sinks(reader& r, const toml::table& root, config& cfg) {
       s.rotate_keep = uint32_t(*n);
     if (auto n = r.get_count(*t, "queue", path, 1, int64_t(1) << 24))
       s.queue_bound = *n;
+    if (auto n = r.get_count(*t, "queue_bytes", path, 1 << 20, int64_t(1) << 34))
+      s.queue_bytes = *n;
     if (auto n = r.get_count(*t, "flush_interval_ms", path, 1, 60000))
       s.flush_interval = std::chrono::milliseconds(*n);
     if (auto d = r.get_string(*t, "drop", path, "a string: \"newest\""))
@@ -306,6 +308,8 @@ caf::expected<config> parse_config(std::string_view text, const std::string& pat
   config cfg;
   cfg.path = path;
   reader r{path};
+  if (!r.check_sizes(root))
+    return make_error(ec::config_invalid, r.errors());
   std::vector<std::string_view> sections = {"engine", "metrics", "sink", "domain"};
   for (auto& b : backends())
     sections.push_back(b.name);

@@ -45,6 +45,12 @@ capture_list read_captures(reader& r, const toml::table& b, const std::string& b
     auto ikey = reader::indexed(key, i);
     capture_spec c;
     if (auto text = item.value_exact<std::string>()) {
+      if (text->size() > defaults::max_name_bytes) {
+        r.error(item.source(), ikey,
+                "longer than " + std::to_string(defaults::max_name_bytes)
+                  + " bytes, the limit for a capture (its expression is its name)");
+        continue;
+      }
       c.name = c.source = *text;
       if (auto e = read_expr(r, item, ikey, cc))
         c.at = std::move(*e);
@@ -102,6 +108,18 @@ capture_list read_captures(reader& r, const toml::table& b, const std::string& b
       r.error(item.source(), ikey, "duplicate capture name \"" + c.name + "\" in this breakpoint");
     specs->push_back(std::move(c));
   }
+  // A hit's record carries what its captures read: bounded per breakpoint.
+  if (list->size() > defaults::max_captures)
+    r.error(node->source(), key,
+            std::to_string(list->size()) + " captures; a breakpoint may have at most "
+              + std::to_string(defaults::max_captures));
+  size_t bytes = 0;
+  for (auto& c : *specs)
+    bytes += capture_bytes(c);
+  if (bytes > defaults::max_capture_bytes_per_hit)
+    r.error(node->source(), key,
+            "the captures read " + std::to_string(bytes) + " bytes at a hit; at most "
+              + std::to_string(defaults::max_capture_bytes_per_hit) + " together");
   return {std::move(specs)};
 }
 

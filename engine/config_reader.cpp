@@ -51,16 +51,60 @@ void config_reader::allow_only(const toml::table& t, const std::string& path,
   }
 }
 
+namespace {
+
+std::string too_long(size_t size, size_t limit) {
+  return "longer than " + std::to_string(limit) + " bytes (" + std::to_string(size)
+         + "), the limit for " + (limit == defaults::max_name_bytes ? "a name" : "a string");
+}
+
+/// A key as a message may quote it: hostile sizes cut.
+std::string shown(std::string_view key) {
+  constexpr size_t room = 40;
+  return key.size() <= room ? std::string(key) : std::string(key.substr(0, room)) + "…";
+}
+
+}  // namespace
+
 std::optional<std::string> config_reader::get_string(const toml::table& t, std::string_view key,
                                                      const std::string& path,
-                                                     const char* expected) {
+                                                     const char* expected, size_t max_bytes) {
   auto* node = t.get(key);
   if (!node)
     return std::nullopt;
-  if (auto v = node->value_exact<std::string>())
-    return *v;
+  if (auto v = node->value_exact<std::string>()) {
+    if (v->size() <= max_bytes)
+      return *v;
+    error(node->source(), join(path, key), too_long(v->size(), max_bytes));
+    return std::nullopt;
+  }
   error(node->source(), join(path, key), std::string("expected ") + expected);
   return std::nullopt;
+}
+
+bool config_reader::check_sizes(const toml::table& root) {
+  auto before = errors_.size();
+  // Iterative: a hostile file may nest deeper than a stack should go (toml++ limits it too).
+  std::vector<std::pair<const toml::node*, std::string>> todo{{&root, ""}};
+  while (!todo.empty()) {
+    auto [node, path] = todo.back();
+    todo.pop_back();
+    if (auto* t = node->as_table()) {
+      for (auto&& [k, v] : *t) {
+        if (k.str().size() > defaults::max_name_bytes) {
+          error(k.source(), join(path, shown(k.str())), "key " + too_long(k.str().size(), defaults::max_name_bytes));
+          continue;
+        }
+        todo.emplace_back(&v, join(path, k.str()));
+      }
+    } else if (auto* a = node->as_array()) {
+      for (size_t i = 0; i < a->size(); ++i)
+        todo.emplace_back(&(*a)[i], indexed(path, i));
+    } else if (auto* s = node->as_string(); s && s->get().size() > defaults::max_string_bytes) {
+      error(s->source(), path, too_long(s->get().size(), defaults::max_string_bytes));
+    }
+  }
+  return errors_.size() == before;
 }
 
 std::optional<bool> config_reader::get_bool(const toml::table& t, std::string_view key,
@@ -105,7 +149,9 @@ std::vector<std::string> config_reader::get_strings(const toml::table& t, std::s
     return out;
   }
   for (size_t i = 0; i < arr->size(); ++i) {
-    if (auto s = (*arr)[i].value_exact<std::string>())
+    if (auto s = (*arr)[i].value_exact<std::string>(); s && s->size() > defaults::max_name_bytes)
+      error((*arr)[i].source(), indexed(join(path, key), i), too_long(s->size(), defaults::max_name_bytes));
+    else if (s)
       out.push_back(*s);
     else
       error((*arr)[i].source(), indexed(join(path, key), i), "expected a string");

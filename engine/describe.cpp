@@ -25,7 +25,8 @@ std::string describe(const config& cfg) {
                              : std::string(", never rotated"));
     else
       out << "stdout";
-    out << ", queue " << s.queue_bound << ", drops the newest when full, flushed every "
+    out << ", queue " << s.queue_bound << " records or " << s.queue_bytes
+        << " bytes, drops the newest when full, flushed every "
         << s.flush_interval.count() << " ms\n";
   }
   out << find_backend(cfg.driver)->describe(cfg);

@@ -230,7 +230,7 @@ struct sink_test : ::testing::Test {
 
 TEST_F(sink_test, records_reach_the_file_unasked_within_the_flush_interval) {
   sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/hits.jsonl", 0, 5, 1000,
-                 std::chrono::milliseconds(100)};
+                 defaults::sink_queue_bytes, std::chrono::milliseconds(100)};
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_TRUE(h);
   h->offer({record(1), record(2)});
@@ -246,7 +246,7 @@ TEST_F(sink_test, records_reach_the_file_unasked_within_the_flush_interval) {
 
 TEST_F(sink_test, the_last_records_are_written_when_the_sink_exits) {
   sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/exit.jsonl", 0, 5, 1000,
-                 std::chrono::milliseconds(60000)};
+                 defaults::sink_queue_bytes, std::chrono::milliseconds(60000)};
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_TRUE(h);
   h->offer({record(1), record(2), record(3)});
@@ -257,7 +257,7 @@ TEST_F(sink_test, the_last_records_are_written_when_the_sink_exits) {
 
 TEST_F(sink_test, a_full_queue_drops_new_records_and_counts_them) {
   sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/full.jsonl", 0, 5, 3,
-                 std::chrono::milliseconds(100)};
+                 defaults::sink_queue_bytes, std::chrono::milliseconds(100)};
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_TRUE(h);
   h->queue->depth = 2;  // as if two records were queued already
@@ -276,7 +276,7 @@ TEST_F(sink_test, a_failing_rotation_writes_every_record_and_is_logged_once) {
   auto previous = spdlog::default_logger();
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", log));
   sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/rot.jsonl", 1, 1, 1000,
-                 std::chrono::milliseconds(60000)};
+                 defaults::sink_queue_bytes, std::chrono::milliseconds(60000)};
   fs::create_directories(sc.path + ".1/blocker");
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_TRUE(h);
@@ -295,9 +295,33 @@ TEST_F(sink_test, a_failing_rotation_writes_every_record_and_is_logged_once) {
   EXPECT_NE(lines[0].find("rot.jsonl"), std::string::npos) << lines[0];
 }
 
+// Regression (issue 21): 200 captures of 4 096 bytes on a hot breakpoint queued 2 GB at a
+// sink: the queue is bounded in bytes too.
+TEST_F(sink_test, a_queue_full_in_bytes_drops_large_records_and_still_takes_small_ones) {
+  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/bytes.jsonl", 0, 5, 1000,
+                 size_t(1) << 20, std::chrono::milliseconds(60000)};
+  auto h = spawn_sink(sys, sc, "host");
+  ASSERT_TRUE(h);
+  auto big = record(1);
+  capture_value bytes;
+  bytes.text = std::string(300 * 1024, 'a');
+  big.captures.push_back(bytes);
+  auto small = record(2);
+  auto big_size = record_bytes(big);
+  EXPECT_EQ(h->offer({big, big, big, big}), 1u) << "three of 300 KiB fit in 1 MiB";
+  EXPECT_EQ(h->offer({big, small}), 1u) << "a small one still fits";
+  EXPECT_EQ(h->queue->dropped.load(), 2u);
+  EXPECT_EQ(h->queue->bytes.load(), 3 * big_size + record_bytes(small));
+  flush(*h);
+  EXPECT_EQ(h->queue->bytes.load(), 0u) << "given back when written";
+  EXPECT_EQ(h->queue->depth.load(), 0u);
+  EXPECT_EQ(read_lines(sc.path).size(), 4u);
+  caf::anon_send_exit(h->actor, caf::exit_reason::user_shutdown);
+}
+
 TEST_F(sink_test, a_path_that_cannot_be_opened_is_an_error_naming_it_and_errno) {
   sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/no/such/dir/x.jsonl", 0, 5, 10,
-                 std::chrono::milliseconds(100)};
+                 defaults::sink_queue_bytes, std::chrono::milliseconds(100)};
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_FALSE(h);
   EXPECT_EQ(code_of(h.error()), ec::io_failed);

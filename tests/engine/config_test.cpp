@@ -344,3 +344,41 @@ TEST(config_validation, a_character_outside_ascii_outside_strings_is_rejected_wi
   // A quoted key may hold them; the key is then unknown, and said so.
   EXPECT_NE(problems("[engine]\n\"wörker\" = 2\n").find("wörker"), std::string::npos);
 }
+
+// Regression (issue 21): 1 MiB breakpoint, tag and capture names or a 10 MiB domain name made
+// records so large that the stop gave up on its sinks; 200 captures of 4 096 bytes queued
+// 2 GB. `check` rejects each beyond its limit, with the limit in the message.
+TEST(config_validation, names_strings_and_captures_beyond_their_limits_are_rejected) {
+  std::string base = valid_base;
+  auto bp = [&](const std::string& body) {
+    return problems(base + "[[domain.breakpoint]]\nname = \"b\"\naddress = 0x1000\n" + body);
+  };
+  std::string name(257, 'n'), fits(256, 'n');
+  EXPECT_NE(bp("tags = [\"" + name + "\"]\n").find("longer than 256 bytes (257), the limit for a name"),
+            std::string::npos);
+  EXPECT_EQ(bp("tags = [\"" + fits + "\"]\n"), "");
+  EXPECT_NE(problems(base + "[[domain.breakpoint]]\nname = \"" + name + "\"\naddress = 0x1000\n")
+              .find("t.toml:11:8: domain[0].breakpoint[0].name: longer than 256"),
+            std::string::npos);
+  EXPECT_NE(bp("capture = [\"" + name + "\"]\n").find("the limit for a capture"), std::string::npos);
+  // Any key, and any string, whatever reads it (here keys nothing knows: the size comes first).
+  auto key = problems(base + name + " = 1\n");
+  EXPECT_NE(key.find("key longer than 256 bytes (257)"), std::string::npos) << key;
+  EXPECT_LT(key.size(), 200u) << "the message does not echo the key whole";
+  auto huge = problems(base + "x = \"" + std::string(10 << 20, 'd') + "\"\n");
+  EXPECT_NE(huge.find("t.toml:10:5: domain[0].x: longer than 4096 bytes (10485760), the limit for a string"),
+            std::string::npos)
+    << huge.substr(0, 200);
+  // Captures: how many, and how much they read at one hit together.
+  std::string many = "capture = [";
+  for (int i = 0; i < 33; ++i)
+    many += "\"[rsp+" + std::to_string(8 * i) + "]\", ";
+  many += "]\n";
+  EXPECT_NE(bp(many).find("33 captures; a breakpoint may have at most 32"), std::string::npos);
+  std::string wide = "capture = [";
+  for (int i = 0; i < 5; ++i)
+    wide += "{ name = \"c" + std::to_string(i) + "\", bytes = \"rsp\", length = 4096 }, ";
+  wide += "]\n";
+  EXPECT_NE(bp(wide).find("the captures read 20480 bytes at a hit; at most 16384 together"),
+            std::string::npos);
+}
