@@ -7,7 +7,8 @@ FUZZ_BUILD  ?= build-fuzz
 TSAN_BUILD  ?= build-tsan
 FUZZ_SECONDS ?= 60
 FUZZERS     := config event captures
-SOAK_TRIALS ?= 1000
+SOAK_TRIALS ?= 1000000
+SOAK_MINUTES ?= 10
 SOAK_SEED   ?= $(shell date +%s)
 GENERATOR   := $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
 CTEST_FLAGS := --output-on-failure -j 2 --timeout 600
@@ -81,11 +82,14 @@ fuzz: deps
 	  grep -E "^stat::(number_of_executed_units|new_units_added)" $(FUZZ_BUILD)/fuzz_$$f.log; \
 	done
 
-# The fault campaign at length (tests/campaign): the trials `make test` runs, SOAK_TRIALS of
-# each kind from a new seed, printed first; SOAK_SEED=S runs the same trials again. The first
-# failing trial stops it and names its own seed.
+# The fault campaign at length (tests/campaign): the trials `make test` runs, from a new seed
+# (printed first; SOAK_SEED=S runs the same trials again), SOAK_MINUTES in all, half for each
+# kind, or SOAK_TRIALS of each if that comes first. Slow and blocking handlers, records at the
+# size limits and reloads are among them; each half prints its RSS slope and fails if memory
+# grows. The first failing trial stops it and names its own seed.
 soak: build
 	VMITAP_CAMPAIGN_SEED=$(SOAK_SEED) VMITAP_CAMPAIGN_TRIALS=$(SOAK_TRIALS) \
+	  VMITAP_CAMPAIGN_SECONDS=$$(( $(SOAK_MINUTES) * 30 )) \
 	  ./$(BUILD)/tests/test_campaign --gtest_brief=1
 
 # The Debian package, $(BUILD)/vmitap_<version>_<arch>.deb (README: "Installing as a service").

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace vmitap::testing::campaign {
 
@@ -39,12 +40,20 @@ private:
 };
 
 /// The campaign's size and first seed, from VMITAP_CAMPAIGN_TRIALS and VMITAP_CAMPAIGN_SEED
-/// (defaults: `trials`, and a fixed seed per test so that CI runs the same trials).
+/// (defaults: `trials`, and a fixed seed per test so that CI runs the same trials), and a
+/// time budget, VMITAP_CAMPAIGN_SECONDS (0: none): no trial starts after it.
 struct plan {
   uint64_t first_seed = 0;
   uint64_t trials = 0;
+  double seconds = 0;
   static plan from_environment(uint64_t default_seed, uint64_t default_trials);
 };
+
+/// Resident memory of this process, in KiB (VmRSS).
+uint64_t rss_kib();
+
+/// The least-squares slope of `ys` over their index: growth per trial.
+double slope(const std::vector<double>& ys);
 
 /// One trial on the engine in this process (faults racing reloads and stops).
 void engine_trial(uint64_t seed, tally& t);

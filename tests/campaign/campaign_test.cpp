@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <cstdlib>
 #include <sstream>
 
@@ -24,8 +26,29 @@ plan plan::from_environment(uint64_t default_seed, uint64_t default_trials) {
     const char* v = std::getenv(name);
     return v && *v ? std::strtoull(v, nullptr, 0) : fallback;
   };
+  const char* secs = std::getenv("VMITAP_CAMPAIGN_SECONDS");
   return {number("VMITAP_CAMPAIGN_SEED", default_seed),
-          number("VMITAP_CAMPAIGN_TRIALS", default_trials)};
+          number("VMITAP_CAMPAIGN_TRIALS", default_trials), secs ? std::strtod(secs, nullptr) : 0};
+}
+
+uint64_t rss_kib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmRSS:", 0) == 0)
+      return std::strtoull(line.c_str() + 6, nullptr, 10);
+  return 0;
+}
+
+double slope(const std::vector<double>& ys) {
+  double n = double(ys.size()), sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (size_t i = 0; i < ys.size(); ++i) {
+    sx += double(i);
+    sy += ys[i];
+    sxx += double(i) * double(i);
+    sxy += double(i) * ys[i];
+  }
+  double den = n * sxx - sx * sx;
+  return den == 0 ? 0 : (n * sxy - sx * sy) / den;
 }
 
 namespace {
@@ -39,16 +62,37 @@ void run_campaign(const char* what, uint64_t default_seed, uint64_t default_tria
   std::printf("%s: seeds %llu to %llu\n", what, (unsigned long long) p.first_seed,
               (unsigned long long) (p.first_seed + p.trials - 1));
   tally t;
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<double> rss;  // MiB after each trial
   for (uint64_t seed = p.first_seed; seed < p.first_seed + p.trials; ++seed) {
+    if (p.seconds > 0
+        && std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >= p.seconds)
+      break;
     SCOPED_TRACE("trial seed " + std::to_string(seed) + " (alone: VMITAP_CAMPAIGN_SEED="
                  + std::to_string(seed) + " VMITAP_CAMPAIGN_TRIALS=1)");
     trial(seed, t);
+    rss.push_back(double(rss_kib()) / 1024);
     if (::testing::Test::HasFailure()) {
       std::printf("%s: trial seed %llu failed\n", what, (unsigned long long) seed);
       break;  // the first failing trial is the one to read
     }
   }
-  std::printf("%s: %s\n", what, t.describe().c_str());
+  std::printf("%s: %s in %.0f s\n", what, t.describe().c_str(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  // Memory held across trials: the slope over the second half (the first warms caches and
+  // the allocator). A leak of a trial's worth grows it by that much per trial.
+  if (rss.size() >= 20) {
+    std::vector<double> late(rss.begin() + rss.size() / 2, rss.end());
+    auto per_trial = slope(late);
+    std::printf("%s: RSS %.1f MiB after the first trial, %.1f MiB at the end; slope over the "
+                "last %zu trials %+.3f MiB per trial\n",
+                what, rss.front(), rss.back(), late.size(), per_trial);
+    // Flat: what the second half's fit adds up to stays under 16 MiB. Judged on a soak's
+    // length only: over a few dozen trials one larger topology's peak is a step, not a slope.
+    if (late.size() >= 100) {
+      EXPECT_LT(per_trial * double(late.size()), 16.0) << "memory grows from trial to trial";
+    }
+  }
 }
 
 }  // namespace

@@ -1,9 +1,12 @@
-// A trial on the engine in this process: a random topology on the threaded sim; reloads and
-// the stop at random moments (from the very start of attach on) on one thread, sim faults on
-// another, racing them. Afterwards every domain the sim ever ran is checked.
+// A trial on the engine in this process: a random topology on the threaded sim, through the
+// sim's driver or the Xen driver on a fake Xen; reloads and the stop at random moments (from
+// the very start of attach on) on one thread, faults on another, racing them; sometimes slow
+// or blocking handlers, records at the size limits into a small sink, few kept reports.
+// Afterwards every domain the sim ever ran is checked.
 
 #include "tests/campaign/campaign.hpp"
-#include "tests/support/scenario.hpp"
+#include "tests/support/metric_values.hpp"
+#include "tests/support/xen_scenario.hpp"
 
 #include <cerrno>
 #include <map>
@@ -74,13 +77,19 @@ engine_config next_config(const engine_config& base, const std::vector<const sim
   return next;
 }
 
-enum class fault { kill, restart, fail_changes, fail_reads, malformed, delay };
+enum class fault { kill, restart, fail_changes, fail_reads, malformed, delay, notify_streak };
+constexpr uint64_t fault_kinds = 7;
 
 /// Injects one fault into slot `i`; true if it can make that domain's teardown report an
-/// error (a driver call that failed).
-bool inject(fault f, domain_slots& slots, size_t i, sim::hypervisor& hv, dice& d) {
+/// error (a driver call that failed). `xen`: the fake Xen the engine runs on, if it does.
+bool inject(fault f, domain_slots& slots, size_t i, sim::hypervisor& hv, fake_xen* xen, dice& d) {
   auto dom = slots.at(i);
   switch (f) {
+    case fault::notify_streak:
+      // Shorter than the teardown's patience (12 tries): answers reach Xen in the end.
+      if (xen)
+        xen->fail_next("xenevtchn_notify", EIO, int(1 + d.below(10)));
+      return false;
     case fault::kill:
       dom->kill();
       return false;
@@ -109,6 +118,36 @@ void sleep_until(clock_type::time_point t0, uint64_t ms) {
   std::this_thread::sleep_until(t0 + std::chrono::milliseconds(ms));
 }
 
+/// Handlers a trial may give a breakpoint: one that takes a few milliseconds, and one that
+/// blocks until the trial lets it go (after the stop).
+struct trial_handlers {
+  std::shared_ptr<handler_registry> registry = std::make_shared<handler_registry>();
+  std::shared_ptr<std::atomic<bool>> release = std::make_shared<std::atomic<bool>>(false);
+
+  explicit trial_handlers(std::chrono::microseconds slow) {
+    registry->add("slow", [slow](const handler_hit&) {
+      std::this_thread::sleep_for(slow);
+      return handler_decision::resume();
+    });
+    registry->add("block", [release = release](const handler_hit&) {
+      while (!release->load())
+        std::this_thread::sleep_for(1ms);
+      return handler_decision::resume();
+    });
+  }
+};
+
+/// 32 captures of 512 bytes at rsp: a record at the size limits (16 KiB read per hit).
+capture_list largest_captures() {
+  auto specs = std::make_shared<std::vector<capture_spec>>();
+  auto rsp = *parse_address_expr("rsp", drv::calling_convention::sysv).expr;
+  for (size_t i = 0; i < defaults::max_captures; ++i)
+    specs->push_back({"c" + std::to_string(i), capture_spec::kind::bytes, rsp,
+                      uint32_t(defaults::max_capture_bytes_per_hit / defaults::max_captures),
+                      "rsp"});
+  return {std::move(specs)};
+}
+
 }  // namespace
 
 void engine_trial(uint64_t seed, tally& t) {
@@ -116,9 +155,15 @@ void engine_trial(uint64_t seed, tally& t) {
   sim::hypervisor_config hc;
   if (d.one_in(3))
     hc.exit_latency = std::chrono::microseconds(d.below(40));
-  scenario s{hc};
+  bool on_xen = d.one_in(3);
+  auto xen_run = on_xen ? std::make_unique<xen_scenario>(hc) : nullptr;
+  auto sim_run = on_xen ? nullptr : std::make_unique<scenario>(hc);
+  scenario& s = on_xen ? *xen_run : *sim_run;
+  fake_xen* xen = on_xen ? &xen_run->xen : nullptr;
   s.cfg.pollers = 1 + d.below(2);
   s.cfg.detached_children = d.one_in(4);
+  if (d.one_in(3))
+    s.cfg.ended_reports_kept = 1 + d.below(2);  // re-attached domains' sessions get folded
   auto count = 1 + d.below(4);
   std::vector<const sim::program*> code;
   for (size_t i = 0; i < count; ++i) {
@@ -128,13 +173,38 @@ void engine_trial(uint64_t seed, tally& t) {
                      vcpus > 1 && d.one_in(2), seed * 16 + i + 1);
     code.push_back(&dom->code());
   }
+  // Slow or blocking handlers on the first domain, with a deadline they often miss.
+  std::optional<trial_handlers> handlers;
+  if (d.one_in(3)) {
+    handlers.emplace(std::chrono::microseconds(d.below(3000)));
+    s.handlers = handlers->registry;
+    auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
+    auto fns = code[0]->functions();
+    auto fn = d.below(std::min<size_t>(fns.size(), 4));
+    plan->breakpoints.push_back({"handled", fns[fn].entry_pa, plan->views[0], {}, {},
+                                 handler_binding{d.one_in(3) ? "block" : "slow",
+                                                 std::chrono::microseconds(100 + d.below(3000))},
+                                 {}});
+    s.cfg.domains[0].plan = plan;
+  }
+  // Records at the size limits into a sink that holds few of them.
+  bool heavy_sink = d.one_in(4);
+  if (heavy_sink) {
+    s.add_jsonl_sink("campaign");
+    s.cfg.sinks.back().queue_bytes = size_t(1) << 20;
+    auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
+    for (auto& bp : plan->breakpoints)
+      bp.captures = largest_captures();
+    s.cfg.domains[0].plan = plan;
+    s.cfg.domains[0].sinks = {"hits"};
+  }
   domain_slots slots{s.domains};
 
   // The schedule, in ms from the start: faults on their own thread, reloads and the stop
   // here. The stop comes anywhere from at once (mid-attach) to half a second in.
   std::vector<std::pair<uint64_t, fault>> faults;
   for (auto n = d.below(6); n > 0; --n)
-    faults.push_back({d.below(400), fault(d.below(6))});
+    faults.push_back({d.below(400), fault(d.below(fault_kinds))});
   std::sort(faults.begin(), faults.end());
   std::vector<uint64_t> reloads;
   for (auto n = d.below(5); n > 0; --n)
@@ -157,7 +227,7 @@ void engine_trial(uint64_t seed, tally& t) {
     for (size_t i = 0; i < faults.size(); ++i) {
       sleep_until(t0, faults[i].first);
       auto id = slots.at(targets[i])->id();
-      if (inject(faults[i].second, slots, targets[i], *s.hv, fault_dice))
+      if (inject(faults[i].second, slots, targets[i], *s.hv, xen, fault_dice))
         faulty.insert(id);
     }
   });
@@ -171,6 +241,31 @@ void engine_trial(uint64_t seed, tally& t) {
   injector.join();
   t.faults += faults.size();
   t.reloads += applied;
+  EXPECT_FALSE(eng.abandoned()) << "a blocking handler is not a stuck driver call";
+  if (handlers) {
+    handlers->release->store(true);
+    EXPECT_TRUE(eventually([&] { return eng.handler_calls_running() == 0; }));
+  }
+  if (xen_run)
+    xen_run->expect_clean();
+  // Each record a sink was offered is written, dropped (its queue full, in records or bytes)
+  // or counted as an error: nothing vanishes.
+  if (heavy_sink) {
+    auto families = eng.collect();
+    double offered = 0, accounted = 0;
+    for (auto& r : reports)
+      if (r.name == "c0")  // the one domain whose records go to the sink
+        for (auto& bp : r.breakpoints)
+          offered += double(bp->hits.load());
+    for (auto result : {"written", "dropped", "error"})
+      accounted += metric_value(families, "vmitap_sink_records_total",
+                                {{"sink", "hits"}, {"result", result}})
+                     .value_or(0);
+    bool complete = std::all_of(reports.begin(), reports.end(), [](auto& r) { return r.error.empty(); });
+    if (complete) {
+      EXPECT_EQ(accounted, offered) << "records offered to the sink and accounted for";
+    }
+  }
 
   // Every domain the sim ever ran: each request answered once (or dropped by its death),
   // nothing paused or changed, no view left, and nobody attached any more.
@@ -193,7 +288,7 @@ void engine_trial(uint64_t seed, tally& t) {
   // Hits against ground truth for every breakpoint armed through one whole session.
   std::map<drv::domain_id, size_t> sessions;
   for (auto& r : reports)
-    ++sessions[r.id];
+    sessions[r.id] += r.sessions;
   for (auto& r : reports) {
     t.events += r.totals.events;
     if (!r.error.empty()) {
