@@ -3,6 +3,8 @@
 #include "drivers/error.hpp"
 
 #include <arpa/inet.h>
+#include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <netinet/in.h>
@@ -11,29 +13,26 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <memory>
+#include <string>
+#include <vector>
+
 namespace vmitap {
 
 namespace {
 
-constexpr int request_deadline_ms = 2000;
+/// A client has this long to send its request, and this long in all to take the answer: a
+/// scrape of a few hundred KiB takes milliseconds, Prometheus's timeout is 10 s.
+constexpr auto request_deadline = std::chrono::seconds(2);
+constexpr auto connection_deadline = std::chrono::seconds(10);
 constexpr size_t max_request = 8192;
+/// Connections served at once; more wait in the listen backlog.
+constexpr size_t max_connections = 256;
 
 const char* landing_page =
   "<!DOCTYPE html>\n<html><head><title>vmitap exporter</title></head><body>\n"
   "<h1>vmitap</h1>\n<p>Exact memory breakpoints for Xen guests.</p>\n"
   "<p><a href=\"/metrics\">Metrics</a></p>\n</body></html>\n";
-
-void send_all(int fd, const std::string& data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    auto n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return;
-    done += size_t(n);
-  }
-}
 
 std::string reply(int code, const char* status, const char* type, const std::string& body) {
   return "HTTP/1.1 " + std::to_string(code) + " " + status + "\r\nContent-Type: " + type
@@ -53,7 +52,7 @@ caf::expected<std::unique_ptr<http_exporter>> http_exporter::start(const listen_
     return make_error(ec::listen_failed, "metrics: port " + std::to_string(where.port) + " on "
                                            + where.host + " " + why);
   };
-  int fd = ::socket(where.v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = ::socket(where.v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return failed("socket", errno);
   int one = 1;
@@ -74,7 +73,7 @@ caf::expected<std::unique_ptr<http_exporter>> http_exporter::start(const listen_
     inet_pton(AF_INET, where.host.c_str(), &a->sin_addr);
     len = sizeof *a;
   }
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd, 16) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd, 128) != 0) {
     int err = errno;
     ::close(fd);
     return failed("bind", err);
@@ -107,63 +106,131 @@ http_exporter::~http_exporter() {
   ::close(stop_fd_);
 }
 
+struct http_exporter::connection {
+  int fd = -1;
+  std::string in;
+  std::string out;
+  size_t sent = 0;
+  bool answered = false;  // `out` holds the whole answer
+  std::chrono::steady_clock::time_point request_by, done_by;
+};
+
 void http_exporter::loop() {
+  std::vector<std::unique_ptr<connection>> conns;
+  auto close_at = [&](size_t i) {
+    ::close(conns[i]->fd);
+    conns[i] = std::move(conns.back());
+    conns.pop_back();
+  };
+  std::vector<pollfd> fds;
   for (;;) {
-    pollfd fds[2] = {{fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0 && errno != EINTR)
+    auto now = std::chrono::steady_clock::now();
+    // Deadlines first: what is past them goes, and the next one bounds the wait.
+    auto next = now + connection_deadline;
+    for (size_t i = conns.size(); i-- > 0;) {
+      auto& c = *conns[i];
+      auto by = c.answered ? c.done_by : std::min(c.request_by, c.done_by);
+      if (now >= by)
+        close_at(i);
+      else
+        next = std::min(next, by);
+    }
+    fds.clear();
+    fds.push_back({stop_fd_, POLLIN, 0});
+    fds.push_back({fd_, short(conns.size() < max_connections ? POLLIN : 0), 0});
+    for (auto& c : conns)
+      fds.push_back({c->fd, short(c->answered ? POLLOUT : POLLIN), 0});
+    auto wait = std::chrono::ceil<std::chrono::milliseconds>(next - now).count();
+    if (::poll(fds.data(), fds.size(), int(std::max<int64_t>(wait, 1))) < 0 && errno != EINTR)
       return;
-    if (fds[1].revents)
-      return;
-    if (!(fds[0].revents & POLLIN))
-      continue;
-    int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (client < 0)
-      continue;
-    serve(client);
-    ::close(client);
+    if (fds[0].revents)
+      break;
+    // Clients before the listener: `fds` and `conns` stay in step while some close.
+    for (size_t i = conns.size(); i-- > 0;) {
+      auto revents = fds[i + 2].revents;
+      if (!revents)
+        continue;
+      auto& c = *conns[i];
+      bool keep = (revents & (POLLERR | POLLNVAL)) == 0;
+      if (keep && !c.answered && (revents & (POLLIN | POLLHUP)))
+        keep = receive(c);
+      if (keep && c.answered)
+        keep = transmit(c);
+      if (!keep)
+        close_at(i);
+    }
+    if (fds[1].revents & POLLIN) {
+      for (int client; conns.size() < max_connections
+                       && (client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK))
+                            >= 0;) {
+        auto c = std::make_unique<connection>();
+        c->fd = client;
+        c->request_by = std::chrono::steady_clock::now() + request_deadline;
+        c->done_by = std::chrono::steady_clock::now() + connection_deadline;
+        conns.push_back(std::move(c));
+      }
+    }
   }
+  for (auto& c : conns)
+    ::close(c->fd);
 }
 
-void http_exporter::serve(int client) {
-  timeval deadline{request_deadline_ms / 1000, 0};  // a client that stops reading is dropped
-  setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &deadline, sizeof deadline);
-  std::string request;
+bool http_exporter::receive(connection& c) {
   char buf[2048];
-  // Read the request head within the deadline; the body of a GET is ignored.
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < max_request) {
-    pollfd p{client, POLLIN, 0};
-    if (::poll(&p, 1, request_deadline_ms) <= 0)
-      return;
-    auto n = ::recv(client, buf, sizeof buf, 0);
+  for (;;) {
+    auto n = ::recv(c.fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
     if (n <= 0)
-      return;
-    request.append(buf, size_t(n));
+      return false;  // closed before its request was whole, or broken
+    c.in.append(buf, size_t(n));
+    if (c.in.size() >= max_request)
+      break;
   }
-  auto line_end = request.find("\r\n");
-  auto line = request.substr(0, line_end);
+  // The request head is what matters; the body of a GET is ignored.
+  auto head_end = c.in.find("\r\n\r\n");
+  if (head_end == std::string::npos && c.in.size() < max_request)
+    return true;  // more to come
+  auto line = c.in.substr(0, c.in.find("\r\n"));
   auto sp1 = line.find(' ');
-  auto sp2 = line.find(' ', sp1 + 1);
-  if (sp1 == std::string::npos || sp2 == std::string::npos) {
-    send_all(client, reply(400, "Bad Request", "text/plain", "bad request\n"));
-    return;
+  auto sp2 = sp1 == std::string::npos ? sp1 : line.find(' ', sp1 + 1);
+  c.answered = true;
+  if (head_end == std::string::npos || sp2 == std::string::npos) {
+    c.out = reply(400, "Bad Request", "text/plain", "bad request\n");
+    return true;
   }
   auto method = line.substr(0, sp1);
   auto target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   target = target.substr(0, target.find('?'));
   if (method != "GET" && method != "HEAD") {
-    send_all(client, reply(405, "Method Not Allowed", "text/plain", "only GET\n"));
-    return;
+    c.out = reply(405, "Method Not Allowed", "text/plain", "only GET\n");
+    return true;
   }
-  std::string response;
   if (target == "/metrics")
-    response = reply(200, "OK", "text/plain; version=0.0.4; charset=utf-8", render_());
+    c.out = reply(200, "OK", "text/plain; version=0.0.4; charset=utf-8", render_());
   else if (target == "/")
-    response = reply(200, "OK", "text/html; charset=utf-8", landing_page);
+    c.out = reply(200, "OK", "text/html; charset=utf-8", landing_page);
   else
-    response = reply(404, "Not Found", "text/plain", "not found: try /metrics\n");
+    c.out = reply(404, "Not Found", "text/plain", "not found: try /metrics\n");
   if (method == "HEAD")
-    response = response.substr(0, response.find("\r\n\r\n") + 4);
-  send_all(client, response);
+    c.out.resize(c.out.find("\r\n\r\n") + 4);
+  return true;
+}
+
+bool http_exporter::transmit(connection& c) {
+  while (c.sent < c.out.size()) {
+    auto n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return true;  // the client reads slowly: on at the next POLLOUT, until its deadline
+    if (n <= 0)
+      return false;
+    c.sent += size_t(n);
+  }
+  return false;  // all sent: Connection: close
 }
 
 }  // namespace vmitap

@@ -1,8 +1,9 @@
 #pragma once
 
 // A small HTTP server for Prometheus: GET /metrics serves the text exposition, GET / a
-// landing page that links to it. One thread, one connection at a time with a deadline (a
-// scrape is small and rare); IPv4 and IPv6; a port in use is reported as such.
+// landing page that links to it. One thread serves every connection at once (non-blocking,
+// poll), each with its own deadline, so an idle, half-open or slow client never delays
+// another's scrape; IPv4 and IPv6; a port in use is reported as such.
 
 #include "engine/listen_address.hpp"
 
@@ -31,9 +32,14 @@ public:
   const listen_address& address() const { return where_; }
 
 private:
+  struct connection;
+
   http_exporter(listen_address where, int fd, int stop_fd, render_fn render);
   void loop();
-  void serve(int client);
+  /// Reads what `c` sent; once its request is whole, queues the answer. False: close it.
+  bool receive(connection& c);
+  /// Writes what `c` can take now. False: done or broken, close it.
+  bool transmit(connection& c);
 
   listen_address where_;
   int fd_;

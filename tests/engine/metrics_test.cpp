@@ -7,6 +7,8 @@
 #include "tests/support/scenario.hpp"
 
 #include <arpa/inet.h>
+#include <atomic>
+#include <thread>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,6 +28,23 @@ const prometheus::MetricFamily* family(const std::vector<prometheus::MetricFamil
 
 double value(const prometheus::MetricFamily& f, const std::map<std::string, std::string>& labels) {
   return series_sum(f, labels).value_or(0);
+}
+
+/// A TCP connection to the exporter on 127.0.0.1 (`rcvbuf`: a small receive buffer, set before
+/// connecting, for a client that reads slowly); -1 if it failed.
+int connect_to(uint16_t port, int rcvbuf = 0) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (rcvbuf)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 std::string http_get(uint16_t port, const std::string& target, bool v6 = false) {
@@ -176,4 +195,60 @@ TEST(metrics, listen_addresses_are_validated) {
   EXPECT_FALSE(parse_listen("garbage:80"));
   EXPECT_FALSE(parse_listen("127.0.0.1:"));
   EXPECT_FALSE(parse_listen(""));
+}
+
+// Regression (issue 20): the exporter served one connection at a time, so five idle TCP
+// connections delayed a scrape by 10 s, Prometheus's default scrape timeout. Now idle and
+// half-open connections, a client that reads one byte a second and 50 concurrent scrapes
+// are served side by side: every scrape is answered well within a second.
+TEST(metrics, no_client_delays_another_scrape) {
+  std::atomic<bool> big{true};
+  std::atomic<int> renders{0};
+  auto exp = http_exporter::start(*parse_listen("127.0.0.1:0"), [&] {
+    ++renders;
+    // The slow reader's answer is larger than any socket buffer: it cannot be sent at once.
+    return big.load() ? std::string(16 << 20, 'x') : std::string("vmitap_up 1\n");
+  });
+  ASSERT_TRUE(exp) << render(exp.error());
+  auto port = (*exp)->port();
+  int slow = connect_to(port, 4096);
+  ASSERT_GE(slow, 0);
+  std::string get = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(send(slow, get.data(), get.size(), 0), ssize_t(get.size()));
+  ASSERT_TRUE(eventually([&] { return renders.load() == 1; }));
+  big = false;
+  std::atomic<bool> done{false};
+  std::thread reader([&] {  // one byte a second, until the test is over
+    char c;
+    while (!done && recv(slow, &c, 1, 0) == 1)
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+  });
+  std::vector<int> idle;
+  for (int i = 0; i < 5; ++i)
+    idle.push_back(connect_to(port));
+  int half = connect_to(port);
+  std::string part = "GET /metr";
+  send(half, part.data(), part.size(), 0);
+  std::vector<std::thread> scrapes;
+  std::vector<double> seconds(50);
+  std::vector<std::string> answers(50);
+  for (int i = 0; i < 50; ++i)
+    scrapes.emplace_back([&, i] {
+      auto t0 = std::chrono::steady_clock::now();
+      answers[i] = http_get(port, "/metrics");
+      seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    });
+  for (auto& t : scrapes)
+    t.join();
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_NE(answers[i].find("vmitap_up 1"), std::string::npos) << i << ": " << answers[i];
+    EXPECT_LT(seconds[i], 1.0) << "scrape " << i;
+  }
+  done = true;
+  shutdown(slow, SHUT_RDWR);
+  reader.join();
+  for (int fd : idle)
+    close(fd);
+  close(half);
+  close(slow);
 }
