@@ -240,6 +240,7 @@ caf::result<batch_result> remove(state_ptr self, const std::vector<std::string>&
       continue;
     }
     if (auto s = st.suppressed.find(bp); s != st.suppressed.end()) {
+      req->result.removed.push_back(s->second);
       st.by_name.erase(bp);  // out of the table already, its page settled without it
       st.suppressed.erase(s);
       publish_suppressed(st);
@@ -248,6 +249,9 @@ caf::result<batch_result> remove(state_ptr self, const std::vector<std::string>&
     }
     auto view = bp->view;
     auto gfn = drv::gfn_of(bp->pa);
+    for (auto& e : st.builder->find(view, gfn))
+      if (e.bp.get() == bp)
+        req->result.removed.push_back(e.bp);  // the report keeps it, with its hits
     forget(st, bp);  // from the next table on, its events are stale
     auto& p = touch(st, view, gfn);
     ++req->result.ok;

@@ -108,6 +108,7 @@ void start_events(state_ptr self) {
   if (!still_attaching(self, err))
     return;
   st.now = phase::attached;
+  st.attached = true;
   st.attaching->deliver(ok_atom::value);
   st.attaching.reset();
   if (st.next_plan)  // a reload came while attaching
@@ -151,6 +152,8 @@ void arm(state_ptr self) {
   st.registry = spawn_child(self, breakpoint_registry,
                             breakpoint_registry_config{st.controller, st.domain, ids,
                                                        st.session->info().max_gfn});
+  spdlog::debug("domain {}: attach: {} view(s) created, arming {} breakpoint(s)",
+                st.cfg.info.name, ids.size(), st.cfg.plan->breakpoints.size());
   // Nothing runs until every breakpoint is armed, so hits are exact from the first one.
   self->request(st.registry, defaults::attach_timeout, add_atom::value,
                 specs_of(self, st.cfg.plan->breakpoints, false))
@@ -186,6 +189,8 @@ caf::result<ok_atom> attach(state_ptr self) {
   st.cfg.watch->paused(!paused);
   if (!still_attaching(self, std::move(paused)))
     return rp;
+  spdlog::debug("domain {}: attach: session open, domain paused, creating {} view(s)",
+                st.cfg.info.name, st.cfg.plan->views.size());
   st.controller = spawn_child(self, ept_controller,
                               ept_controller_config{st.session, st.domain, st.cfg.watch});
   auto j = join(st.cfg.plan->views.size(), [self](caf::error err) {
@@ -252,11 +257,23 @@ caf::result<ok_atom> update(state_ptr self, plan_ptr plan) {
     if (!in(*st.cfg.plan, bp))
       added.push_back(bp);
   st.cfg.plan = std::move(plan);
+  auto names = [](auto&& list) {
+    std::string out;
+    for (auto& x : list)
+      out += (out.empty() ? "" : ", ") + std::string(x);
+    return out.empty() ? std::string("none") : out;
+  };
+  std::vector<std::string_view> added_names;
+  for (auto& bp : added)
+    added_names.push_back(bp.name);
+  spdlog::info("reload: domain {}: breakpoints removed: {}; added: {}", st.cfg.info.name,
+               names(removed), names(added_names));
   auto rp = self->make_response_promise<ok_atom>();
   auto specs = specs_of(self, added, true);
   self->request(st.registry, defaults::access_change_timeout, remove_atom::value, removed)
     .then(
       [self, rp, specs](batch_result& removal) mutable {
+        fold_breakpoints(self->state.removed, removal.removed);
         auto removal_failures = describe_failures(removal);
         self->request(self->state.registry, defaults::access_change_timeout, add_atom::value,
                       std::move(specs))

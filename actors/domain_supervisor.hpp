@@ -60,9 +60,11 @@ struct domain_supervisor_state {
   poller* owner = nullptr;  // the poller draining path
   handler_relay_actor relay;  // exits with the supervisor (its state's destructor)
   bool died = false;
+  bool attached = false;  // the attach completed once (phase moves on to detaching)
   std::optional<caf::typed_response_promise<ok_atom>> attaching;
   std::optional<caf::typed_response_promise<domain_report>> detaching;
   plan_ptr next_plan;         // an update that arrived while attaching
+  std::vector<breakpoint_ptr> removed;  // by reloads, for the report (fold_breakpoints)
   domain_report final_report;  // a failed attach's teardown, kept for the detach to come
   /// Continuations waiting for a poller (release or sync), by token.
   std::map<uint64_t, std::function<void(bool timed_out)>> awaiting;

@@ -1,5 +1,7 @@
 #include "actors/ept_controller.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include "drivers/defaults.hpp"
 #include "drivers/error.hpp"
 
@@ -96,7 +98,14 @@ change_results ept_controller_state::apply(const page_changes& changes) {
     if (batch.empty())
       continue;
     caf::error err;
+    auto t0 = std::chrono::steady_clock::now();
     auto done = write(view, batch, err);
+    spdlog::debug("domain {}: view {}: {} page(s) changed in one call, {} µs{}",
+                  cfg.domain->info().name, view, batch.size(),
+                  std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - t0)
+                    .count(),
+                  err ? ": " + render(err) : std::string{});
     for (size_t k = 0; k < batch.size(); ++k) {
       auto& ch = changes[batched[k]];
       page_key key{view, ch.gfn};

@@ -99,7 +99,7 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
         if (!bp->captures().empty())
           values = capture(*bp->captures().specs, ev.regs);
         if (!cfg_.sinks.empty()) {
-          records_.push_back({site(ev, bp, {}), ev.regs.rip, ev.regs.cr3, now, wall, suppressions});
+          records_.push_back({site(ev, bp, {}), ev.regs.rip, ev.regs.cr3, now, wall, suppressions, 0});
           if (decides)
             records_.back().captures = values;  // the handler gets them too
           else

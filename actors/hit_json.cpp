@@ -27,6 +27,7 @@ std::string to_json_line(const hit_record& rec, const std::string& host) {
   j["monotonic_ns"] =
     std::chrono::duration_cast<std::chrono::nanoseconds>(rec.at.time_since_epoch()).count();
   j["host"] = host;
+  j["seq"] = rec.seq;
   j["domain"] = rec.domain ? rec.domain->name : std::string{};
   j["domain_id"] = rec.domain ? rec.domain->id : 0;
   j["vcpu"] = rec.vcpu;

@@ -9,8 +9,26 @@
 
 namespace vmitap {
 
+namespace {
+
+/// Creates the directories `path` needs that do not exist yet (mode 0750: records are for
+/// the operator), as a service's log directory is made at its first start.
+caf::error make_parents(const std::string& path) {
+  for (size_t at = path.find('/', 1); at != std::string::npos; at = path.find('/', at + 1)) {
+    auto dir = path.substr(0, at);
+    if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST)
+      return make_io_error("mkdir", dir, errno);
+  }
+  return {};
+}
+
+}  // namespace
+
 caf::expected<line_file> line_file::open(options opts) {
   line_file f{std::move(opts)};
+  if (!f.opts_.path.empty())
+    if (auto err = make_parents(f.opts_.path))
+      return err;
   if (auto err = f.open_fd())
     return err;
   return f;

@@ -1,5 +1,6 @@
 #include "actors/messages.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 namespace vmitap {
@@ -87,30 +88,41 @@ vcpu_stats& vcpu_stats::operator+=(const vcpu_stats& x) {
   return *this;
 }
 
-void fold(domain_report& into, const domain_report& later) {
-  auto copy = [](const breakpoint& bp, uint64_t hits) {
-    auto c = std::make_shared<breakpoint>();
-    c->name = bp.name;
-    c->pa = bp.pa;
-    c->view = bp.view;
-    c->hits.store(hits, std::memory_order_relaxed);
-    c->live = true;  // armed for part of the folded time only
-    return c;
-  };
-  for (auto& bp : into.breakpoints)
-    bp = copy(*bp, bp->hits.load(std::memory_order_relaxed));
-  for (auto& bp : later.breakpoints) {
-    auto hits = bp->hits.load(std::memory_order_relaxed);
-    auto same = std::find_if(into.breakpoints.begin(), into.breakpoints.end(), [&](auto& x) {
+namespace {
+
+/// A breakpoint apart from its session: name, view, address and `hits`; armed part of the
+/// time (`live`).
+breakpoint_ptr detached_copy(const breakpoint& bp, uint64_t hits) {
+  auto c = std::make_shared<breakpoint>();
+  c->name = bp.name;
+  c->pa = bp.pa;
+  c->view = bp.view;
+  c->hits.store(hits, std::memory_order_relaxed);
+  c->live = true;
+  return c;
+}
+
+}  // namespace
+
+void fold_breakpoints(std::vector<breakpoint_ptr>& into, const std::vector<breakpoint_ptr>& bps) {
+  for (auto& bp : bps) {
+    auto same = std::find_if(into.begin(), into.end(), [&](auto& x) {
       return x->name == bp->name && x->view == bp->view && x->pa == bp->pa;
     });
-    if (same == into.breakpoints.end())
-      into.breakpoints.push_back(copy(*bp, hits));
+    if (same == into.end())
+      into.push_back(bp);
     else
-      (*same)->hits.fetch_add(hits, std::memory_order_relaxed);
+      *same = detached_copy(*bp, (*same)->hits.load(std::memory_order_relaxed)
+                                   + bp->hits.load(std::memory_order_relaxed));
   }
+}
+
+void fold(domain_report& into, const domain_report& later) {
+  fold_breakpoints(into.breakpoints, later.breakpoints);
+  fold_breakpoints(into.removed, later.removed);
   into.id = later.id;
   into.died = into.died || later.died;
+  into.attached = into.attached || later.attached;
   into.totals += later.totals;
   into.access_calls += later.access_calls;
   into.access_changes += later.access_changes;

@@ -153,6 +153,7 @@ struct batch_result {
   size_t ok = 0;
   std::vector<std::pair<std::string, std::string>> failed;  ///< breakpoint name, reason
   bool domain_gone = false;  ///< a failure was the domain's death, not a fault of the call
+  std::vector<breakpoint_ptr> removed;  ///< a removal's breakpoints, with the hits they had
 };
 
 /// What to set up in one domain: the engine's plan, resolved to names.
@@ -212,6 +213,7 @@ struct hit_record : hit_site {
   std::chrono::steady_clock::time_point at;
   std::chrono::system_clock::time_point wall;
   uint64_t suppressions = 0;  ///< with a rate limit: times it was disarmed before this hit
+  uint64_t seq = 0;           ///< its number at its sink, given when offered (sink_handle)
 };
 
 using hit_batch = std::vector<hit_record>;
@@ -236,18 +238,25 @@ struct domain_report {
   bool died = false;
   vcpu_stats totals;
   std::vector<breakpoint_ptr> breakpoints;  ///< with their final hit counts
+  /// Removed by a reload during the session (armed part of the time), with their hits; one
+  /// per name, view and address (a breakpoint removed again adds its hits).
+  std::vector<breakpoint_ptr> removed;
   uint64_t access_calls = 0;    ///< batched access-change calls made
   uint64_t access_changes = 0;  ///< pages changed by them
   uint64_t access_failures = 0;
   std::string error;            ///< first teardown error, if any
   uint32_t sessions = 1;        ///< sessions summed up here (see fold)
+  bool attached = false;        ///< its attach completed: its plan's breakpoints were armed
 };
 
-/// Adds `later`'s counts to `into` (the same domain name): totals, access calls, each
-/// breakpoint's hits by name, view and address (into copies: a report's breakpoints may still
-/// be counted by a live session), the first error, the newest id. Bounded by breakpoints,
-/// however many sessions are folded.
+/// Adds `later`'s counts to `into` (the same domain name, both ended): totals, access calls,
+/// each breakpoint's hits by name, view and address (fold_breakpoints), the first error, the
+/// newest id. Bounded by breakpoints, however many sessions are folded.
 void fold(domain_report& into, const domain_report& later);
+
+/// Adds `bps` to `into` by name, view and address: one entry each, a repeated one a copy with
+/// both hit counts. What stays bounded by breakpoints, however often they come and go.
+void fold_breakpoints(std::vector<breakpoint_ptr>& into, const std::vector<breakpoint_ptr>& bps);
 
 }  // namespace vmitap
 

@@ -28,8 +28,12 @@ size_t sink_handle::offer(hit_batch batch) const {
   // Reserve the whole batch, then give back what does not fit: concurrent senders never
   // pass a bound between them.
   size_t sizes = 0;
-  for (auto& rec : batch)
+  // Numbered before anything is dropped: a record lost here leaves a gap in the file.
+  auto seq = queue->offered.fetch_add(n, std::memory_order_relaxed);
+  for (auto& rec : batch) {
+    rec.seq = seq++;
     sizes += record_bytes(rec);
+  }
   auto depth = queue->depth.fetch_add(n, std::memory_order_relaxed);
   auto bytes = queue->bytes.fetch_add(sizes, std::memory_order_relaxed);
   size_t kept = 0, kept_bytes = 0;
@@ -51,6 +55,53 @@ size_t sink_handle::offer(hit_batch batch) const {
   if (kept > 0)
     caf::anon_send(actor, hit_atom::value, std::move(batch));
   return n - kept;
+}
+
+void sink_book::open(std::shared_ptr<sink_queue> q) {
+  std::lock_guard g{mutex_};
+  open_.push_back(std::move(q));
+}
+
+void sink_book::close(const sink_queue* q) {
+  std::lock_guard g{mutex_};
+  auto i = std::find_if(open_.begin(), open_.end(), [q](auto& x) { return x.get() == q; });
+  if (i == open_.end())
+    return;
+  auto& closing = closing_[q->name];
+  if (closing) {
+    auto& t = closed_[q->name];
+    t.written += closing->written.get();
+    t.errors += closing->errors.get();
+    t.dropped += closing->dropped.load(std::memory_order_relaxed);
+  }
+  closing = std::move(*i);
+  open_.erase(i);
+}
+
+std::vector<std::shared_ptr<sink_queue>> sink_book::open_sinks() const {
+  std::lock_guard g{mutex_};
+  return open_;
+}
+
+std::vector<sink_book::totals> sink_book::sum() const {
+  std::lock_guard g{mutex_};
+  std::map<std::string, totals> by_name = closed_;
+  auto add = [&](const sink_queue& q) {
+    auto& t = by_name[q.name];
+    t.written += q.written.get();
+    t.errors += q.errors.get();
+    t.dropped += q.dropped.load(std::memory_order_relaxed);
+  };
+  for (auto& [name, q] : closing_)
+    add(*q);
+  for (auto& q : open_)
+    add(*q);
+  std::vector<totals> out;
+  for (auto& [name, t] : by_name) {
+    out.push_back(t);
+    out.back().name = name;
+  }
+  return out;
 }
 
 namespace {

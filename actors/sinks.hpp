@@ -11,8 +11,11 @@
 #include <caf/fwd.hpp>
 
 #include <atomic>
+#include <map>
+#include <mutex>
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace vmitap {
 
@@ -37,6 +40,7 @@ struct sink_queue {
   const size_t byte_bound;
   std::atomic<size_t> depth{0};  ///< records sent, not yet written or failed
   std::atomic<size_t> bytes{0};  ///< their size in memory (record_bytes)
+  std::atomic<uint64_t> offered{0};  ///< records ever offered: the next one's `seq`
   counter written;               ///< the sink's own counts: one writer
   counter errors;
   std::atomic<uint64_t> dropped{0};  ///< by any sender
@@ -54,6 +58,34 @@ struct sink_handle {
   /// in order: a record that does not fit drops, a smaller one after it may still go.
   /// Returns how many it dropped.
   size_t offer(hit_batch batch) const;
+};
+
+/// Every sink of a run: the open ones (what the exporter shows) and what the ones a reload
+/// closed wrote, failed and dropped, by name, so the summary and the exit code count the
+/// run's whole life. Thread-safe.
+class sink_book {
+public:
+  struct totals {
+    std::string name;
+    uint64_t written = 0, errors = 0, dropped = 0;
+    /// Records lost: not written (an error) or never queued (a full queue).
+    uint64_t lost() const { return errors + dropped; }
+  };
+
+  void open(std::shared_ptr<sink_queue> q);
+  /// No session sends to it any more; its counts go on into the totals.
+  void close(const sink_queue* q);
+  std::vector<std::shared_ptr<sink_queue>> open_sinks() const;
+  /// By name, open and closed together.
+  std::vector<totals> sum() const;
+
+private:
+  mutable std::mutex mutex_;
+  std::vector<std::shared_ptr<sink_queue>> open_;
+  /// A reload closes a sink after its sessions are gone and flushes it before the next
+  /// reload: one closed queue per name is still counting, older ones are added up.
+  std::map<std::string, std::shared_ptr<sink_queue>> closing_;
+  std::map<std::string, totals> closed_;
 };
 
 /// Opens the sink's output; a path that cannot be opened is an error naming it and errno.

@@ -38,6 +38,8 @@ domain_report base_report(state_ptr self) {
   r.id = st.cfg.info.id;
   r.name = st.cfg.info.name;
   r.died = st.died;
+  r.attached = st.attached;
+  r.removed = st.removed;
   if (!st.domain)
     return r;
   auto& c = st.domain->counters();

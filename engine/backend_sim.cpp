@@ -5,6 +5,7 @@
 #include "drivers/sim/sim_driver.hpp"
 #include "drivers/sim/testing/verify.hpp"
 
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -111,7 +112,7 @@ public:
   sim_ground_truth(std::shared_ptr<sim::hypervisor> hv, engine_config cfg) :
     hv_(std::move(hv)), cfg_(std::move(cfg)) {
     for (auto& d : hv_->domains())
-      expected_ += cfg_.entry_for(d->info()) != nullptr;
+      expected_ += !cfg_.entries_for(d->info()).empty();
   }
 
   bool finished() override {
@@ -123,15 +124,37 @@ public:
 
   bool verify(const std::vector<domain_report>& reports, std::FILE* out) override {
     std::vector<sim::observed_session> sessions;
+    // Every breakpoint each domain's sessions reported, armed or removed by a reload.
+    std::map<drv::domain_id, std::set<std::string>> reported;
+    std::set<drv::domain_id> attached;  // a session stopped before its attach armed nothing
+    for (auto& r : reports) {
+      if (r.attached)
+        attached.insert(r.id);
+      for (auto* list : {&r.breakpoints, &r.removed})
+        for (auto& bp : *list)
+          reported[r.id].insert(bp->name);
+    }
+    std::set<drv::domain_id> checked;
     for (auto& r : reports) {
       sim::observed_session s{r.id, r.name, r.died, r.totals.events, r.totals.hits,
                               r.totals.neighbours, r.totals.stale, r.totals.respond_failures,
-                              r.access_calls, {}, r.error, r.sessions};
+                              r.access_calls, {}, {}, r.error, r.sessions};
       for (auto& bp : r.breakpoints)
         // A breakpoint its rate limit disarmed missed the hits of its cool-downs.
         s.breakpoints.push_back({bp->name, bp->pa, bp->view, bp->hits.load(),
                                  !bp->live
-                                   && !(bp->limiter() && bp->limiter()->suppressions() > 0)});
+                                   && !(bp->limiter() && bp->limiter()->suppressions() > 0),
+                                 false});
+      for (auto& bp : r.removed)
+        s.breakpoints.push_back({bp->name, bp->pa, bp->view, bp->hits.load(), false, true});
+      // What the config gave the domain when the run started must have been armed in one of
+      // its sessions (a failed attach reports its error instead).
+      if (auto dom = hv_->find(r.id);
+          dom && attached.count(r.id) && r.error.empty() && checked.insert(r.id).second)
+        for (auto* entry : cfg_.entries_for(dom->info()))
+          for (auto& bp : entry->plan->breakpoints)
+            if (!reported[r.id].count(bp.name))
+              s.never_armed.push_back(bp.name);
       sessions.push_back(std::move(s));
     }
     auto v = sim::verify(*hv_, sessions, expected_);
@@ -187,8 +210,17 @@ backend sim_backend() {
           read_section,
           check_address,
           check_vcpu,
-          [](const config& cfg, const domain_selector& s) -> std::optional<bool> {
-            return !selected(cfg, s).empty();
+          [](const config& cfg) -> std::optional<std::vector<drv::domain_info>> {
+            std::vector<drv::domain_info> out;
+            auto& doms = options(cfg).domains;
+            for (size_t i = 0; i < doms.size(); ++i) {
+              drv::domain_info d;
+              d.id = drv::domain_id(i + 1);  // as the simulated host gives them
+              d.name = doms[i].name;
+              d.vcpus = doms[i].vcpus;
+              out.push_back(std::move(d));
+            }
+            return out;
           },
           start_sim,
           describe_section};

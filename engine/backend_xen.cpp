@@ -28,7 +28,7 @@ backend xen_backend() {
           read_section,
           unknowable,
           unknowable,
-          [](const config&, const domain_selector&) -> std::optional<bool> { return std::nullopt; },
+          [](const config&) -> std::optional<std::vector<drv::domain_info>> { return std::nullopt; },
           start_xen,
           [](const config&) {
             return std::string("xen: the domains the selectors pick on this Xen host, as they start\n");

@@ -40,8 +40,8 @@ struct backend {
   /// Problems with a VCPU number for the domains `select` picks.
   std::function<std::vector<std::string>(const config&, const domain_selector&, drv::vcpu_id)>
     check_vcpu;
-  /// Whether `select` picks any domain (none: the backend cannot know before it runs).
-  std::function<std::optional<bool>(const config&, const domain_selector&)> selects_any;
+  /// The domains the host will have (none: the backend cannot know before it runs).
+  std::function<std::optional<std::vector<drv::domain_info>>(const config&)> known_domains;
   /// Starts the driver (and whatever it simulates).
   std::function<caf::expected<backend_instance>(const config&)> start;
   /// Its part of `vmitap check`'s description.

@@ -8,6 +8,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fcntl.h>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -60,20 +62,32 @@ void read_engine(reader& r, const toml::table& root, config& cfg) {
 std::optional<std::string> path_problem(const std::string& path) {
   if (path.empty())
     return "must not be empty";
+  // Tried, not asked: access() says yes to root for anything a mode allows, but a read-only
+  // file system or one like /proc refuses the write itself. Nothing is changed.
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode))
       return "is a directory, not a file";
-    if (::access(path.c_str(), W_OK) != 0)
+    int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
       return "exists and is not writable: " + std::string(std::strerror(errno));
+    ::close(fd);
   }
+  // The nearest directory that exists: vmitap creates the others when it opens the sink.
   auto dir = fs::path(path).parent_path();
   if (dir.empty())
     dir = ".";
-  if (!fs::is_directory(dir))
-    return "directory " + dir.string() + " does not exist";
-  if (::access(dir.c_str(), W_OK) != 0)
-    return "directory " + dir.string() + " is not writable";
+  std::error_code ec;
+  while (!fs::exists(dir, ec) && dir.has_relative_path())
+    dir = dir.parent_path();
+  if (!fs::is_directory(dir, ec))
+    return dir.string() + " is not a directory";
+  auto probe = (dir / ".vmitap-check-XXXXXX").string();
+  int fd = ::mkstemp(probe.data());
+  if (fd < 0)
+    return "directory " + dir.string() + " is not writable: " + std::strerror(errno);
+  ::close(fd);
+  ::unlink(probe.c_str());
   return std::nullopt;
 }
 
@@ -105,6 +119,10 @@ void read_sinks(reader& r, const toml::table& root, config& cfg) {
         s.path = *file;
         if (auto why = path_problem(s.path))
           r.error(reader::where(*t, "path"), path + ".path", "\"" + s.path + "\" " + *why);
+        else if (auto dir = fs::path(s.path).parent_path(); !dir.empty() && !fs::exists(dir))
+          r.warning(reader::where(*t, "path"), path + ".path",
+                    "directory " + dir.string() + " does not exist yet: vmitap creates it when "
+                    "it opens the sink");
       } else if (!t->get("path")) {
         r.error(t->source(), path + ".path", "missing: a jsonl sink needs a file path");
       }
@@ -165,12 +183,39 @@ void read_vcpu_views(reader& r, const backend& be, const toml::table& d, const s
   }
 }
 
+/// An earlier entry that selects a domain `e` selects too, and which: one the host will
+/// have (when the backend knows them), or a name a pattern or an equal selector gives away.
+std::optional<std::pair<const engine_config::domain_entry*, std::string>>
+overlapping(const std::vector<engine_config::domain_entry>& earlier,
+            const engine_config::domain_entry& e,
+            const std::optional<std::vector<drv::domain_info>>& known) {
+  auto& a = e.select;
+  for (auto& other : earlier) {
+    auto& b = other.select;
+    if (known)
+      for (auto& k : *known)
+        if (a.matches(k) && b.matches(k))
+          return std::pair{&other, "domain \"" + k.name + "\""};
+    auto name_in = [](const domain_selector& named, const domain_selector& s) {
+      drv::domain_info d;
+      d.name = named.name;
+      return !named.name.empty() && s.matches(d);
+    };
+    if (name_in(a, b) || name_in(b, a))
+      return std::pair{&other, "domain \"" + (a.name.empty() ? b.name : a.name) + "\""};
+    if ((a.id && b.id && *a.id == *b.id) || (!a.pattern.empty() && a.pattern == b.pattern))
+      return std::pair{&other, "the same domains"};
+  }
+  return std::nullopt;
+}
+
 void read_domains(reader& r, const toml::table& root, config& cfg,
                   const handler_registry* handlers) {
   auto& be = *find_backend(cfg.driver);
   std::set<std::string> sink_names;
   for (auto& s : cfg.engine.sinks)
     sink_names.insert(s.name);
+  auto known = be.known_domains(cfg);
   auto domains = r.tables(root, "domain", "");
   for (size_t i = 0; i < domains.size(); ++i) {
     auto& d = *domains[i];
@@ -185,9 +230,15 @@ void read_domains(reader& r, const toml::table& root, config& cfg,
       e.select.id = drv::domain_id(*n);
     if (auto p = r.get_string(d, "pattern", path, "a glob pattern string"))
       e.select.pattern = *p;
-    if (e.select.name.empty() && !e.select.id && e.select.pattern.empty())
+    e.line = uint32_t(d.source().begin.line);
+    int selectors = !e.select.name.empty() + bool(e.select.id) + !e.select.pattern.empty();
+    if (selectors == 0)
       r.error(d.source(), path, "missing a selector: name, id or pattern");
-    else if (auto any = be.selects_any(cfg, e.select); any && !*any)
+    else if (selectors > 1)
+      r.error(d.source(), path,
+              "selects by " + e.select.describe() + ": give one of name, id or pattern");
+    else if (known && std::none_of(known->begin(), known->end(),
+                                   [&](auto& k) { return e.select.matches(k); }))
       r.warning(d.source(), path, e.select.describe() + " selects no domain of the " + be.name
                                     + " host (it is attached if one starts later)");
     if (d.get("views")) {
@@ -229,7 +280,14 @@ void read_domains(reader& r, const toml::table& root, config& cfg,
         r.error(reader::where(d, "sinks"), path + ".sinks", "no sink named \"" + s + "\"");
     read_vcpu_views(r, be, d, path, cfg, e, *plan);
     read_breakpoints(r, be, d, path, cfg, e, *plan, cc, handlers);
+    if (e.sinks.empty() && !d.get("sinks"))
+      r.warning(d.source(), path, "no sinks: its hits are counted in the metrics, not recorded");
     e.plan = std::move(plan);
+    if (auto other = overlapping(cfg.engine.domains, e, known))
+      r.error(d.source(), path,
+              "selects " + other->second + " as the entry at line "
+                + std::to_string(other->first->line) + " does (" + other->first->select.describe()
+                + "): a domain must match exactly one [[domain]] entry");
     cfg.engine.domains.push_back(std::move(e));
   }
 }
@@ -322,6 +380,8 @@ caf::expected<config> parse_config(std::string_view text, const std::string& pat
               "a [" + b.name + "] section, but the driver is \"" + cfg.driver + "\"");
   find_backend(cfg.driver)->read_section(r, r.table(root, cfg.driver, ""), cfg);
   read_domains(r, root, cfg, handlers);
+  if (cfg.engine.domains.empty() && !root.get("domain"))
+    r.warning(root.source(), "domain", "no [[domain]]: nothing will be monitored");
   if (!r.ok())
     return make_error(ec::config_invalid, r.errors());
   cfg.warnings = r.warnings();

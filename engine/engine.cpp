@@ -45,7 +45,7 @@ engine::engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t re
   // busy in a long driver call. The control plane's rate makes one queue's lock cheap.
   system_cfg_.set("scheduler.policy", caf::atom("sharing"));
   system_ = std::make_unique<caf::actor_system>(system_cfg_);
-  collectables_ = {std::make_shared<metrics_collector>(directory_, sink_queues_, counters_,
+  collectables_ = {std::make_shared<metrics_collector>(directory_, sink_book_, counters_,
                                                        this_build()),
                    make_process_collector()};
 }
@@ -90,12 +90,14 @@ caf::error engine::start() {
     if (!h) {
       for (auto& [name, opened] : sinks)  // nothing may keep the actor system waiting
         caf::anon_send_exit(opened.actor, caf::exit_reason::user_shutdown);
-      return std::move(h.error());
+      // A path the config names that cannot be opened: the config's problem (exit code 2),
+      // as check would have said had the file system not changed since.
+      return make_error(ec::config_invalid, context_of(h.error()));
     }
     sinks.emplace(s.name, *h);
-    sink_queues_->add(h->queue);
+    sink_book_->open(h->queue);
   }
-  engine_environment env{driver_,   pollers_.get(), directory_, sink_queues_,
+  engine_environment env{driver_,   pollers_.get(), directory_, sink_book_,
                          &counters_, host,           handlers_};
   actor_ = system_->spawn(engine_behavior, std::move(env),
                           std::make_shared<const engine_config>(cfg_), std::move(sinks));

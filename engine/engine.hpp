@@ -49,6 +49,8 @@ public:
   /// `abandoned()` says so, and the process should exit without destroying this engine.
   std::vector<domain_report> stop();
   bool abandoned() const { return abandoned_; }
+  /// What every sink of the run wrote, failed and dropped, by name (closed ones included).
+  std::vector<sink_book::totals> sink_totals() const { return sink_book_->sum(); }
   /// Function handlers still in a call (they may block; the stop does not wait for them).
   /// Non-zero after the stop: the process should exit without destroying this engine.
   uint32_t handler_calls_running() const;
@@ -71,7 +73,7 @@ private:
   handler_registry_ptr handlers_;
   engine_counters counters_;
   std::shared_ptr<domain_directory> directory_ = std::make_shared<domain_directory>();
-  std::shared_ptr<live_set<sink_queue>> sink_queues_ = std::make_shared<live_set<sink_queue>>();
+  std::shared_ptr<sink_book> sink_book_ = std::make_shared<sink_book>();
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
   std::unique_ptr<poller_pool> pollers_;  // outlives the actors that hand it rings
   caf::actor_system_config system_cfg_;

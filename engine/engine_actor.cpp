@@ -89,9 +89,27 @@ void start_domain(engine_ptr self, const drv::domain_info& info) {
   if (st.stopping || st.domains.count(info.id) || info.state == drv::domain_state::dying
       || info.state == drv::domain_state::dead)
     return;
-  auto* entry = st.cfg->entry_for(info);
-  if (!entry)
+  auto entries = st.cfg->entries_for(info);
+  if (entries.empty())
     return;
+  if (entries.size() > 1) {
+    // Which entry's breakpoints would be meant is the user's to say: none are armed, and the
+    // summary, the metrics and the exit code say so.
+    std::string where;
+    for (auto* e : entries)
+      where += (where.empty() ? "" : ", ") + e->select.describe()
+               + (e->line ? " (line " + std::to_string(e->line) + ")" : std::string{});
+    domain_report r;
+    r.id = info.id;
+    r.name = info.name;
+    r.error = "not attached: selected by more than one [[domain]] entry: " + where
+              + "; a domain must match exactly one";
+    spdlog::error("domain {} ({}): {}", info.name, info.id, r.error);
+    st.env.counters->attach_failed.add();
+    keep_ended(self, std::move(r));
+    return;
+  }
+  auto* entry = entries.front();
   supervisor_config sc;
   sc.driver = st.env.driver;
   sc.info = info;
@@ -158,12 +176,12 @@ caf::result<ok_atom> reload(engine_ptr self, engine_config_ptr next) {
   for (auto& name : plan.close)
     if (auto i = st.sinks.find(name); i != st.sinks.end()) {
       retired.push_back(i->second);
-      st.env.sink_queues->remove(i->second.queue.get());
+      st.env.sinks->close(i->second.queue.get());
       st.sinks.erase(i);
     }
   for (auto& [name, h] : opened) {
     st.sinks[name] = h;
-    st.env.sink_queues->add(h.queue);
+    st.env.sinks->open(h.queue);
   }
   st.cfg = std::move(next);
 
@@ -200,7 +218,7 @@ caf::result<ok_atom> reload(engine_ptr self, engine_config_ptr next) {
                       a.plan)
           .then(
             [j, name](ok_atom) {
-              spdlog::info("reload: domain {}: breakpoints updated", name);
+              spdlog::debug("reload: domain {}: breakpoints armed as asked", name);
               j->report({});
             },
             [j, name](caf::error& err) {

@@ -46,7 +46,7 @@ struct engine_environment {
   std::shared_ptr<drv::driver> driver;
   poller_pool* pollers = nullptr;
   std::shared_ptr<domain_directory> directory;
-  std::shared_ptr<live_set<sink_queue>> sink_queues;
+  std::shared_ptr<sink_book> sinks;  ///< every sink of the run (open and closed)
   engine_counters* counters = nullptr;
   std::string host;  ///< goes into every hit record
   handler_registry_ptr handlers;  ///< what breakpoints' `handler` names

@@ -27,10 +27,17 @@ std::string domain_selector::describe() const {
 }
 
 const engine_config::domain_entry* engine_config::entry_for(const drv::domain_info& info) const {
+  auto all = entries_for(info);
+  return all.size() == 1 ? all[0] : nullptr;
+}
+
+std::vector<const engine_config::domain_entry*>
+engine_config::entries_for(const drv::domain_info& info) const {
+  std::vector<const domain_entry*> out;
   for (auto& e : domains)
     if (e.select.matches(info))
-      return &e;
-  return nullptr;
+      out.push_back(&e);
+  return out;
 }
 
 engine_config engine_config::with_topology_of(const engine_config& next) const {

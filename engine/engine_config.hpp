@@ -40,11 +40,15 @@ struct engine_config {
     domain_selector select;
     plan_ptr plan = std::make_shared<domain_plan>();
     std::vector<std::string> sinks;  ///< names from `sinks`
+    uint32_t line = 0;               ///< where the config file has it (0: not from a file)
   };
   std::vector<domain_entry> domains;
 
-  /// The first entry that selects `info`, or none.
+  /// The entry that selects `info`; none if no entry or more than one does (a domain must
+  /// match exactly one: entries_for tells them apart).
   const domain_entry* entry_for(const drv::domain_info& info) const;
+  /// Every entry that selects `info`.
+  std::vector<const domain_entry*> entries_for(const drv::domain_info& info) const;
   /// These engine settings with `next`'s topology (sinks and domains): what a reload applies.
   /// Threads, deadlines and the exporter take effect at the next start only.
   engine_config with_topology_of(const engine_config& next) const;

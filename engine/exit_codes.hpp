@@ -13,5 +13,8 @@ inline constexpr int config = 2;
 inline constexpr int listen = 3;
 /// The hypervisor is not available (no Xen on this machine, no access to it).
 inline constexpr int unavailable = 4;
+/// The run itself held, but hit records were lost: a sink could not write them or its queue
+/// was full (the summary's sink table says which).
+inline constexpr int records_lost = 5;
 
 }  // namespace vmitap::exit_code

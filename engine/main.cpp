@@ -8,13 +8,15 @@
 #include "engine/engine.hpp"
 #include "engine/exit_codes.hpp"
 #include "engine/listen_address.hpp"
+#include "engine/logging.hpp"
 #include "engine/run_loop.hpp"
 #include "engine/signals.hpp"
 
 #include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
+#include <caf/config.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <unistd.h>
 
 namespace {
@@ -26,10 +28,11 @@ int config_error(const caf::error& err) {
   return exit_code::config;
 }
 
-std::optional<std::chrono::seconds> limit(double seconds) {
-  if (seconds <= 0)
+/// --max-seconds, fractions kept (to the millisecond).
+std::optional<std::chrono::milliseconds> limit(double seconds) {
+  if (!(seconds > 0))
     return std::nullopt;
-  return std::chrono::seconds(int64_t(seconds));
+  return std::chrono::milliseconds(std::llround(seconds * 1000));
 }
 
 /// --metrics ADDRESS on the command line beats [metrics] listen in the file.
@@ -73,11 +76,17 @@ caf::expected<config> demo_config(const demo_flags& flags) {
   return cfg;
 }
 
+/// `driver`: the --driver flag, empty if not given (then the config's, or the demo's sim).
 int list_domains(const std::string& driver, const std::string& path) {
   auto cfg = path.empty() ? demo_config({}) : load_config(path);
   if (!cfg)
     return config_error(cfg.error());
-  if (driver != cfg->driver) {
+  if (!path.empty() && !driver.empty() && driver != cfg->driver) {
+    std::fprintf(stderr, "--driver %s, but %s says driver = \"%s\": give one of them\n",
+                 driver.c_str(), path.c_str(), cfg->driver.c_str());
+    return exit_code::config;
+  }
+  if (!driver.empty() && driver != cfg->driver) {
     cfg->driver = driver;
     cfg->backend.reset();
   }
@@ -104,11 +113,19 @@ int main(int argc, char** argv) {
   // First of all: no signal may end vmitap before it can detach (see engine/signals.hpp).
   block_signals();
   // Logs go to stderr; stdout belongs to a stdout sink's hit records.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("vmitap"));
+  setup_logging();
 
   CLI::App app{"vmitap: exact memory breakpoints for Xen guests, with metrics"};
-  app.set_version_flag("--version", "vmitap " + this_build().version + " (" + this_build().revision + ")");
+  auto version = "vmitap " + this_build().version + " (" + this_build().revision + ", "
+                 + std::string(*VMITAP_BUILD_TYPE ? VMITAP_BUILD_TYPE : "no build type")
+                 + ")\nbuilt with CAF " + std::to_string(CAF_MAJOR_VERSION) + "."
+                 + std::to_string(CAF_MINOR_VERSION) + "." + std::to_string(CAF_PATCH_VERSION)
+                 + ", libxenctrl " + VMITAP_XENCTRL_VERSION;
+  app.set_version_flag("--version", version);
   app.require_subcommand(1);
+  // `vmitap help` and `vmitap version`, as people type them.
+  auto* help_cmd = app.add_subcommand("help", "this help (as --help)");
+  auto* version_cmd = app.add_subcommand("version", "the version and what it was built with");
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
     ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
@@ -152,22 +169,31 @@ int main(int argc, char** argv) {
   check->fallthrough();
   check->add_option("--config", check_path, "the TOML config")->required();
 
-  std::string driver = "sim";
+  std::string driver;  // none given: the config's driver, or the demo's (sim)
   std::string domains_config;
   auto* domains = app.add_subcommand("domains", "list the domains a driver sees");
   domains->fallthrough();
   std::vector<std::string> drivers;
   for (auto& b : backends())
     drivers.push_back(b.name);
-  domains->add_option("--driver", driver, "the backend: " + backend_names())
-    ->check(CLI::IsMember(drivers))
-    ->capture_default_str();
-  domains->add_option("--config", domains_config, "sim: the config whose guests to create");
+  domains->add_option("--driver", driver,
+                      "the backend: " + backend_names() + " (default: the config's, else sim)")
+    ->check(CLI::IsMember(drivers));
+  domains->add_option("--config", domains_config,
+                      "the config whose driver to use (sim: whose guests to create)");
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? exit_code::ok : exit_code::config;
+  }
+  if (*help_cmd) {
+    std::printf("%s", app.get_formatter()->make_help(&app, "", CLI::AppFormatMode::Normal).c_str());
+    return exit_code::ok;
+  }
+  if (*version_cmd) {
+    std::printf("%s\n", version.c_str());
+    return exit_code::ok;
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   bool terminal = isatty(STDERR_FILENO) == 1;

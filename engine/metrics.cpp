@@ -70,7 +70,7 @@ private:
 }  // namespace
 
 metrics_collector::metrics_collector(std::shared_ptr<domain_directory> domains,
-                                     std::shared_ptr<live_set<sink_queue>> sinks,
+                                     std::shared_ptr<sink_book> sinks,
                                      const engine_counters& engine, build_identity build) :
   domains_(std::move(domains)), sinks_(std::move(sinks)), engine_(engine),
   build_(std::move(build)) {}
@@ -224,7 +224,7 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
   family records("vmitap_sink_records_total", "Hit records by sink and result.", T::Counter,
                  {"sink", "result"});
   family depth("vmitap_sink_queue_depth", "Hit records queued at a sink.", T::Gauge, {"sink"});
-  for (auto& s : sinks_->list()) {
+  for (auto& s : sinks_->open_sinks()) {
     records.add({s->name, "written"}, double(s->written.get()));
     records.add({s->name, "dropped"}, double(s->dropped.load(std::memory_order_relaxed)));
     records.add({s->name, "error"}, double(s->errors.get()));

@@ -22,13 +22,13 @@ struct build_identity {
 class metrics_collector final : public prometheus::Collectable {
 public:
   metrics_collector(std::shared_ptr<domain_directory> domains,
-                    std::shared_ptr<live_set<sink_queue>> sinks, const engine_counters& engine,
+                    std::shared_ptr<sink_book> sinks, const engine_counters& engine,
                     build_identity build);
   std::vector<prometheus::MetricFamily> Collect() const override;
 
 private:
   std::shared_ptr<domain_directory> domains_;
-  std::shared_ptr<live_set<sink_queue>> sinks_;
+  std::shared_ptr<sink_book> sinks_;
   const engine_counters& engine_;
   build_identity build_;
 };

@@ -34,7 +34,8 @@ reload_plan diff(const engine_config& before, const engine_config& after,
     };
     if (!new_entry) {
       a.kind = reload_plan::domain_action::detach;
-      a.reason = "no longer selected";
+      a.reason = after.entries_for(info).empty() ? "no longer selected"
+                                                 : "selected by more than one [[domain]] entry";
     } else if (!old_entry || old_entry->sinks != new_entry->sinks || uses_changed_sink(*new_entry)) {
       a.kind = reload_plan::domain_action::reattach;
       a.reason = "its sinks changed";

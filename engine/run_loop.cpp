@@ -103,6 +103,53 @@ void print_summary(const std::vector<domain_report>& reports) {
                  (unsigned long long) r.totals.neighbours, (unsigned long long) r.totals.stale,
                  (unsigned long long) r.totals.malformed, (unsigned long long) r.access_calls,
                  !r.error.empty() ? r.error.c_str() : r.died ? "died" : "");
+  std::fprintf(stderr, "\n%-16s %-24s %6s %12s\n", "domain", "breakpoint", "view", "hits");
+  for (auto& r : reports) {
+    auto row = [&](const breakpoint_ptr& bp, const char* note) {
+      std::fprintf(stderr, "%-16s %-24s %6u %12llu%s\n", r.name.c_str(), bp->name.c_str(),
+                   unsigned(bp->view), (unsigned long long) bp->hits.load(), note);
+    };
+    for (auto& bp : r.breakpoints)
+      row(bp, "");
+    for (auto& bp : r.removed)
+      row(bp, "  removed by a reload");
+  }
+}
+
+/// SIGUSR2's answer beside the progress line: every breakpoint with its hits so far, one log
+/// entry per domain (removed ones marked).
+void log_breakpoints(engine& eng) {
+  auto reports = eng.status();
+  sort_for_people(reports);
+  for (auto& r : reports) {
+    std::string list;
+    auto add = [&](const breakpoint_ptr& bp, const char* note) {
+      list += (list.empty() ? "" : ", ") + bp->name + " " + std::to_string(bp->hits.load()) + note;
+    };
+    for (auto& bp : r.breakpoints)
+      add(bp, "");
+    for (auto& bp : r.removed)
+      add(bp, " (removed by a reload)");
+    spdlog::info("status: domain {} ({}): {} hits: {}", r.name, r.id, r.totals.hits,
+                 list.empty() ? "no breakpoints" : list);
+  }
+}
+
+/// The sinks' table; true if any lost records.
+bool print_sinks(const std::vector<sink_book::totals>& sinks) {
+  if (sinks.empty())
+    return false;
+  bool lost = false;
+  std::fprintf(stderr, "\n%-16s %12s %12s %12s\n", "sink", "written", "failed", "dropped");
+  for (auto& s : sinks) {
+    std::fprintf(stderr, "%-16s %12llu %12llu %12llu%s\n", s.name.c_str(),
+                 (unsigned long long) s.written, (unsigned long long) s.errors,
+                 (unsigned long long) s.dropped, s.lost() ? "  RECORDS LOST" : "");
+    lost |= s.lost() > 0;
+  }
+  if (lost)
+    std::fprintf(stderr, "hit records were lost: see vmitap_sink_records_total and the log\n");
+  return lost;
 }
 
 }  // namespace
@@ -133,7 +180,13 @@ int run(const config& cfg, const run_options& opts) {
   uint64_t last_events = 0, last_hits = 0;
   std::string why = "the guests finished";
   for (;;) {
-    auto sig = wait_signal(std::chrono::milliseconds(100));
+    // Woken at least every 100 ms, and at --max-seconds exactly.
+    auto wait = std::chrono::milliseconds(100);
+    if (opts.max_duration)
+      wait = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(t0 + *opts.max_duration
+                                                                      - clock_type::now()),
+                        std::chrono::milliseconds(1), wait);
+    auto sig = wait_signal(wait);
     auto action = action_of(sig);
     if (action == signal_action::stop) {
       why = std::string("stopped by ") + signal_name(sig);
@@ -149,6 +202,8 @@ int run(const config& cfg, const run_options& opts) {
     auto now = clock_type::now();
     if (action == signal_action::status || (opts.status_line && now - last >= std::chrono::seconds(1)))
       print_progress(eng, t0, last_events, last_hits, last, opts.status_line && action != signal_action::status);
+    if (action == signal_action::status)
+      log_breakpoints(eng);
     if (instance->truth && instance->truth->finished())
       break;
     if (opts.max_duration && now - t0 >= *opts.max_duration) {
@@ -175,6 +230,8 @@ int run(const config& cfg, const run_options& opts) {
     code = instance->truth->verify(reports, stderr) ? exit_code::ok : exit_code::failed;
   else
     print_summary(reports);
+  if (print_sinks(eng.sink_totals()) && code == exit_code::ok)
+    code = exit_code::records_lost;
   if (eng.abandoned() || eng.handler_calls_running() > 0) {
     // Threads stuck in a driver call or a blocking handler still use the engine: exit
     // without destroying it. Only the driver call is a failure of the run.

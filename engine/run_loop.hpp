@@ -13,7 +13,7 @@
 namespace vmitap {
 
 struct run_options {
-  std::optional<std::chrono::seconds> max_duration;  ///< none: until a signal says stop
+  std::optional<std::chrono::milliseconds> max_duration;  ///< none: until a signal says stop
   /// SIGHUP: reads the config again (none: there is nothing to reload, as for the demo).
   std::function<caf::expected<config>()> reread;
   std::string title;         ///< the first line on stderr

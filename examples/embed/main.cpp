@@ -11,6 +11,7 @@
 
 #include "engine/config.hpp"
 #include "engine/exit_codes.hpp"
+#include "engine/logging.hpp"
 #include "engine/run_loop.hpp"
 #include "engine/signals.hpp"
 
@@ -38,6 +39,7 @@ vmitap::handler_decision fail_call(const vmitap::handler_hit& hit) {
 
 int main(int argc, char** argv) {
   vmitap::block_signals();  // before any thread: a stop must find vmitap ready to detach
+  vmitap::setup_logging();  // stderr, or the journal under systemd; stdout is for hit records
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s CONFIG\n", argv[0]);
     return vmitap::exit_code::config;

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 using namespace vmitap;
 using vmitap::testing::fresh_temp_dir;
@@ -39,7 +40,7 @@ hit_record record(int i) {
   id->view_names = {{1, "main"}};
   return {{id, 1, 1, 0x100, uint64_t(i), 0xffffffff80100000ull + uint64_t(i), bp, {}},
           0xffffffff80100000ull, 0x3000, std::chrono::steady_clock::now(),
-          std::chrono::system_clock::now(), 0};
+          std::chrono::system_clock::now(), 0, 0};
 }
 
 std::vector<nlohmann::json> read_lines(const std::string& path) {
@@ -172,6 +173,17 @@ TEST(line_file, a_record_cut_short_is_ended_before_the_next_one) {
   EXPECT_EQ(lines[1], R"({"c":2})");
 }
 
+TEST(line_file, opening_creates_the_directories_the_path_needs) {
+  auto dir = fresh_temp_dir("mkdirs") + "/var/log/vmitap";
+  auto f = line_file::open({dir + "/hits.jsonl", 0, 1});
+  ASSERT_TRUE(f) << render(f.error());
+  f->append("one");
+  EXPECT_EQ(f->flush().written, 1u);
+  struct stat st {};
+  ASSERT_EQ(stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0750u) << "records are for the operator";
+}
+
 TEST(line_file, a_missing_directory_fails_each_flush_until_it_is_back) {
   auto dir = fresh_temp_dir("vanish");
   auto f = line_file::open({dir + "/hits.jsonl", 0, 0});
@@ -293,6 +305,24 @@ TEST_F(sink_test, a_failing_rotation_writes_every_record_and_is_logged_once) {
   auto lines = log->last_formatted();
   ASSERT_EQ(lines.size(), 1u) << "one line for the streak";
   EXPECT_NE(lines[0].find("rot.jsonl"), std::string::npos) << lines[0];
+}
+
+// Regression (issue 20): records a full queue dropped left no trace in the file. Each sink
+// numbers the records offered to it, so a lost one leaves a gap.
+TEST_F(sink_test, records_are_numbered_per_sink_and_a_dropped_one_leaves_a_gap) {
+  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/seq.jsonl", 0, 5, 2,
+                 defaults::sink_queue_bytes, std::chrono::milliseconds(60000)};
+  auto h = spawn_sink(sys, sc, "host");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->offer({record(1), record(2), record(3)}), 1u) << "room for two";
+  flush(*h);
+  EXPECT_EQ(h->offer({record(4)}), 0u);
+  flush(*h);
+  std::vector<uint64_t> seqs;
+  for (auto& j : read_lines(sc.path))
+    seqs.push_back(j["seq"].get<uint64_t>());
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{0, 1, 3})) << "2 was dropped";
+  caf::anon_send_exit(h->actor, caf::exit_reason::user_shutdown);
 }
 
 // Regression (issue 21): 200 captures of 4 096 bytes on a hot breakpoint queued 2 GB at a

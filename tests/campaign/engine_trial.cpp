@@ -255,8 +255,9 @@ void engine_trial(uint64_t seed, tally& t) {
     double offered = 0, accounted = 0;
     for (auto& r : reports)
       if (r.name == "c0")  // the one domain whose records go to the sink
-        for (auto& bp : r.breakpoints)
-          offered += double(bp->hits.load());
+        for (auto* list : {&r.breakpoints, &r.removed})
+          for (auto& bp : *list)
+            offered += double(bp->hits.load());
     for (auto result : {"written", "dropped", "error"})
       accounted += metric_value(families, "vmitap_sink_records_total",
                                 {{"sink", "hits"}, {"result", result}})

@@ -133,7 +133,39 @@ TEST(cli, sighup_applies_a_changed_config_while_the_guests_run) {
     kill(pid, SIGTERM);
   });
   EXPECT_EQ(r.rc, 0) << r.all();
-  EXPECT_NE(r.err.find("breakpoints updated"), std::string::npos) << r.all();
+  EXPECT_NE(r.err.find("reload: domain g: breakpoints removed: none; added: b"), std::string::npos)
+    << r.all();
+  EXPECT_NE(r.err.find("breakpoints armed as asked"), std::string::npos) << "debug says more";
+  EXPECT_NE(r.err.find("attach: session open, domain paused"), std::string::npos) << r.all();
+  EXPECT_NE(r.err.find("page(s) changed in one call"), std::string::npos) << r.all();
+}
+
+// Regression (issue 20): a reload did not say which breakpoints it removed, SIGUSR2 showed no
+// breakpoint, and the summary forgot the ones a reload removed, with their hits.
+TEST(cli, a_reload_names_what_it_changed_and_status_and_summary_keep_every_breakpoint) {
+  auto path = write_temp_file("reload-names.toml", run_base);
+  auto r = run_vmitap({"run", "--config", path}, [&](pid_t pid, const output_fn& out) {
+    ASSERT_TRUE(wait_for_output(out, "attached"));
+    auto next = run_base;
+    next.replace(next.find("name = \"a\""), 10, "name = \"b\"");
+    std::ofstream(path) << next;
+    kill(pid, SIGHUP);
+    ASSERT_TRUE(wait_for_output(out, "reload applied"));
+    kill(pid, SIGUSR2);
+    ASSERT_TRUE(wait_for_output(out, "status: domain g (1)"));
+    kill(pid, SIGTERM);
+  });
+  EXPECT_EQ(r.rc, 0) << r.all();
+  EXPECT_NE(r.err.find("reload: domain g: breakpoints removed: a; added: b"), std::string::npos)
+    << r.all();
+  auto status = r.err.find("status: domain g (1)");
+  ASSERT_NE(status, std::string::npos);
+  auto line = r.err.substr(status, r.err.find('\n', status) - status);
+  EXPECT_NE(line.find("b "), std::string::npos) << line;
+  EXPECT_NE(line.find("a "), std::string::npos) << line;
+  EXPECT_NE(line.find("(removed by a reload)"), std::string::npos) << line;
+  EXPECT_NE(r.err.find("removed by a reload", status + line.size()), std::string::npos)
+    << "and in the summary: " << r.err;
 }
 
 TEST(cli, run_without_a_config_reads_the_service_default_not_the_demo) {
@@ -293,4 +325,98 @@ TEST(cli, a_configured_run_has_no_time_limit_unless_asked_and_help_says_so) {
   ASSERT_NE(at, std::string::npos) << r.out;
   EXPECT_NE(r.out.find("=0", at), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("0: run until a signal", at), std::string::npos) << r.out;
+}
+
+// Regression (issue 20): on a full disk every record failed, one log line said so, and the run
+// ended "verified", exit 0. The summary now counts each sink's records and the exit code is 5.
+TEST(cli, a_run_that_lost_hit_records_says_so_per_sink_and_exits_5) {
+  auto r = run_vmitap({"demo", "--instructions", "30000", "--hits", "/dev/full", "--metrics", ""});
+  EXPECT_EQ(r.rc, 5) << r.all();
+  EXPECT_NE(r.err.find("verified:"), std::string::npos) << "the monitoring itself held";
+  EXPECT_NE(r.err.find("RECORDS LOST"), std::string::npos) << r.err;
+  auto row = r.err.find("\nhits ");
+  ASSERT_NE(row, std::string::npos) << r.err;
+  std::istringstream cols(r.err.substr(row + 6, r.err.find('\n', row + 1) - row - 6));
+  uint64_t written = 1, failed = 0, dropped = 0;
+  cols >> written >> failed >> dropped;
+  EXPECT_EQ(written, 0u) << "nothing reaches /dev/full";
+  EXPECT_GT(failed + dropped, 0u);
+  // And a run that wrote every record still exits 0, with its sink's row.
+  auto dir = fresh_temp_dir("lost");
+  auto ok = run_vmitap({"demo", "--instructions", "30000", "--hits", dir + "/hits.jsonl", "--metrics", ""});
+  EXPECT_EQ(ok.rc, 0) << ok.all();
+  EXPECT_EQ(ok.err.find("RECORDS LOST"), std::string::npos) << ok.err;
+  EXPECT_NE(ok.err.find("\nhits "), std::string::npos) << ok.err;
+}
+
+// Regression (issue 20): `--max-seconds 0.5` stopped after 0.1 s and 1.9 after 1.0 s.
+TEST(cli, max_seconds_keeps_its_fraction) {
+  auto path = write_temp_file("fraction.toml", run_base);
+  for (double limit : {0.5, 1.9}) {
+    auto r = run_vmitap({"run", "--config", path, "--max-seconds", std::to_string(limit)});
+    EXPECT_EQ(r.rc, 0) << r.all();
+    auto at = r.err.find(" events in ");
+    ASSERT_NE(at, std::string::npos) << r.err;
+    double ran = std::strtod(r.err.c_str() + at + 11, nullptr);
+    EXPECT_GE(ran, limit) << "stopped early: " << r.err.substr(at, 60);
+    EXPECT_NE(r.err.find("--max-seconds reached"), std::string::npos) << r.err;
+  }
+}
+
+// Regression (issue 20): `vmitap domains --config F` listed the demo's guests whatever F's
+// driver: a Xen user got the fake guests and exit 0.
+TEST(cli, domains_uses_the_configs_driver_and_refuses_a_flag_that_contradicts_it) {
+  auto xen = write_temp_file("xen-domains.toml", "[engine]\ndriver = \"xen\"\n");
+  if (access("/dev/xen/privcmd", F_OK) != 0) {
+    auto r = run_vmitap({"domains", "--config", xen});
+    EXPECT_EQ(r.rc, 4) << "the config's driver, Xen, is not here: " << r.all();
+    EXPECT_EQ(r.out.find("web-1"), std::string::npos) << r.out;
+  }
+  auto r = run_vmitap({"domains", "--config", xen, "--driver", "sim"});
+  EXPECT_EQ(r.rc, 2) << r.all();
+  EXPECT_NE(r.err.find("--driver sim, but " + xen + " says driver = \"xen\""), std::string::npos)
+    << r.err;
+  auto sim = write_temp_file("sim-domains.toml", run_base);
+  r = run_vmitap({"domains", "--config", sim});
+  EXPECT_EQ(r.rc, 0) << r.all();
+  EXPECT_NE(r.out.find("\n1      g "), std::string::npos) << r.out;
+}
+
+// Regression (issue 20): `vmitap help` and `vmitap version` were unknown commands.
+TEST(cli, help_and_version_work_as_commands_and_the_version_says_what_it_was_built_with) {
+  auto help = run_vmitap({"help"});
+  EXPECT_EQ(help.rc, 0) << help.all();
+  EXPECT_NE(help.out.find("Subcommands:"), std::string::npos) << help.out;
+  auto version = run_vmitap({"version"});
+  EXPECT_EQ(version.rc, 0) << version.all();
+  auto flag = run_vmitap({"--version"});
+  EXPECT_EQ(flag.rc, 0) << flag.all();
+  EXPECT_EQ(version.out, flag.out);
+  EXPECT_NE(version.out.find("built with CAF 0.17."), std::string::npos) << version.out;
+  EXPECT_NE(version.out.find("libxenctrl 4.17"), std::string::npos) << version.out;
+}
+
+// Regression (issue 20): under systemd the log had no priorities (every line "info" in the
+// journal) and a second timestamp. With stderr the journal's stream (JOURNAL_STREAM), each
+// event is one entry with its priority; here, without a journal socket, the stream's `<N>`
+// prefix carries it.
+TEST(cli, under_systemd_each_log_event_is_one_journal_entry_with_its_priority) {
+  if (access("/run/systemd/journal/socket", F_OK) == 0)
+    GTEST_SKIP() << "a journal runs here: the entries go to it, not to the stream";
+  auto path = write_temp_file("journal.toml", run_base);
+  auto r = run_command("/bin/sh", {"-c", "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec "
+                                           + std::string(VMITAP_BINARY) + " run --config " + path
+                                           + " --max-seconds 0.3"});
+  EXPECT_EQ(r.rc, 0) << r.all();
+  bool info = false, warning = false;
+  std::istringstream lines(r.err);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("<6>", 0) == 0 && line.find("attached") != std::string::npos)
+      info = true;
+    if (line.rfind("<4>", 0) == 0 && line.find("no sinks") != std::string::npos)
+      warning = true;
+    EXPECT_EQ(line.find("[20"), std::string::npos) << "no timestamp of ours: " << line;
+  }
+  EXPECT_TRUE(info) << r.err;
+  EXPECT_TRUE(warning) << "the config's warnings, one entry: " << r.err;
 }

@@ -171,11 +171,16 @@ private:
     toml::array out;
     for (size_t i = 0, n = below(4); i < n; ++i) {
       toml::table d;
-      if (chance(0.7))
-        maybe(d, "name", [&](auto& d, auto k) { d.insert(k, "g" + std::to_string(below(3))); });
-      if (chance(0.3))
+      // One selector, as a config should have: mostly each entry its own domain; sometimes
+      // two selectors, none, or two entries for one domain (each an error check names).
+      auto selector = below(10);
+      if (selector < 6 || wrong())
+        maybe(d, "name", [&](auto& d, auto k) {
+          d.insert(k, "g" + std::to_string(wrong() ? below(3) : i));
+        });
+      if ((selector >= 6 && selector < 8) || wrong())
         maybe(d, "pattern", [&](auto& d, auto k) { d.insert(k, word()); });
-      if (chance(0.2))
+      if (selector == 8 || wrong())
         maybe(d, "id", [&](auto& d, auto k) { d.insert(k, num(1, 4)); });
       bool two = chance(0.5);
       maybe(d, "views", [&](auto& d, auto k) {

@@ -450,3 +450,41 @@ TEST(engine_e2e, summary_rows_keep_every_column_whatever_the_names_length) {
   auto line = table.substr(row, table.find('\n', row) - row);
   EXPECT_TRUE(line.ends_with("exact")) << line.substr(long_name.size());
 }
+
+// Regression (issue 20): overlapping entries armed only the first entry's breakpoints and the
+// run ended "verified". Entries check cannot see overlap (patterns against patterns on Xen)
+// leave the domain unattached with an error the summary, the metrics and the verdict carry.
+TEST(engine_e2e, a_domain_two_entries_select_is_not_attached_and_the_run_fails_saying_why) {
+  scenario s;
+  s.add("web-1", 1, 20000);
+  engine_config::domain_entry also;
+  also.select.pattern = "web-*";
+  also.plan = s.cfg.domains[0].plan;
+  s.cfg.domains[0].select = {};
+  s.cfg.domains[0].select.pattern = "w*";
+  s.cfg.domains.push_back(also);
+  engine eng{s.cfg, s.make_driver()};
+  ASSERT_FALSE(eng.start());
+  ASSERT_TRUE(eventually([&] { return eng.counters().attach_failed.get() == 1; }));
+  auto reports = eng.stop();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_NE(reports[0].error.find("selected by more than one [[domain]] entry: pattern=w*, "
+                                  "pattern=web-*"),
+            std::string::npos)
+    << reports[0].error;
+  EXPECT_FALSE(s.verified(reports));
+}
+
+// Regression (issue 20): the verification compared only the breakpoints that were armed, so
+// one the config named but nothing armed went unnoticed.
+TEST(engine_e2e, the_verification_fails_for_a_configured_breakpoint_never_armed) {
+  scenario s;
+  auto dom = s.add("g", 1, 20000);
+  auto reports = s.run();
+  ASSERT_TRUE(s.verified(reports));
+  auto configured = s.cfg;
+  auto plan = std::make_shared<domain_plan>(*configured.domains[0].plan);
+  plan->breakpoints.push_back({"forgotten", dom->code().functions()[7].entry_pa, "main", {}, {}, {}, {}});
+  configured.domains[0].plan = plan;
+  EXPECT_FALSE(s.verified(reports, configured)) << "\"forgotten\" was configured, never armed";
+}

@@ -297,9 +297,15 @@ TEST(handlers, calls_past_their_deadline_are_skipped_and_none_runs_after_the_sto
   auto stopped = clock::now();
   ASSERT_TRUE(eventually([&] { return eng.handler_calls_running() == 0; }));
   ASSERT_TRUE(s.verified(reports));
+  auto dropped = [&](const char* cause) {
+    return uint64_t(metric_value(eng.collect(), "vmitap_handler_dropped_total",
+                                 {{"domain", "slow"}, {"cause", cause}})
+                      .value_or(0));
+  };
   std::lock_guard g{t->m};
   auto hits = find_bp(reports.at(0), "handled")->hits.load();
-  EXPECT_LT(t->started.size(), hits / 10) << "the handler ran for few of its hits";
+  // Each hit's call ran, was skipped as expired, was not sent, or was still queued at the stop.
+  EXPECT_LE(t->started.size() + dropped("expired") + dropped("queue_full"), hits);
   for (auto& at : t->started)
     EXPECT_LT(at, stopped) << "a call ran after the stop, for a VCPU resumed long before";
 }

@@ -258,6 +258,9 @@ def check_unit(root, tmp):
           f"ExecStart= runs /usr/bin/vmitap run --config {CONFFILE}: {start}")
     check(unit.get("ExecReload") == "/bin/kill -HUP $MAINPID", f"ExecReload={unit.get('ExecReload')}")
     check(unit.get("Restart") == "on-failure", f"Restart={unit.get('Restart')}")
+    check(set(unit.get("RestartPreventExitStatus", "").split()) == {"2", "4"},
+          "no restart on an invalid config (2) or without Xen (4): "
+          f"RestartPreventExitStatus={unit.get('RestartPreventExitStatus')}")
     deadline = tomllib.load(open(os.path.join(root, CONFFILE.lstrip("/")), "rb")) \
         .get("engine", {}).get("stop_deadline_seconds", DEFAULT_STOP_DEADLINE_S)
     timeout = seconds(unit.get("TimeoutStopSec", "90s"))

@@ -50,10 +50,16 @@ verification verify(hypervisor& hv, const std::vector<observed_session>& session
       append(out, "%-12s %-20s %5u %#10llx %10llu %12llu  %s\n", s.name.c_str(), bp.name.c_str(),
              unsigned(bp.view), (unsigned long long) bp.pa, (unsigned long long) bp.hits,
              (unsigned long long) truth,
-             exact     ? "exact"
-             : partial ? "armed part of the time (reload)"
-             : s.died  ? "domain died"
-                       : "MISMATCH");
+             exact        ? "exact"
+             : bp.removed ? "removed by a reload"
+             : partial    ? "armed part of the time (reload)"
+             : s.died     ? "domain died"
+                          : "MISMATCH");
+    }
+    for (auto& name : s.never_armed) {
+      append(out, "%-12s %-20s %5s %10s %10s %12s  %s\n", s.name.c_str(), name.c_str(), "-", "-",
+             "-", "-", "NEVER ARMED (configured)");
+      ok = false;
     }
   }
   append(out, "\n%-12s %10s %10s %10s %10s %8s %8s %7s %8s %6s %6s\n", "domain", "raised",

@@ -19,6 +19,7 @@ struct observed_breakpoint {
   drv::view_id view = 0;
   uint64_t hits = 0;
   bool whole_session = true;  ///< armed from the session's start (not added by a reload)
+  bool removed = false;       ///< removed by a reload during the session
 };
 
 /// What one monitoring session of one domain reported when it ended.
@@ -33,6 +34,9 @@ struct observed_session {
   uint64_t respond_failures = 0;
   uint64_t access_calls = 0;
   std::vector<observed_breakpoint> breakpoints;
+  /// Breakpoints the config gave this domain when the run started that the session never
+  /// reported (neither armed nor removed): each one fails the verification.
+  std::vector<std::string> never_armed;
   std::string error;  ///< its teardown error, if any
   uint32_t sessions = 1;  ///< more than one: several sessions' counts summed up
 };
