@@ -8,6 +8,7 @@ systemd, and `dpkg -i` there would change the machine the tests run on."""
 
 import argparse
 import glob
+import gzip
 import os
 import re
 import shlex
@@ -23,11 +24,13 @@ import tomllib
 
 CONFFILE = "/etc/vmitap/vmitap.toml"
 UNIT = "/usr/lib/systemd/system/vmitap.service"
-MAN = "/usr/share/man/man8/vmitap.8"
+MAN = "/usr/share/man/man8/vmitap.8.gz"
+LOGROTATE = "/etc/logrotate.d/vmitap"
+COMPLETION = "/usr/share/bash-completion/completions/vmitap"
 DEFAULT_STOP_DEADLINE_S = 20  # drivers/defaults.hpp: stop_deadline
 # Every file the package installs lies under one of these.
-ROOTS = ("/usr/bin/vmitap", "/usr/share/vmitap/", "/usr/share/man/man8/vmitap.8",
-         "/usr/share/doc/vmitap/", "/usr/lib/systemd/system/vmitap.service", "/etc/vmitap/")
+ROOTS = ("/usr/bin/vmitap", "/usr/share/vmitap/", MAN, "/usr/share/doc/vmitap/",
+         "/usr/lib/systemd/system/vmitap.service", "/etc/vmitap/", LOGROTATE, COMPLETION)
 
 failures = []
 
@@ -67,7 +70,9 @@ def package_files(deb):
 def check_contents(deb, source_dir):
     files = package_files(deb)
     expected = [
-        "/usr/bin/vmitap", UNIT, MAN, CONFFILE, "/usr/share/doc/vmitap/README.md",
+        "/usr/bin/vmitap", UNIT, MAN, CONFFILE, LOGROTATE, COMPLETION,
+        "/usr/share/doc/vmitap/README.md",
+        "/usr/share/doc/vmitap/copyright", "/usr/share/doc/vmitap/changelog.gz",
         "/usr/share/vmitap/examples/demo.toml", "/usr/share/vmitap/examples/xen-host.toml",
     ]
     dashboards = os.path.join(source_dir, "dashboards")
@@ -75,6 +80,13 @@ def check_contents(deb, source_dir):
         for n in names:
             rel = os.path.relpath(os.path.join(dirpath, n), dashboards)
             expected.append("/usr/share/vmitap/dashboards/" + rel)
+    # Grafana's provisioning file points where the package puts the dashboards.
+    provisioning = open(os.path.join(dashboards, "provisioning", "dashboards.yaml")).read()
+    path = re.search(r"^\s*path:\s*(\S+)", provisioning, re.M)
+    json_files = [p for p in expected if p.endswith(".json")]
+    check(path and json_files and all(p.startswith(path.group(1) + "/") for p in json_files),
+          f"the provisioning file's path ({path.group(1) if path else None}) holds the installed "
+          f"dashboards: {json_files}")
     missing = [p for p in expected if p not in files]
     check(not missing, f"the package holds binary, unit, man page, examples, dashboards, "
           f"conffile ({len(expected)} files){'; missing: ' + ', '.join(missing) if missing else ''}")
@@ -123,7 +135,31 @@ def check_control(deb, root):
     check("procps" in depends, "Depends has procps (the unit's ExecReload= runs /bin/kill)")
 
     conffiles = run(["dpkg-deb", "-I", deb, "conffiles"]).stdout.split()
-    check(conffiles == [CONFFILE], f"conffiles lists exactly {CONFFILE}: {conffiles}")
+    check(sorted(conffiles) == sorted([CONFFILE, LOGROTATE]),
+          f"conffiles lists exactly {CONFFILE} and {LOGROTATE}: {conffiles}")
+
+
+def check_completion(root):
+    """The bash completion loads and offers vmitap's commands and a command's options."""
+    script = os.path.join(root, COMPLETION.lstrip("/"))
+    probe = (f'source "{script}"; complete -p vmitap; '
+             'COMP_WORDS=(vmitap ""); COMP_CWORD=1; _vmitap; echo "${COMPREPLY[*]}"; '
+             'COMP_WORDS=(vmitap check --c); COMP_CWORD=2; _vmitap; echo "${COMPREPLY[*]}"')
+    r = run(["bash", "-c", probe])
+    lines = r.stdout.splitlines()
+    check(r.returncode == 0 and len(lines) == 3 and "run demo check domains help version" in lines[1]
+          and lines[2] == "--config", f"bash completes commands and options: {lines} {r.stderr.strip()}")
+
+
+def check_lintian(deb):
+    """Debian's own checks of a binary package: no error, no warning (overrides none)."""
+    r = run(["lintian", "--no-tag-display-limit", "--fail-on", "error,warning", deb])
+    tags = [line for line in r.stdout.splitlines() if re.match(r"^[EW]: ", line)]
+    check(r.returncode == 0 and not tags,
+          "lintian finds no error or warning" + ("".join("\n      " + t for t in tags)))
+    for line in r.stdout.splitlines():
+        if line.startswith(("I: ", "P: ", "X: ")):
+            print("      lintian " + line)
 
 
 def check_maintainer_scripts(deb, tmp):
@@ -142,13 +178,14 @@ def check_maintainer_scripts(deb, tmp):
     if len(scripts) != 3:
         return
 
-    # A systemctl that records its calls instead of acting.
+    # A systemctl and a deb-systemd-invoke that record their calls instead of acting.
     fakebin = os.path.join(tmp, "fakebin")
     os.makedirs(fakebin)
     calls_log = os.path.join(tmp, "systemctl.calls")
-    with open(os.path.join(fakebin, "systemctl"), "w") as f:
-        f.write('#!/bin/sh\necho "$*" >> "$SYSTEMCTL_CALLS"\n')
-    os.chmod(os.path.join(fakebin, "systemctl"), 0o755)
+    for tool in ("systemctl", "deb-systemd-invoke"):
+        with open(os.path.join(fakebin, tool), "w") as f:
+            f.write(f'#!/bin/sh\necho "{tool} $*" >> "$SYSTEMCTL_CALLS"\n')
+        os.chmod(os.path.join(fakebin, tool), 0o755)
 
     def script(name, *args, dpkg_root=None):
         if os.path.exists(calls_log):
@@ -175,12 +212,12 @@ def check_maintainer_scripts(deb, tmp):
     # Into this system: systemctl only where systemd is the init system (not in CI).
     systemd = os.path.isdir("/run/systemd/system")
     calls = script("prerm", "remove")
-    check(calls == (["stop vmitap.service"] if systemd else []),
+    check(calls == (["deb-systemd-invoke stop vmitap.service"] if systemd else []),
           f"prerm remove {'stops the service' if systemd else 'calls no systemctl without systemd'}: {calls}")
     calls = script("prerm", "upgrade", "0.3.0")
     check(calls == [], f"prerm upgrade leaves the service running: {calls}")
     calls = script("postrm", "remove")
-    check(calls == (["--system daemon-reload"] if systemd else []),
+    check(calls == (["systemctl --system daemon-reload"] if systemd else []),
           f"postrm remove {'reloads systemd' if systemd else 'calls no systemctl without systemd'}: {calls}")
 
     wants = os.path.join(other, "etc/systemd/system/multi-user.target.wants")
@@ -197,7 +234,7 @@ def check_maintainer_scripts(deb, tmp):
 
 
 def man_text(path):
-    return open(path).read().replace("\\-", "-")
+    return gzip.open(path, "rt").read().replace("\\-", "-")
 
 
 def section(text, start, stop):
@@ -208,7 +245,9 @@ def section(text, start, stop):
 
 def check_man_page(root, source_dir):
     man = os.path.join(root, MAN.lstrip("/"))
-    r = run(["groff", "-man", "-ww", "-z", man])
+    r = subprocess.run(["groff", "-man", "-ww", "-z"], input=gzip.open(man).read(),
+                       capture_output=True)
+    r.stderr = r.stderr.decode()
     check(r.returncode == 0 and not r.stderr, f"groff -man -ww finds no problem in vmitap.8 {r.stderr.strip()}")
     page = man_text(man)
     check("@PROJECT_VERSION@" not in page and re.search(r'^\.TH VMITAP 8 .*"vmitap \d', page, re.M),
@@ -388,7 +427,7 @@ def main():
     ap.add_argument("--build-dir", required=True)
     ap.add_argument("--source-dir", required=True)
     args = ap.parse_args()
-    for tool in ("cpack", "dpkg-deb", "dpkg-shlibdeps", "readelf", "groff"):
+    for tool in ("cpack", "dpkg-deb", "dpkg-shlibdeps", "readelf", "groff", "lintian"):
         if not shutil.which(tool):
             print(f"FAIL: {tool} not found (scripts/install-deps installs it)")
             return 1
@@ -404,9 +443,11 @@ def main():
         root = os.path.join(tmp, "root")
         run(["dpkg-deb", "-x", deb, root])
         check_contents(deb, args.source_dir)
+        check_lintian(deb)
         check_control(deb, root)
         check_maintainer_scripts(deb, tmp)
         check_man_page(root, args.source_dir)
+        check_completion(root)
         unit = check_unit(root, tmp)
         check_default_config(root, tmp)
         run_unit_command_line(root, unit, tmp)

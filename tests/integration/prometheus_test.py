@@ -155,7 +155,9 @@ scrape_configs:
                 checked += 1
                 if not res:
                     failures.append(f"{name}: variable {v['name']}: {expr}: {err or 'no series'}")
-            for panel in dash["panels"]:
+            # A collapsed row holds its panels: they are queried when it is opened.
+            panels = [q for p in dash["panels"] for q in [p] + p.get("panels", [])]
+            for panel in panels:
                 for t in panel.get("targets", []):
                     expr = substitute(t["expr"], variables)
                     res, err = query(prom, expr)
