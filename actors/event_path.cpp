@@ -23,6 +23,8 @@ event_path::event_path(event_path_config cfg) :
 }
 
 size_t event_path::drain() {
+  if (auto err = cfg_.ring->retry_owed())
+    log_refusal(err, 0);
   auto n = cfg_.ring->take(in_);
   if (n == 0)
     return 0;
@@ -52,8 +54,8 @@ size_t event_path::drain() {
 
 drv::arm_result event_path::arm() {
   auto r = cfg_.ring->arm();
-  if (r.refused.failed > 0)
-    count_failures(r.refused);
+  if (r.refused)
+    log_refusal(r.refused, 0);
   return r;
 }
 
@@ -196,14 +198,19 @@ void event_path::give_one(const drv::response& rsp) {
 }
 
 void event_path::count_failures(const drv::give_result& r) {
-  if (r.failed == 0 || code_of(r.first) == ec::domain_dead)
+  if (r.failed > 0)
+    log_refusal(r.first, r.failed);
+}
+
+void event_path::log_refusal(const caf::error& err, size_t refused) {
+  if (code_of(err) == ec::domain_dead)
     return;  // a dead domain's VCPUs are gone with it: nothing waits for these answers
-  cfg_.domain->counters().respond_failures.add(r.failed);
+  cfg_.domain->counters().respond_failures.add(refused);
   if (refusals_log_.allow())
     spdlog::error("domain {} ({}): the hypervisor refused {} response(s), a VCPU may stay "
-                  "paused: {} (all are counted in vmitap_respond_failures_total){}",
-                  identity_->name, identity_->id, r.failed, render(r.first),
-                  refusals_log_.note());
+                  "paused: {} (the ring retries; refused responses are counted in "
+                  "vmitap_respond_failures_total){}",
+                  identity_->name, identity_->id, refused, render(err), refusals_log_.note());
 }
 
 }  // namespace vmitap

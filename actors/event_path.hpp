@@ -64,6 +64,8 @@ private:
   void resolve(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d);
   void give_one(const drv::response& rsp);
   void count_failures(const drv::give_result& r);
+  /// Counts `refused` responses (0: a retry of ones counted already) and logs the cause.
+  void log_refusal(const caf::error& err, size_t refused);
   std::vector<capture_value> capture(const std::vector<capture_spec>& specs,
                                      const drv::registers& regs);
   hit_site site(const drv::event& ev, const breakpoint_ptr& bp,

@@ -49,7 +49,7 @@ struct arm_result {
   /// Answers are in the ring but the hypervisor was not told (a notify failed): the ring
   /// retries by then, so the poller sleeps at most this long. Negative: no limit.
   std::chrono::milliseconds retry_in{-1};
-  give_result refused;  ///< answers whose notify, retried now, failed again
+  caf::error refused;  ///< a notify owed from before, retried now, failed again
 };
 
 /// A domain's event channel as its poller sees it: requests in, responses out. On Xen it is
@@ -75,6 +75,9 @@ public:
   virtual arm_result arm() = 0;
   /// After `fd()` was readable: consumes the notification.
   virtual void acknowledge() = 0;
+  /// On every drain, busy or not: retries a notify the ring owes once its backoff has passed
+  /// (a poller kept busy by other rings may not sleep for long). Returns its error, if any.
+  virtual caf::error retry_owed() { return {}; }
 };
 
 /// A monitoring session on one domain. Its identity is the session: once it has detached (or

@@ -80,6 +80,8 @@ std::optional<std::string> path_problem(const std::string& path) {
   std::error_code ec;
   while (!fs::exists(dir, ec) && dir.has_relative_path())
     dir = dir.parent_path();
+  if (dir.empty())
+    dir = ".";  // a relative path none of whose directories exist yet
   if (!fs::is_directory(dir, ec))
     return dir.string() + " is not a directory";
   auto probe = (dir / ".vmitap-check-XXXXXX").string();
@@ -199,7 +201,7 @@ overlapping(const std::vector<engine_config::domain_entry>& earlier,
     auto name_in = [](const domain_selector& named, const domain_selector& s) {
       drv::domain_info d;
       d.name = named.name;
-      return !named.name.empty() && s.matches(d);
+      return !named.name.empty() && !s.id && s.matches(d);
     };
     if (name_in(a, b) || name_in(b, a))
       return std::pair{&other, "domain \"" + (a.name.empty() ? b.name : a.name) + "\""};
@@ -300,6 +302,8 @@ namespace {
 /// inside them; toml++ 3.3.0 reaches undefined behaviour on one in a bare key, its bug 295),
 /// as "line:column" (columns count characters); empty if none does.
 std::string non_ascii_outside_strings(std::string_view text) {
+  if (text.starts_with("\xEF\xBB\xBF"))
+    text.remove_prefix(3);  // a UTF-8 byte order mark, as some editors save: toml++ skips it
   size_t line = 1, column = 0;
   auto at = [&](std::string_view s, size_t i) { return i < s.size() ? s[i] : '\0'; };
   for (size_t i = 0; i < text.size(); ++i) {

@@ -93,6 +93,8 @@ void start_domain(engine_ptr self, const drv::domain_info& info) {
   if (entries.empty())
     return;
   if (entries.size() > 1) {
+    if (!st.refused.insert(info.id).second)
+      return;  // said already
     // Which entry's breakpoints would be meant is the user's to say: none are armed, and the
     // summary, the metrics and the exit code say so.
     std::string where;
@@ -270,6 +272,7 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment 
   return {
     [self](started_atom, const drv::domain_info& info) { start_domain(self, info); },
     [self](stopped_atom, const drv::domain_info& info) {
+      self->state.refused.erase(info.id);
       auto it = self->state.domains.find(info.id);
       if (it == self->state.domains.end())
         return;

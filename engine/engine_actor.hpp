@@ -12,6 +12,7 @@
 
 #include <deque>
 #include <functional>
+#include <set>
 
 namespace vmitap {
 
@@ -67,6 +68,9 @@ struct engine_state {
   engine_config_ptr cfg;
   std::map<std::string, sink_handle> sinks;
   std::map<drv::domain_id, monitored> domains;
+  /// Running domains more than one entry selects: not attached, reported once (a reload that
+  /// gives one of them a single entry attaches it; a domain that stops leaves the set).
+  std::set<drv::domain_id> refused;
   std::deque<domain_report> ended;
   /// Older ended sessions, folded by domain name past `ended_reports_kept`: the summary and
   /// the verification keep every session's counts in memory bounded by breakpoints.

@@ -177,14 +177,19 @@ void http_exporter::loop() {
 
 bool http_exporter::receive(connection& c) {
   char buf[2048];
+  bool closed = false;  // the client sent all it will (a request and a FIN may come at once)
   for (;;) {
     auto n = ::recv(c.fd, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       break;
-    if (n <= 0)
-      return false;  // closed before its request was whole, or broken
+    if (n < 0)
+      return false;
+    if (n == 0) {
+      closed = true;
+      break;
+    }
     c.in.append(buf, size_t(n));
     if (c.in.size() >= max_request)
       break;
@@ -192,7 +197,7 @@ bool http_exporter::receive(connection& c) {
   // The request head is what matters; the body of a GET is ignored.
   auto head_end = c.in.find("\r\n\r\n");
   if (head_end == std::string::npos && c.in.size() < max_request)
-    return true;  // more to come
+    return !closed;  // more to come, unless the client is done sending
   auto line = c.in.substr(0, c.in.find("\r\n"));
   auto sp1 = line.find(' ');
   auto sp2 = sp1 == std::string::npos ? sp1 : line.find(' ', sp1 + 1);

@@ -51,11 +51,14 @@ drv::give_result xen_ring::give(std::span<const drv::response> rsps) {
   RING_PUSH_RESPONSES(&back_);
   // One notify for the batch: Xen applies every response in the ring inside it
   // (vm_event_resume), so a failed one carries over to the next that succeeds.
+  // These answers are refused once, here, if the notify fails; retries count apart.
   owed_ += rsps.size();
-  return notify();
+  if (auto err = notify())
+    return {rsps.size(), std::move(err)};
+  return {};
 }
 
-drv::give_result xen_ring::notify() {
+caf::error xen_ring::notify() {
   if (api_.xenevtchn_notify(xce_, port_) == 0) {
     owed_ = 0;
     streak_ = 0;
@@ -66,7 +69,14 @@ drv::give_result xen_ring::notify() {
   retry_at_ = clock::now() + std::chrono::milliseconds(1u << std::min<uint32_t>(streak_, 6));
   ++streak_;
   last_refusal_ = make_driver_error("xenevtchn_notify", err);
-  return {owed_, last_refusal_};
+  return last_refusal_;
+}
+
+caf::error xen_ring::retry_owed() {
+  // The clock only while something is owed: a busy ring pays one branch.
+  if (owed_ == 0 || clock::now() < retry_at_)
+    return {};
+  return notify();
 }
 
 void xen_ring::flush() {
@@ -84,9 +94,8 @@ drv::arm_result xen_ring::arm() {
   // The VCPUs waiting for owed answers cannot raise the request that would wake the poller:
   // the poller is told to come back when the next try is due.
   if (owed_ > 0) {
+    r.refused = retry_owed();
     auto now = clock::now();
-    if (now >= retry_at_)
-      r.refused = notify();
     if (owed_ > 0)
       r.retry_in = std::max(std::chrono::milliseconds(1),
                             std::chrono::ceil<std::chrono::milliseconds>(retry_at_ - now));

@@ -25,6 +25,7 @@ public:
   int fd() const override { return fd_; }
   drv::arm_result arm() override;
   void acknowledge() override;
+  caf::error retry_owed() override;
 
   /// Answers every request left in the ring (teardown), after sending a notify still owed:
   /// back to view 0, singlestep off where vmitap turned it on. Returns how many.
@@ -38,7 +39,7 @@ public:
 private:
   using clock = std::chrono::steady_clock;
   /// Tells Xen of every answer owed; on failure schedules the next try with backoff.
-  drv::give_result notify();
+  caf::error notify();
   /// Retries an owed notify with its backoff until it succeeds or the streak is long
   /// (teardown: the VCPUs those answers free may be what a later call waits for).
   void flush();

@@ -447,3 +447,20 @@ TEST(config_validation, a_sink_path_is_tried_and_configs_that_do_nothing_are_war
   EXPECT_NE(quiet->warnings.find("t.toml:7:1: domain[0]: warning: no sinks"), std::string::npos)
     << quiet->warnings;
 }
+
+// From a review of the checks above: a file saved with a UTF-8 byte order mark, a relative
+// sink path none of whose directories exist yet, and an id selector beside a name selector
+// are all valid.
+TEST(config_validation, a_bom_a_relative_new_directory_and_id_zero_beside_a_name_are_valid) {
+  std::string base = valid_base;
+  EXPECT_EQ(problems("\xEF\xBB\xBF" + base), "");
+  auto relative = parse_config(base + "sinks = [\"h\"]\n[sink.h]\ntype = \"jsonl\"\n"
+                                      "path = \"vmitap-new-dir-" + std::to_string(getpid()) + "/h.jsonl\"\n",
+                               "t.toml");
+  ASSERT_TRUE(relative) << context_of(relative.error());
+  EXPECT_NE(relative->warnings.find("does not exist yet: vmitap creates it"), std::string::npos)
+    << relative->warnings;
+  EXPECT_EQ(problems("[engine]\ndriver = \"xen\"\n[[domain]]\nid = 0\nsinks = []\n[[domain]]\n"
+                     "name = \"web-1\"\nsinks = []\n"),
+            "");
+}

@@ -466,7 +466,11 @@ TEST(engine_e2e, a_domain_two_entries_select_is_not_attached_and_the_run_fails_s
   engine eng{s.cfg, s.make_driver()};
   ASSERT_FALSE(eng.start());
   ASSERT_TRUE(eventually([&] { return eng.counters().attach_failed.get() == 1; }));
+  // Reloads that keep both entries do not say it again.
+  ASSERT_FALSE(eng.reload(s.cfg));
+  ASSERT_FALSE(eng.reload(s.cfg));
   auto reports = eng.stop();
+  EXPECT_EQ(eng.counters().attach_failed.get(), 1u);
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_NE(reports[0].error.find("selected by more than one [[domain]] entry: pattern=w*, "
                                   "pattern=web-*"),
