@@ -50,8 +50,8 @@ verification verify(hypervisor& hv, const std::vector<observed_session>& session
       append(out, "%-12s %-20s %5u %#10llx %10llu %12llu  %s\n", s.name.c_str(), bp.name.c_str(),
              unsigned(bp.view), (unsigned long long) bp.pa, (unsigned long long) bp.hits,
              (unsigned long long) truth,
-             exact        ? "exact"
-             : bp.removed ? "removed by a reload"
+             bp.removed   ? "removed by a reload"
+             : exact      ? "exact"
              : partial    ? "armed part of the time (reload)"
              : s.died     ? "domain died"
                           : "MISMATCH");
