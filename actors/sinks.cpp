@@ -57,6 +57,17 @@ size_t sink_handle::offer(hit_batch batch) const {
   return n - kept;
 }
 
+namespace {
+
+/// Adds what `q` wrote, failed and dropped to `t`.
+void add_counts(sink_book::totals& t, const sink_queue& q) {
+  t.written += q.written.get();
+  t.errors += q.errors.get();
+  t.dropped += q.dropped.load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
 void sink_book::open(std::shared_ptr<sink_queue> q) {
   std::lock_guard g{mutex_};
   open_.push_back(std::move(q));
@@ -68,12 +79,8 @@ void sink_book::close(const sink_queue* q) {
   if (i == open_.end())
     return;
   auto& closing = closing_[q->name];
-  if (closing) {
-    auto& t = closed_[q->name];
-    t.written += closing->written.get();
-    t.errors += closing->errors.get();
-    t.dropped += closing->dropped.load(std::memory_order_relaxed);
-  }
+  if (closing)
+    add_counts(closed_[q->name], *closing);
   closing = std::move(*i);
   open_.erase(i);
 }
@@ -86,16 +93,10 @@ std::vector<std::shared_ptr<sink_queue>> sink_book::open_sinks() const {
 std::vector<sink_book::totals> sink_book::sum() const {
   std::lock_guard g{mutex_};
   std::map<std::string, totals> by_name = closed_;
-  auto add = [&](const sink_queue& q) {
-    auto& t = by_name[q.name];
-    t.written += q.written.get();
-    t.errors += q.errors.get();
-    t.dropped += q.dropped.load(std::memory_order_relaxed);
-  };
   for (auto& [name, q] : closing_)
-    add(*q);
+    add_counts(by_name[name], *q);
   for (auto& q : open_)
-    add(*q);
+    add_counts(by_name[q->name], *q);
   std::vector<totals> out;
   for (auto& [name, t] : by_name) {
     out.push_back(t);
