@@ -17,7 +17,7 @@ SAN_ENV     := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(C
                ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 
 .PHONY: all deps build demo test test-normal test-asan build-asan test-tsan build-tsan bench fuzz soak \
-        package clean
+        package clean format
 
 all: build
 
@@ -61,6 +61,11 @@ test-tsan: build-tsan
 	$(TSAN_ENV) ./$(TSAN_BUILD)/tests/test_xen --gtest_brief=1
 	$(TSAN_ENV) ./$(TSAN_BUILD)/tests/test_actors --gtest_brief=1 \
 	  --gtest_filter='-sink_test.*:path_with_handler.*'
+
+# Rewrites every C++ file to the house style (.clang-format); make test checks it.
+format:
+	@find actors bench drivers engine examples tests \( -name '*.cpp' -o -name '*.hpp' \) \
+	  -not -path '*/corpus/*' -print0 | xargs -0 clang-format -i
 
 bench: deps
 	@cmake -S . -B $(BENCH_BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release >/dev/null

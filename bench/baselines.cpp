@@ -13,7 +13,9 @@ namespace vmitap::bench {
 
 namespace {
 
-inline void cpu_relax() { __builtin_ia32_pause(); }
+inline void cpu_relax() {
+  __builtin_ia32_pause();
+}
 
 std::chrono::nanoseconds thread_cpu(pthread_t t) {
   clockid_t c;
@@ -65,9 +67,10 @@ public:
       w->view = *view;
       std::vector<drv::access_change> changes;
       for (auto& bp : specs_[i].plan->breakpoints) {
-        w->hits[bp.pa] = 0;
-        if (w->pages[drv::gfn_of(bp.pa)]++ == 0)
-          changes.push_back({drv::gfn_of(bp.pa), drv::page_access::rw});
+        auto pa = bp.target.pa;
+        w->hits[pa] = 0;
+        if (w->pages[drv::gfn_of(pa)]++ == 0)
+          changes.push_back({drv::gfn_of(pa), drv::page_access::rw});
       }
       if (auto err = w->session->set_access(w->view, changes))
         return err;
@@ -124,8 +127,8 @@ public:
       std::vector<drv::access_change> restore;  // a fresh view: its pages were rwx
       for (auto& [gfn, n] : w->pages)
         restore.push_back({gfn, drv::page_access::rwx});
-      ok &= !w->session->set_access(w->view, restore) && !w->session->switch_all(0)
-            && !w->session->destroy_view(w->view);
+      ok &= !w->session->set_access(w->view, restore) && !w->session->switch_all(0) &&
+            !w->session->destroy_view(w->view);
       w->session->detach();
       auto inv = w->dom->check();
       if (!(inv.holds() && inv.answered_by_detach == 0)) {

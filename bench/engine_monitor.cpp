@@ -33,7 +33,7 @@ public:
       if (i == 0 && handlers_) {
         auto plan = std::make_shared<domain_plan>(*e.plan);
         for (auto& bp : plan->breakpoints)
-          bp.handler = handler_binding{"slow", std::chrono::seconds(1)};
+          bp.options.handler = handler_binding{"slow", std::chrono::seconds(1)};
         e.plan = std::move(plan);
       }
       cfg_.domains.push_back(std::move(e));
@@ -45,7 +45,8 @@ public:
     if (auto err = eng_->start())
       return err;
     // Every domain attached: the guests run from here, as they do for the baselines.
-    for (int i = 0; i < 20000 && eng_->counters().domains_monitored.load() < int64_t(specs_.size()); ++i)
+    for (int i = 0; i < 20000 && eng_->counters().domains_monitored.load() < int64_t(specs_.size());
+         ++i)
       std::this_thread::sleep_for(std::chrono::microseconds(100));
     return {};
   }
@@ -82,10 +83,14 @@ std::unique_ptr<monitor> make_baseline(monitor_kind kind, std::shared_ptr<sim::h
 
 const char* to_string(monitor_kind k) {
   switch (k) {
-    case monitor_kind::engine: return "vmitap";
-    case monitor_kind::loop: return "single loop";
-    case monitor_kind::per_domain: return "loop per domain";
-    case monitor_kind::floor: return "floor";
+    case monitor_kind::engine:
+      return "vmitap";
+    case monitor_kind::loop:
+      return "single loop";
+    case monitor_kind::per_domain:
+      return "loop per domain";
+    case monitor_kind::floor:
+      return "floor";
   }
   return "?";
 }

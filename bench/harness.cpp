@@ -52,7 +52,9 @@ private:
 
 }  // namespace
 
-int monitor_cpus() { return cpu_split{}.monitor_cpus(); }
+int monitor_cpus() {
+  return cpu_split{}.monitor_cpus();
+}
 
 std::string workload::describe() const {
   auto latency = std::chrono::duration_cast<std::chrono::microseconds>(exit_latency).count();
@@ -66,12 +68,12 @@ plan_ptr spread_plan(const sim::program& code, uint32_t count, step_mode mode) {
   auto fns = code.functions();
   if (count <= fns.size()) {
     for (uint32_t i = 0; i < count; ++i)  // the hottest function entries
-      plan->breakpoints.push_back({fmt::format("fn{}", i), fns[i].entry_pa, "main", {}, {}, {}, {}});
+      plan->breakpoints.push_back(breakpoint_def::at(fmt::format("fn{}", i), fns[i].entry_pa));
     return plan;
   }
   auto step = std::max<size_t>(1, code.size() / count);
   for (size_t i = 0; i < code.size() && plan->breakpoints.size() < count; i += step)
-    plan->breakpoints.push_back({fmt::format("i{}", i), code.at(uint32_t(i)).pa, "main", {}, {}, {}, {}});
+    plan->breakpoints.push_back(breakpoint_def::at(fmt::format("i{}", i), code.at(uint32_t(i)).pa));
   return plan;
 }
 
@@ -125,7 +127,8 @@ run_result run_once(monitor_kind kind, const workload& w, const monitor_options&
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto cpu = m->tool_cpu() - cpu0;
   auto latencies1 = latencies();
-  r.tool_cpu_us = r.events ? std::chrono::duration<double, std::micro>(cpu).count() / double(r.events) : 0;
+  r.tool_cpu_us =
+    r.events ? std::chrono::duration<double, std::micro>(cpu).count() / double(r.events) : 0;
   r.exact = m->stop_and_verify();
   for (size_t i = 0; i < doms.size(); ++i) {
     auto& [response, lateness] = latencies1[i];

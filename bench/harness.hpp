@@ -24,10 +24,10 @@ struct workload {
 struct run_result {
   double seconds = 0;
   uint64_t events = 0;
-  double tool_cpu_us = 0;  ///< per event
-  sim::latency_histogram response;  ///< A
-  sim::latency_histogram lateness;  ///< B
-  uint64_t others_events = 0;       ///< requests raised by every domain but the first
+  double tool_cpu_us = 0;                  ///< per event
+  sim::latency_histogram response;         ///< A
+  sim::latency_histogram lateness;         ///< B
+  uint64_t others_events = 0;              ///< requests raised by every domain but the first
   sim::latency_histogram others_response;  ///< A of every domain but the first
   bool exact = false;
   double events_per_second() const { return seconds > 0 ? double(events) / seconds : 0; }

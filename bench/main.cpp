@@ -6,8 +6,8 @@
 #include "bench/report.hpp"
 #include "bench/scale.hpp"
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 using namespace vmitap;
 using namespace vmitap::bench;
@@ -15,7 +15,9 @@ using namespace vmitap::bench;
 namespace {
 
 step_mode mode_of(const std::string& m) {
-  return m == "classic" ? step_mode::classic : m == "emulate" ? step_mode::emulate : step_mode::fast;
+  return m == "classic"   ? step_mode::classic
+         : m == "emulate" ? step_mode::emulate
+                          : step_mode::fast;
 }
 
 }  // namespace
@@ -54,10 +56,11 @@ int main(int argc, char** argv) {
 
   if (*scale) {
     auto s = run_scale(domains, breakpoints, vcpus);
-    std::printf("arm %.3f s (%lu reads, %lu writes, %lu view calls), teardown %.3f s, "
-                "%.0f B heap (%.0f B per breakpoint), %s\n",
-                s.arm_seconds, s.get_calls, s.set_calls, s.view_calls, s.teardown_seconds,
-                s.heap_bytes, s.heap_per_breakpoint, s.exact ? "clean" : "NOT CLEAN");
+    std::printf(
+      "arm %.3f s (%lu reads, %lu writes, %lu view calls), teardown %.3f s, "
+      "%.0f B heap (%.0f B per breakpoint), %s\n",
+      s.arm_seconds, s.get_calls, s.set_calls, s.view_calls, s.teardown_seconds, s.heap_bytes,
+      s.heap_per_breakpoint, s.exact ? "clean" : "NOT CLEAN");
     return s.exact ? 0 : 1;
   }
   if (*row) {
@@ -74,11 +77,12 @@ int main(int argc, char** argv) {
           continue;
         for (int rep = 0; rep < opts.reps; ++rep) {
           auto r = run_once(k, one, mo);
-          std::printf("%s: %.0f events/s, %.3f µs CPU/event, A p50 %.2f p99 %.2f µs, B p99 "
-                      "%.2f µs%s\n",
-                      only.c_str(), r.events_per_second(), r.tool_cpu_us,
-                      quantile_us(r.response, 0.5), quantile_us(r.response, 0.99),
-                      quantile_us(r.lateness, 0.99), r.exact ? "" : " NOT EXACT");
+          std::printf(
+            "%s: %.0f events/s, %.3f µs CPU/event, A p50 %.2f p99 %.2f µs, B p99 "
+            "%.2f µs%s\n",
+            only.c_str(), r.events_per_second(), r.tool_cpu_us, quantile_us(r.response, 0.5),
+            quantile_us(r.response, 0.99), quantile_us(r.lateness, 0.99),
+            r.exact ? "" : " NOT EXACT");
           exact &= r.exact;
         }
       }

@@ -7,7 +7,7 @@
 //   per_domain – one such thread per domain (DRAKVUF runs one process per VM);
 //   floor   – one thread that answers every request with the step-over and nothing else.
 
-#include "actors/messages.hpp"
+#include "actors/model/plan.hpp"
 #include "drivers/sim/sim_driver.hpp"
 
 #include <chrono>

@@ -5,11 +5,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+#include <sys/utsname.h>
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include <sys/resource.h>
-#include <sys/utsname.h>
 #include <thread>
 
 namespace vmitap::bench {
@@ -46,7 +46,9 @@ std::string machine() {
                      cpu, u.sysname, u.release, this_build().version, this_build().revision);
 }
 
-std::string ratio(double a, double b) { return b > 0 ? fmt::format("{:.2f}", a / b) : "–"; }
+std::string ratio(double a, double b) {
+  return b > 0 ? fmt::format("{:.2f}", a / b) : "–";
+}
 
 }  // namespace
 
@@ -89,11 +91,11 @@ void print_row(const workload& w, const comparison& c) {
   std::printf("%s\n", w.describe().c_str());
   for (auto k : all_monitors) {
     auto& s = c.by.at(k);
-    std::printf("  %-16s %10.0f ev/s %6.3f µs CPU/ev  A p50 %6.2f p99 %7.2f  B p50 %6.2f p99 %7.2f  "
-                "others %10.0f ev/s p99 %7.2f  %s\n",
-                to_string(k), s.events_per_second, s.cpu_us, us(s.a, 0.5), us(s.a, 0.99),
-                us(s.b, 0.5), us(s.b, 0.99), s.others_per_second, us(s.others_a, 0.99),
-                s.exact ? "exact" : "NOT EXACT");
+    std::printf(
+      "  %-16s %10.0f ev/s %6.3f µs CPU/ev  A p50 %6.2f p99 %7.2f  B p50 %6.2f p99 %7.2f  "
+      "others %10.0f ev/s p99 %7.2f  %s\n",
+      to_string(k), s.events_per_second, s.cpu_us, us(s.a, 0.5), us(s.a, 0.99), us(s.b, 0.5),
+      us(s.b, 0.99), s.others_per_second, us(s.others_a, 0.99), s.exact ? "exact" : "NOT EXACT");
   }
   for (auto k : all_monitors) {
     std::printf("  %-16s A p99 of each run:", to_string(k));
@@ -112,35 +114,38 @@ suite_report run_suite(const suite_options& opts) {
   auto& md = out.markdown;
   auto t0 = std::chrono::steady_clock::now();
   md += "# Benchmarks\n\n";
-  md += fmt::format("Written by `make bench` (`bench/`, Release build) on {}. Every row runs "
-                    "vmitap, a single-threaded loop over all domains (LibVMI / vmi-rs style), "
-                    "one loop thread per domain (DRAKVUF style) and the floor (one thread that "
-                    "answers every request with the step-over and does nothing else) on fresh, "
-                    "identical simulated guests, alternating, {} runs of {} ms each; figures "
-                    "are medians (latencies: of the runs' percentiles, each run's measured window "
-                    "only, as events/s; attach and detach are not counted). All four use the same "
-                    "driver port and the same way of waiting (poll for 50 µs, then sleep). The "
-                    "simulated hardware runs on its own thread (one guest thread) and CPU (the "
-                    "last one), the monitor's threads on the other CPUs: on Xen, guest VCPUs and "
-                    "dom0's monitor do not share a CPU either.\n\n",
-                    machine(), opts.reps, opts.run_ms);
-  md += "- *events/s*: requests answered per second. *CPU*: µs of the monitor's own threads "
-        "per event (pollers or loop threads; the guest thread is not counted).\n"
-        "- *A*: request raised → response received, as the hardware sees it (what a guest "
-        "waits on the monitor). *B*: VCPU due to resume → running again (the simulated "
-        "hardware's own lateness, printed so A can be judged).\n"
-        "- *% ideal* (exit-latency rows): events/s ÷ (VCPUs ÷ exit latency).\n"
-        "- *exact*: every run's hits equal the ground truth, every request answered, nothing "
-        "left paused or changed.\n\n";
+  md += fmt::format(
+    "Written by `make bench` (`bench/`, Release build) on {}. Every row runs "
+    "vmitap, a single-threaded loop over all domains (LibVMI / vmi-rs style), "
+    "one loop thread per domain (DRAKVUF style) and the floor (one thread that "
+    "answers every request with the step-over and does nothing else) on fresh, "
+    "identical simulated guests, alternating, {} runs of {} ms each; figures "
+    "are medians (latencies: of the runs' percentiles, each run's measured window "
+    "only, as events/s; attach and detach are not counted). All four use the same "
+    "driver port and the same way of waiting (poll for 50 µs, then sleep). The "
+    "simulated hardware runs on its own thread (one guest thread) and CPU (the "
+    "last one), the monitor's threads on the other CPUs: on Xen, guest VCPUs and "
+    "dom0's monitor do not share a CPU either.\n\n",
+    machine(), opts.reps, opts.run_ms);
+  md +=
+    "- *events/s*: requests answered per second. *CPU*: µs of the monitor's own threads "
+    "per event (pollers or loop threads; the guest thread is not counted).\n"
+    "- *A*: request raised → response received, as the hardware sees it (what a guest "
+    "waits on the monitor). *B*: VCPU due to resume → running again (the simulated "
+    "hardware's own lateness, printed so A can be judged).\n"
+    "- *% ideal* (exit-latency rows): events/s ÷ (VCPUs ÷ exit latency).\n"
+    "- *exact*: every run's hits equal the ground truth, every request answered, nothing "
+    "left paused or changed.\n\n";
 
   // Throughput.
-  md += "## Throughput\n\nRatios are medians of the runs' own ratios (each pair run in the same "
-        "round). The floor ÷ loop column is the most any monitor could gain on the loop: the "
-        "floor does nothing but answer, so what limits it is the guest thread.\n\n"
-        "| workload | vmitap | loop | loop/domain | floor | vmitap ÷ loop | "
-        "vmitap ÷ loop/domain | floor ÷ loop | CPU µs/event vmitap / loop / loop/domain "
-        "| % ideal vmitap / loop | exact |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+  md +=
+    "## Throughput\n\nRatios are medians of the runs' own ratios (each pair run in the same "
+    "round). The floor ÷ loop column is the most any monitor could gain on the loop: the "
+    "floor does nothing but answer, so what limits it is the guest thread.\n\n"
+    "| workload | vmitap | loop | loop/domain | floor | vmitap ÷ loop | "
+    "vmitap ÷ loop/domain | floor ÷ loop | CPU µs/event vmitap / loop / loop/domain "
+    "| % ideal vmitap / loop | exact |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   struct size {
     uint32_t domains, vcpus;
   };
@@ -162,18 +167,17 @@ suite_report run_suite(const suite_options& opts) {
           auto& p = c.by[monitor_kind::per_domain];
           auto& f = c.by[monitor_kind::floor];
           double ideal = latency ? double(w.domains * w.vcpus) / (latency * 1e-6) : 0;
-          md += fmt::format("| {} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | {:.2f} | {:.2f} | {:.2f} "
-                            "| {:.2f} / {:.2f} / {:.2f} | {} | {} |\n",
-                            w.describe(), e.events_per_second, l.events_per_second,
-                            p.events_per_second, f.events_per_second,
-                            c.paired_ratio(monitor_kind::engine, monitor_kind::loop),
-                            c.paired_ratio(monitor_kind::engine, monitor_kind::per_domain),
-                            c.paired_ratio(monitor_kind::floor, monitor_kind::loop), e.cpu_us,
-                            l.cpu_us, p.cpu_us,
-                            ideal ? fmt::format("{:.0f}% / {:.0f}%", 100 * e.events_per_second / ideal,
-                                                100 * l.events_per_second / ideal)
-                                  : std::string("–"),
-                            c.exact ? "yes" : "**no**");
+          md += fmt::format(
+            "| {} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | {:.2f} | {:.2f} | {:.2f} "
+            "| {:.2f} / {:.2f} / {:.2f} | {} | {} |\n",
+            w.describe(), e.events_per_second, l.events_per_second, p.events_per_second,
+            f.events_per_second, c.paired_ratio(monitor_kind::engine, monitor_kind::loop),
+            c.paired_ratio(monitor_kind::engine, monitor_kind::per_domain),
+            c.paired_ratio(monitor_kind::floor, monitor_kind::loop), e.cpu_us, l.cpu_us, p.cpu_us,
+            ideal ? fmt::format("{:.0f}% / {:.0f}%", 100 * e.events_per_second / ideal,
+                                100 * l.events_per_second / ideal)
+                  : std::string("–"),
+            c.exact ? "yes" : "**no**");
           out.exact &= c.exact;
         }
 
@@ -181,12 +185,13 @@ suite_report run_suite(const suite_options& opts) {
   workload probe;
   probe.duration = std::chrono::milliseconds(opts.run_ms);
   auto capacity = compare(probe, {1, opts.run_ms}).by[monitor_kind::floor].events_per_second;
-  md += fmt::format("\n## Added latency at load (15 µs exit model, fast step-over, 5 breakpoints)\n\n"
-                    "Load: VCPUs × (1 / 15 µs) as a share of the floor's capacity on this machine "
-                    "({:.0f} events/s with no exit latency), spread over 4 domains.\n\n"
-                    "| load | VCPUs | monitor | events/s | A p50 / p99 / p99.9 µs | B p50 / p99 / p99.9 µs |\n"
-                    "|---|---:|---|---:|---|---|\n",
-                    capacity);
+  md += fmt::format(
+    "\n## Added latency at load (15 µs exit model, fast step-over, 5 breakpoints)\n\n"
+    "Load: VCPUs × (1 / 15 µs) as a share of the floor's capacity on this machine "
+    "({:.0f} events/s with no exit latency), spread over 4 domains.\n\n"
+    "| load | VCPUs | monitor | events/s | A p50 / p99 / p99.9 µs | B p50 / p99 / p99.9 µs |\n"
+    "|---|---:|---|---:|---|---|\n",
+    capacity);
   for (double load : {0.25, 0.5, 0.9}) {
     workload w;
     auto vcpus = std::max<uint32_t>(4, uint32_t(load * capacity * 15e-6 + 0.5));
@@ -199,10 +204,10 @@ suite_report run_suite(const suite_options& opts) {
     out.exact &= c.exact;
     for (auto k : all_monitors) {
       auto& s = c.by[k];
-      md += fmt::format("| {:.0f}% | {} | {} | {:.0f} | {:.2f} / {:.2f} / {:.2f} | {:.2f} / {:.2f} / {:.2f} |\n",
-                        load * 100, w.domains * w.vcpus, to_string(k), s.events_per_second,
-                        us(s.a, 0.5), us(s.a, 0.99), us(s.a, 0.999), us(s.b, 0.5), us(s.b, 0.99),
-                        us(s.b, 0.999));
+      md += fmt::format(
+        "| {:.0f}% | {} | {} | {:.0f} | {:.2f} / {:.2f} / {:.2f} | {:.2f} / {:.2f} / {:.2f} |\n",
+        load * 100, w.domains * w.vcpus, to_string(k), s.events_per_second, us(s.a, 0.5),
+        us(s.a, 0.99), us(s.a, 0.999), us(s.b, 0.5), us(s.b, 0.99), us(s.b, 0.999));
     }
   }
 
@@ -245,14 +250,15 @@ suite_report run_suite(const suite_options& opts) {
   }
 
   // Breakpoints at scale.
-  md += "\n## Breakpoints at scale\n\nArming through the whole engine (config → registry → "
-        "one batched read and one batched write per view), then a stop that restores every page. "
-        "Driver calls are the sim's counts (on Xen a batched read is one hypercall per page: "
-        "Xen 4.17 has no batched read). Heap: malloc'd bytes held once every breakpoint is "
-        "armed, per breakpoint: *all* counts everything the monitored domains hold, *own* "
-        "only what the breakpoints add to the same domains monitored without any.\n\n"
-        "| breakpoints | domains | arm | driver calls (read / write / views) | teardown "
-        "| heap per breakpoint all / own | clean |\n|---:|---:|---:|---|---:|---:|---|\n";
+  md +=
+    "\n## Breakpoints at scale\n\nArming through the whole engine (config → registry → "
+    "one batched read and one batched write per view), then a stop that restores every page. "
+    "Driver calls are the sim's counts (on Xen a batched read is one hypercall per page: "
+    "Xen 4.17 has no batched read). Heap: malloc'd bytes held once every breakpoint is "
+    "armed, per breakpoint: *all* counts everything the monitored domains hold, *own* "
+    "only what the breakpoints add to the same domains monitored without any.\n\n"
+    "| breakpoints | domains | arm | driver calls (read / write / views) | teardown "
+    "| heap per breakpoint all / own | clean |\n|---:|---:|---:|---|---:|---:|---|\n";
   for (auto [domains, bps] : {std::pair{1u, 10000u}, std::pair{100u, 100u}, std::pair{1u, 100000u},
                               std::pair{100u, 1000u}, std::pair{64u, 1000u}}) {
     auto s = run_scale(domains, bps);
@@ -272,13 +278,13 @@ suite_report run_suite(const suite_options& opts) {
   auto few = run_scale(fewer, 0, 1);
   auto one = run_scale(domains, 0, 1);
   auto eight = run_scale(domains, 0, 8);
-  md += fmt::format("\nA monitored domain without breakpoints holds {:.1f} KiB of heap with 1 "
-                    "VCPU, and each further VCPU {:.1f} KiB (slopes between {} and {} domains of 1 "
-                    "VCPU and {} of 8; the simulated hypervisor's share of a session, its ring "
-                    "and views, included).\n",
-                    (one.heap_bytes - few.heap_bytes) / (domains - fewer) / 1024,
-                    (eight.heap_bytes - one.heap_bytes) / (domains * 7.0) / 1024, fewer, domains,
-                    domains);
+  md += fmt::format(
+    "\nA monitored domain without breakpoints holds {:.1f} KiB of heap with 1 "
+    "VCPU, and each further VCPU {:.1f} KiB (slopes between {} and {} domains of 1 "
+    "VCPU and {} of 8; the simulated hypervisor's share of a session, its ring "
+    "and views, included).\n",
+    (one.heap_bytes - few.heap_bytes) / (domains - fewer) / 1024,
+    (eight.heap_bytes - one.heap_bytes) / (domains * 7.0) / 1024, fewer, domains, domains);
   out.exact &= few.exact && one.exact && eight.exact;
 
   rusage ru{};

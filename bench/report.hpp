@@ -28,7 +28,7 @@ struct summary {
   std::vector<sim::latency_histogram> b;
   double others_per_second = 0;  ///< median: every domain but the first
   std::vector<sim::latency_histogram> others_a;
-  bool exact = true;             ///< every run
+  bool exact = true;  ///< every run
 };
 
 struct comparison {
@@ -40,8 +40,7 @@ struct comparison {
   double paired_ratio(monitor_kind a, monitor_kind b) const;
 };
 
-comparison compare(const workload& w, const suite_options& opts,
-                   const monitor_options& mo = {});
+comparison compare(const workload& w, const suite_options& opts, const monitor_options& mo = {});
 void print_row(const workload& w, const comparison& c);
 
 struct suite_report {

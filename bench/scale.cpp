@@ -20,8 +20,7 @@ size_t heap_in_use() {
 
 }  // namespace
 
-scale_result run_scale(uint32_t domains, uint32_t breakpoints, uint32_t vcpus,
-                       uint32_t sized_for) {
+scale_result run_scale(uint32_t domains, uint32_t breakpoints, uint32_t vcpus, uint32_t sized_for) {
   sim::hypervisor_config hc;
   auto hv = std::make_shared<sim::hypervisor>(hc);
   engine_config cfg;
@@ -41,7 +40,8 @@ scale_result run_scale(uint32_t domains, uint32_t breakpoints, uint32_t vcpus,
     // Four per page on data pages far from the code: arming is what is measured.
     auto base = drv::gfn_of(drv::pa_of(dc.memory_mib * 256 / 2));
     for (uint32_t i = 0; i < breakpoints; ++i)
-      plan->breakpoints.push_back({fmt::format("b{}", i), drv::pa_of(base + i / 4, (i % 4) * 16), "main", {}, {}, {}, {}});
+      plan->breakpoints.push_back(
+        breakpoint_def::at(fmt::format("b{}", i), drv::pa_of(base + i / 4, (i % 4) * 16)));
     engine_config::domain_entry e;
     e.select.id = doms.back()->id();
     e.plan = std::move(plan);
@@ -65,8 +65,8 @@ scale_result run_scale(uint32_t domains, uint32_t breakpoints, uint32_t vcpus,
     spdlog::error("scale: {}", render(err));
     return r;
   }
-  while (eng.counters().domains_monitored.load() + int64_t(eng.counters().attach_failed.get())
-         < int64_t(domains))
+  while (eng.counters().domains_monitored.load() + int64_t(eng.counters().attach_failed.get()) <
+         int64_t(domains))
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   r.arm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto c = calls();

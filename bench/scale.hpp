@@ -13,7 +13,7 @@ struct scale_result {
   uint64_t get_calls = 0;       ///< driver calls while arming (batched reads)
   uint64_t set_calls = 0;       ///< (batched writes)
   uint64_t view_calls = 0;
-  double heap_bytes = 0;  ///< heap the monitored domains hold, breakpoints armed
+  double heap_bytes = 0;           ///< heap the monitored domains hold, breakpoints armed
   double heap_per_breakpoint = 0;  ///< heap_bytes ÷ breakpoints, the domains' own included
   bool exact = false;              ///< every page restored, nothing paused
 };

@@ -69,7 +69,6 @@ inline constexpr auto poller_spin = 50us;
 /// exporter range 9100-9999 of Prometheus' port allocations is full and 9464 is
 /// OpenTelemetry's exporter default, so vmitap takes 10474 (no well-known service uses it).
 inline constexpr const char* metrics_listen = "127.0.0.1:10474";
-inline constexpr uint16_t metrics_port = 10474;
 
 /// The config file a service reads when no --config is given.
 inline constexpr const char* config_path = "/etc/vmitap/vmitap.toml";

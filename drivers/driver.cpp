@@ -9,20 +9,28 @@ const char* to_string(page_access a) {
 
 const char* to_string(event_reason r) {
   switch (r) {
-    case event_reason::mem_access: return "mem_access";
-    case event_reason::software_breakpoint: return "software_breakpoint";
-    case event_reason::singlestep: return "singlestep";
-    case event_reason::unknown: break;
+    case event_reason::mem_access:
+      return "mem_access";
+    case event_reason::software_breakpoint:
+      return "software_breakpoint";
+    case event_reason::singlestep:
+      return "singlestep";
+    case event_reason::unknown:
+      break;
   }
   return "unknown";
 }
 
 const char* to_string(domain_state s) {
   switch (s) {
-    case domain_state::running: return "running";
-    case domain_state::paused: return "paused";
-    case domain_state::dying: return "dying";
-    case domain_state::dead: return "dead";
+    case domain_state::running:
+      return "running";
+    case domain_state::paused:
+      return "paused";
+    case domain_state::dying:
+      return "dying";
+    case domain_state::dead:
+      return "dead";
   }
   return "unknown";
 }

@@ -18,8 +18,12 @@ inline constexpr unsigned page_shift = 12;
 inline constexpr uint64_t page_size = uint64_t{1} << page_shift;
 inline constexpr uint64_t page_mask = page_size - 1;
 
-constexpr gfn_t gfn_of(uint64_t pa) { return pa >> page_shift; }
-constexpr uint64_t pa_of(gfn_t gfn, uint64_t offset = 0) { return (gfn << page_shift) | offset; }
+constexpr gfn_t gfn_of(uint64_t pa) {
+  return pa >> page_shift;
+}
+constexpr uint64_t pa_of(gfn_t gfn, uint64_t offset = 0) {
+  return (gfn << page_shift) | offset;
+}
 
 /// Xen's MAX_ALTP2M: view 0 (the host p2m) plus 9 views that can be created.
 inline constexpr view_id max_views = 10;
@@ -27,10 +31,18 @@ inline constexpr view_id max_views = 10;
 /// EPT access rights of one page in one view; the values are Xen's xenmem_access_t.
 enum class page_access : uint8_t { none = 0, r = 1, w = 2, rw = 3, x = 4, rx = 5, wx = 6, rwx = 7 };
 
-constexpr page_access operator|(page_access a, page_access b) { return page_access(uint8_t(a) | uint8_t(b)); }
-constexpr page_access operator&(page_access a, page_access b) { return page_access(uint8_t(a) & uint8_t(b)); }
-constexpr page_access without(page_access a, page_access b) { return page_access(uint8_t(a) & ~uint8_t(b) & 7); }
-constexpr bool allows(page_access a, page_access b) { return (a & b) == b; }
+constexpr page_access operator|(page_access a, page_access b) {
+  return page_access(uint8_t(a) | uint8_t(b));
+}
+constexpr page_access operator&(page_access a, page_access b) {
+  return page_access(uint8_t(a) & uint8_t(b));
+}
+constexpr page_access without(page_access a, page_access b) {
+  return page_access(uint8_t(a) & ~uint8_t(b) & 7);
+}
+constexpr bool allows(page_access a, page_access b) {
+  return (a & b) == b;
+}
 const char* to_string(page_access a);
 
 /// Why the hypervisor paused a VCPU; the numbers are Xen's VM_EVENT_REASON_*.

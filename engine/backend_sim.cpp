@@ -1,7 +1,7 @@
 #include "engine/backend_sim.hpp"
 
 #include "drivers/error.hpp"
-#include "drivers/guest_abi.hpp"
+#include "drivers/guest/guest_abi.hpp"
 #include "drivers/sim/sim_driver.hpp"
 #include "drivers/sim/testing/verify.hpp"
 
@@ -45,8 +45,9 @@ void read_section(reader& r, const toml::table* t, config& cfg) {
     for (size_t i = 0; i < domains.size(); ++i) {
       auto& d = *domains[i];
       auto path = reader::indexed("sim.domain", i);
-      r.allow_only(d, path, {"name", "vcpus", "memory_mib", "instructions", "seed", "functions",
-                             "abi", "processes", "record_calls"});
+      r.allow_only(d, path,
+                   {"name", "vcpus", "memory_mib", "instructions", "seed", "functions", "abi",
+                    "processes", "record_calls"});
       sim::domain_config dc;
       if (auto n = r.get_string(d, "name", path, "a string")) {
         dc.name = *n;
@@ -92,8 +93,8 @@ std::vector<std::string> check_address(const config& cfg, const domain_selector&
   std::vector<std::string> out;
   for (auto* d : selected(cfg, select))
     if (drv::gfn_of(pa) >= d->memory_mib * (1024 * 1024 / drv::page_size))
-      out.push_back("address is not in guest memory of sim domain \"" + d->name + "\" ("
-                    + std::to_string(d->memory_mib) + " MiB)");
+      out.push_back("address is not in guest memory of sim domain \"" + d->name + "\" (" +
+                    std::to_string(d->memory_mib) + " MiB)");
   return out;
 }
 
@@ -102,8 +103,8 @@ std::vector<std::string> check_vcpu(const config& cfg, const domain_selector& se
   std::vector<std::string> out;
   for (auto* d : selected(cfg, select))
     if (vcpu >= d->vcpus)
-      out.push_back("sim domain \"" + d->name + "\" has " + std::to_string(d->vcpus)
-                    + " VCPUs (0 to " + std::to_string(d->vcpus - 1) + ")");
+      out.push_back("sim domain \"" + d->name + "\" has " + std::to_string(d->vcpus) +
+                    " VCPUs (0 to " + std::to_string(d->vcpus - 1) + ")");
   return out;
 }
 
@@ -132,29 +133,37 @@ public:
         attached.insert(r.id);
       for (auto* list : {&r.breakpoints, &r.removed})
         for (auto& bp : *list)
-          reported[r.id].insert(bp->name);
+          reported[r.id].insert(bp.name);
     }
     std::set<drv::domain_id> checked;
     for (auto& r : reports) {
-      sim::observed_session s{r.id, r.name, r.died, r.totals.events, r.totals.hits,
-                              r.totals.neighbours, r.totals.stale, r.totals.respond_failures,
-                              r.access_calls, {}, {}, r.error, r.sessions};
+      sim::observed_session s{r.id,
+                              r.name,
+                              r.died,
+                              r.totals.events,
+                              r.totals.hits,
+                              r.totals.neighbours,
+                              r.totals.stale,
+                              r.totals.respond_failures,
+                              r.access_calls,
+                              {},
+                              {},
+                              r.error,
+                              r.sessions};
       for (auto& bp : r.breakpoints)
         // A breakpoint its rate limit disarmed missed the hits of its cool-downs.
-        s.breakpoints.push_back({bp->name, bp->pa, bp->view, bp->hits.load(),
-                                 !bp->live
-                                   && !(bp->limiter() && bp->limiter()->suppressions() > 0),
-                                 false});
+        s.breakpoints.push_back(
+          {bp.name, bp.pa, bp.view, bp.hits, !bp.live && bp.suppressions == 0, false});
       for (auto& bp : r.removed)
-        s.breakpoints.push_back({bp->name, bp->pa, bp->view, bp->hits.load(), false, true});
+        s.breakpoints.push_back({bp.name, bp.pa, bp.view, bp.hits, false, true});
       // What the config gave the domain when the run started must have been armed in one of
       // its sessions (a failed attach reports its error instead).
       if (auto dom = hv_->find(r.id);
           dom && attached.count(r.id) && r.error.empty() && checked.insert(r.id).second)
         for (auto* entry : cfg_.entries_for(dom->info()))
           for (auto& bp : entry->plan->breakpoints)
-            if (!reported[r.id].count(bp.name))
-              s.never_armed.push_back(bp.name);
+            if (!reported[r.id].count(bp.name()))
+              s.never_armed.push_back(bp.name());
       sessions.push_back(std::move(s));
     }
     auto v = sim::verify(*hv_, sessions, expected_);
@@ -190,10 +199,11 @@ std::string describe_section(const config& cfg) {
   for (size_t i = 0; i < o.domains.size(); ++i) {
     auto& d = o.domains[i];
     out << "  sim domain " << d.name << " (id " << i + 1 << "): " << d.vcpus << " vcpus, "
-        << d.memory_mib << " MiB, seed " << d.workload.seed << ", " << drv::to_string(d.abi)
-        << ", " << d.processes << " process(es), "
-        << (d.instructions_per_vcpu ? std::to_string(d.instructions_per_vcpu) + " instructions per vcpu"
-                                    : std::string("runs until stopped"))
+        << d.memory_mib << " MiB, seed " << d.workload.seed << ", " << drv::to_string(d.abi) << ", "
+        << d.processes << " process(es), "
+        << (d.instructions_per_vcpu
+              ? std::to_string(d.instructions_per_vcpu) + " instructions per vcpu"
+              : std::string("runs until stopped"))
         << "\n";
   }
   return out.str();

@@ -18,7 +18,6 @@ backend sim_backend();
 
 /// The sim's ground truth over `hv`: verifies reports against it; `finished` once every
 /// guest of a bounded workload has halted.
-std::shared_ptr<ground_truth> sim_truth(std::shared_ptr<sim::hypervisor> hv,
-                                        engine_config cfg);
+std::shared_ptr<ground_truth> sim_truth(std::shared_ptr<sim::hypervisor> hv, engine_config cfg);
 
 }  // namespace vmitap

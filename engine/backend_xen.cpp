@@ -24,15 +24,16 @@ backend xen_backend() {
   auto unknowable = [](const config&, const domain_selector&, auto) {
     return std::vector<std::string>{};  // the host's domains are known only when it runs
   };
-  return {"xen",
-          read_section,
-          unknowable,
-          unknowable,
-          [](const config&) -> std::optional<std::vector<drv::domain_info>> { return std::nullopt; },
-          start_xen,
-          [](const config&) {
-            return std::string("xen: the domains the selectors pick on this Xen host, as they start\n");
-          }};
+  return {
+    "xen",
+    read_section,
+    unknowable,
+    unknowable,
+    [](const config&) -> std::optional<std::vector<drv::domain_info>> { return std::nullopt; },
+    start_xen,
+    [](const config&) {
+      return std::string("xen: the domains the selectors pick on this Xen host, as they start\n");
+    }};
 }
 
 }  // namespace vmitap

@@ -5,7 +5,8 @@
 // the driver, and may offer a ground truth to verify a run against (the simulated hypervisor
 // does). Adding a backend is a folder under drivers/ and one row here.
 
-#include "actors/messages.hpp"
+#include "actors/model/plan.hpp"
+#include "actors/model/report.hpp"
 #include "engine/config.hpp"
 #include "engine/config_reader.hpp"
 

@@ -6,16 +6,16 @@
 #include "engine/config_reader.hpp"
 #include "engine/listen_address.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fcntl.h>
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace vmitap {
 
@@ -26,8 +26,9 @@ using reader = config_reader;
 
 void read_engine(reader& r, const toml::table& root, config& cfg) {
   if (auto* t = r.table(root, "engine", "")) {
-    r.allow_only(*t, "engine", {"driver", "worker_threads", "pollers", "poller_spin_us",
-                                "stop_deadline_seconds", "detached_children"});
+    r.allow_only(*t, "engine",
+                 {"driver", "worker_threads", "pollers", "poller_spin_us", "stop_deadline_seconds",
+                  "detached_children"});
     if (auto d = r.get_string(*t, "driver", "engine", "a string naming the driver")) {
       if (!find_backend(*d))
         r.error(reader::where(*t, "driver"), "engine.driver",
@@ -105,8 +106,9 @@ void read_sinks(reader& r, const toml::table& root, config& cfg) {
       r.error(node.source(), path, "expected a table ([" + path + "])");
       continue;
     }
-    r.allow_only(*t, path, {"type", "path", "rotate_bytes", "rotate_keep", "queue", "queue_bytes",
-                            "drop", "flush_interval_ms"});
+    r.allow_only(*t, path,
+                 {"type", "path", "rotate_bytes", "rotate_keep", "queue", "queue_bytes", "drop",
+                  "flush_interval_ms"});
     sink_config s;
     s.name = std::string(name.str());
     auto type = r.get_string(*t, "type", path, "a string: \"jsonl\" or \"stdout\"");
@@ -123,8 +125,9 @@ void read_sinks(reader& r, const toml::table& root, config& cfg) {
           r.error(reader::where(*t, "path"), path + ".path", "\"" + s.path + "\" " + *why);
         else if (auto dir = fs::path(s.path).parent_path(); !dir.empty() && !fs::exists(dir))
           r.warning(reader::where(*t, "path"), path + ".path",
-                    "directory " + dir.string() + " does not exist yet: vmitap creates it when "
-                    "it opens the sink");
+                    "directory " + dir.string() +
+                      " does not exist yet: vmitap creates it when "
+                      "it opens the sink");
       } else if (!t->get("path")) {
         r.error(t->source(), path + ".path", "missing: a jsonl sink needs a file path");
       }
@@ -132,8 +135,8 @@ void read_sinks(reader& r, const toml::table& root, config& cfg) {
       s.type = sink_config::kind::stdout_lines;
       if (stdout_at)
         r.error(reader::where(*t, "type"), path + ".type",
-                "only one sink may write to stdout (the other is at line "
-                  + std::to_string(stdout_at->begin.line) + ")");
+                "only one sink may write to stdout (the other is at line " +
+                  std::to_string(stdout_at->begin.line) + ")");
       stdout_at = &t->source();
       if (t->get("path"))
         r.error(reader::where(*t, "path"), path + ".path", "a stdout sink has no path");
@@ -167,8 +170,9 @@ void read_vcpu_views(reader& r, const backend& be, const toml::table& d, const s
   for (auto&& [k, v] : *vv) {
     auto key = path + ".vcpu_views." + std::string(k.str());
     std::string number{k.str()};
-    bool digits = !number.empty() && number.size() <= 10
-                  && std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; });
+    bool digits =
+      !number.empty() && number.size() <= 10 &&
+      std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; });
     auto id = digits ? std::stoull(number) : 0;
     auto name = v.value_exact<std::string>();
     if (!digits || id > UINT32_MAX) {
@@ -187,10 +191,9 @@ void read_vcpu_views(reader& r, const backend& be, const toml::table& d, const s
 
 /// An earlier entry that selects a domain `e` selects too, and which: one the host will
 /// have (when the backend knows them), or a name a pattern or an equal selector gives away.
-std::optional<std::pair<const engine_config::domain_entry*, std::string>>
-overlapping(const std::vector<engine_config::domain_entry>& earlier,
-            const engine_config::domain_entry& e,
-            const std::optional<std::vector<drv::domain_info>>& known) {
+std::optional<std::pair<const engine_config::domain_entry*, std::string>> overlapping(
+  const std::vector<engine_config::domain_entry>& earlier, const engine_config::domain_entry& e,
+  const std::optional<std::vector<drv::domain_info>>& known) {
   auto& a = e.select;
   for (auto& other : earlier) {
     auto& b = other.select;
@@ -222,8 +225,9 @@ void read_domains(reader& r, const toml::table& root, config& cfg,
   for (size_t i = 0; i < domains.size(); ++i) {
     auto& d = *domains[i];
     auto path = reader::indexed("domain", i);
-    r.allow_only(d, path, {"name", "id", "pattern", "views", "step", "abi", "sinks",
-                           "vcpu_views", "breakpoint"});
+    r.allow_only(
+      d, path,
+      {"name", "id", "pattern", "views", "step", "abi", "sinks", "vcpu_views", "breakpoint"});
     engine_config::domain_entry e;
     auto plan = std::make_shared<domain_plan>();
     if (auto n = r.get_string(d, "name", path, "a string"))
@@ -241,8 +245,9 @@ void read_domains(reader& r, const toml::table& root, config& cfg,
               "selects by " + e.select.describe() + ": give one of name, id or pattern");
     else if (known && std::none_of(known->begin(), known->end(),
                                    [&](auto& k) { return e.select.matches(k); }))
-      r.warning(d.source(), path, e.select.describe() + " selects no domain of the " + be.name
-                                    + " host (it is attached if one starts later)");
+      r.warning(d.source(), path,
+                e.select.describe() + " selects no domain of the " + be.name +
+                  " host (it is attached if one starts later)");
     if (d.get("views")) {
       auto views = r.get_strings(d, "views", path, true);
       std::set<std::string> seen;
@@ -281,15 +286,17 @@ void read_domains(reader& r, const toml::table& root, config& cfg,
       if (!sink_names.count(s))
         r.error(reader::where(d, "sinks"), path + ".sinks", "no sink named \"" + s + "\"");
     read_vcpu_views(r, be, d, path, cfg, e, *plan);
-    read_breakpoints(r, be, d, path, cfg, e, *plan, cc, handlers);
+    plan->breakpoints = read_breakpoints(r, d, path, {plan->views, cc, handlers, [&](uint64_t pa) {
+                                                        return be.check_address(cfg, e.select, pa);
+                                                      }});
     if (e.sinks.empty() && !d.get("sinks"))
       r.warning(d.source(), path, "no sinks: its hits are counted in the metrics, not recorded");
     e.plan = std::move(plan);
     if (auto other = overlapping(cfg.engine.domains, e, known))
       r.error(d.source(), path,
-              "selects " + other->second + " as the entry at line "
-                + std::to_string(other->first->line) + " does (" + other->first->select.describe()
-                + "): a domain must match exactly one [[domain]] entry");
+              "selects " + other->second + " as the entry at line " +
+                std::to_string(other->first->line) + " does (" + other->first->select.describe() +
+                "): a domain must match exactly one [[domain]] entry");
     cfg.engine.domains.push_back(std::move(e));
   }
 }
@@ -355,9 +362,9 @@ caf::expected<config> parse_config(std::string_view text, const std::string& pat
                                    const handler_registry* handlers) {
   if (auto where = non_ascii_outside_strings(text); !where.empty())
     return make_error(ec::config_invalid,
-                      path + ":" + where
-                        + ": syntax: a character outside ASCII outside a string: bare keys are "
-                          "A-Z a-z 0-9 _ - (quote a key that needs others)");
+                      path + ":" + where +
+                        ": syntax: a character outside ASCII outside a string: bare keys are "
+                        "A-Z a-z 0-9 _ - (quote a key that needs others)");
   toml::table root;
   try {
     root = toml::parse(text, path);

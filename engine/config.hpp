@@ -5,7 +5,7 @@
 // documented in examples/*.toml and the README. Errors name file, line, column, the key and
 // what was expected.
 
-#include "actors/handler_registry.hpp"
+#include "actors/handlers/handler_registry.hpp"
 #include "engine/engine_config.hpp"
 
 #include <any>
@@ -17,8 +17,8 @@ struct config {
   std::string path;
   std::string driver = "sim";  ///< a name from the backend table (engine/backends.hpp)
   engine_config engine;
-  std::any backend;            ///< the driver's own section, as its backend reads it
-  std::string warnings;        ///< one line per warning, "file:line:column: key: warning: …"
+  std::any backend;      ///< the driver's own section, as its backend reads it
+  std::string warnings;  ///< one line per warning, "file:line:column: key: warning: …"
 };
 
 /// Reads and validates `path`. On failure the error (ec::config_invalid) carries one line per

@@ -47,8 +47,8 @@ capture_list read_captures(reader& r, const toml::table& b, const std::string& b
     if (auto text = item.value_exact<std::string>()) {
       if (text->size() > defaults::max_name_bytes) {
         r.error(item.source(), ikey,
-                "longer than " + std::to_string(defaults::max_name_bytes)
-                  + " bytes, the limit for a capture (its expression is its name)");
+                "longer than " + std::to_string(defaults::max_name_bytes) +
+                  " bytes, the limit for a capture (its expression is its name)");
         continue;
       }
       c.name = c.source = *text;
@@ -63,8 +63,10 @@ capture_list read_captures(reader& r, const toml::table& b, const std::string& b
       else if (!t->get("name"))
         r.error(t->source(), ikey + ".name", "missing: a table capture needs a name");
       static constexpr std::pair<std::string_view, capture_spec::kind> kinds[] = {
-        {"value", capture_spec::kind::value}, {"bytes", capture_spec::kind::bytes},
-        {"string", capture_spec::kind::ascii}, {"wstring", capture_spec::kind::utf16}};
+        {"value", capture_spec::kind::value},
+        {"bytes", capture_spec::kind::bytes},
+        {"string", capture_spec::kind::ascii},
+        {"wstring", capture_spec::kind::utf16}};
       const toml::node* at = nullptr;
       for (auto& [k, kind] : kinds)
         if (auto* n = t->get(k)) {
@@ -111,15 +113,15 @@ capture_list read_captures(reader& r, const toml::table& b, const std::string& b
   // A hit's record carries what its captures read: bounded per breakpoint.
   if (list->size() > defaults::max_captures)
     r.error(node->source(), key,
-            std::to_string(list->size()) + " captures; a breakpoint may have at most "
-              + std::to_string(defaults::max_captures));
+            std::to_string(list->size()) + " captures; a breakpoint may have at most " +
+              std::to_string(defaults::max_captures));
   size_t bytes = 0;
   for (auto& c : *specs)
     bytes += capture_bytes(c);
   if (bytes > defaults::max_capture_bytes_per_hit)
     r.error(node->source(), key,
-            "the captures read " + std::to_string(bytes) + " bytes at a hit; at most "
-              + std::to_string(defaults::max_capture_bytes_per_hit) + " together");
+            "the captures read " + std::to_string(bytes) + " bytes at a hit; at most " +
+              std::to_string(defaults::max_capture_bytes_per_hit) + " together");
   return {std::move(specs)};
 }
 
@@ -142,11 +144,11 @@ std::optional<handler_binding> read_handler(reader& r, const toml::table& b,
     for (auto& n : handlers ? handlers->names() : std::vector<std::string>{})
       known += (known.empty() ? "" : ", ") + ("\"" + n + "\"");
     r.error(reader::where(b, "handler"), bpath + ".handler",
-            "no handler named \"" + *name + "\" is registered ("
-              + (known.empty() ? "this program registers none; handlers come from programs that "
-                                 "embed vmitap, see examples/embed"
-                               : "registered: " + known)
-              + ")");
+            "no handler named \"" + *name + "\" is registered (" +
+              (known.empty() ? "this program registers none; handlers come from programs that "
+                               "embed vmitap, see examples/embed"
+                             : "registered: " + known) +
+              ")");
   }
   handler_binding h{*name};
   if (deadline)
@@ -168,15 +170,53 @@ rate_limit read_rate_limit(reader& r, const toml::table& b, const std::string& b
   return limit;
 }
 
+/// Everything a breakpoint table says but its target.
+breakpoint_options read_options(reader& r, const toml::table& b, const std::string& bpath,
+                                const breakpoint_reading& ctx, std::set<std::string>& names) {
+  breakpoint_options o;
+  o.view = ctx.views.front();
+  if (auto n = r.get_string(b, "name", bpath, "a string")) {
+    o.name = *n;
+    if (n->empty())
+      r.error(reader::where(b, "name"), bpath + ".name", "must not be empty");
+    else if (!names.insert(*n).second)
+      r.error(reader::where(b, "name"), bpath + ".name",
+              "duplicate breakpoint name \"" + *n + "\" in this domain");
+  } else if (!b.get("name")) {
+    r.error(b.source(), bpath + ".name", "missing");
+  }
+  if (auto v = r.get_string(b, "view", bpath, "a view name")) {
+    o.view = *v;
+    if (std::find(ctx.views.begin(), ctx.views.end(), *v) == ctx.views.end())
+      r.error(reader::where(b, "view"), bpath + ".view", "view \"" + *v + "\" is not declared");
+  }
+  o.tags = r.get_strings(b, "tags", bpath);
+  o.captures = read_captures(r, b, bpath, ctx.cc);
+  o.handler = read_handler(r, b, bpath, ctx.handlers);
+  o.limit = read_rate_limit(r, b, bpath);
+  return o;
+}
+
+/// Where the breakpoint traps: `address`, a guest physical address.
+breakpoint_target read_target(reader& r, const toml::table& b, const std::string& bpath,
+                              const breakpoint_reading& ctx) {
+  breakpoint_target t;
+  if (auto a = r.get_count(b, "address", bpath, 0, INT64_MAX)) {
+    t.pa = *a;
+    for (auto& why : ctx.check_address(t.pa))
+      r.error(reader::where(b, "address"), bpath + ".address", why);
+  } else if (!b.get("address")) {
+    r.error(b.source(), bpath + ".address", "missing (a guest physical address)");
+  }
+  return t;
+}
+
 }  // namespace
 
-void read_breakpoints(config_reader& r, const backend& be, const toml::table& d,
-                      const std::string& path, config& cfg, engine_config::domain_entry& e,
-                      domain_plan& plan, drv::calling_convention cc,
-                      const handler_registry* handlers) {
-  auto declared = [&](const std::string& v) {
-    return std::find(plan.views.begin(), plan.views.end(), v) != plan.views.end();
-  };
+std::vector<breakpoint_def> read_breakpoints(config_reader& r, const toml::table& d,
+                                             const std::string& path,
+                                             const breakpoint_reading& ctx) {
+  std::vector<breakpoint_def> out;
   std::set<std::string> names;
   auto bps = r.tables(d, "breakpoint", path);
   for (size_t j = 0; j < bps.size(); ++j) {
@@ -185,36 +225,9 @@ void read_breakpoints(config_reader& r, const backend& be, const toml::table& d,
     r.allow_only(b, bpath,
                  {"name", "address", "view", "tags", "capture", "handler", "handler_deadline_us",
                   "max_hits_per_second", "cooldown_ms"});
-    domain_plan::breakpoint bp;
-    bp.view = plan.views.front();
-    if (auto n = r.get_string(b, "name", bpath, "a string")) {
-      bp.name = *n;
-      if (n->empty())
-        r.error(reader::where(b, "name"), bpath + ".name", "must not be empty");
-      else if (!names.insert(*n).second)
-        r.error(reader::where(b, "name"), bpath + ".name",
-                "duplicate breakpoint name \"" + *n + "\" in this domain");
-    } else if (!b.get("name")) {
-      r.error(b.source(), bpath + ".name", "missing");
-    }
-    if (auto a = r.get_count(b, "address", bpath, 0, INT64_MAX)) {
-      bp.pa = *a;
-      for (auto& why : be.check_address(cfg, e.select, bp.pa))
-        r.error(reader::where(b, "address"), bpath + ".address", why);
-    } else if (!b.get("address")) {
-      r.error(b.source(), bpath + ".address", "missing (a guest physical address)");
-    }
-    if (auto v = r.get_string(b, "view", bpath, "a view name")) {
-      bp.view = *v;
-      if (!declared(*v))
-        r.error(reader::where(b, "view"), bpath + ".view", "view \"" + *v + "\" is not declared");
-    }
-    bp.tags = r.get_strings(b, "tags", bpath);
-    bp.captures = read_captures(r, b, bpath, cc);
-    bp.handler = read_handler(r, b, bpath, handlers);
-    bp.limit = read_rate_limit(r, b, bpath);
-    plan.breakpoints.push_back(std::move(bp));
+    out.push_back({read_options(r, b, bpath, ctx, names), read_target(r, b, bpath, ctx)});
   }
+  return out;
 }
 
 }  // namespace vmitap

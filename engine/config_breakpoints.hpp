@@ -1,7 +1,7 @@
 #pragma once
 
-// A domain's `[[domain.breakpoint]]` tables, for load_config: each one's address or symbol,
-// view, tags, captures, handler and rate limit, with every problem reported at its position.
+// A domain's `[[domain.breakpoint]]` tables, for load_config: each one's target (its
+// address) and options (name, view, tags, captures, handler, rate limit).
 
 #include "engine/backends.hpp"
 #include "engine/config.hpp"
@@ -9,11 +9,20 @@
 
 namespace vmitap {
 
-/// Reads the breakpoints of domain table `d` (at `path`) into `plan`. `cc` compiles capture
-/// expressions; a handler must be in `handlers`.
-void read_breakpoints(config_reader& r, const backend& be, const toml::table& d,
-                      const std::string& path, config& cfg, engine_config::domain_entry& e,
-                      domain_plan& plan, drv::calling_convention cc,
-                      const handler_registry* handlers);
+/// What reading one domain's breakpoints needs besides its tables.
+struct breakpoint_reading {
+  const std::vector<std::string>&
+    views;                           ///< the domain's, declared first; the first is the default
+  drv::calling_convention cc;        ///< how capture expressions name arguments
+  const handler_registry* handlers;  ///< a breakpoint's handler must be one of these
+  /// Problems with a target address for this domain (the backend's check).
+  std::function<std::vector<std::string>(uint64_t pa)> check_address;
+};
+
+/// Reads the `[[breakpoint]]` tables of domain table `d` (at `path`), each into one
+/// breakpoint_def, reporting every problem at its position.
+std::vector<breakpoint_def> read_breakpoints(config_reader& r, const toml::table& d,
+                                             const std::string& path,
+                                             const breakpoint_reading& ctx);
 
 }  // namespace vmitap

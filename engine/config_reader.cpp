@@ -54,8 +54,8 @@ void config_reader::allow_only(const toml::table& t, const std::string& path,
 namespace {
 
 std::string too_long(size_t size, size_t limit) {
-  return "longer than " + std::to_string(limit) + " bytes (" + std::to_string(size)
-         + "), the limit for " + (limit == defaults::max_name_bytes ? "a name" : "a string");
+  return "longer than " + std::to_string(limit) + " bytes (" + std::to_string(size) +
+         "), the limit for " + (limit == defaults::max_name_bytes ? "a name" : "a string");
 }
 
 /// A key as a message may quote it: hostile sizes cut.
@@ -67,8 +67,8 @@ std::string shown(std::string_view key) {
 }  // namespace
 
 std::optional<std::string> config_reader::get_string(const toml::table& t, std::string_view key,
-                                                     const std::string& path,
-                                                     const char* expected, size_t max_bytes) {
+                                                     const std::string& path, const char* expected,
+                                                     size_t max_bytes) {
   auto* node = t.get(key);
   if (!node)
     return std::nullopt;
@@ -92,7 +92,8 @@ bool config_reader::check_sizes(const toml::table& root) {
     if (auto* t = node->as_table()) {
       for (auto&& [k, v] : *t) {
         if (k.str().size() > defaults::max_name_bytes) {
-          error(k.source(), join(path, shown(k.str())), "key " + too_long(k.str().size(), defaults::max_name_bytes));
+          error(k.source(), join(path, shown(k.str())),
+                "key " + too_long(k.str().size(), defaults::max_name_bytes));
           continue;
         }
         todo.emplace_back(&v, join(path, k.str()));
@@ -150,7 +151,8 @@ std::vector<std::string> config_reader::get_strings(const toml::table& t, std::s
   }
   for (size_t i = 0; i < arr->size(); ++i) {
     if (auto s = (*arr)[i].value_exact<std::string>(); s && s->size() > defaults::max_name_bytes)
-      error((*arr)[i].source(), indexed(join(path, key), i), too_long(s->size(), defaults::max_name_bytes));
+      error((*arr)[i].source(), indexed(join(path, key), i),
+            too_long(s->size(), defaults::max_name_bytes));
     else if (s)
       out.push_back(*s);
     else

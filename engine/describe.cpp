@@ -14,20 +14,20 @@ std::string describe(const config& cfg) {
       << " worker threads, "
       << (e.pollers ? std::to_string(e.pollers) : std::string("one per free core")) << " pollers"
       << ", stop deadline " << e.stop_deadline.count() / 1000 << " s\n";
-  out << "metrics: " << (e.metrics_listen.empty() ? "off" : "http://" + e.metrics_listen + "/metrics")
-      << "\n";
+  out << "metrics: "
+      << (e.metrics_listen.empty() ? "off" : "http://" + e.metrics_listen + "/metrics") << "\n";
   for (auto& s : e.sinks) {
     out << "sink " << s.name << ": ";
     if (s.type == sink_config::kind::jsonl_file)
       out << "jsonl " << s.path
-          << (s.rotate_bytes ? ", rotates at " + std::to_string(s.rotate_bytes) + " bytes keeping "
-                                 + std::to_string(s.rotate_keep)
+          << (s.rotate_bytes ? ", rotates at " + std::to_string(s.rotate_bytes) +
+                                 " bytes keeping " + std::to_string(s.rotate_keep)
                              : std::string(", never rotated"));
     else
       out << "stdout";
     out << ", queue " << s.queue_bound << " records or " << s.queue_bytes
-        << " bytes, drops the newest when full, flushed every "
-        << s.flush_interval.count() << " ms\n";
+        << " bytes, drops the newest when full, flushed every " << s.flush_interval.count()
+        << " ms\n";
   }
   out << find_backend(cfg.driver)->describe(cfg);
   for (auto& d : e.domains) {
@@ -45,9 +45,10 @@ std::string describe(const config& cfg) {
     out << "\n";
     for (auto& [vcpu, view] : plan.vcpu_views)
       out << "  vcpu " << vcpu << " lives in view " << view << "\n";
-    for (auto& b : plan.breakpoints) {
+    for (auto& def : plan.breakpoints) {
+      auto& b = def.options;
       char pa[32];
-      std::snprintf(pa, sizeof pa, "%#llx", (unsigned long long) b.pa);
+      std::snprintf(pa, sizeof pa, "%#llx", (unsigned long long)def.target.pa);
       out << "  breakpoint " << b.name << " at " << pa << " in view " << b.view;
       for (auto& t : b.tags)
         out << " #" << t;
@@ -56,7 +57,8 @@ std::string describe(const config& cfg) {
         for (auto& c : *b.captures.specs) {
           out << "    capture " << c.name << ": " << to_string(c.type) << " at " << c.source;
           if (c.type != capture_spec::kind::value)
-            out << ", " << c.length << (c.type == capture_spec::kind::bytes ? " bytes" : " chars max");
+            out << ", " << c.length
+                << (c.type == capture_spec::kind::bytes ? " bytes" : " chars max");
           out << "\n";
         }
       if (b.limit.max_per_second > 0)

@@ -7,9 +7,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
 #include <future>
 #include <thread>
-#include <unistd.h>
 
 namespace vmitap {
 
@@ -45,9 +45,9 @@ engine::engine(engine_config cfg, std::shared_ptr<drv::driver> driver, size_t re
   // busy in a long driver call. The control plane's rate makes one queue's lock cheap.
   system_cfg_.set("scheduler.policy", caf::atom("sharing"));
   system_ = std::make_unique<caf::actor_system>(system_cfg_);
-  collectables_ = {std::make_shared<metrics_collector>(directory_, sink_book_, counters_,
-                                                       this_build()),
-                   make_process_collector()};
+  collectables_ = {
+    std::make_shared<metrics_collector>(directory_, sink_book_, counters_, this_build()),
+    make_process_collector()};
 }
 
 engine::~engine() {
@@ -56,8 +56,8 @@ engine::~engine() {
     // A function handler still in its call runs on a thread CAF joins when the actor system
     // goes: its VCPUs were resumed at their deadlines, so nothing waits for it.
     // Threads stuck in a driver call still use these: they are left to the process's exit.
-    (void) system_.release();
-    (void) pollers_.release();
+    (void)system_.release();
+    (void)pollers_.release();
   }
 }
 
@@ -78,7 +78,8 @@ caf::error engine::start() {
     if (!where)
       return make_error(ec::listen_failed, "metrics: " + context_of(where.error()));
     auto collectables = collectables_;
-    auto exporter = http_exporter::start(*where, [collectables] { return render_metrics(collectables); });
+    auto exporter =
+      http_exporter::start(*where, [collectables] { return render_metrics(collectables); });
     if (!exporter)
       return std::move(exporter.error());
     exporter_ = std::move(*exporter);
@@ -97,23 +98,23 @@ caf::error engine::start() {
     sinks.emplace(s.name, *h);
     sink_book_->open(h->queue);
   }
-  engine_environment env{driver_,   pollers_.get(), directory_, sink_book_,
+  engine_environment env{driver_,    pollers_.get(), directory_, sink_book_,
                          &counters_, host,           handlers_};
   actor_ = system_->spawn(engine_behavior, std::move(env),
                           std::make_shared<const engine_config>(cfg_), std::move(sinks));
   auto me = actor_;
   if (auto err = driver_->watch([me](const drv::domain_change& c) {
         if (c.started)
-          caf::anon_send(me, started_atom::value, c.domain);
+          caf::anon_send(me, started_atom_v, c.domain);
         else
-          caf::anon_send(me, stopped_atom::value, c.domain);
+          caf::anon_send(me, stopped_atom_v, c.domain);
       }))
     return err;
   auto domains = driver_->list_domains();
   if (!domains)
     return std::move(domains.error());
   for (auto& d : *domains)
-    caf::anon_send(actor_, started_atom::value, d);
+    caf::anon_send(actor_, started_atom_v, d);
   return {};
 }
 
@@ -122,7 +123,7 @@ std::vector<domain_report> engine::status() {
   if (!actor_ || stopped_)
     return out;
   caf::scoped_actor self{*system_};
-  self->request(actor_, defaults::request_timeout + std::chrono::seconds(1), status_atom::value)
+  self->request(actor_, defaults::request_timeout + std::chrono::seconds(1), status_atom_v)
     .receive([&](std::vector<domain_report>& r) { out = std::move(r); },
              [&](caf::error& err) { spdlog::error("status: {}", render(err)); });
   return out;
@@ -131,14 +132,8 @@ std::vector<domain_report> engine::status() {
 std::vector<domain_progress> engine::progress() const {
   std::vector<domain_progress> out;
   for (auto& d : directory_->list()) {
-    domain_progress p{d->info().name, d->info().id, 0, 0};
-    auto& c = d->counters();
-    for (uint32_t i = 0; i < c.vcpu_count; ++i) {
-      auto& v = c.vcpus[i];
-      p.events += v.mem_access.get() + v.singlestep.get() + v.other.get();
-      p.hits += v.hits.get();
-    }
-    out.push_back(std::move(p));
+    auto t = d->counters().totals();
+    out.push_back({d->info().name, d->info().id, t.events, t.hits});
   }
   std::sort(out.begin(), out.end(),
             [](auto& a, auto& b) { return std::tie(a.name, a.id) < std::tie(b.name, b.id); });
@@ -152,8 +147,9 @@ caf::error engine::reload(engine_config next) {
   caf::scoped_actor self{*system_};
   // The engine's own settings stay as started (the stop deadline this facade waits with
   // among them); only the topology changes.
-  self->request(actor_, defaults::attach_timeout + cfg_.stop_deadline, reload_atom::value,
-                engine_config_ptr{std::make_shared<const engine_config>(cfg_.with_topology_of(next))})
+  self
+    ->request(actor_, defaults::attach_timeout + cfg_.stop_deadline, reload_atom_v,
+              engine_config_ptr{std::make_shared<const engine_config>(cfg_.with_topology_of(next))})
     .receive([](ok_atom) {}, [&](caf::error& err) { result = std::move(err); });
   return result;
 }
@@ -163,7 +159,7 @@ caf::error engine::reopen_sinks() {
     return {};
   caf::error result;
   caf::scoped_actor self{*system_};
-  self->request(actor_, defaults::request_timeout + std::chrono::seconds(1), reopen_atom::value)
+  self->request(actor_, defaults::request_timeout + std::chrono::seconds(1), reopen_atom_v)
     .receive([](ok_atom) {}, [&](caf::error& err) { result = std::move(err); });
   return result;
 }
@@ -177,7 +173,7 @@ std::vector<domain_report> engine::stop() {
   {
     caf::scoped_actor self{*system_};
     if (actor_) {
-      self->request(actor_, cfg_.stop_deadline + std::chrono::seconds(1), stop_atom::value)
+      self->request(actor_, cfg_.stop_deadline + std::chrono::seconds(1), stop_atom_v)
         .receive([&](std::vector<domain_report>& r) { out = std::move(r); },
                  [&](caf::error& err) { spdlog::error("stop: {}", render(err)); });
       self->send_exit(actor_, caf::exit_reason::user_shutdown);
@@ -193,14 +189,17 @@ std::vector<domain_report> engine::stop() {
   }).detach();
   if (finished.wait_for(cfg_.stop_deadline) != std::future_status::ready) {
     abandoned_ = true;
-    spdlog::error("{} actor(s) still busy {} ms after the stop (a driver call that does not "
-                  "return): leaving them behind",
-                  system_->registry().running(), cfg_.stop_deadline.count());
+    spdlog::error(
+      "{} actor(s) still busy {} ms after the stop (a driver call that does not "
+      "return): leaving them behind",
+      system_->registry().running(), cfg_.stop_deadline.count());
     return out;
   }
   if (auto n = handler_calls_running())
-    spdlog::info("{} function handler call(s) still running at the stop; their VCPUs were "
-                 "resumed at their deadlines, and the exit does not wait for them", n);
+    spdlog::info(
+      "{} function handler call(s) still running at the stop; their VCPUs were "
+      "resumed at their deadlines, and the exit does not wait for them",
+      n);
   exporter_.reset();
   return out;
 }

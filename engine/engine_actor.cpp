@@ -1,6 +1,6 @@
 #include "engine/engine_actor.hpp"
 
-#include "actors/join.hpp"
+#include "actors/model/join.hpp"
 #include "drivers/error.hpp"
 #include "engine/reload_plan.hpp"
 
@@ -50,7 +50,7 @@ void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> do
   if (m.attached)
     --st.env.counters->domains_monitored;
   ++st.detaches_in_flight;
-  self->request(m.supervisor, st.cfg->stop_deadline, detach_atom::value)
+  self->request(m.supervisor, st.cfg->stop_deadline, detach_atom_v)
     .then(
       [self, done, error](domain_report& r) {
         if (r.error.empty())
@@ -68,9 +68,9 @@ void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> do
         // The teardown watchdog: what is still outstanding, from the watch (the teardown's
         // actor may be stuck in a driver call). The teardown goes on if it can.
         auto what = err == caf::sec::request_timeout
-                      ? "detach exceeded its deadline of "
-                          + std::to_string(self->state.cfg->stop_deadline.count()) + " ms, "
-                          + m.watch->describe()
+                      ? "detach exceeded its deadline of " +
+                          std::to_string(self->state.cfg->stop_deadline.count()) + " ms, " +
+                          m.watch->describe()
                       : "detach: " + render(err);
         spdlog::error("domain {} ({}): {}", m.info.name, m.info.id, what);
         domain_report r;
@@ -86,8 +86,8 @@ void collect_detach(engine_ptr self, drv::domain_id id, std::function<void()> do
 
 void start_domain(engine_ptr self, const drv::domain_info& info) {
   auto& st = self->state;
-  if (st.stopping || st.domains.count(info.id) || info.state == drv::domain_state::dying
-      || info.state == drv::domain_state::dead)
+  if (st.stopping || st.domains.count(info.id) || info.state == drv::domain_state::dying ||
+      info.state == drv::domain_state::dead)
     return;
   auto entries = st.cfg->entries_for(info);
   if (entries.empty())
@@ -99,13 +99,13 @@ void start_domain(engine_ptr self, const drv::domain_info& info) {
     // summary, the metrics and the exit code say so.
     std::string where;
     for (auto* e : entries)
-      where += (where.empty() ? "" : ", ") + e->select.describe()
-               + (e->line ? " (line " + std::to_string(e->line) + ")" : std::string{});
+      where += (where.empty() ? "" : ", ") + e->select.describe() +
+               (e->line ? " (line " + std::to_string(e->line) + ")" : std::string{});
     domain_report r;
     r.id = info.id;
     r.name = info.name;
-    r.error = "not attached: selected by more than one [[domain]] entry: " + where
-              + "; a domain must match exactly one";
+    r.error = "not attached: selected by more than one [[domain]] entry: " + where +
+              "; a domain must match exactly one";
     spdlog::error("domain {} ({}): {}", info.name, info.id, r.error);
     st.env.counters->attach_failed.add();
     keep_ended(self, std::move(r));
@@ -128,7 +128,7 @@ void start_domain(engine_ptr self, const drv::domain_info& info) {
   auto sup = self->spawn(domain_supervisor, std::move(sc));
   auto handle = caf::actor_cast<domain_supervisor_actor>(sup);
   st.domains.emplace(info.id, engine_state::monitored{handle, info, false, std::move(watch)});
-  self->request(handle, defaults::attach_timeout, attach_atom::value)
+  self->request(handle, defaults::attach_timeout, attach_atom_v)
     .then(
       [self, info, handle](ok_atom) {
         auto& st = self->state;
@@ -190,11 +190,12 @@ caf::result<ok_atom> reload(engine_ptr self, engine_config_ptr next) {
   auto rp = self->make_response_promise<ok_atom>();
   auto finish = [self, rp, retired](caf::error err) mutable {
     for (auto& h : retired)  // no session sends to them any more
-      self->request(h.actor, defaults::request_timeout, flush_atom::value)
-        .then([self, h](ok_atom) { self->send_exit(h.actor, caf::exit_reason::user_shutdown); },
-              [self, h](caf::error&) { self->send_exit(h.actor, caf::exit_reason::user_shutdown); });
+      self->request(h.actor, defaults::request_timeout, flush_atom_v)
+        .then(
+          [self, h](ok_atom) { self->send_exit(h.actor, caf::exit_reason::user_shutdown); },
+          [self, h](caf::error&) { self->send_exit(h.actor, caf::exit_reason::user_shutdown); });
     for (auto& [name, h] : self->state.sinks)  // reopen on reload, as on SIGUSR1
-      self->request(h.actor, defaults::request_timeout, reopen_atom::value)
+      self->request(h.actor, defaults::request_timeout, reopen_atom_v)
         .then([](ok_atom) {}, [](caf::error&) {});  // the sink logs its own failure
     if (auto domains = self->state.env.driver->list_domains())
       for (auto& d : *domains)
@@ -202,13 +203,15 @@ caf::result<ok_atom> reload(engine_ptr self, engine_config_ptr next) {
     if (err)
       rp.deliver(err);
     else
-      rp.deliver(ok_atom::value);
+      rp.deliver(ok_atom_v);
   };
   auto j = join(plan.domains.size(), finish);
   for (auto& a : plan.domains) {
     auto name = st.domains.at(a.id).info.name;
     switch (a.kind) {
-      case reload_plan::domain_action::keep: j->report({}); break;
+      case reload_plan::domain_action::keep:
+        j->report({});
+        break;
       case reload_plan::domain_action::detach:
       case reload_plan::domain_action::reattach:
         spdlog::info("reload: domain {}: {}: {}", name, a.reason,
@@ -216,8 +219,8 @@ caf::result<ok_atom> reload(engine_ptr self, engine_config_ptr next) {
         collect_detach(self, a.id, [j] { j->report({}); });  // `finish` attaches it again
         break;
       case reload_plan::domain_action::update:
-        self->request(st.domains.at(a.id).supervisor, defaults::attach_timeout, update_atom::value,
-                      a.plan)
+        self
+          ->request(st.domains.at(a.id).supervisor, defaults::attach_timeout, update_atom_v, a.plan)
           .then(
             [j, name](ok_atom) {
               spdlog::debug("reload: domain {}: breakpoints armed as asked", name);
@@ -241,7 +244,7 @@ caf::result<std::vector<domain_report>> status(engine_ptr self) {
   // A session that cannot answer is left out of the status; it still gets detached.
   auto j = join(st.domains.size(), [rp, out](caf::error) mutable { rp.deliver(std::move(*out)); });
   for (auto& [id, m] : st.domains)
-    self->request(m.supervisor, defaults::request_timeout, status_atom::value)
+    self->request(m.supervisor, defaults::request_timeout, status_atom_v)
       .then(
         [out, j](domain_report& r) {
           out->push_back(std::move(r));
@@ -278,7 +281,7 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment 
         return;
       // A guest shutting down is its normal life, not vmitap's trouble: its session ends.
       spdlog::info("domain {} ({}) stopped while monitored: its session ends", info.name, info.id);
-      self->send(it->second.supervisor, died_atom::value);
+      self->send(it->second.supervisor, died_atom_v);
       collect_detach(self, info.id);
     },
     [self](status_atom) { return status(self); },
@@ -289,10 +292,10 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment 
         if (err)
           rp.deliver(err);
         else
-          rp.deliver(ok_atom::value);
+          rp.deliver(ok_atom_v);
       });
       for (auto& [name, h] : self->state.sinks)
-        self->request(h.actor, defaults::request_timeout, reopen_atom::value)
+        self->request(h.actor, defaults::request_timeout, reopen_atom_v)
           .then([j](ok_atom) { j->report({}); }, [j](caf::error& err) { j->report(err); });
       return rp;
     },
@@ -311,7 +314,7 @@ engine_actor::behavior_type engine_behavior(engine_ptr self, engine_environment 
           rp.deliver(self->state.ended_reports());
         });
         for (auto& [name, h] : sinks)
-          self->request(h.actor, defaults::request_timeout, flush_atom::value)
+          self->request(h.actor, defaults::request_timeout, flush_atom_v)
             .then([flushed](ok_atom) { flushed->report({}); },
                   [flushed](caf::error& err) { flushed->report(err); });
       };

@@ -4,7 +4,7 @@
 // as it starts (or is already running), detaches the ones that stop, applies reloads, and on
 // stop detaches everything within the deadline.
 
-#include "actors/domain_supervisor.hpp"
+#include "actors/control/domain_supervisor.hpp"
 #include "engine/engine_config.hpp"
 
 #include <caf/stateful_actor.hpp>
@@ -49,7 +49,7 @@ struct engine_environment {
   std::shared_ptr<domain_directory> directory;
   std::shared_ptr<sink_book> sinks;  ///< every sink of the run (open and closed)
   engine_counters* counters = nullptr;
-  std::string host;  ///< goes into every hit record
+  std::string host;               ///< goes into every hit record
   handler_registry_ptr handlers;  ///< what breakpoints' `handler` names
 };
 

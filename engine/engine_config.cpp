@@ -31,8 +31,8 @@ const engine_config::domain_entry* engine_config::entry_for(const drv::domain_in
   return all.size() == 1 ? all[0] : nullptr;
 }
 
-std::vector<const engine_config::domain_entry*>
-engine_config::entries_for(const drv::domain_info& info) const {
+std::vector<const engine_config::domain_entry*> engine_config::entries_for(
+  const drv::domain_info& info) const {
   std::vector<const domain_entry*> out;
   for (auto& e : domains)
     if (e.select.matches(info))
@@ -48,10 +48,10 @@ engine_config engine_config::with_topology_of(const engine_config& next) const {
 }
 
 bool engine_config::same_settings(const engine_config& other) const {
-  return worker_threads == other.worker_threads && pollers == other.pollers
-         && poller_spin == other.poller_spin && detached_children == other.detached_children
-         && stop_deadline == other.stop_deadline && metrics_listen == other.metrics_listen
-         && ended_reports_kept == other.ended_reports_kept;
+  return worker_threads == other.worker_threads && pollers == other.pollers &&
+         poller_spin == other.poller_spin && detached_children == other.detached_children &&
+         stop_deadline == other.stop_deadline && metrics_listen == other.metrics_listen &&
+         ended_reports_kept == other.ended_reports_kept;
 }
 
 }  // namespace vmitap

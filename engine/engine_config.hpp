@@ -4,8 +4,8 @@
 // their hits go, and the engine's own settings. Built from the config file (engine/config*)
 // or by a program that embeds vmitap.
 
-#include "actors/messages.hpp"
-#include "actors/sinks.hpp"
+#include "actors/model/plan.hpp"
+#include "actors/records/sinks.hpp"
 #include "drivers/defaults.hpp"
 
 #include <optional>
@@ -59,5 +59,10 @@ struct engine_config {
 using engine_config_ptr = std::shared_ptr<const engine_config>;
 
 }  // namespace vmitap
+
+// The engine's own message types, in the ID block after the actors' one.
+CAF_BEGIN_TYPE_ID_BLOCK(vmitap_engine, caf::id_block::vmitap::end)
+CAF_ADD_TYPE_ID(vmitap_engine, (vmitap::engine_config_ptr))
+CAF_END_TYPE_ID_BLOCK(vmitap_engine)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::engine_config_ptr)

@@ -3,15 +3,15 @@
 #include "drivers/error.hpp"
 
 #include <arpa/inet.h>
-#include <algorithm>
-#include <chrono>
-#include <cerrno>
-#include <cstring>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 
 #include <memory>
 #include <string>
@@ -35,9 +35,9 @@ const char* landing_page =
   "<p><a href=\"/metrics\">Metrics</a></p>\n</body></html>\n";
 
 std::string reply(int code, const char* status, const char* type, const std::string& body) {
-  return "HTTP/1.1 " + std::to_string(code) + " " + status + "\r\nContent-Type: " + type
-         + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n"
-         + body;
+  return "HTTP/1.1 " + std::to_string(code) + " " + status + "\r\nContent-Type: " + type +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+         body;
 }
 
 }  // namespace
@@ -49,8 +49,8 @@ caf::expected<std::unique_ptr<http_exporter>> http_exporter::start(const listen_
                       : err == EADDRNOTAVAIL
                         ? "cannot be bound: no such local address"
                         : std::string("cannot be bound: ") + call + ": " + std::strerror(err);
-    return make_error(ec::listen_failed, "metrics: port " + std::to_string(where.port) + " on "
-                                           + where.host + " " + why);
+    return make_error(ec::listen_failed, "metrics: port " + std::to_string(where.port) + " on " +
+                                           where.host + " " + why);
   };
   int fd = ::socket(where.v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
@@ -160,9 +160,9 @@ void http_exporter::loop() {
         close_at(i);
     }
     if (fds[1].revents & POLLIN) {
-      for (int client; conns.size() < max_connections
-                       && (client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK))
-                            >= 0;) {
+      for (int client;
+           conns.size() < max_connections &&
+           (client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0;) {
         auto c = std::make_unique<connection>();
         c->fd = client;
         c->request_by = std::chrono::steady_clock::now() + request_deadline;

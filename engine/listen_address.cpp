@@ -13,8 +13,8 @@ std::string listen_address::authority() const {
 
 caf::expected<listen_address> parse_listen(const std::string& text) {
   auto bad = [&](const std::string& why) {
-    return make_error(ec::invalid_argument, "\"" + text + "\": " + why
-                                              + " (expected host:port, [ipv6]:port or a port)");
+    return make_error(ec::invalid_argument,
+                      "\"" + text + "\": " + why + " (expected host:port, [ipv6]:port or a port)");
   };
   listen_address out;
   std::string port_text;

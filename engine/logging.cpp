@@ -4,14 +4,14 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include <cstdio>
-#include <cstdlib>
-#include <mutex>
-#include <string>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <systemd/sd-journal.h>
 #include <unistd.h>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
 
 namespace vmitap {
 
@@ -20,12 +20,18 @@ namespace {
 int priority_of(spdlog::level::level_enum l) {
   switch (l) {
     case spdlog::level::trace:
-    case spdlog::level::debug: return LOG_DEBUG;
-    case spdlog::level::info: return LOG_INFO;
-    case spdlog::level::warn: return LOG_WARNING;
-    case spdlog::level::err: return LOG_ERR;
-    case spdlog::level::critical: return LOG_CRIT;
-    default: return LOG_INFO;
+    case spdlog::level::debug:
+      return LOG_DEBUG;
+    case spdlog::level::info:
+      return LOG_INFO;
+    case spdlog::level::warn:
+      return LOG_WARNING;
+    case spdlog::level::err:
+      return LOG_ERR;
+    case spdlog::level::critical:
+      return LOG_CRIT;
+    default:
+      return LOG_INFO;
   }
 }
 
@@ -41,8 +47,8 @@ protected:
     std::string text(msg.payload.data(), msg.payload.size());
     int prio = priority_of(msg.level);
     if (native_) {
-      sd_journal_send("MESSAGE=%s", text.c_str(), "PRIORITY=%d", prio,
-                      "SYSLOG_IDENTIFIER=vmitap", nullptr);
+      sd_journal_send("MESSAGE=%s", text.c_str(), "PRIORITY=%d", prio, "SYSLOG_IDENTIFIER=vmitap",
+                      nullptr);
       return;
     }
     for (auto& c : text)

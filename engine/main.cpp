@@ -12,12 +12,12 @@
 #include "engine/run_loop.hpp"
 #include "engine/signals.hpp"
 
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <caf/config.hpp>
-#include <spdlog/spdlog.h>
 
-#include <cmath>
 #include <unistd.h>
+#include <cmath>
 
 namespace {
 
@@ -103,7 +103,7 @@ int list_domains(const std::string& driver, const std::string& path) {
   std::printf("%-6s %-20s %6s %10s %s\n", "id", "name", "vcpus", "memory", "state");
   for (auto& d : *domains)
     std::printf("%-6u %-20s %6u %6llu MiB %s\n", d.id, d.name.c_str(), d.vcpus,
-                (unsigned long long) ((d.max_gfn + 1) * drv::page_size >> 20), to_string(d.state));
+                (unsigned long long)((d.max_gfn + 1) * drv::page_size >> 20), to_string(d.state));
   return exit_code::ok;
 }
 
@@ -116,11 +116,11 @@ int main(int argc, char** argv) {
   setup_logging();
 
   CLI::App app{"vmitap: exact memory breakpoints for Xen guests, with metrics"};
-  auto version = "vmitap " + this_build().version + " (" + this_build().revision + ", "
-                 + std::string(*VMITAP_BUILD_TYPE ? VMITAP_BUILD_TYPE : "no build type")
-                 + ")\nbuilt with CAF " + std::to_string(CAF_MAJOR_VERSION) + "."
-                 + std::to_string(CAF_MINOR_VERSION) + "." + std::to_string(CAF_PATCH_VERSION)
-                 + ", libxenctrl " + VMITAP_XENCTRL_VERSION;
+  auto version = "vmitap " + this_build().version + " (" + this_build().revision + ", " +
+                 std::string(*VMITAP_BUILD_TYPE ? VMITAP_BUILD_TYPE : "no build type") +
+                 ")\nbuilt with CAF " + std::to_string(CAF_MAJOR_VERSION) + "." +
+                 std::to_string(CAF_MINOR_VERSION) + "." + std::to_string(CAF_PATCH_VERSION) +
+                 ", libxenctrl " + VMITAP_XENCTRL_VERSION;
   app.set_version_flag("--version", version);
   app.require_subcommand(1);
   // `vmitap help` and `vmitap version`, as people type them.
@@ -149,20 +149,22 @@ int main(int argc, char** argv) {
   auto* demo_cmd = app.add_subcommand(
     "demo", "the built-in demo: simulated domains, verified against ground truth at the end");
   demo_cmd->fallthrough();
-  demo_cmd->add_option("--instructions", demo.instructions,
-                       "instructions each simulated VCPU executes (0: until stopped)")
+  demo_cmd
+    ->add_option("--instructions", demo.instructions,
+                 "instructions each simulated VCPU executes (0: until stopped)")
     ->capture_default_str();
   demo_cmd->add_option("--max-seconds", demo_seconds, "stop after this long (0: when done)")
     ->check(CLI::NonNegativeNumber)
     ->capture_default_str();
   demo_cmd->add_option("--hits", demo.hits, "JSON-lines file for hit records (\"\": none)")
     ->capture_default_str();
-  demo_cmd->add_option("--latency-us", demo.latency_us,
-                       "VM-exit latency model: an answered VCPU resumes this much later")
+  demo_cmd
+    ->add_option("--latency-us", demo.latency_us,
+                 "VM-exit latency model: an answered VCPU resumes this much later")
     ->capture_default_str();
   demo_cmd->add_option("--metrics", demo_metrics,
-                       "Prometheus exporter address (default: the demo config's, "
-                         + std::string(defaults::metrics_listen) + "; \"\": off)");
+                       "Prometheus exporter address (default: the demo config's, " +
+                         std::string(defaults::metrics_listen) + "; \"\": off)");
 
   std::string check_path;
   auto* check = app.add_subcommand("check", "validate a config and print the topology it builds");
@@ -176,8 +178,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> drivers;
   for (auto& b : backends())
     drivers.push_back(b.name);
-  domains->add_option("--driver", driver,
-                      "the backend: " + backend_names() + " (default: the config's, else sim)")
+  domains
+    ->add_option("--driver", driver,
+                 "the backend: " + backend_names() + " (default: the config's, else sim)")
     ->check(CLI::IsMember(drivers));
   domains->add_option("--config", domains_config,
                       "the config whose driver to use (sim: whose guests to create)");
@@ -218,9 +221,8 @@ int main(int argc, char** argv) {
     if (!override_metrics(*cfg, demo_metrics))
       return exit_code::config;
     auto& sim = std::any_cast<sim_options&>(cfg->backend);
-    auto title = "vmitap demo: " + std::to_string(sim.domains.size())
-                 + " simulated domains, " + std::to_string(demo.instructions)
-                 + " instructions per VCPU";
+    auto title = "vmitap demo: " + std::to_string(sim.domains.size()) + " simulated domains, " +
+                 std::to_string(demo.instructions) + " instructions per VCPU";
     return vmitap::run(*cfg, {limit(demo_seconds), {}, title, terminal, {}});
   }
   auto cfg = load_config(run_config);

@@ -72,7 +72,9 @@ private:
 metrics_collector::metrics_collector(std::shared_ptr<domain_directory> domains,
                                      std::shared_ptr<sink_book> sinks,
                                      const engine_counters& engine, build_identity build) :
-  domains_(std::move(domains)), sinks_(std::move(sinks)), engine_(engine),
+  domains_(std::move(domains)),
+  sinks_(std::move(sinks)),
+  engine_(engine),
   build_(std::move(build)) {}
 
 std::vector<MetricFamily> metrics_collector::Collect() const {
@@ -98,15 +100,15 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
                  "Responses the hypervisor refused; the VCPU may be left paused.", T::Counter,
                  {"domain"});
   family capture_failures("vmitap_capture_failures_total",
-                           "Captures that could not be read at a hit, by cause.", T::Counter,
-                           {"domain", "cause"});
+                          "Captures that could not be read at a hit, by cause.", T::Counter,
+                          {"domain", "cause"});
   family suppressed("vmitap_breakpoint_suppressed_total",
-                     "Times a breakpoint went over its rate limit and was disarmed for its "
-                     "cool-down (breakpoints with a rate limit only).",
-                     T::Counter, {"domain", "view", "breakpoint"});
+                    "Times a breakpoint went over its rate limit and was disarmed for its "
+                    "cool-down (breakpoints with a rate limit only).",
+                    T::Counter, {"domain", "view", "breakpoint"});
   family handler_seconds("vmitap_handler_seconds",
-                          "From a hit sent to its handler to the handler's decision back.",
-                          T::Histogram, {"domain"});
+                         "From a hit sent to its handler to the handler's decision back.",
+                         T::Histogram, {"domain"});
   family handler_timeouts("vmitap_handler_timeouts_total",
                           "VCPUs resumed unchanged because the handler missed its deadline.",
                           T::Counter, {"domain"});
@@ -135,8 +137,8 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
   family pages("vmitap_monitored_pages", "Pages with Execute removed, by view.", T::Gauge,
                {"domain", "view"});
   family stepping("vmitap_vcpus_stepping",
-                  "VCPUs between a trap and the singlestep that ends it (classic mode).",
-                  T::Gauge, {"domain"});
+                  "VCPUs between a trap and the singlestep that ends it (classic mode).", T::Gauge,
+                  {"domain"});
   for (auto& d : domains_->list()) {
     const auto& name = d->info().name;
     auto identity = d->identity();
@@ -145,26 +147,23 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
       return i == identity->view_names.end() ? std::to_string(v) : i->second;
     };
     auto& c = d->counters();
+    auto totals = c.totals();
     double steppers = 0;
-    uint64_t nbrs = 0, stl = 0, spur = 0;
-    std::array<uint64_t, malformed_causes> bad{};
+    std::array<uint64_t, malformed_causes> bad{};  // by cause: totals() has their sum
     for (uint32_t i = 0; i < c.vcpu_count; ++i) {
       auto& v = c.vcpus[i];
       auto vcpu = std::to_string(i);
       events.add({name, vcpu, "mem_access"}, double(v.mem_access.get()));
       events.add({name, vcpu, "singlestep"}, double(v.singlestep.get()));
       events.add({name, vcpu, "other"}, double(v.other.get()));
-      nbrs += v.neighbours.get();
-      stl += v.stale.get();
-      spur += v.spurious.get();
       for (size_t m = 0; m < malformed_causes; ++m)
         bad[m] += v.malformed[m].get();
       steppers += v.stepping.load(std::memory_order_relaxed);
     }
     bad[size_t(malformed_cause::vcpu_out_of_range)] += c.orphans.get();
-    neighbours.add({name}, double(nbrs));
-    stale.add({name}, double(stl));
-    spurious.add({name}, double(spur));
+    neighbours.add({name}, double(totals.neighbours));
+    stale.add({name}, double(totals.stale));
+    spurious.add({name}, double(totals.spurious));
     for (size_t m = 0; m < malformed_causes; ++m)
       malformed.add({name, to_string(malformed_cause(m))}, double(bad[m]));
     refused.add({name}, double(c.respond_failures.get()));
@@ -216,7 +215,8 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
   reloads.add({"ok"}, double(engine_.reloads_ok.get()));
   reloads.add({"failed"}, double(engine_.reloads_failed.get()));
   family reload_ok("vmitap_config_last_reload_successful",
-                   "Whether the last config reload succeeded (1) or was rejected (0).", T::Gauge, {});
+                   "Whether the last config reload succeeded (1) or was rejected (0).", T::Gauge,
+                   {});
   reload_ok.add({}, engine_.last_reload_ok.load() ? 1 : 0);
   family reload_time("vmitap_config_last_reload_success_timestamp_seconds",
                      "When the config was last loaded successfully (unix time).", T::Gauge, {});
@@ -235,17 +235,41 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
   build.add({build_.version, build_.revision}, 1);
 
   std::vector<MetricFamily> out;
-  for (auto* f : {&events, &hits, &suppressed, &neighbours, &stale, &spurious, &malformed, &refused,
-                  &capture_failures, &handler_seconds, &handler_timeouts, &handler_errors,
-                  &handler_dropped, &handling, &access, &access_calls, &batch, &call_seconds,
-                  &breakpoints, &pages,
-                  &stepping, &monitored, &attach, &reloads, &reload_ok, &reload_time, &records,
-                  &depth, &build})
+  for (auto* f : {&events,
+                  &hits,
+                  &suppressed,
+                  &neighbours,
+                  &stale,
+                  &spurious,
+                  &malformed,
+                  &refused,
+                  &capture_failures,
+                  &handler_seconds,
+                  &handler_timeouts,
+                  &handler_errors,
+                  &handler_dropped,
+                  &handling,
+                  &access,
+                  &access_calls,
+                  &batch,
+                  &call_seconds,
+                  &breakpoints,
+                  &pages,
+                  &stepping,
+                  &monitored,
+                  &attach,
+                  &reloads,
+                  &reload_ok,
+                  &reload_time,
+                  &records,
+                  &depth,
+                  &build})
     out.push_back(f->take());
   return out;
 }
 
-std::string render_metrics(const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables) {
+std::string render_metrics(
+  const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables) {
   std::vector<MetricFamily> families;
   for (auto& c : collectables)
     for (auto& f : c->Collect())

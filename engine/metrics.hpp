@@ -5,8 +5,8 @@
 // builds the families. A domain's series exist while a session of it is monitored; two
 // sessions of one name (a domain rebooting while its old session detaches) are summed.
 
-#include "actors/monitored_domain.hpp"
-#include "actors/sinks.hpp"
+#include "actors/model/monitored_domain.hpp"
+#include "actors/records/sinks.hpp"
 #include "engine/engine_actor.hpp"
 
 #include <prometheus/collectable.h>
@@ -21,9 +21,8 @@ struct build_identity {
 
 class metrics_collector final : public prometheus::Collectable {
 public:
-  metrics_collector(std::shared_ptr<domain_directory> domains,
-                    std::shared_ptr<sink_book> sinks, const engine_counters& engine,
-                    build_identity build);
+  metrics_collector(std::shared_ptr<domain_directory> domains, std::shared_ptr<sink_book> sinks,
+                    const engine_counters& engine, build_identity build);
   std::vector<prometheus::MetricFamily> Collect() const override;
 
 private:
@@ -37,6 +36,7 @@ private:
 std::shared_ptr<prometheus::Collectable> make_process_collector();
 
 /// The text exposition of `collectables` (what /metrics serves).
-std::string render_metrics(const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables);
+std::string render_metrics(
+  const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables);
 
 }  // namespace vmitap

@@ -3,10 +3,10 @@
 #include "engine/metrics.hpp"
 
 #include <dirent.h>
-#include <fstream>
-#include <sstream>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <fstream>
+#include <sstream>
 
 namespace vmitap {
 

@@ -36,7 +36,8 @@ reload_plan diff(const engine_config& before, const engine_config& after,
       a.kind = reload_plan::domain_action::detach;
       a.reason = after.entries_for(info).empty() ? "no longer selected"
                                                  : "selected by more than one [[domain]] entry";
-    } else if (!old_entry || old_entry->sinks != new_entry->sinks || uses_changed_sink(*new_entry)) {
+    } else if (!old_entry || old_entry->sinks != new_entry->sinks ||
+               uses_changed_sink(*new_entry)) {
       a.kind = reload_plan::domain_action::reattach;
       a.reason = "its sinks changed";
     } else if (!old_entry->plan->same_shape(*new_entry->plan)) {

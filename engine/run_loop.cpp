@@ -23,11 +23,15 @@ using clock_type = std::chrono::steady_clock;
 
 int exit_code_of(const caf::error& err) {
   switch (code_of(err)) {
-    case ec::listen_failed: return exit_code::listen;
+    case ec::listen_failed:
+      return exit_code::listen;
     case ec::no_hypervisor:
-    case ec::incompatible_hypervisor: return exit_code::unavailable;
-    case ec::config_invalid: return exit_code::config;
-    default: return exit_code::failed;
+    case ec::incompatible_hypervisor:
+      return exit_code::unavailable;
+    case ec::config_invalid:
+      return exit_code::config;
+    default:
+      return exit_code::failed;
   }
 }
 
@@ -39,14 +43,14 @@ void print_progress(engine& eng, clock_type::time_point t0, uint64_t& last_event
   for (auto& p : eng.progress()) {
     events += p.events;
     hits += p.hits;
-    per_domain += " | " + p.name + " " + std::to_string(p.events) + "ev " + std::to_string(p.hits)
-                  + "h";
+    per_domain +=
+      " | " + p.name + " " + std::to_string(p.events) + "ev " + std::to_string(p.hits) + "h";
   }
   double dt = std::max(1e-9, std::chrono::duration<double>(now - last).count());
-  auto line = fmt::format("t={:6.1f}s {:>10.0f} events/s {:>8.0f} hits/s{}",
-                          std::chrono::duration<double>(now - t0).count(),
-                          double(events - last_events) / dt, double(hits - last_hits) / dt,
-                          per_domain);
+  auto line =
+    fmt::format("t={:6.1f}s {:>10.0f} events/s {:>8.0f} hits/s{}",
+                std::chrono::duration<double>(now - t0).count(), double(events - last_events) / dt,
+                double(hits - last_hits) / dt, per_domain);
   if (terminal)
     std::fprintf(stderr, "\r\033[K%s", line.c_str());
   else
@@ -64,7 +68,7 @@ void sort_for_people(std::vector<domain_report>& reports) {
   });
   for (auto& r : reports)
     std::sort(r.breakpoints.begin(), r.breakpoints.end(), [](const auto& a, const auto& b) {
-      return std::tie(a->view, a->pa, a->name) < std::tie(b->view, b->pa, b->name);
+      return std::tie(a.view, a.pa, a.name) < std::tie(b.view, b.pa, b.name);
     });
 }
 
@@ -99,15 +103,17 @@ void print_summary(const std::vector<domain_report>& reports) {
                "hits", "nbrs", "stale", "bad", "calls", "");
   for (auto& r : reports)
     std::fprintf(stderr, "%-16s %6u %12llu %10llu %10llu %8llu %8llu %8llu  %s\n", r.name.c_str(),
-                 r.id, (unsigned long long) r.totals.events, (unsigned long long) r.totals.hits,
-                 (unsigned long long) r.totals.neighbours, (unsigned long long) r.totals.stale,
-                 (unsigned long long) r.totals.malformed, (unsigned long long) r.access_calls,
-                 !r.error.empty() ? r.error.c_str() : r.died ? "died" : "");
+                 r.id, (unsigned long long)r.totals.events, (unsigned long long)r.totals.hits,
+                 (unsigned long long)r.totals.neighbours, (unsigned long long)r.totals.stale,
+                 (unsigned long long)r.totals.malformed, (unsigned long long)r.access_calls,
+                 !r.error.empty() ? r.error.c_str()
+                 : r.died         ? "died"
+                                  : "");
   std::fprintf(stderr, "\n%-16s %-24s %6s %12s\n", "domain", "breakpoint", "view", "hits");
   for (auto& r : reports) {
-    auto row = [&](const breakpoint_ptr& bp, const char* note) {
-      std::fprintf(stderr, "%-16s %-24s %6u %12llu%s\n", r.name.c_str(), bp->name.c_str(),
-                   unsigned(bp->view), (unsigned long long) bp->hits.load(), note);
+    auto row = [&](const breakpoint_count& bp, const char* note) {
+      std::fprintf(stderr, "%-16s %-24s %6u %12llu%s\n", r.name.c_str(), bp.name.c_str(),
+                   unsigned(bp.view), (unsigned long long)bp.hits, note);
     };
     for (auto& bp : r.breakpoints)
       row(bp, "");
@@ -123,8 +129,8 @@ void log_breakpoints(engine& eng) {
   sort_for_people(reports);
   for (auto& r : reports) {
     std::string list;
-    auto add = [&](const breakpoint_ptr& bp, const char* note) {
-      list += (list.empty() ? "" : ", ") + bp->name + " " + std::to_string(bp->hits.load()) + note;
+    auto add = [&](const breakpoint_count& bp, const char* note) {
+      list += (list.empty() ? "" : ", ") + bp.name + " " + std::to_string(bp.hits) + note;
     };
     for (auto& bp : r.breakpoints)
       add(bp, "");
@@ -143,8 +149,8 @@ bool print_sinks(const std::vector<sink_book::totals>& sinks) {
   std::fprintf(stderr, "\n%-16s %12s %12s %12s\n", "sink", "written", "failed", "dropped");
   for (auto& s : sinks) {
     std::fprintf(stderr, "%-16s %12llu %12llu %12llu%s\n", s.name.c_str(),
-                 (unsigned long long) s.written, (unsigned long long) s.errors,
-                 (unsigned long long) s.dropped, s.lost() ? "  RECORDS LOST" : "");
+                 (unsigned long long)s.written, (unsigned long long)s.errors,
+                 (unsigned long long)s.dropped, s.lost() ? "  RECORDS LOST" : "");
     lost |= s.lost() > 0;
   }
   if (lost)
@@ -183,9 +189,9 @@ int run(const config& cfg, const run_options& opts) {
     // Woken at least every 100 ms, and at --max-seconds exactly.
     auto wait = std::chrono::milliseconds(100);
     if (opts.max_duration)
-      wait = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(t0 + *opts.max_duration
-                                                                      - clock_type::now()),
-                        std::chrono::milliseconds(1), wait);
+      wait = std::clamp(
+        std::chrono::ceil<std::chrono::milliseconds>(t0 + *opts.max_duration - clock_type::now()),
+        std::chrono::milliseconds(1), wait);
     auto sig = wait_signal(wait);
     auto action = action_of(sig);
     if (action == signal_action::stop) {
@@ -200,8 +206,10 @@ int run(const config& cfg, const run_options& opts) {
         spdlog::error("reopen: {}", render(err));
     }
     auto now = clock_type::now();
-    if (action == signal_action::status || (opts.status_line && now - last >= std::chrono::seconds(1)))
-      print_progress(eng, t0, last_events, last_hits, last, opts.status_line && action != signal_action::status);
+    if (action == signal_action::status ||
+        (opts.status_line && now - last >= std::chrono::seconds(1)))
+      print_progress(eng, t0, last_events, last_hits, last,
+                     opts.status_line && action != signal_action::status);
     if (action == signal_action::status)
       log_breakpoints(eng);
     if (instance->truth && instance->truth->finished())
@@ -223,8 +231,8 @@ int run(const config& cfg, const run_options& opts) {
     events += r.totals.events;
     errors |= !r.error.empty();
   }
-  std::fprintf(stderr, "\n%llu events in %.2f s: %.0f events/s (%s)\n",
-               (unsigned long long) events, elapsed, double(events) / elapsed, why.c_str());
+  std::fprintf(stderr, "\n%llu events in %.2f s: %.0f events/s (%s)\n", (unsigned long long)events,
+               elapsed, double(events) / elapsed, why.c_str());
   int code = errors ? exit_code::failed : exit_code::ok;
   if (instance->truth)
     code = instance->truth->verify(reports, stderr) ? exit_code::ok : exit_code::failed;

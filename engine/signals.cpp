@@ -45,11 +45,16 @@ int wait_signal(std::chrono::milliseconds timeout) {
 
 signal_action action_of(int sig) {
   switch (sig) {
-    case 0: return signal_action::none;
-    case SIGHUP: return signal_action::reload;
-    case SIGUSR1: return signal_action::reopen;
-    case SIGUSR2: return signal_action::status;
-    default: return signal_action::stop;
+    case 0:
+      return signal_action::none;
+    case SIGHUP:
+      return signal_action::reload;
+    case SIGUSR1:
+      return signal_action::reopen;
+    case SIGUSR2:
+      return signal_action::status;
+    default:
+      return signal_action::stop;
   }
 }
 

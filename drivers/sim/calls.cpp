@@ -98,8 +98,8 @@ uint64_t domain::argument(vcpu& v, arg_kind kind, call_record* rec, unsigned ind
       rec->mapped[index] = false;
     return layout_.processes[v.home->process].unmapped_va + ((x >> 8) & drv::page_mask & ~7u);
   }
-  const auto& str = (kind == arg_kind::utf16 ? strings_.utf16
-                                              : strings_.ascii)[(x >> 4) % string_pool::size];
+  const auto& str =
+    (kind == arg_kind::utf16 ? strings_.utf16 : strings_.ascii)[(x >> 4) % string_pool::size];
   if (rec)
     rec->text[index] = str.text;
   auto size = size_t{str.size};

@@ -11,12 +11,11 @@ namespace vmitap::sim {
 
 caf::error domain::check_session(uint64_t session, const char* call) const {
   if (state_ != drv::domain_state::running)
-    return make_error(ec::domain_dead, std::string(call) + ": domain " + std::to_string(id_)
-                                         + " (" + cfg_.name + ") is dead");
+    return make_error(ec::domain_dead, std::string(call) + ": domain " + std::to_string(id_) +
+                                         " (" + cfg_.name + ") is dead");
   if (session == 0 || session != session_.load())
-    return make_error(ec::not_attached, std::string(call) + ": session "
-                                          + std::to_string(session) + " is not attached to domain "
-                                          + std::to_string(id_));
+    return make_error(ec::not_attached, std::string(call) + ": session " + std::to_string(session) +
+                                          " is not attached to domain " + std::to_string(id_));
   return {};
 }
 
@@ -125,8 +124,8 @@ caf::error domain::respond(uint64_t session, const drv::response& rsp) {
     std::lock_guard g{orphan_mutex_};
     if (orphans_outstanding_ == 0) {
       ++responses_rejected_;
-      return make_error(ec::no_such_vcpu, "respond: no vcpu " + std::to_string(rsp.vcpu)
-                                            + " in domain " + std::to_string(id_));
+      return make_error(ec::no_such_vcpu, "respond: no vcpu " + std::to_string(rsp.vcpu) +
+                                            " in domain " + std::to_string(id_));
     }
     --orphans_outstanding_;
     ++requests_answered_;
@@ -147,9 +146,9 @@ caf::error domain::respond(uint64_t session, const drv::response& rsp) {
     if (state_ != drv::domain_state::running)
       return {};  // death took the request first
     ++responses_rejected_;
-    return make_error(ec::vcpu_not_paused, "respond: vcpu " + std::to_string(rsp.vcpu)
-                                             + " of domain " + std::to_string(id_)
-                                             + " waits for no response");
+    return make_error(ec::vcpu_not_paused, "respond: vcpu " + std::to_string(rsp.vcpu) +
+                                             " of domain " + std::to_string(id_) +
+                                             " waits for no response");
   }
   ++requests_answered_;  // this answer, and nothing else, takes the request
   auto latency = hv_.config().exit_latency;
@@ -188,8 +187,8 @@ void domain::apply_response(vcpu& v) {
   }
   // As Xen's vm_event_emulate_check, before any view switch: EMULATE acts only on a
   // mem_access answer whose echoed access still violates the VCPU's current view.
-  if ((rsp.flags & drv::flag::emulate) && rsp.reason == drv::event_reason::mem_access
-      && !allows(access_in(v.view, rsp.mem.gfn), rsp.mem.attempted))
+  if ((rsp.flags & drv::flag::emulate) && rsp.reason == drv::event_reason::mem_access &&
+      !allows(access_in(v.view, rsp.mem.gfn), rsp.mem.attempted))
     v.emulate_next = true;
   if ((rsp.flags & drv::flag::alternate_p2m) && valid_view(rsp.view))
     v.view = rsp.view;
@@ -253,8 +252,8 @@ caf::error domain::read_physical(uint64_t session, uint64_t pa, std::span<std::b
   // Page by page: what the sim wrote, code, or zeros (RAM nothing wrote).
   for (size_t done = 0; done < out.size();) {
     auto at = pa + done;
-    auto chunk = out.subspan(done, std::min<size_t>(out.size() - done,
-                                                    drv::page_size - (at & drv::page_mask)));
+    auto chunk = out.subspan(
+      done, std::min<size_t>(out.size() - done, drv::page_size - (at & drv::page_mask)));
     if (memory_.holds(drv::gfn_of(at))) {
       memory_.read(at, chunk);
     } else if (program_.is_code(drv::gfn_of(at))) {

@@ -11,12 +11,13 @@
 // memory and page tables) and calls.cpp (calling conventions: arguments, strings, stack).
 
 #include "drivers/driver.hpp"
-#include "drivers/guest_abi.hpp"
+#include "drivers/guest/guest_abi.hpp"
 #include "drivers/sim/guest.hpp"
 #include "drivers/sim/latency.hpp"
 #include "drivers/sim/program.hpp"
 #include "drivers/sim/runner.hpp"
 
+#include <pthread.h>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -24,7 +25,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <pthread.h>
 #include <string>
 #include <unordered_map>
 
@@ -34,7 +34,7 @@ struct domain_config {
   std::string name = "guest";
   uint32_t vcpus = 2;
   uint64_t memory_mib = 64;
-  uint64_t instructions_per_vcpu = 0;  ///< 0: run until the domain is destroyed
+  uint64_t instructions_per_vcpu = 0;                    ///< 0: run until the domain is destroyed
   drv::page_access code_access = drv::page_access::rwx;  ///< host-p2m access of code pages
   workload_config workload;
   /// Where callers put arguments (and so where a tool finds them at a function's entry).
@@ -65,8 +65,8 @@ struct invariants {
   uint64_t responses_rejected = 0;  ///< answers to VCPUs waiting for none
   uint64_t responses_dropped = 0;   ///< bad version: ignored, as Xen does
   bool holds() const {
-    return unanswered == 0 && paused_vcpus == 0 && pages_changed == 0 && views_left == 0
-           && requests_raised == requests_answered + answered_by_detach + dropped_by_death;
+    return unanswered == 0 && paused_vcpus == 0 && pages_changed == 0 && views_left == 0 &&
+           requests_raised == requests_answered + answered_by_detach + dropped_by_death;
   }
 };
 
@@ -109,7 +109,7 @@ class domain : public std::enable_shared_from_this<domain> {
 public:
   /// Use `hypervisor::create_domain`; fails if the workload does not fit the memory.
   static caf::expected<std::shared_ptr<domain>> make(hypervisor& hv, drv::domain_id id,
-                                                      domain_config cfg);
+                                                     domain_config cfg);
   /// Why `make` would fail for `cfg` (the workload or the guest's pages do not fit), if it
   /// would; the message does not name the domain.
   static caf::error validate(const domain_config& cfg);
@@ -191,8 +191,8 @@ private:
   static constexpr uint32_t unrecorded = ~uint32_t{0};
   struct frame {
     uint32_t return_pc = 0;
-    uint32_t bytes = 0;            // the call's stack: arguments, alignment, return address
-    uint32_t call = unrecorded;    // its entry in `calls`
+    uint32_t bytes = 0;          // the call's stack: arguments, alignment, return address
+    uint32_t call = unrecorded;  // its entry in `calls`
   };
 
   struct vcpu {

@@ -41,7 +41,8 @@ page_access domain::access_in(drv::view_id view, drv::gfn_t gfn) const {
 uint64_t domain::pages_changed_locked() const {
   auto differs = [&](drv::gfn_t gfn) {
     auto before = host_at_attach_.find(gfn);
-    return host_access(gfn) != (before == host_at_attach_.end() ? page_access::rwx : before->second);
+    return host_access(gfn) !=
+           (before == host_at_attach_.end() ? page_access::rwx : before->second);
   };
   uint64_t n = leftover_view_changes_;
   for (auto& [gfn, acc] : views_[0].entries)
@@ -64,8 +65,8 @@ caf::expected<drv::view_id> domain::create_view(uint64_t session, page_access) {
       return id;
     }
   }
-  return make_error(ec::no_such_view, "create_view: all " + std::to_string(drv::max_views - 1)
-                                        + " views are in use");
+  return make_error(ec::no_such_view,
+                    "create_view: all " + std::to_string(drv::max_views - 1) + " views are in use");
 }
 
 caf::error domain::destroy_view(uint64_t session, drv::view_id id) {
@@ -80,8 +81,8 @@ caf::error domain::destroy_view(uint64_t session, drv::view_id id) {
     return make_error(ec::no_such_view, "destroy_view: no view " + std::to_string(id));
   for (auto& v : vcpus_)
     if (v->view == id)  // as Xen counts it: a pending fast-singlestep return does not
-      return make_error(ec::view_in_use, "destroy_view: view " + std::to_string(id)
-                                           + " is in use by vcpu " + std::to_string(v->handle.id));
+      return make_error(ec::view_in_use, "destroy_view: view " + std::to_string(id) +
+                                           " is in use by vcpu " + std::to_string(v->handle.id));
   for (auto& [gfn, acc] : views_[id].entries)
     leftover_view_changes_ += acc != host_access(gfn);
   views_[id] = view_table{};
@@ -101,8 +102,8 @@ caf::error domain::switch_all(uint64_t session, drv::view_id id) {
   return {};
 }
 
-caf::error domain::get_access(uint64_t session, drv::view_id id,
-                              std::span<const drv::gfn_t> gfns, std::span<page_access> out) {
+caf::error domain::get_access(uint64_t session, drv::view_id id, std::span<const drv::gfn_t> gfns,
+                              std::span<page_access> out) {
   std::shared_lock xl{exec_};
   if (auto err = check_session(session, "get_access"))
     return err;
@@ -117,7 +118,7 @@ caf::error domain::get_access(uint64_t session, drv::view_id id,
       --reads_before_failing_;
     } else if (failing_reads_ > 0) {
       --failing_reads_;
-      return make_driver_error("get_access (injected fault)", failing_read_errno_);
+      return make_error(ec::driver_call_failed, "get_access (injected fault)", failing_read_errno_);
     }
   }
   for (size_t i = 0; i < gfns.size(); ++i) {
@@ -167,7 +168,7 @@ caf::error domain::set_access(uint64_t session, drv::view_id id,
           e->second = value;
   }
   if (failure != 0)
-    return make_driver_error("set_access (injected fault)", failure);
+    return make_error(ec::driver_call_failed, "set_access (injected fault)", failure);
   return {};
 }
 

@@ -38,19 +38,24 @@ caf::error domain::validate(const domain_config& cfg) {
 }
 
 caf::expected<std::shared_ptr<domain>> domain::make(hypervisor& hv, drv::domain_id id,
-                                                     domain_config cfg) {
+                                                    domain_config cfg) {
   auto made = prepare(cfg);
   if (!made)
-    return make_error(ec::invalid_argument, "sim domain " + cfg.name + ": " + context_of(made.error()));
+    return make_error(ec::invalid_argument,
+                      "sim domain " + cfg.name + ": " + context_of(made.error()));
   return std::make_shared<domain>(hv, id, std::move(cfg), std::move(made->code),
                                   std::move(made->guest));
 }
 
 domain::domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program code,
                guest_image guest) :
-  hv_(hv), id_(id), cfg_(std::move(cfg)),
-  max_gfn_(cfg_.memory_mib * (1024 * 1024 / drv::page_size) - 1), program_(std::move(code)),
-  layout_(std::move(guest.layout)), memory_(layout_.first_reserved_gfn, guest.pages),
+  hv_(hv),
+  id_(id),
+  cfg_(std::move(cfg)),
+  max_gfn_(cfg_.memory_mib * (1024 * 1024 / drv::page_size) - 1),
+  program_(std::move(code)),
+  layout_(std::move(guest.layout)),
+  memory_(layout_.first_reserved_gfn, guest.pages),
   strings_(make_string_pool(cfg_.workload.seed)) {
   for (unsigned i = 0; i < max_args; ++i)
     arg_at_entry_[i] = drv::arg_at_entry(cfg_.abi, i + 1);
@@ -110,7 +115,8 @@ void domain::retire(vcpu& v, const instruction& in) {
   switch (in.kind) {
     case op::call: {
       auto bytes = enter(v, in.target, gva_of(program_.at(v.pc + 1).pa));
-      v.stack.push_back({v.pc + 1, bytes, cfg_.record_calls ? uint32_t(v.calls.size() - 1) : unrecorded});
+      v.stack.push_back(
+        {v.pc + 1, bytes, cfg_.record_calls ? uint32_t(v.calls.size() - 1) : unrecorded});
       v.pc = program_.functions()[in.target].first;
       break;
     }
@@ -195,8 +201,8 @@ slice_result domain::run_slice(drv::vcpu_id id) {
     std::shared_lock xl{exec_};
     if (v.has_response.load(std::memory_order_acquire))
       apply_response(v);  // as hardware does at the VCPU's next entry
-    if (v.state == run_state::runnable && pause_count_ == 0 && events_started_
-        && state_ == drv::domain_state::running) {
+    if (v.state == run_state::runnable && pause_count_ == 0 && events_started_ &&
+        state_ == drv::domain_state::running) {
       auto now = sim_clock::now();
       if (now < v.resume_at)
         return {slice_result::not_due, v.resume_at};  // the guest thread keeps it, timed

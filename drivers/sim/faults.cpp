@@ -46,8 +46,8 @@ void domain::inject_malformed(drv::vcpu_id id, malformed_kind kind) {
     std::lock_guard vl{v.mutex};
     std::shared_lock xl{exec_};
     std::lock_guard g{orphan_mutex_};
-    if (!events_started_ || state_ != drv::domain_state::running
-        || orphans_outstanding_ >= ring_slots)
+    if (!events_started_ || state_ != drv::domain_state::running ||
+        orphans_outstanding_ >= ring_slots)
       return;
     ++orphans_outstanding_;
     ++requests_raised_;

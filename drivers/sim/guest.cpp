@@ -12,7 +12,8 @@ namespace vmitap::sim {
 namespace pte = drv::pte;
 
 guest_memory::guest_memory(drv::gfn_t first, std::span<const page_image> pages) :
-  first_(first), count_(pages.size()),
+  first_(first),
+  count_(pages.size()),
   words_(std::make_unique<std::atomic<uint64_t>[]>(pages.size() * page_words)) {
   for (size_t p = 0; p < pages.size(); ++p)
     for (size_t w = 0; w < page_words; ++w)
@@ -205,8 +206,8 @@ caf::expected<guest_image> build_guest(const domain_config& cfg, const program& 
   auto need = worst_stack(code, layout.signatures, cfg.abi);
   layout.max_call_depth = need.frames;
   // The root's caller (rsp 8 below the top) and some slack.
-  auto stack_pages = std::max<uint64_t>(min_stack_pages, (need.bytes + 8 + 256 + drv::page_mask)
-                                                           / drv::page_size);
+  auto stack_pages =
+    std::max<uint64_t>(min_stack_pages, (need.bytes + 8 + 256 + drv::page_mask) / drv::page_size);
   layout.linear_bytes = std::min(cfg.memory_mib << 20, max_linear_bytes);
   auto top = drv::gfn_of(layout.linear_bytes) - 1;  // reserved pages must be in the linear map
 
@@ -219,11 +220,14 @@ caf::expected<guest_image> build_guest(const domain_config& cfg, const program& 
   if (top <= last_data || top - last_data < dry.used()) {
     auto need_mib = (drv::pa_of(last_data + 1 + dry.used()) + (1 << 20) - 1) >> 20;
     return make_error(ec::invalid_argument,
-                      "sim guest: page tables, stacks and string buffers need "
-                        + std::to_string(dry.used()) + " pages at the top of guest memory, above"
-                        " the code and data (which end at gfn " + std::to_string(last_data)
-                        + "): " + std::to_string(need_mib) + " MiB of guest memory, the domain"
-                        " has " + std::to_string(cfg.memory_mib) + " MiB");
+                      "sim guest: page tables, stacks and string buffers need " +
+                        std::to_string(dry.used()) +
+                        " pages at the top of guest memory, above"
+                        " the code and data (which end at gfn " +
+                        std::to_string(last_data) + "): " + std::to_string(need_mib) +
+                        " MiB of guest memory, the domain"
+                        " has " +
+                        std::to_string(cfg.memory_mib) + " MiB");
   }
   table_builder b{top};
   lay_out(cfg, stack_pages, b, layout);

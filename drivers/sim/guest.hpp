@@ -5,7 +5,7 @@
 // linear map, shared by every process, and each process's own user half), each function's
 // signature, and the ground truth of the calls the VCPUs set up (guest.cpp, calls.cpp).
 
-#include "drivers/guest_abi.hpp"
+#include "drivers/guest/guest_abi.hpp"
 #include "drivers/sim/program.hpp"
 
 #include <array>
@@ -122,7 +122,7 @@ private:
 inline constexpr uint64_t user_strings_base = 0x0000'7ffd'8000'0000ULL;  ///< the not-present page
 inline constexpr uint64_t user_stack_top = 0x0000'7ffd'ff00'0000ULL;
 inline constexpr uint64_t user_slot_stride = 0x10000;  ///< between string buffers
-inline constexpr unsigned string_pages = 4;             ///< per VCPU, used as a ring
+inline constexpr unsigned string_pages = 4;            ///< per VCPU, used as a ring
 inline constexpr unsigned min_stack_pages = 4;
 /// The kernel's linear map ends at the top of the address space: RAM beyond it is unmapped.
 inline constexpr uint64_t max_linear_bytes = 0 - kernel_base;  // 2 GiB
@@ -135,9 +135,9 @@ struct process_layout {
 struct vcpu_layout {
   uint32_t process = 0;  ///< VCPU i runs in process i % processes
   uint64_t stack_low = 0;
-  uint64_t stack_top = 0;               ///< [stack_low, stack_top) is mapped
-  std::vector<drv::gfn_t> stack_gfns;   ///< [i] backs stack_low + i pages
-  uint64_t strings_va = 0;              ///< its user string buffer
+  uint64_t stack_top = 0;              ///< [stack_low, stack_top) is mapped
+  std::vector<drv::gfn_t> stack_gfns;  ///< [i] backs stack_low + i pages
+  uint64_t strings_va = 0;             ///< its user string buffer
   std::array<drv::gfn_t, string_pages> string_gfns{};
   drv::gfn_t kernel_strings_gfn = 0;  ///< its kernel string page, at gva_of(pa) (2 MiB pages)
 };

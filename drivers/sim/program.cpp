@@ -19,8 +19,8 @@ constexpr drv::gfn_t data_alignment = 16;  // pages
 }  // namespace
 
 caf::expected<program> program::generate(const workload_config& cfg, drv::gfn_t max_gfn) {
-  if (cfg.functions == 0 || cfg.min_function_length < 2
-      || cfg.max_function_length < cfg.min_function_length)
+  if (cfg.functions == 0 || cfg.min_function_length < 2 ||
+      cfg.max_function_length < cfg.min_function_length)
     return make_error(ec::invalid_argument,
                       "sim workload: need functions >= 1 and 2 <= min <= max length");
   program p;
@@ -29,14 +29,14 @@ caf::expected<program> program::generate(const workload_config& cfg, drv::gfn_t 
   // The data pages follow the code; their addresses are drawn before the code is complete,
   // so place them where the code cannot reach: after the largest code this config can make.
   auto max_code_bytes = uint64_t(cfg.functions) * (cfg.max_function_length * 15 + 16);
-  auto data_base = (cfg.code_base_gfn + drv::gfn_of(max_code_bytes) + 1 + data_alignment - 1)
-                   / data_alignment * data_alignment;
+  auto data_base = (cfg.code_base_gfn + drv::gfn_of(max_code_bytes) + 1 + data_alignment - 1) /
+                   data_alignment * data_alignment;
   uint64_t pa = drv::pa_of(cfg.code_base_gfn);
   auto data_page = [&](uint64_t k) { return drv::pa_of(data_base + k % data_pages); };
   for (uint32_t f = 0; f < cfg.functions; ++f) {
     pa = (pa + 15) & ~uint64_t{15};  // functions start 16-byte aligned
-    auto len = cfg.min_function_length
-               + uint32_t(r.below(cfg.max_function_length - cfg.min_function_length + 1));
+    auto len = cfg.min_function_length +
+               uint32_t(r.below(cfg.max_function_length - cfg.min_function_length + 1));
     function fn{uint32_t(p.instructions_.size()), len, 0};
     for (uint32_t i = 0; i < len; ++i) {
       instruction in;
@@ -76,9 +76,9 @@ caf::expected<program> program::generate(const workload_config& cfg, drv::gfn_t 
   if (p.last_data_gfn_ > max_gfn) {
     auto need_mib = (drv::pa_of(p.last_data_gfn_ + 1) + (1 << 20) - 1) >> 20;
     return make_error(ec::invalid_argument,
-                      "sim workload: code and data need " + std::to_string(need_mib)
-                        + " MiB of guest memory, the domain has "
-                        + std::to_string(drv::pa_of(max_gfn + 1) >> 20) + " MiB");
+                      "sim workload: code and data need " + std::to_string(need_mib) +
+                        " MiB of guest memory, the domain has " +
+                        std::to_string(drv::pa_of(max_gfn + 1) >> 20) + " MiB");
   }
   double sum = 0;
   for (uint32_t f = 0; f < cfg.functions; ++f)

@@ -51,7 +51,9 @@ struct function {
 /// Guest virtual address of a guest physical one: the kernel's linear map (guest.hpp), which
 /// covers RAM up to 2 GiB.
 inline constexpr uint64_t kernel_base = 0xffffffff80000000ULL;
-constexpr uint64_t gva_of(uint64_t pa) { return kernel_base + pa; }
+constexpr uint64_t gva_of(uint64_t pa) {
+  return kernel_base + pa;
+}
 
 class program {
 public:

@@ -2,8 +2,8 @@
 
 #include "drivers/sim/domain.hpp"
 
-#include <ctime>
 #include <sys/prctl.h>
+#include <ctime>
 
 namespace vmitap::sim {
 
@@ -24,9 +24,7 @@ runner::runner(std::chrono::nanoseconds spin, bool threaded) : spin_(spin) {
 
 runner::~runner() {
   stop_ = true;
-  {
-    std::lock_guard g{mutex_};
-  }
+  { std::lock_guard g{mutex_}; }
   wake_.notify_all();
   if (thread_.joinable())
     thread_.join();
@@ -34,7 +32,7 @@ runner::~runner() {
 
 void runner::wake(vcpu_handle* vcpu) {
   inbox_.push(vcpu);
-  if (sleeping_.load()) {  // seq_cst, as loop()'s store: one of us sees the other
+  if (sleeping_.load()) {           // seq_cst, as loop()'s store: one of us sees the other
     { std::lock_guard g{mutex_}; }  // the sleeper is in wait() or has not checked yet
     wake_.notify_one();
   }

@@ -5,9 +5,9 @@
 #include <cerrno>
 #include "drivers/sim/queues.hpp"
 
-#include <thread>
 #include <sys/eventfd.h>
 #include <unistd.h>
+#include <thread>
 
 namespace vmitap::sim {
 
@@ -19,9 +19,11 @@ namespace {
 class sim_ring final : public drv::event_ring {
 public:
   sim_ring(std::shared_ptr<domain> d, uint64_t session) :
-    domain_(std::move(d)), session_(session),
+    domain_(std::move(d)),
+    session_(session),
     // Each VCPU has at most one request out, plus the out-of-range ones: it never fills.
-    queue_(domain_->info().vcpus + 9), fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+    queue_(domain_->info().vcpus + 9),
+    fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
   ~sim_ring() override {
     if (fd_ >= 0)
       close(fd_);
@@ -32,7 +34,7 @@ public:
   /// Guest thread: a request was raised.
   void push(const drv::event& ev) {
     while (!queue_.push(ev))
-      std::this_thread::yield();  // cannot happen while the bound holds; never lose one
+      std::this_thread::yield();   // cannot happen while the bound holds; never lose one
     if (armed_.exchange(false)) {  // seq_cst, as arm()'s store: one of us sees the other
       uint64_t one = 1;
       [[maybe_unused]] auto n = write(fd_, &one, sizeof one);  // cannot fill: it is drained
@@ -84,7 +86,8 @@ private:
 /// A monitoring session: forwards to the domain, which applies the sim's semantics.
 class sim_session final : public drv::domain_session {
 public:
-  sim_session(std::shared_ptr<domain> d, uint64_t serial) : domain_(std::move(d)), serial_(serial) {}
+  sim_session(std::shared_ptr<domain> d, uint64_t serial) :
+    domain_(std::move(d)), serial_(serial) {}
   ~sim_session() override { domain_->detach(serial_); }  // a no-op once detached or replaced
 
   drv::domain_info info() const override { return domain_->info(); }
@@ -108,7 +111,7 @@ public:
       return ring_.get();
     auto ring = std::make_unique<sim_ring>(domain_, serial_);
     if (!ring->usable())
-      return make_driver_error("eventfd", errno);
+      return make_error(ec::driver_call_failed, "eventfd", errno);
     auto* r = ring.get();
     if (auto err = domain_->start_events(serial_, [r](const drv::event& ev) { r->push(ev); }))
       return err;

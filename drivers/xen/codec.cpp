@@ -31,39 +31,103 @@ void set_segment(vm_event_x86_selector_reg& r, uint16_t& sel, const drv::segment
 
 drv::registers registers_of(const vm_event_regs_x86& x) {
   drv::registers r;
-  r.rax = x.rax; r.rcx = x.rcx; r.rdx = x.rdx; r.rbx = x.rbx;
-  r.rsp = x.rsp; r.rbp = x.rbp; r.rsi = x.rsi; r.rdi = x.rdi;
-  r.r8 = x.r8; r.r9 = x.r9; r.r10 = x.r10; r.r11 = x.r11;
-  r.r12 = x.r12; r.r13 = x.r13; r.r14 = x.r14; r.r15 = x.r15;
-  r.rflags = x.rflags; r.dr6 = x.dr6; r.dr7 = x.dr7; r.rip = x.rip;
-  r.cr0 = x.cr0; r.cr2 = x.cr2; r.cr3 = x.cr3; r.cr4 = x.cr4;
-  r.sysenter_cs = x.sysenter_cs; r.sysenter_esp = x.sysenter_esp; r.sysenter_eip = x.sysenter_eip;
-  r.msr_efer = x.msr_efer; r.msr_star = x.msr_star; r.msr_lstar = x.msr_lstar;
-  r.gdtr_base = x.gdtr_base; r.npt_base = x.npt_base; r.vmtrace_pos = x.vmtrace_pos;
-  r.cs_base = x.cs_base; r.ss_base = x.ss_base; r.ds_base = x.ds_base; r.es_base = x.es_base;
-  r.fs_base = x.fs_base; r.gs_base = x.gs_base; r.shadow_gs = x.shadow_gs;
-  r.cs = segment_of(x.cs, x.cs_sel); r.ss = segment_of(x.ss, x.ss_sel);
-  r.ds = segment_of(x.ds, x.ds_sel); r.es = segment_of(x.es, x.es_sel);
-  r.fs = segment_of(x.fs, x.fs_sel); r.gs = segment_of(x.gs, x.gs_sel);
+  r.rax = x.rax;
+  r.rcx = x.rcx;
+  r.rdx = x.rdx;
+  r.rbx = x.rbx;
+  r.rsp = x.rsp;
+  r.rbp = x.rbp;
+  r.rsi = x.rsi;
+  r.rdi = x.rdi;
+  r.r8 = x.r8;
+  r.r9 = x.r9;
+  r.r10 = x.r10;
+  r.r11 = x.r11;
+  r.r12 = x.r12;
+  r.r13 = x.r13;
+  r.r14 = x.r14;
+  r.r15 = x.r15;
+  r.rflags = x.rflags;
+  r.dr6 = x.dr6;
+  r.dr7 = x.dr7;
+  r.rip = x.rip;
+  r.cr0 = x.cr0;
+  r.cr2 = x.cr2;
+  r.cr3 = x.cr3;
+  r.cr4 = x.cr4;
+  r.sysenter_cs = x.sysenter_cs;
+  r.sysenter_esp = x.sysenter_esp;
+  r.sysenter_eip = x.sysenter_eip;
+  r.msr_efer = x.msr_efer;
+  r.msr_star = x.msr_star;
+  r.msr_lstar = x.msr_lstar;
+  r.gdtr_base = x.gdtr_base;
+  r.npt_base = x.npt_base;
+  r.vmtrace_pos = x.vmtrace_pos;
+  r.cs_base = x.cs_base;
+  r.ss_base = x.ss_base;
+  r.ds_base = x.ds_base;
+  r.es_base = x.es_base;
+  r.fs_base = x.fs_base;
+  r.gs_base = x.gs_base;
+  r.shadow_gs = x.shadow_gs;
+  r.cs = segment_of(x.cs, x.cs_sel);
+  r.ss = segment_of(x.ss, x.ss_sel);
+  r.ds = segment_of(x.ds, x.ds_sel);
+  r.es = segment_of(x.es, x.es_sel);
+  r.fs = segment_of(x.fs, x.fs_sel);
+  r.gs = segment_of(x.gs, x.gs_sel);
   r.gdtr_limit = x.gdtr_limit;
   return r;
 }
 
 void set_registers(vm_event_regs_x86& x, const drv::registers& r) {
-  x.rax = r.rax; x.rcx = r.rcx; x.rdx = r.rdx; x.rbx = r.rbx;
-  x.rsp = r.rsp; x.rbp = r.rbp; x.rsi = r.rsi; x.rdi = r.rdi;
-  x.r8 = r.r8; x.r9 = r.r9; x.r10 = r.r10; x.r11 = r.r11;
-  x.r12 = r.r12; x.r13 = r.r13; x.r14 = r.r14; x.r15 = r.r15;
-  x.rflags = r.rflags; x.dr6 = r.dr6; x.dr7 = r.dr7; x.rip = r.rip;
-  x.cr0 = r.cr0; x.cr2 = r.cr2; x.cr3 = r.cr3; x.cr4 = r.cr4;
-  x.sysenter_cs = r.sysenter_cs; x.sysenter_esp = r.sysenter_esp; x.sysenter_eip = r.sysenter_eip;
-  x.msr_efer = r.msr_efer; x.msr_star = r.msr_star; x.msr_lstar = r.msr_lstar;
-  x.gdtr_base = r.gdtr_base; x.npt_base = r.npt_base; x.vmtrace_pos = r.vmtrace_pos;
-  x.cs_base = r.cs_base; x.ss_base = r.ss_base; x.ds_base = r.ds_base; x.es_base = r.es_base;
-  x.fs_base = r.fs_base; x.gs_base = r.gs_base; x.shadow_gs = r.shadow_gs;
-  set_segment(x.cs, x.cs_sel, r.cs); set_segment(x.ss, x.ss_sel, r.ss);
-  set_segment(x.ds, x.ds_sel, r.ds); set_segment(x.es, x.es_sel, r.es);
-  set_segment(x.fs, x.fs_sel, r.fs); set_segment(x.gs, x.gs_sel, r.gs);
+  x.rax = r.rax;
+  x.rcx = r.rcx;
+  x.rdx = r.rdx;
+  x.rbx = r.rbx;
+  x.rsp = r.rsp;
+  x.rbp = r.rbp;
+  x.rsi = r.rsi;
+  x.rdi = r.rdi;
+  x.r8 = r.r8;
+  x.r9 = r.r9;
+  x.r10 = r.r10;
+  x.r11 = r.r11;
+  x.r12 = r.r12;
+  x.r13 = r.r13;
+  x.r14 = r.r14;
+  x.r15 = r.r15;
+  x.rflags = r.rflags;
+  x.dr6 = r.dr6;
+  x.dr7 = r.dr7;
+  x.rip = r.rip;
+  x.cr0 = r.cr0;
+  x.cr2 = r.cr2;
+  x.cr3 = r.cr3;
+  x.cr4 = r.cr4;
+  x.sysenter_cs = r.sysenter_cs;
+  x.sysenter_esp = r.sysenter_esp;
+  x.sysenter_eip = r.sysenter_eip;
+  x.msr_efer = r.msr_efer;
+  x.msr_star = r.msr_star;
+  x.msr_lstar = r.msr_lstar;
+  x.gdtr_base = r.gdtr_base;
+  x.npt_base = r.npt_base;
+  x.vmtrace_pos = r.vmtrace_pos;
+  x.cs_base = r.cs_base;
+  x.ss_base = r.ss_base;
+  x.ds_base = r.ds_base;
+  x.es_base = r.es_base;
+  x.fs_base = r.fs_base;
+  x.gs_base = r.gs_base;
+  x.shadow_gs = r.shadow_gs;
+  set_segment(x.cs, x.cs_sel, r.cs);
+  set_segment(x.ss, x.ss_sel, r.ss);
+  set_segment(x.ds, x.ds_sel, r.ds);
+  set_segment(x.es, x.es_sel, r.es);
+  set_segment(x.fs, x.fs_sel, r.fs);
+  set_segment(x.gs, x.gs_sel, r.gs);
   x.gdtr_limit = r.gdtr_limit;
 }
 
@@ -102,8 +166,10 @@ void to_response(const drv::response& rsp, vm_event_response_t& out) {
   out.u.mem_access.gfn = rsp.mem.gfn;
   out.u.mem_access.offset = rsp.mem.offset;
   out.u.mem_access.gla = rsp.mem.gla;
-  out.u.mem_access.flags = uint32_t(rsp.mem.attempted) | (rsp.mem.gla_valid ? MEM_ACCESS_GLA_VALID : 0);
-  if ((rsp.flags & VM_EVENT_FLAG_FAST_SINGLESTEP) && !(rsp.flags & VM_EVENT_FLAG_TOGGLE_SINGLESTEP)) {
+  out.u.mem_access.flags =
+    uint32_t(rsp.mem.attempted) | (rsp.mem.gla_valid ? MEM_ACCESS_GLA_VALID : 0);
+  if ((rsp.flags & VM_EVENT_FLAG_FAST_SINGLESTEP) &&
+      !(rsp.flags & VM_EVENT_FLAG_TOGGLE_SINGLESTEP)) {
     out.flags &= ~uint32_t(VM_EVENT_FLAG_EMULATE);  // never both: p2midx overlays the echo
     out.u.fast_singlestep.p2midx = rsp.fast_return_view;
   }
@@ -123,7 +189,8 @@ void to_request(const drv::event& ev, vm_event_request_t& out) {
     out.u.mem_access.gfn = ev.mem.gfn;
     out.u.mem_access.offset = ev.mem.offset;
     out.u.mem_access.gla = ev.mem.gla;
-    out.u.mem_access.flags = uint32_t(ev.mem.attempted) | (ev.mem.gla_valid ? MEM_ACCESS_GLA_VALID : 0);
+    out.u.mem_access.flags =
+      uint32_t(ev.mem.attempted) | (ev.mem.gla_valid ? MEM_ACCESS_GLA_VALID : 0);
   }
   set_registers(out.data.regs.x86, ev.regs);
 }

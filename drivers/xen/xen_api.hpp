@@ -42,14 +42,16 @@ struct xen_api {
   int (*xenevtchn_close)(xenevtchn_handle*);
   int (*xenevtchn_fd)(xenevtchn_handle*);
   int (*xenevtchn_notify)(xenevtchn_handle*, evtchn_port_t);
-  xenevtchn_port_or_error_t (*xenevtchn_bind_interdomain)(xenevtchn_handle*, uint32_t, evtchn_port_t);
+  xenevtchn_port_or_error_t (*xenevtchn_bind_interdomain)(xenevtchn_handle*, uint32_t,
+                                                          evtchn_port_t);
   int (*xenevtchn_unbind)(xenevtchn_handle*, evtchn_port_t);
   xenevtchn_port_or_error_t (*xenevtchn_pending)(xenevtchn_handle*);
   int (*xenevtchn_unmask)(xenevtchn_handle*, evtchn_port_t);
   // xenforeignmemory
   xenforeignmemory_handle* (*xenforeignmemory_open)(xentoollog_logger*, unsigned);
   int (*xenforeignmemory_close)(xenforeignmemory_handle*);
-  void* (*xenforeignmemory_map)(xenforeignmemory_handle*, uint32_t, int, size_t, const xen_pfn_t*, int*);
+  void* (*xenforeignmemory_map)(xenforeignmemory_handle*, uint32_t, int, size_t, const xen_pfn_t*,
+                                int*);
   int (*xenforeignmemory_unmap)(xenforeignmemory_handle*, void*, size_t);
   // xenstore
   struct xs_handle* (*xs_open)(unsigned long);

@@ -4,12 +4,12 @@
 #include "drivers/xen/xen_host.hpp"
 #include "drivers/xen/xen_session.hpp"
 
-#include <cerrno>
-#include <cstring>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <thread>
 #include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#include <thread>
 
 namespace vmitap::xen {
 
@@ -21,8 +21,9 @@ drv::capabilities capabilities_of(int major, int minor, const std::string& extra
   // The fix that keeps fast singlestep's state is in 4.17.4 and in 4.19.
   if (major > 4 || (major == 4 && minor >= 19) || (major == 4 && minor == 17 && patch >= 4))
     return {true, {}};
-  return {false, "Xen " + version + " may lose fast singlestep's state (fixed in 4.17.4 and 4.19); "
-                 "set step = \"fast\" to use it anyway"};
+  return {false, "Xen " + version +
+                   " may lose fast singlestep's state (fixed in 4.17.4 and 4.19); "
+                   "set step = \"fast\" to use it anyway"};
 }
 
 namespace {
@@ -32,10 +33,11 @@ namespace {
 drv::capabilities running_version(const xen_api& api, xc_interface* xch) {
   auto unknown = [](const char* call) {
     int err = errno;
-    return drv::capabilities{false, std::string(call) + ": " + std::strerror(err) + " (errno "
-                                      + std::to_string(err) + "): Xen's version is unknown, so "
-                                        "fast singlestep is not relied on; set step = \"fast\" "
-                                        "to use it anyway"};
+    return drv::capabilities{false, std::string(call) + ": " + std::strerror(err) + " (errno " +
+                                      std::to_string(err) +
+                                      "): Xen's version is unknown, so "
+                                      "fast singlestep is not relied on; set step = \"fast\" "
+                                      "to use it anyway"};
   };
   int version = api.xc_version(xch, XENVER_version, nullptr);
   if (version < 0)
@@ -59,7 +61,7 @@ public:
     std::vector<xc_domaininfo_t> infos(1024);
     int n = host_->api.xc_domain_getinfolist(host_->xch, 0, unsigned(infos.size()), infos.data());
     if (n < 0)
-      return make_driver_error("xc_domain_getinfolist", errno);
+      return make_error(ec::driver_call_failed, "xc_domain_getinfolist", errno);
     std::vector<drv::domain_info> out;
     for (int i = 0; i < n; ++i)
       if (infos[i].domain != 0)  // dom0 is where vmitap runs: never a guest to monitor
@@ -71,12 +73,13 @@ public:
     unwatch();
     auto* xsh = host_->api.xs_open(0);
     if (!xsh)
-      return make_driver_error("xs_open", errno);
+      return make_error(ec::driver_call_failed, "xs_open", errno);
     auto& api = host_->api;
-    if (!api.xs_watch(xsh, "@introduceDomain", "vmitap") || !api.xs_watch(xsh, "@releaseDomain", "vmitap")) {
+    if (!api.xs_watch(xsh, "@introduceDomain", "vmitap") ||
+        !api.xs_watch(xsh, "@releaseDomain", "vmitap")) {
       int err = errno;
       api.xs_close(xsh);
-      return make_driver_error("xs_watch", err);
+      return make_error(ec::driver_call_failed, "xs_watch", err);
     }
     stop_fd_ = eventfd(0, EFD_CLOEXEC);
     auto known = list_domains();
@@ -109,7 +112,8 @@ public:
 private:
   /// xenstore fires a watch once when it is set and whenever a domain is introduced or
   /// released, without saying which: rescan and compare.
-  void watch_loop(struct xs_handle* xsh, const std::function<void(const drv::domain_change&)>& on_change,
+  void watch_loop(struct xs_handle* xsh,
+                  const std::function<void(const drv::domain_change&)>& on_change,
                   std::map<drv::domain_id, drv::domain_info>& seen) {
     auto& api = host_->api;
     pollfd fds[2] = {{api.xs_fileno(xsh), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
@@ -150,25 +154,26 @@ private:
 caf::expected<std::shared_ptr<drv::driver>> open_xen_driver(const xen_api& api) {
   auto host = std::make_shared<xen_host>(api);
   // Xen's libraries log to stderr themselves unless given a logger: give a quiet one.
-  host->logger = reinterpret_cast<xentoollog_logger*>(
-    api.xtl_createlogger_stdiostream(stderr, XTL_CRITICAL, 0));
+  host->logger =
+    reinterpret_cast<xentoollog_logger*>(api.xtl_createlogger_stdiostream(stderr, XTL_CRITICAL, 0));
   host->xch = api.xc_interface_open(host->logger, host->logger, 0);
   if (!host->xch) {
     int err = errno;
     if (err == ENOENT)
-      return make_error(ec::no_hypervisor, "no Xen hypervisor here: /dev/xen/privcmd missing ("
-                                             + std::string(std::strerror(err)) + ", errno "
-                                             + std::to_string(err) + ")");
+      return make_error(ec::no_hypervisor, "no Xen hypervisor here: /dev/xen/privcmd missing (" +
+                                             std::string(std::strerror(err)) + ", errno " +
+                                             std::to_string(err) + ")");
     if (err == EACCES || err == EPERM)
-      return make_error(ec::no_hypervisor, "Xen: /dev/xen/privcmd: " + std::string(std::strerror(err))
-                                             + " (errno " + std::to_string(err) + "): run vmitap as root in dom0");
-    return make_driver_error("xc_interface_open", err);
+      return make_error(ec::no_hypervisor,
+                        "Xen: /dev/xen/privcmd: " + std::string(std::strerror(err)) + " (errno " +
+                          std::to_string(err) + "): run vmitap as root in dom0");
+    return make_error(ec::driver_call_failed, "xc_interface_open", err);
   }
   host->xsh = api.xs_open(0);
   if (!host->xsh)
-    return make_error(ec::no_hypervisor, "xs_open: xenstored is not reachable ("
-                                           + std::string(std::strerror(errno)) + ", errno "
-                                           + std::to_string(errno) + ")");
+    return make_error(ec::no_hypervisor, "xs_open: xenstored is not reachable (" +
+                                           std::string(std::strerror(errno)) + ", errno " +
+                                           std::to_string(errno) + ")");
   host->caps = running_version(api, host->xch);
   return std::shared_ptr<drv::driver>(std::make_shared<xen_driver>(host));
 }

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdio>
 
+// In this order: the public Xen headers need xenctrl.h's definitions first.
+// clang-format off
 extern "C" {
 #include <xenctrl.h>
 #include <xenevtchn.h>
@@ -15,3 +17,4 @@ extern "C" {
 #include <xentoollog.h>
 #include <xen/vm_event.h>
 }
+// clang-format on

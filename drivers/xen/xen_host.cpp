@@ -42,7 +42,7 @@ drv::domain_info xen_host::info_of(const xc_domaininfo_t& d) const {
   out.id = d.domain;
   out.name = name_of(d.domain);
   out.vcpus = d.max_vcpu_id + 1;
-  out.state = (d.flags & XEN_DOMINF_dying)    ? drv::domain_state::dying
+  out.state = (d.flags & XEN_DOMINF_dying)      ? drv::domain_state::dying
               : (d.flags & XEN_DOMINF_shutdown) ? drv::domain_state::dying
               : (d.flags & XEN_DOMINF_paused)   ? drv::domain_state::paused
                                                 : drv::domain_state::running;
@@ -53,9 +53,9 @@ drv::domain_info xen_host::info_of(const xc_domaininfo_t& d) const {
 caf::error call_error(const xen_host& host, drv::domain_id id, const char* call, int err) {
   auto d = host.domain(id);
   if (!d || (d->flags & (XEN_DOMINF_dying | XEN_DOMINF_shutdown)))
-    return make_error(ec::domain_dead, std::string(call) + ": domain " + std::to_string(id)
-                                         + " is dying or gone");
-  return make_driver_error(call, err);
+    return make_error(ec::domain_dead,
+                      std::string(call) + ": domain " + std::to_string(id) + " is dying or gone");
+  return make_error(ec::driver_call_failed, call, err);
 }
 
 }  // namespace vmitap::xen

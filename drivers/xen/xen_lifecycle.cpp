@@ -21,8 +21,8 @@ caf::expected<std::unique_ptr<xen_session>> xen_session::attach(std::shared_ptr<
   {
     std::lock_guard g{host->mutex};
     if (host->attached.count(id))
-      return make_error(ec::already_attached, "domain " + std::to_string(id)
-                                                + " is already monitored by this vmitap");
+      return make_error(ec::already_attached,
+                        "domain " + std::to_string(id) + " is already monitored by this vmitap");
     serial = host->next_serial++;
     host->attached[id] = serial;
   }
@@ -41,19 +41,23 @@ caf::expected<std::unique_ptr<xen_session>> xen_session::attach(std::shared_ptr<
   // 1. The domain: HVM with hardware-assisted paging.
   auto d = host->domain(id);
   if (!d)
-    return failed(make_error(ec::no_such_domain, "xc_domain_getinfolist: no domain " + std::to_string(id)));
+    return failed(
+      make_error(ec::no_such_domain, "xc_domain_getinfolist: no domain " + std::to_string(id)));
   if (d->flags & (XEN_DOMINF_dying | XEN_DOMINF_shutdown))
-    return failed(make_error(ec::domain_dead, "domain " + std::to_string(id) + " is shutting down"));
+    return failed(
+      make_error(ec::domain_dead, "domain " + std::to_string(id) + " is shutting down"));
   if (!(d->flags & XEN_DOMINF_hvm_guest) || !(d->flags & XEN_DOMINF_hap))
-    return failed(make_error(ec::incompatible_hypervisor,
-                             "domain " + std::to_string(id) + " is not an HVM/PVH guest with "
-                             "hardware-assisted paging: altp2m needs both"));
+    return failed(
+      make_error(ec::incompatible_hypervisor, "domain " + std::to_string(id) +
+                                                " is not an HVM/PVH guest with "
+                                                "hardware-assisted paging: altp2m needs both"));
   s->info_ = host->info_of(*d);
   // 2. The interface version.
   if (auto v = api.xc_vm_event_get_version(xch); v != VM_EVENT_INTERFACE_VERSION)
     return failed(make_error(ec::incompatible_hypervisor,
-                             "xc_vm_event_get_version: Xen speaks vm_event version " + std::to_string(v)
-                               + ", vmitap version " + std::to_string(VM_EVENT_INTERFACE_VERSION)));
+                             "xc_vm_event_get_version: Xen speaks vm_event version " +
+                               std::to_string(v) + ", vmitap version " +
+                               std::to_string(VM_EVENT_INTERFACE_VERSION)));
   // 3. Capabilities: singlestep events need MTF (Intel VT-x).
   uint32_t caps = 0;
   if (api.xc_monitor_get_capabilities(xch, id, &caps) != 0)
@@ -73,12 +77,18 @@ caf::expected<std::unique_ptr<xen_session>> xen_session::attach(std::shared_ptr<
   // Handles of this session: events (one poller per handle) and guest memory.
   s->xce_ = api.xenevtchn_open(host->logger, 0);
   if (!s->xce_)
-    return failed(make_driver_error("xenevtchn_open", errno));
-  s->undo_.push_back([sp = s.get()] { sp->api_.xenevtchn_close(sp->xce_); sp->xce_ = nullptr; });
+    return failed(make_error(ec::driver_call_failed, "xenevtchn_open", errno));
+  s->undo_.push_back([sp = s.get()] {
+    sp->api_.xenevtchn_close(sp->xce_);
+    sp->xce_ = nullptr;
+  });
   s->xfm_ = api.xenforeignmemory_open(host->logger, 0);
   if (!s->xfm_)
-    return failed(make_driver_error("xenforeignmemory_open", errno));
-  s->undo_.push_back([sp = s.get()] { sp->api_.xenforeignmemory_close(sp->xfm_); sp->xfm_ = nullptr; });
+    return failed(make_error(ec::driver_call_failed, "xenforeignmemory_open", errno));
+  s->undo_.push_back([sp = s.get()] {
+    sp->api_.xenforeignmemory_close(sp->xfm_);
+    sp->xfm_ = nullptr;
+  });
   // 6. The monitor ring.
   uint32_t remote_port = 0;
   s->ring_page_ = api.xc_monitor_enable(xch, id, &remote_port);
@@ -88,9 +98,10 @@ caf::expected<std::unique_ptr<xen_session>> xen_session::attach(std::shared_ptr<
       return failed(make_error(
         ec::another_monitor,
         "xc_monitor_enable: another monitor (xen-access, DRAKVUF, LibVMI, or a crashed vmitap) "
-        "is attached to domain " + std::to_string(id) + "; if nothing runs, `xen-access " + std::to_string(id)
-          + " ...` or a tool calling xc_monitor_disable clears it (VCPUs with an unanswered request "
-            "stay paused until then)"));
+        "is attached to domain " +
+          std::to_string(id) + "; if nothing runs, `xen-access " + std::to_string(id) +
+          " ...` or a tool calling xc_monitor_disable clears it (VCPUs with an unanswered request "
+          "stay paused until then)"));
     return failed(s->fail("xc_monitor_enable", err));
   }
   s->undo_.push_back([sp = s.get()] {
@@ -105,19 +116,21 @@ caf::expected<std::unique_ptr<xen_session>> xen_session::attach(std::shared_ptr<
   s->local_port_ = evtchn_port_t(local);
   s->undo_.push_back([sp = s.get()] { sp->api_.xenevtchn_unbind(sp->xce_, sp->local_port_); });
   // 8. Ring init (ours: Xen's side is ready since enable).
-  s->ring_ = std::make_unique<xen_ring>(api, s->xce_, s->local_port_, s->ring_page_, s->info_.vcpus);
+  s->ring_ =
+    std::make_unique<xen_ring>(api, s->xce_, s->local_port_, s->ring_page_, s->info_.vcpus);
   // 9. altp2m: external mode if unset, then on; remember whether vmitap turned it on.
   uint64_t mode = 0;
   if (api.xc_hvm_param_get(xch, id, HVM_PARAM_ALTP2M, &mode) != 0)
     return failed(s->fail("xc_hvm_param_get(HVM_PARAM_ALTP2M)", errno));
-  if (mode == XEN_ALTP2M_disabled
-      && api.xc_hvm_param_set(xch, id, HVM_PARAM_ALTP2M, XEN_ALTP2M_external) != 0 && errno != EEXIST)
+  if (mode == XEN_ALTP2M_disabled &&
+      api.xc_hvm_param_set(xch, id, HVM_PARAM_ALTP2M, XEN_ALTP2M_external) != 0 && errno != EEXIST)
     return failed(s->fail("xc_hvm_param_set(HVM_PARAM_ALTP2M, external)", errno));
   auto altp2m_error = [&](const char* call, int err) {
     if (err == EOPNOTSUPP)
       return make_error(ec::incompatible_hypervisor,
-                        std::string(call) + ": altp2m is not available (boot Xen with altp2m=1 on "
-                                            "an Intel CPU with EPT; the guest needs altp2m = \"external\")");
+                        std::string(call) +
+                          ": altp2m is not available (boot Xen with altp2m=1 on "
+                          "an Intel CPU with EPT; the guest needs altp2m = \"external\")");
     return s->fail(call, err);
   };
   bool active = false;
@@ -127,12 +140,14 @@ caf::expected<std::unique_ptr<xen_session>> xen_session::attach(std::shared_ptr<
     if (api.xc_altp2m_set_domain_state(xch, id, true) != 0)
       return failed(altp2m_error("xc_altp2m_set_domain_state", errno));
     s->altp2m_enabled_by_us_ = true;
-    s->undo_.push_back([sp = s.get()] { sp->api_.xc_altp2m_set_domain_state(sp->host_->xch, sp->id_, false); });
+    s->undo_.push_back(
+      [sp = s.get()] { sp->api_.xc_altp2m_set_domain_state(sp->host_->xch, sp->id_, false); });
   }
   // 10. Singlestep events (fast singlestep needs them too on 4.17).
   if (api.xc_monitor_singlestep(xch, id, true) == 0) {
     s->singlestep_monitor_by_us_ = true;
-    s->undo_.push_back([sp = s.get()] { sp->api_.xc_monitor_singlestep(sp->host_->xch, sp->id_, false); });
+    s->undo_.push_back(
+      [sp = s.get()] { sp->api_.xc_monitor_singlestep(sp->host_->xch, sp->id_, false); });
   } else if (errno != EEXIST) {
     return failed(s->fail("xc_monitor_singlestep", errno));
   }
@@ -186,7 +201,8 @@ caf::error xen_session::detach() {
       note("xc_domain_debug_control",
            api.xc_domain_debug_control(xch, id_, XEN_DOMCTL_DEBUG_OP_SINGLE_STEP_OFF, v));
     // 8. Singlestep events off (EEXIST: off already).
-    if (singlestep_monitor_by_us_ && api.xc_monitor_singlestep(xch, id_, false) != 0 && errno != EEXIST)
+    if (singlestep_monitor_by_us_ && api.xc_monitor_singlestep(xch, id_, false) != 0 &&
+        errno != EEXIST)
       note("xc_monitor_singlestep", -1);
     // 9. Drain again.
     ring_->answer_leftovers();

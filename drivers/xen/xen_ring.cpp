@@ -68,7 +68,7 @@ caf::error xen_ring::notify() {
   // 1 ms, doubling to 64 ms: quick for a passing failure, cheap for a lasting one.
   retry_at_ = clock::now() + std::chrono::milliseconds(1u << std::min<uint32_t>(streak_, 6));
   ++streak_;
-  last_refusal_ = make_driver_error("xenevtchn_notify", err);
+  last_refusal_ = make_error(ec::driver_call_failed, "xenevtchn_notify", err);
   return last_refusal_;
 }
 

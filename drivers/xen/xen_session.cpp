@@ -2,8 +2,8 @@
 
 #include "drivers/error.hpp"
 
-#include <cerrno>
 #include <sys/mman.h>
+#include <cerrno>
 #include <thread>
 
 namespace vmitap::xen {
@@ -16,7 +16,8 @@ constexpr size_t max_mapped_pages = 1024;  // foreign mappings kept for reads
 
 caf::error xen_session::check() const {
   if (detached_)
-    return make_error(ec::not_attached, "domain " + std::to_string(id_) + ": the session has ended");
+    return make_error(ec::not_attached,
+                      "domain " + std::to_string(id_) + ": the session has ended");
   return {};
 }
 
@@ -36,8 +37,8 @@ caf::expected<drv::view_id> xen_session::create_view(drv::page_access default_ac
   uint16_t view = 0;
   if (api_.xc_altp2m_create_view(host_->xch, id_, xenmem_access_t(default_access), &view) != 0) {
     if (errno == EINVAL)
-      return make_error(ec::no_such_view, "xc_altp2m_create_view: all 9 views of domain "
-                                            + std::to_string(id_) + " are in use");
+      return make_error(ec::no_such_view, "xc_altp2m_create_view: all 9 views of domain " +
+                                            std::to_string(id_) + " are in use");
     return fail("xc_altp2m_create_view", errno);
   }
   views_.push_back(view);
@@ -50,8 +51,8 @@ caf::error xen_session::destroy_view(drv::view_id view) {
     return err;
   if (api_.xc_altp2m_destroy_view(host_->xch, id_, view) != 0) {
     if (errno == EBUSY)
-      return make_error(ec::view_in_use, "xc_altp2m_destroy_view: view " + std::to_string(view)
-                                           + " is in use (or view 0, or absent)");
+      return make_error(ec::view_in_use, "xc_altp2m_destroy_view: view " + std::to_string(view) +
+                                           " is in use (or view 0, or absent)");
     return fail("xc_altp2m_destroy_view", errno);
   }
   std::erase(views_, view);
@@ -100,8 +101,7 @@ caf::error xen_session::set_access(drv::view_id view, std::span<const drv::acces
   // One call for the batch (Xen preempts itself every 64 entries); on failure exactly a
   // prefix is applied and the caller reads back.
   if (api_.xc_altp2m_set_mem_access_multi(host_->xch, id_, view, access.data(), gfns.data(),
-                                          uint32_t(changes.size()))
-      != 0)
+                                          uint32_t(changes.size())) != 0)
     return fail("xc_altp2m_set_mem_access_multi", errno);
   return {};
 }
@@ -110,11 +110,9 @@ caf::error xen_session::set_singlestep(drv::vcpu_id vcpu, bool on) {
   std::lock_guard g{mutex_};
   if (auto err = check())
     return err;
-  if (api_.xc_domain_debug_control(host_->xch, id_,
-                                   on ? XEN_DOMCTL_DEBUG_OP_SINGLE_STEP_ON
-                                      : XEN_DOMCTL_DEBUG_OP_SINGLE_STEP_OFF,
-                                   vcpu)
-      != 0)
+  if (api_.xc_domain_debug_control(
+        host_->xch, id_,
+        on ? XEN_DOMCTL_DEBUG_OP_SINGLE_STEP_ON : XEN_DOMCTL_DEBUG_OP_SINGLE_STEP_OFF, vcpu) != 0)
     return fail("xc_domain_debug_control", errno);
   ring_->set_singlestepping(vcpu, on);
   return {};

@@ -59,6 +59,6 @@ int main(int argc, char** argv) {
   opts.reread = [path, handlers] { return vmitap::load_config(path, handlers.get()); };
   auto code = vmitap::run(*cfg, opts);
   std::printf("fail_call: %llu calls made to fail, %llu let through\n",
-              (unsigned long long) failed_calls.load(), (unsigned long long) let_through.load());
+              (unsigned long long)failed_calls.load(), (unsigned long long)let_through.load());
   return code;
 }

@@ -2,7 +2,7 @@
 // entries not present, non-canonical addresses) and reading values, bytes and strings, over a
 // guest memory the test lays out by hand.
 
-#include "actors/captures.hpp"
+#include "actors/model/captures.hpp"
 #include "tests/support/memory_session.hpp"
 
 #include <gtest/gtest.h>
@@ -48,7 +48,8 @@ protected:
   }
 
   capture_spec spec(std::string expr, capture_spec::kind k = capture_spec::kind::value,
-                    uint32_t length = 0, drv::calling_convention cc = drv::calling_convention::sysv) {
+                    uint32_t length = 0,
+                    drv::calling_convention cc = drv::calling_convention::sysv) {
     auto parsed = parse_address_expr(expr, cc);
     EXPECT_TRUE(parsed.expr) << expr << ": " << parsed.error;
     return {expr, k, parsed.expr.value_or(address_expr{}), length, expr};
@@ -110,7 +111,8 @@ TEST(address_expr_test, errors_name_the_problem_and_its_offset) {
   EXPECT_EQ(err(std::string(100000, '[')).first, "brackets nest at most 16 deep");
   EXPECT_EQ(err(std::string(100000, '[')).second, 16u);
   EXPECT_TRUE(parse_address_expr(std::string(16, '[') + "rsp" + std::string(16, ']'),
-                                 drv::calling_convention::sysv).expr);
+                                 drv::calling_convention::sysv)
+                .expr);
 }
 
 TEST_F(captures_test, translation_follows_4k_2m_and_1g_pages_and_reports_where_it_stops) {
@@ -128,7 +130,8 @@ TEST_F(captures_test, translation_follows_4k_2m_and_1g_pages_and_reports_where_i
   auto no_pml4e = walker.translate(cr3, 0x1000);
   EXPECT_EQ(no_pml4e.fault, translation_fault::not_present);
   EXPECT_EQ(no_pml4e.level, 4);
-  EXPECT_EQ(walker.translate(cr3, 0x0000'8000'0000'0000ULL).fault, translation_fault::non_canonical);
+  EXPECT_EQ(walker.translate(cr3, 0x0000'8000'0000'0000ULL).fault,
+            translation_fault::non_canonical);
   // A table outside RAM: the walk says so instead of reading garbage.
   EXPECT_EQ(walker.translate(0x7fff'f000'0000ULL, user_va).fault, translation_fault::not_ram);
 }

@@ -1,15 +1,15 @@
 // The hot path: one drain takes a batch from a ring, answers all of it with one notify,
 // counts everything, and stays exact against the sim's ground truth in every step mode.
 
-#include "actors/poller.hpp"
+#include "actors/hotpath/poller.hpp"
 #include "tests/support/actor_fixture.hpp"
 #include "tests/support/fake_ring.hpp"
 
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/send.hpp>
-#include <spdlog/sinks/ringbuffer_sink.h>
-#include <spdlog/spdlog.h>
 
 #include <mutex>
 #include <thread>
@@ -30,7 +30,7 @@ struct path_on_fake_ring : ::testing::Test {
   std::unique_ptr<event_path> path;
 
   void SetUp() override {
-    bp = make_breakpoint({0x100010, view, "bp", {}, {}, {}, {}, false});
+    bp = make_breakpoint(breakpoint_def::at("bp", 0x100010), view, armed_by::attach);
     builder.add(bp);
     domain->table().publish(builder.build());
     event_path_config cfg;
@@ -41,7 +41,8 @@ struct path_on_fake_ring : ::testing::Test {
     path = std::make_unique<event_path>(cfg);
   }
 
-  void request(drv::vcpu_id vcpu, uint64_t pa, drv::event_reason reason = drv::event_reason::mem_access) {
+  void request(drv::vcpu_id vcpu, uint64_t pa,
+               drv::event_reason reason = drv::event_reason::mem_access) {
     drv::event ev;
     ev.vcpu = vcpu;
     ev.view = view;
@@ -54,10 +55,10 @@ struct path_on_fake_ring : ::testing::Test {
 }  // namespace
 
 TEST_F(path_on_fake_ring, a_batch_is_answered_in_one_give_one_response_per_request) {
-  request(0, 0x100010);                 // hit
-  request(1, 0x100018);                 // page neighbour
-  request(1, 0x200000);                 // stale: a managed view, a page not monitored
-  request(5, 0x100010);                 // a VCPU the domain does not have
+  request(0, 0x100010);  // hit
+  request(1, 0x100018);  // page neighbour
+  request(1, 0x200000);  // stale: a managed view, a page not monitored
+  request(5, 0x100010);  // a VCPU the domain does not have
   request(0, 0x100010, drv::event_reason(0x7f));
   ASSERT_EQ(path->drain(), 5u);
   EXPECT_EQ(ring.gives, 1u);
@@ -158,7 +159,8 @@ TEST_P(poller_on_sim, hits_and_neighbours_are_exact_deterministically) {
   boot_registry(dc);
   start(GetParam());
   auto f = dom->code().functions();
-  ASSERT_EQ(add({spec("hot", f[0].entry_pa), spec("mid", dom->code().at(f[1].first + 1).pa)})->ok, 2u);
+  ASSERT_EQ(add({spec("hot", f[0].entry_pa), spec("mid", dom->code().at(f[1].first + 1).pa)})->ok,
+            2u);
   drive();
   ASSERT_TRUE(dom->halted());
   uint64_t truth_total = 0, hits = 0, neighbours = 0, singlesteps = 0, events = 0;
@@ -209,7 +211,9 @@ struct path_with_handler : path_on_fake_ring {
   std::shared_ptr<event_path> held_path;
 
   void SetUp() override {
-    bp = make_breakpoint({0x100010, view, "bp", {}, {}, handler_binding{"h"}, {}, false});
+    auto def = breakpoint_def::at("bp", 0x100010);
+    def.options.handler = handler_binding{"h"};
+    bp = make_breakpoint(def, view, armed_by::attach);
     builder.add(bp);
     domain->table().publish(builder.build());
     event_path_config cfg;
@@ -259,7 +263,8 @@ struct path_with_handler : path_on_fake_ring {
 
 }  // namespace
 
-TEST_F(path_with_handler, a_held_response_is_given_once_by_its_decision_and_stale_ones_are_ignored) {
+TEST_F(path_with_handler,
+       a_held_response_is_given_once_by_its_decision_and_stale_ones_are_ignored) {
   request(0, 0x100010);  // a hit: held for the handler
   request(1, 0x100018);  // a neighbour: answered in the batch
   ASSERT_EQ(held_path->drain(), 2u);
@@ -300,8 +305,8 @@ TEST_F(path_with_handler, a_decision_that_keeps_rip_steps_over_with_the_new_regi
   held_path->decided(0, call.token, handler_decision::with(regs));
   run_posted();
   ASSERT_EQ(ring.responses.size(), 1u);
-  EXPECT_EQ(ring.responses[0].flags, flag::vcpu_paused | flag::alternate_p2m
-                                       | flag::fast_singlestep | flag::set_registers);
+  EXPECT_EQ(ring.responses[0].flags,
+            flag::vcpu_paused | flag::alternate_p2m | flag::fast_singlestep | flag::set_registers);
   EXPECT_EQ(ring.responses[0].regs.rdi, 0x1234u);
 }
 
@@ -314,7 +319,8 @@ TEST_F(path_with_handler, a_release_answers_what_is_held_and_later_decisions_are
   held_path->release_held();
   ASSERT_EQ(ring.responses.size(), 2u);
   EXPECT_EQ(ring.responses[1].vcpu, 0u);
-  EXPECT_EQ(ring.responses[1].flags, flag::vcpu_paused | flag::alternate_p2m | flag::fast_singlestep)
+  EXPECT_EQ(ring.responses[1].flags,
+            flag::vcpu_paused | flag::alternate_p2m | flag::fast_singlestep)
     << "the step-over it would have had without a handler";
   held_path->decided(0, call.token, handler_decision::resume());
   run_posted();

@@ -1,7 +1,7 @@
 // A recurring cause is logged at most once per interval, and the next line says how many
 // were left out.
 
-#include "actors/log_limit.hpp"
+#include "actors/model/log_limit.hpp"
 
 #include <gtest/gtest.h>
 

@@ -2,9 +2,9 @@
 // keeping N generations, reopen after logrotate, count write errors as errors, and reach the
 // disk without being asked; senders that drop and count when a sink is full.
 
-#include "actors/hit_json.hpp"
-#include "actors/line_file.hpp"
-#include "actors/sinks.hpp"
+#include "actors/records/sinks.hpp"
+#include "actors/records/hit_json.hpp"
+#include "actors/records/line_file.hpp"
 #include "drivers/error.hpp"
 #include "tests/support/temp_files.hpp"
 
@@ -14,9 +14,9 @@
 #include <caf/send.hpp>
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include <csignal>
 #include <filesystem>
@@ -33,14 +33,20 @@ namespace fs = std::filesystem;
 namespace {
 
 hit_record record(int i) {
-  auto bp = make_breakpoint({0x100000u + uint64_t(i), 1, "bp \"" + std::to_string(i) + "\"", {"tag", "ü"}, {}, {}, {}, false});
+  auto def = breakpoint_def::at("bp \"" + std::to_string(i) + "\"", 0x100000u + uint64_t(i));
+  def.options.tags = {"tag", "ü"};
+  auto bp = make_breakpoint(def, 1, armed_by::attach);
   auto id = std::make_shared<domain_identity>();
   id->id = 7;
   id->name = "dom\\1";
   id->view_names = {{1, "main"}};
   return {{id, 1, 1, 0x100, uint64_t(i), 0xffffffff80100000ull + uint64_t(i), bp, {}},
-          0xffffffff80100000ull, 0x3000, std::chrono::steady_clock::now(),
-          std::chrono::system_clock::now(), 0, 0};
+          0xffffffff80100000ull,
+          0x3000,
+          std::chrono::steady_clock::now(),
+          std::chrono::system_clock::now(),
+          0,
+          0};
 }
 
 std::vector<nlohmann::json> read_lines(const std::string& path) {
@@ -81,17 +87,19 @@ TEST(hit_json, captures_are_values_and_failures_apart_each_key_with_one_type) {
   auto specs = std::make_shared<std::vector<capture_spec>>();
   for (auto name : {"arg1", "path", "absent", "long"})
     specs->push_back({name, capture_spec::kind::value, {}, 0, name});
-  breakpoint_spec spec{0x100000, 1, "open", {}, {specs}, {}, {}, false};
-  rec.bp = make_breakpoint(spec);
+  auto def = breakpoint_def::at("open", 0x100000);
+  def.options.captures = {specs};
+  rec.bp = make_breakpoint(def, 1, armed_by::attach);
   rec.captures = {{"0x2a", drv::translation_fault::none, 0, false},
                   {"C:\\Windows\\ü", drv::translation_fault::none, 0, false},
                   {"", drv::translation_fault::not_present, 0x7ffd00002000, false},
                   {"abcd", drv::translation_fault::none, 0, true}};
   auto j = nlohmann::json::parse(to_json_line(rec, "h"));
-  EXPECT_EQ(j["captures"], (nlohmann::json{{"arg1", "0x2a"}, {"path", "C:\\Windows\\ü"},
-                                           {"long", "abcd"}}));
-  EXPECT_EQ(j["capture_errors"],
-            (nlohmann::json{{"absent", {{"cause", "not_present"}, {"address", "0x7ffd00002000"}}}}));
+  EXPECT_EQ(j["captures"],
+            (nlohmann::json{{"arg1", "0x2a"}, {"path", "C:\\Windows\\ü"}, {"long", "abcd"}}));
+  EXPECT_EQ(
+    j["capture_errors"],
+    (nlohmann::json{{"absent", {{"cause", "not_present"}, {"address", "0x7ffd00002000"}}}}));
   EXPECT_EQ(j["captures_truncated"], (nlohmann::json{"long"}));
   // Without captures, none of the three keys.
   auto plain = nlohmann::json::parse(to_json_line(record(2), "h"));
@@ -232,7 +240,7 @@ struct sink_test : ::testing::Test {
 
   void flush(const sink_handle& h) {
     caf::scoped_actor self{sys};
-    self->request(h.actor, std::chrono::seconds(10), flush_atom::value)
+    self->request(h.actor, std::chrono::seconds(10), flush_atom_v)
       .receive([](ok_atom) {}, [](caf::error& e) { FAIL() << render(e); });
   }
   void TearDown() override { sys.await_all_actors_done(); }
@@ -241,8 +249,8 @@ struct sink_test : ::testing::Test {
 }  // namespace
 
 TEST_F(sink_test, records_reach_the_file_unasked_within_the_flush_interval) {
-  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/hits.jsonl", 0, 5, 1000,
-                 defaults::sink_queue_bytes, std::chrono::milliseconds(100)};
+  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/hits.jsonl",           0, 5,
+                 1000,   defaults::sink_queue_bytes,    std::chrono::milliseconds(100)};
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_TRUE(h);
   h->offer({record(1), record(2)});
@@ -257,8 +265,14 @@ TEST_F(sink_test, records_reach_the_file_unasked_within_the_flush_interval) {
 }
 
 TEST_F(sink_test, the_last_records_are_written_when_the_sink_exits) {
-  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/exit.jsonl", 0, 5, 1000,
-                 defaults::sink_queue_bytes, std::chrono::milliseconds(60000)};
+  sink_config sc{"hits",
+                 sink_config::kind::jsonl_file,
+                 dir + "/exit.jsonl",
+                 0,
+                 5,
+                 1000,
+                 defaults::sink_queue_bytes,
+                 std::chrono::milliseconds(60000)};
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_TRUE(h);
   h->offer({record(1), record(2), record(3)});
@@ -268,8 +282,8 @@ TEST_F(sink_test, the_last_records_are_written_when_the_sink_exits) {
 }
 
 TEST_F(sink_test, a_full_queue_drops_new_records_and_counts_them) {
-  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/full.jsonl", 0, 5, 3,
-                 defaults::sink_queue_bytes, std::chrono::milliseconds(100)};
+  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/full.jsonl",           0, 5,
+                 3,      defaults::sink_queue_bytes,    std::chrono::milliseconds(100)};
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_TRUE(h);
   h->queue->depth = 2;  // as if two records were queued already
@@ -287,8 +301,14 @@ TEST_F(sink_test, a_failing_rotation_writes_every_record_and_is_logged_once) {
   auto log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);
   auto previous = spdlog::default_logger();
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", log));
-  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/rot.jsonl", 1, 1, 1000,
-                 defaults::sink_queue_bytes, std::chrono::milliseconds(60000)};
+  sink_config sc{"hits",
+                 sink_config::kind::jsonl_file,
+                 dir + "/rot.jsonl",
+                 1,
+                 1,
+                 1000,
+                 defaults::sink_queue_bytes,
+                 std::chrono::milliseconds(60000)};
   fs::create_directories(sc.path + ".1/blocker");
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_TRUE(h);
@@ -310,8 +330,14 @@ TEST_F(sink_test, a_failing_rotation_writes_every_record_and_is_logged_once) {
 // Regression (issue 20): records a full queue dropped left no trace in the file. Each sink
 // numbers the records offered to it, so a lost one leaves a gap.
 TEST_F(sink_test, records_are_numbered_per_sink_and_a_dropped_one_leaves_a_gap) {
-  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/seq.jsonl", 0, 5, 2,
-                 defaults::sink_queue_bytes, std::chrono::milliseconds(60000)};
+  sink_config sc{"hits",
+                 sink_config::kind::jsonl_file,
+                 dir + "/seq.jsonl",
+                 0,
+                 5,
+                 2,
+                 defaults::sink_queue_bytes,
+                 std::chrono::milliseconds(60000)};
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_TRUE(h);
   EXPECT_EQ(h->offer({record(1), record(2), record(3)}), 1u) << "room for two";
@@ -328,7 +354,7 @@ TEST_F(sink_test, records_are_numbered_per_sink_and_a_dropped_one_leaves_a_gap) 
 // Regression (issue 21): 200 captures of 4 096 bytes on a hot breakpoint queued 2 GB at a
 // sink: the queue is bounded in bytes too.
 TEST_F(sink_test, a_queue_full_in_bytes_drops_large_records_and_still_takes_small_ones) {
-  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/bytes.jsonl", 0, 5, 1000,
+  sink_config sc{"hits",          sink_config::kind::jsonl_file,   dir + "/bytes.jsonl", 0, 5, 1000,
                  size_t(1) << 20, std::chrono::milliseconds(60000)};
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_TRUE(h);
@@ -352,8 +378,8 @@ TEST_F(sink_test, a_queue_full_in_bytes_drops_large_records_and_still_takes_smal
 TEST_F(sink_test, a_path_that_cannot_be_opened_is_an_error_naming_it_and_errno) {
   // Missing directories are made; one that is a file cannot be.
   std::ofstream(dir + "/blocker") << "a file\n";
-  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/blocker/dir/x.jsonl", 0, 5, 10,
-                 defaults::sink_queue_bytes, std::chrono::milliseconds(100)};
+  sink_config sc{"hits", sink_config::kind::jsonl_file, dir + "/blocker/dir/x.jsonl",  0, 5,
+                 10,     defaults::sink_queue_bytes,    std::chrono::milliseconds(100)};
   auto h = spawn_sink(sys, sc, "host");
   ASSERT_FALSE(h);
   EXPECT_EQ(code_of(h.error()), ec::io_failed);

@@ -1,6 +1,6 @@
 // The decision and the step-over state machine, without actors or threads.
 
-#include "actors/vcpu_logic.hpp"
+#include "actors/hotpath/vcpu_logic.hpp"
 
 #include <gtest/gtest.h>
 
@@ -15,7 +15,7 @@ constexpr drv::view_id home = 2;
 
 table_ptr table_with(uint64_t pa) {
   table_builder b{{home}};
-  b.add(make_breakpoint({pa, home, "bp", {}, {}, {}, {}, false}));
+  b.add(make_breakpoint(breakpoint_def::at("bp", pa), home, armed_by::attach));
   return b.build();
 }
 
@@ -179,8 +179,8 @@ TEST(vcpu_logic, a_redirect_of_a_homing_vcpu_sends_it_home_and_turns_its_singles
   auto regs = ev.regs;
   regs.rip = 0x1000;
   auto rsp = logic.redirect(ev, regs);
-  EXPECT_EQ(rsp.flags, flag::vcpu_paused | flag::set_registers | flag::alternate_p2m
-                         | flag::toggle_singlestep);
+  EXPECT_EQ(rsp.flags, flag::vcpu_paused | flag::set_registers | flag::alternate_p2m |
+                         flag::toggle_singlestep);
   EXPECT_EQ(rsp.view, home);
   EXPECT_FALSE(logic.homing());
   EXPECT_FALSE(logic.singlestep_on());

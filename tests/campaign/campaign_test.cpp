@@ -7,8 +7,8 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 
 namespace vmitap::testing::campaign {
@@ -59,21 +59,21 @@ void run_campaign(const char* what, uint64_t default_seed, uint64_t default_tria
   // The engine logs every attach and detach; a failure's warnings and errors are what to read.
   if (!std::getenv("VMITAP_CAMPAIGN_VERBOSE"))
     spdlog::set_level(spdlog::level::warn);
-  std::printf("%s: seeds %llu to %llu\n", what, (unsigned long long) p.first_seed,
-              (unsigned long long) (p.first_seed + p.trials - 1));
+  std::printf("%s: seeds %llu to %llu\n", what, (unsigned long long)p.first_seed,
+              (unsigned long long)(p.first_seed + p.trials - 1));
   tally t;
   auto t0 = std::chrono::steady_clock::now();
   std::vector<double> rss;  // MiB after each trial
   for (uint64_t seed = p.first_seed; seed < p.first_seed + p.trials; ++seed) {
-    if (p.seconds > 0
-        && std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >= p.seconds)
+    if (p.seconds > 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >= p.seconds)
       break;
-    SCOPED_TRACE("trial seed " + std::to_string(seed) + " (alone: VMITAP_CAMPAIGN_SEED="
-                 + std::to_string(seed) + " VMITAP_CAMPAIGN_TRIALS=1)");
+    SCOPED_TRACE("trial seed " + std::to_string(seed) + " (alone: VMITAP_CAMPAIGN_SEED=" +
+                 std::to_string(seed) + " VMITAP_CAMPAIGN_TRIALS=1)");
     trial(seed, t);
     rss.push_back(double(rss_kib()) / 1024);
     if (::testing::Test::HasFailure()) {
-      std::printf("%s: trial seed %llu failed\n", what, (unsigned long long) seed);
+      std::printf("%s: trial seed %llu failed\n", what, (unsigned long long)seed);
       break;  // the first failing trial is the one to read
     }
   }
@@ -84,9 +84,10 @@ void run_campaign(const char* what, uint64_t default_seed, uint64_t default_tria
   if (rss.size() >= 20) {
     std::vector<double> late(rss.begin() + rss.size() / 2, rss.end());
     auto per_trial = slope(late);
-    std::printf("%s: RSS %.1f MiB after the first trial, %.1f MiB at the end; slope over the "
-                "last %zu trials %+.3f MiB per trial\n",
-                what, rss.front(), rss.back(), late.size(), per_trial);
+    std::printf(
+      "%s: RSS %.1f MiB after the first trial, %.1f MiB at the end; slope over the "
+      "last %zu trials %+.3f MiB per trial\n",
+      what, rss.front(), rss.back(), late.size(), per_trial);
     // Flat: what the second half's fit adds up to stays under 16 MiB. Judged on a soak's
     // length only: over a few dozen trials one larger topology's peak is a step, not a slope.
     if (late.size() >= 100) {

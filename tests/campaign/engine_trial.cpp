@@ -52,7 +52,7 @@ engine_config next_config(const engine_config& base, const std::vector<const sim
     auto plan = std::make_shared<domain_plan>(*entry.plan);
     if (d.one_in(4))
       plan->mode = step_mode(d.below(3));
-    std::vector<domain_plan::breakpoint> kept;
+    std::vector<breakpoint_def> kept;
     for (auto& bp : plan->breakpoints)
       if (!d.one_in(3))
         kept.push_back(bp);
@@ -62,14 +62,15 @@ engine_config next_config(const engine_config& base, const std::vector<const sim
       rate_limit limit;
       if (d.one_in(3))
         limit = {uint32_t(50 + d.below(500)), std::chrono::milliseconds(10 + d.below(100))};
-      kept.push_back({"fn" + std::to_string(fn) + "_added", fns[fn].entry_pa, plan->views[0],
-                      {"campaign"}, {}, {}, limit});
+      kept.push_back(
+        {{"fn" + std::to_string(fn) + "_added", plan->views[0], {"campaign"}, {}, {}, limit},
+         {fns[fn].entry_pa}});
     }
     // One breakpoint per name: an added one may repeat a kept one's name.
     std::set<std::string> names;
     plan->breakpoints.clear();
     for (auto& bp : kept)
-      if (names.insert(bp.name).second)
+      if (names.insert(bp.name()).second)
         plan->breakpoints.push_back(std::move(bp));
     entry.plan = plan;
     next.domains.push_back(std::move(entry));
@@ -181,10 +182,14 @@ void engine_trial(uint64_t seed, tally& t) {
     auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
     auto fns = code[0]->functions();
     auto fn = d.below(std::min<size_t>(fns.size(), 4));
-    plan->breakpoints.push_back({"handled", fns[fn].entry_pa, plan->views[0], {}, {},
-                                 handler_binding{d.one_in(3) ? "block" : "slow",
-                                                 std::chrono::microseconds(100 + d.below(3000))},
-                                 {}});
+    plan->breakpoints.push_back({{"handled",
+                                  plan->views[0],
+                                  {},
+                                  {},
+                                  handler_binding{d.one_in(3) ? "block" : "slow",
+                                                  std::chrono::microseconds(100 + d.below(3000))},
+                                  {}},
+                                 {fns[fn].entry_pa}});
     s.cfg.domains[0].plan = plan;
   }
   // Records at the size limits into a sink that holds few of them.
@@ -194,7 +199,7 @@ void engine_trial(uint64_t seed, tally& t) {
     s.cfg.sinks.back().queue_bytes = size_t(1) << 20;
     auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
     for (auto& bp : plan->breakpoints)
-      bp.captures = largest_captures();
+      bp.options.captures = largest_captures();
     s.cfg.domains[0].plan = plan;
     s.cfg.domains[0].sinks = {"hits"};
   }
@@ -257,12 +262,13 @@ void engine_trial(uint64_t seed, tally& t) {
       if (r.name == "c0")  // the one domain whose records go to the sink
         for (auto* list : {&r.breakpoints, &r.removed})
           for (auto& bp : *list)
-            offered += double(bp->hits.load());
+            offered += double(bp.hits);
     for (auto result : {"written", "dropped", "error"})
-      accounted += metric_value(families, "vmitap_sink_records_total",
-                                {{"sink", "hits"}, {"result", result}})
-                     .value_or(0);
-    bool complete = std::all_of(reports.begin(), reports.end(), [](auto& r) { return r.error.empty(); });
+      accounted +=
+        metric_value(families, "vmitap_sink_records_total", {{"sink", "hits"}, {"result", result}})
+          .value_or(0);
+    bool complete =
+      std::all_of(reports.begin(), reports.end(), [](auto& r) { return r.error.empty(); });
     if (complete) {
       EXPECT_EQ(accounted, offered) << "records offered to the sink and accounted for";
     }
@@ -300,10 +306,10 @@ void engine_trial(uint64_t seed, tally& t) {
     if (!dom || r.died || sessions[r.id] > 1)
       continue;
     for (auto& bp : r.breakpoints) {
-      if (bp->live || (bp->limiter() && bp->limiter()->suppressions() > 0))
+      if (bp.live || bp.suppressions > 0)
         continue;
-      auto truth = dom->reached(bp->pa, bp->view);
-      EXPECT_EQ(bp->hits.load(), truth) << r.name << " " << bp->name;
+      auto truth = dom->reached(bp.pa, bp.view);
+      EXPECT_EQ(bp.hits, truth) << r.name << " " << bp.name;
       t.hits_checked += truth;
     }
   }

@@ -74,15 +74,22 @@ std::string good_config(const std::vector<guest>& guests, dice& d) {
 /// nested table, an address outside the guest, an unknown key.
 std::string bad_config(const std::string& good, dice& d) {
   switch (d.below(7)) {
-    case 0: return good + "\n[[domain]\nname = \"x\"\n";
-    case 1: return good + "\n[[domain]]\nstep = \"fast\"\n";
-    case 2: return good + "\n[[domain]]\nname = \"x\"\n[[domain.breakpoint]]\naddress = 4096\n";
-    case 3: return good + "\n[[domain]]\nname = \"x\"\nviews = []\n";
-    case 4: return good + "\n[[domain]]\nname = \"x\"\n[domain.breakpoint.inner]\nkey = 1\n";
+    case 0:
+      return good + "\n[[domain]\nname = \"x\"\n";
+    case 1:
+      return good + "\n[[domain]]\nstep = \"fast\"\n";
+    case 2:
+      return good + "\n[[domain]]\nname = \"x\"\n[[domain.breakpoint]]\naddress = 4096\n";
+    case 3:
+      return good + "\n[[domain]]\nname = \"x\"\nviews = []\n";
+    case 4:
+      return good + "\n[[domain]]\nname = \"x\"\n[domain.breakpoint.inner]\nkey = 1\n";
     case 5:
-      return good + "\n[[domain]]\nname = \"x\"\n[[domain.breakpoint]]\nname = \"b\"\n"
-                    "address = 0x40000000\n";
-    default: return good + "\n[engine]\nno_such_key = 1\n";
+      return good +
+             "\n[[domain]]\nname = \"x\"\n[[domain.breakpoint]]\nname = \"b\"\n"
+             "address = 0x40000000\n";
+    default:
+      return good + "\n[engine]\nno_such_key = 1\n";
   }
 }
 
@@ -129,8 +136,8 @@ bool wait_until_blocking(pid_t pid, int sig) {
     for (std::string line; std::getline(status, line);) {
       if (line.rfind("Name:", 0) == 0)
         vmitap = line.find("vmitap") != std::string::npos;
-      if (vmitap && line.rfind("SigBlk:", 0) == 0
-          && (std::stoull(line.substr(7), nullptr, 16) >> (sig - 1) & 1))
+      if (vmitap && line.rfind("SigBlk:", 0) == 0 &&
+          (std::stoull(line.substr(7), nullptr, 16) >> (sig - 1) & 1))
         return true;
     }
     std::this_thread::sleep_for(20us);
@@ -148,8 +155,11 @@ void process_trial(uint64_t seed, tally& t) {
   sim::hypervisor image{quiet};
   std::vector<guest> guests;
   for (auto n = 1 + d.below(3); n > 0; --n) {
-    guest g{"g" + std::to_string(guests.size()), uint32_t(1 + d.below(3)),
-            d.one_in(3) ? 50000 + d.below(300000) : 0, 1 + d.below(9), {}};
+    guest g{"g" + std::to_string(guests.size()),
+            uint32_t(1 + d.below(3)),
+            d.one_in(3) ? 50000 + d.below(300000) : 0,
+            1 + d.below(9),
+            {}};
     sim::domain_config dc;
     dc.name = g.name;
     dc.vcpus = g.vcpus;
@@ -221,9 +231,11 @@ void process_trial(uint64_t seed, tally& t) {
   t.events += events_in(r.err);
   t.hits_checked += exact_hits_in(r.err);
   if (std::getenv("VMITAP_CAMPAIGN_VERBOSE"))
-    std::printf("trial %llu (stop %s, %s, %zu storm steps):\n%s\n", (unsigned long long) seed,
+    std::printf("trial %llu (stop %s, %s, %zu storm steps):\n%s\n", (unsigned long long)seed,
                 stop == SIGTERM ? "SIGTERM" : "SIGINT",
-                when == pending ? "pending at start" : when == at_once ? "at once" : "mid-run",
+                when == pending   ? "pending at start"
+                : when == at_once ? "at once"
+                                  : "mid-run",
                 storm.size(), r.err.c_str());
   ++t.trials;
 }

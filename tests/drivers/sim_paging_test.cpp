@@ -18,8 +18,8 @@ namespace {
 struct walk_result {
   bool ok = false;
   uint64_t pa = 0;
-  uint64_t page = 0;    ///< the page size that mapped it
-  unsigned level = 0;   ///< on failure: the level whose entry was not present (4: PML4)
+  uint64_t page = 0;   ///< the page size that mapped it
+  unsigned level = 0;  ///< on failure: the level whose entry was not present (4: PML4)
 };
 
 class sim_paging : public sim_fixture {
@@ -275,7 +275,7 @@ TEST_P(sim_calling_convention, arguments_at_a_trapped_entry_are_what_the_caller_
   struct tracked {
     std::optional<uint32_t> previous;  // the instruction it trapped at before
     uint64_t previous_rsp = 0;
-    std::vector<uint64_t> caller_rsp;  // at each open call
+    std::vector<uint64_t> caller_rsp;    // at each open call
     std::map<uint64_t, size_t> entered;  // entry pa -> times trapped there
   };
   std::vector<tracked> vcpus(2);
@@ -389,8 +389,8 @@ TEST_F(sim_paging, a_paused_vcpu_s_arguments_read_while_other_vcpus_run_are_its_
   session = std::move(*attached);
   auto view = monitored_view();
   auto& layout = dom->layout();
-  std::vector<std::byte> reserved((layout.last_reserved_gfn - layout.first_reserved_gfn + 1)
-                                  * drv::page_size);
+  std::vector<std::byte> reserved((layout.last_reserved_gfn - layout.first_reserved_gfn + 1) *
+                                  drv::page_size);
   std::set<uint64_t> entries;
   for (auto& fn : dom->code().functions())
     entries.insert(fn.entry_pa);

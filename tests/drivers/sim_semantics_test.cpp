@@ -304,7 +304,8 @@ TEST_F(sim_semantics, non_ram_gfn_set_succeeds_and_does_nothing) {
   boot();
   auto view = monitored_view();
   auto beyond = dom->info().max_gfn + 1;
-  EXPECT_FALSE(session->set_access(view, std::vector<drv::access_change>{{beyond, page_access::none}}));
+  EXPECT_FALSE(
+    session->set_access(view, std::vector<drv::access_change>{{beyond, page_access::none}}));
   std::array<std::byte, 16> buf;
   EXPECT_FALSE(session->read_physical(drv::pa_of(dom->code().first_code_gfn()), buf));
   EXPECT_TRUE(session->read_physical(drv::pa_of(beyond), buf));

@@ -24,7 +24,8 @@ TEST_F(xen_driver_test, an_entry_not_yet_in_a_view_reads_the_hosts_access) {
   xen.fail_next("xc_altp2m_get_mem_access", ESRCH);
   ASSERT_FALSE(s->get_access(*view, {&gfn, 1}, {&out, 1}));
   EXPECT_EQ(out, drv::page_access::rwx);
-  EXPECT_THAT(xen.calls(), ::testing::Contains("xc_get_mem_access(" + std::to_string(dom->id()) + ")"));
+  EXPECT_THAT(xen.calls(),
+              ::testing::Contains("xc_get_mem_access(" + std::to_string(dom->id()) + ")"));
   ASSERT_FALSE(s->detach());
 }
 
@@ -91,7 +92,9 @@ TEST_F(xen_driver_test, guest_memory_reads_through_foreign_mappings) {
   std::vector<std::byte> got(3 * drv::page_size);
   ASSERT_FALSE(s->read_physical(pa, got));
   for (size_t i = 0; i < got.size(); ++i)
-    ASSERT_EQ(got[i], dom->code().is_code(drv::gfn_of(pa + i)) ? dom->code().code_byte(pa + i) : std::byte{0}) << i;
+    ASSERT_EQ(got[i], dom->code().is_code(drv::gfn_of(pa + i)) ? dom->code().code_byte(pa + i)
+                                                               : std::byte{0})
+      << i;
   std::byte one[1];
   auto err = s->read_physical((dom->info().max_gfn + 1) * drv::page_size, one);
   EXPECT_EQ(code_of(err), ec::gfn_out_of_range) << render(err);

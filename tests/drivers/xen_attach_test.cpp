@@ -69,11 +69,13 @@ TEST_F(xen_driver_test, attach_and_detach_make_xens_calls_in_the_documented_orde
   ASSERT_TRUE(s);
   auto id = std::to_string(dom->id());
   auto on = [&](std::string call) { return call + "(" + id + ")"; };
-  EXPECT_THAT(xen.calls(), ElementsAreArray({
-    on("xc_monitor_get_capabilities"), on("xc_domain_maximum_gpfn"), on("xc_domain_pause"),
-    std::string("xenevtchn_open"), std::string("xenforeignmemory_open"), on("xc_monitor_enable"),
-    on("xenevtchn_bind_interdomain"), on("xc_hvm_param_get"), on("xc_altp2m_get_domain_state"),
-    on("xc_altp2m_set_domain_state"), on("xc_monitor_singlestep"), on("xc_domain_unpause")}));
+  EXPECT_THAT(
+    xen.calls(),
+    ElementsAreArray(
+      {on("xc_monitor_get_capabilities"), on("xc_domain_maximum_gpfn"), on("xc_domain_pause"),
+       std::string("xenevtchn_open"), std::string("xenforeignmemory_open"), on("xc_monitor_enable"),
+       on("xenevtchn_bind_interdomain"), on("xc_hvm_param_get"), on("xc_altp2m_get_domain_state"),
+       on("xc_altp2m_set_domain_state"), on("xc_monitor_singlestep"), on("xc_domain_unpause")}));
   EXPECT_TRUE(xen.monitor_enabled(dom->id()));
   EXPECT_TRUE(xen.altp2m_on(dom->id()));
   EXPECT_TRUE(xen.singlestep_monitor_on(dom->id()));
@@ -86,12 +88,14 @@ TEST_F(xen_driver_test, attach_and_detach_make_xens_calls_in_the_documented_orde
   ASSERT_FALSE(s->detach());
   // The documented teardown: the monitor is disabled while the ring is still mapped, so an
   // EBUSY there can still be cured by answering the ring.
-  EXPECT_THAT(xen.calls(), ElementsAreArray({
-    on("xc_domain_pause"), on("xc_altp2m_switch_to_view"), on("xc_altp2m_destroy_view"),
-    on("xc_altp2m_set_domain_state"), on("xc_domain_debug_control"), on("xc_domain_debug_control"),
-    on("xc_monitor_singlestep"), on("xc_monitor_disable"), std::string("unmap_ring"),
-    std::string("xenevtchn_unbind"), on("xc_domain_unpause"), std::string("xenforeignmemory_close"),
-    std::string("xenevtchn_close")}));
+  EXPECT_THAT(
+    xen.calls(),
+    ElementsAreArray(
+      {on("xc_domain_pause"), on("xc_altp2m_switch_to_view"), on("xc_altp2m_destroy_view"),
+       on("xc_altp2m_set_domain_state"), on("xc_domain_debug_control"),
+       on("xc_domain_debug_control"), on("xc_monitor_singlestep"), on("xc_monitor_disable"),
+       std::string("unmap_ring"), std::string("xenevtchn_unbind"), on("xc_domain_unpause"),
+       std::string("xenforeignmemory_close"), std::string("xenevtchn_close")}));
   expect_clean();
   EXPECT_FALSE(s->detach()) << "idempotent";
 }
@@ -117,15 +121,13 @@ TEST_P(attach_step, failing_undoes_every_step_before_it_and_names_the_call_and_e
   expect_clean();
 }
 
-INSTANTIATE_TEST_SUITE_P(every, attach_step,
-                         ::testing::Values("xc_monitor_get_capabilities", "xc_domain_maximum_gpfn",
-                                           "xc_domain_pause", "xenevtchn_open",
-                                           "xenforeignmemory_open", "xc_monitor_enable",
-                                           "xenevtchn_bind_interdomain", "xc_hvm_param_get",
-                                           "xc_altp2m_get_domain_state",
-                                           "xc_altp2m_set_domain_state", "xc_monitor_singlestep",
-                                           "xc_domain_unpause"),
-                         [](auto& info) { return std::string(info.param); });
+INSTANTIATE_TEST_SUITE_P(
+  every, attach_step,
+  ::testing::Values("xc_monitor_get_capabilities", "xc_domain_maximum_gpfn", "xc_domain_pause",
+                    "xenevtchn_open", "xenforeignmemory_open", "xc_monitor_enable",
+                    "xenevtchn_bind_interdomain", "xc_hvm_param_get", "xc_altp2m_get_domain_state",
+                    "xc_altp2m_set_domain_state", "xc_monitor_singlestep", "xc_domain_unpause"),
+  [](auto& info) { return std::string(info.param); });
 
 TEST_F(xen_driver_test, another_monitor_on_the_domain_is_named_with_what_to_do) {
   boot();
@@ -172,7 +174,8 @@ TEST_F(xen_driver_test, altp2m_disabled_in_the_domain_is_switched_to_external_mo
   open();
   auto s = attach();
   ASSERT_TRUE(s);
-  EXPECT_THAT(xen.calls(), ::testing::Contains("xc_hvm_param_set(" + std::to_string(dom->id()) + ")"));
+  EXPECT_THAT(xen.calls(),
+              ::testing::Contains("xc_hvm_param_set(" + std::to_string(dom->id()) + ")"));
   EXPECT_TRUE(xen.altp2m_on(dom->id()));
   ASSERT_FALSE(s->detach());
   expect_clean();

@@ -23,7 +23,7 @@ struct params {
 
 std::string hex(uint64_t v) {
   char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", (unsigned long long) v);
+  std::snprintf(buf, sizeof buf, "0x%llx", (unsigned long long)v);
   return buf;
 }
 
@@ -76,7 +76,7 @@ TEST_P(captures_e2e, every_record_holds_the_arguments_and_strings_the_caller_pas
     auto name = "fn" + std::to_string(f);
     auto pa = dom->code().functions()[f].entry_pa;
     entry_of[name] = pa;
-    plan->breakpoints.push_back({name, pa, "main", {}, captures_for(sig, abi), {}, {}});
+    plan->breakpoints.push_back({{name, "main", {}, captures_for(sig, abi), {}, {}}, {pa}});
   }
   ASSERT_GE(entry_of.size(), 3u) << "the workload has too few functions with strings";
   engine_config::domain_entry e;
@@ -129,8 +129,7 @@ TEST_P(captures_e2e, every_record_holds_the_arguments_and_strings_the_caller_pas
   EXPECT_GT(strings, 50u);
   EXPECT_GT(absent, 0u) << "no string pointed into a page that is not present";
   std::printf("%llu records checked: %llu strings equal, %llu reported not present\n",
-              (unsigned long long) checked, (unsigned long long) strings,
-              (unsigned long long) absent);
+              (unsigned long long)checked, (unsigned long long)strings, (unsigned long long)absent);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -142,8 +141,8 @@ INSTANTIATE_TEST_SUITE_P(
                     params{drv::calling_convention::ms_x64, step_mode::classic},
                     params{drv::calling_convention::ms_x64, step_mode::emulate}),
   [](const auto& info) {
-    return std::string(drv::to_string(info.param.abi) == std::string("sysv") ? "sysv" : "ms_x64")
-           + "_" + to_string(info.param.mode);
+    return std::string(drv::to_string(info.param.abi) == std::string("sysv") ? "sysv" : "ms_x64") +
+           "_" + to_string(info.param.mode);
   });
 
 }  // namespace

@@ -8,21 +8,22 @@
 #include <nlohmann/json.hpp>
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
-#include <netinet/in.h>
 #include <sstream>
-#include <sys/socket.h>
 #include <thread>
-#include <unistd.h>
 
 using namespace vmitap::testing;
 using namespace std::chrono_literals;
 
 namespace {
 
-command_result run_vmitap(std::vector<std::string> args, std::function<void(pid_t, const output_fn&)> during = {}) {
+command_result run_vmitap(std::vector<std::string> args,
+                          std::function<void(pid_t, const output_fn&)> during = {}) {
   return run_command(VMITAP_BINARY, std::move(args), std::move(during));
 }
 
@@ -47,7 +48,8 @@ address = 0x100000
 }  // namespace
 
 TEST(cli, the_demo_runs_to_its_end_and_verifies_every_hit) {
-  auto r = run_vmitap({"demo", "--instructions", "30000", "--hits", "", "--metrics", "127.0.0.1:0"});
+  auto r =
+    run_vmitap({"demo", "--instructions", "30000", "--hits", "", "--metrics", "127.0.0.1:0"});
   EXPECT_EQ(r.rc, 0) << r.all();
   EXPECT_NE(r.err.find("verified:"), std::string::npos) << r.all();
   EXPECT_TRUE(r.out.empty()) << "stdout belongs to a stdout sink: " << r.out;
@@ -61,11 +63,11 @@ TEST(cli, the_demo_runs_to_its_end_and_verifies_every_hit) {
 
 TEST(cli, sigterm_during_a_flood_detaches_and_exits_clean) {
   auto r = run_vmitap({"demo", "--instructions", "0", "--hits", "", "--metrics", "127.0.0.1:0"},
-                  [](pid_t pid, const output_fn& out) {
-                    ASSERT_TRUE(wait_for_output(out, "attached"));
-                    std::this_thread::sleep_for(500ms);
-                    kill(pid, SIGTERM);
-                  });
+                      [](pid_t pid, const output_fn& out) {
+                        ASSERT_TRUE(wait_for_output(out, "attached"));
+                        std::this_thread::sleep_for(500ms);
+                        kill(pid, SIGTERM);
+                      });
   EXPECT_EQ(r.rc, 0) << r.all();
   EXPECT_NE(r.err.find("stopped by SIGTERM"), std::string::npos) << r.all();
   EXPECT_NE(r.err.find("verified:"), std::string::npos) << r.all();
@@ -74,13 +76,13 @@ TEST(cli, sigterm_during_a_flood_detaches_and_exits_clean) {
 TEST(cli, every_terminating_signal_detaches_first_and_sighup_usr1_usr2_do_not_stop) {
   for (int sig : {SIGINT, SIGQUIT, SIGALRM, SIGPROF, SIGRTMIN + 3}) {
     auto r = run_vmitap({"demo", "--instructions", "0", "--hits", "", "--metrics", ""},
-                    [sig](pid_t pid, const output_fn& out) {
-                      ASSERT_TRUE(wait_for_output(out, "attached"));
-                      for (int keep : {SIGHUP, SIGUSR1, SIGUSR2})
-                        kill(pid, keep);
-                      std::this_thread::sleep_for(200ms);
-                      kill(pid, sig);
-                    });
+                        [sig](pid_t pid, const output_fn& out) {
+                          ASSERT_TRUE(wait_for_output(out, "attached"));
+                          for (int keep : {SIGHUP, SIGUSR1, SIGUSR2})
+                            kill(pid, keep);
+                          std::this_thread::sleep_for(200ms);
+                          kill(pid, sig);
+                        });
     EXPECT_EQ(r.rc, 0) << "signal " << sig << ":\n" << r.all();
     EXPECT_NE(r.err.find("stopped by"), std::string::npos) << r.all();
     EXPECT_NE(r.err.find("verified:"), std::string::npos) << r.all();
@@ -91,8 +93,9 @@ TEST(cli, every_terminating_signal_detaches_first_and_sighup_usr1_usr2_do_not_st
 // Regression (issue 13): a SIGTERM in the first milliseconds killed vmitap with domains
 // attached. A signal pending when main() starts, or arriving while domains attach, is acted on.
 TEST(cli, a_sigterm_pending_at_start_or_during_attach_detaches_and_exits_clean) {
-  auto pending = run_command(VMITAP_BINARY, {"demo", "--instructions", "0", "--hits", "", "--metrics", ""},
-                             {}, {}, {SIGTERM});
+  auto pending =
+    run_command(VMITAP_BINARY, {"demo", "--instructions", "0", "--hits", "", "--metrics", ""}, {},
+                {}, {SIGTERM});
   EXPECT_EQ(pending.rc, 0) << pending.all();
   EXPECT_NE(pending.err.find("stopped by SIGTERM"), std::string::npos) << pending.all();
   EXPECT_NE(pending.err.find("verified:"), std::string::npos) << pending.all();
@@ -119,13 +122,15 @@ TEST(cli, sighup_with_a_bad_file_keeps_the_engine_running_unchanged) {
     kill(pid, SIGTERM);
   });
   EXPECT_EQ(r.rc, 0) << r.all();
-  EXPECT_NE(r.err.find("reload rejected, the running configuration stays"), std::string::npos) << r.all();
+  EXPECT_NE(r.err.find("reload rejected, the running configuration stays"), std::string::npos)
+    << r.all();
   EXPECT_NE(r.err.find(path + ":"), std::string::npos) << "with the position";
 }
 
 TEST(cli, sighup_applies_a_changed_config_while_the_guests_run) {
   auto path = write_temp_file("reload-good.toml", run_base);
-  auto r = run_vmitap({"run", "--config", path, "--log-level", "debug"}, [&](pid_t pid, const output_fn& out) {
+  auto r = run_vmitap({"run", "--config", path, "--log-level", "debug"}, [&](pid_t pid,
+                                                                             const output_fn& out) {
     ASSERT_TRUE(wait_for_output(out, "attached"));
     std::ofstream(path) << run_base << "[[domain.breakpoint]]\nname = \"b\"\naddress = 0x100060\n";
     kill(pid, SIGHUP);
@@ -176,8 +181,10 @@ TEST(cli, run_without_a_config_reads_the_service_default_not_the_demo) {
 
 TEST(cli, the_log_level_works_before_and_after_the_subcommand) {
   auto path = write_temp_file("quiet.toml", run_base);
-  for (auto args : {std::vector<std::string>{"--log-level", "warn", "run", "--config", path, "--max-seconds", "1"},
-                    std::vector<std::string>{"run", "--config", path, "--max-seconds", "1", "--log-level", "warn"}}) {
+  for (auto args : {std::vector<std::string>{"--log-level", "warn", "run", "--config", path,
+                                             "--max-seconds", "1"},
+                    std::vector<std::string>{"run", "--config", path, "--max-seconds", "1",
+                                             "--log-level", "warn"}}) {
     auto r = run_vmitap(args);
     EXPECT_EQ(r.rc, 0) << r.all();
     EXPECT_EQ(r.err.find("attached"), std::string::npos) << "info is off: " << r.err;
@@ -202,7 +209,9 @@ TEST(cli, without_xen_the_xen_driver_says_so_in_one_line_and_exits_4) {
   auto r = run_vmitap({"domains", "--driver", "xen"});
   EXPECT_EQ(r.rc, 4);
   EXPECT_EQ(r.out, "");
-  EXPECT_EQ(r.err, "no Xen hypervisor here: /dev/xen/privcmd missing (No such file or directory, errno 2)\n");
+  EXPECT_EQ(
+    r.err,
+    "no Xen hypervisor here: /dev/xen/privcmd missing (No such file or directory, errno 2)\n");
 }
 
 // Regression: `domains --driver foo` dereferenced the missing backend row and segfaulted.
@@ -226,7 +235,8 @@ namespace {
 /// A run config whose domain's hits go to `sink` (a [sink.NAME] table).
 std::string with_sink(const std::string& sink) {
   auto text = run_base;
-  text.replace(text.find("[[domain]]\nname = \"g\"\n"), std::string("[[domain]]\nname = \"g\"\n").size(),
+  text.replace(text.find("[[domain]]\nname = \"g\"\n"),
+               std::string("[[domain]]\nname = \"g\"\n").size(),
                sink + "\n[[domain]]\nname = \"g\"\nsinks = [\"s\"]\n");
   return text;
 }
@@ -343,7 +353,8 @@ TEST(cli, a_run_that_lost_hit_records_says_so_per_sink_and_exits_5) {
   EXPECT_GT(failed + dropped, 0u);
   // And a run that wrote every record still exits 0, with its sink's row.
   auto dir = fresh_temp_dir("lost");
-  auto ok = run_vmitap({"demo", "--instructions", "30000", "--hits", dir + "/hits.jsonl", "--metrics", ""});
+  auto ok =
+    run_vmitap({"demo", "--instructions", "30000", "--hits", dir + "/hits.jsonl", "--metrics", ""});
   EXPECT_EQ(ok.rc, 0) << ok.all();
   EXPECT_EQ(ok.err.find("RECORDS LOST"), std::string::npos) << ok.err;
   EXPECT_NE(ok.err.find("\nhits "), std::string::npos) << ok.err;
@@ -404,9 +415,10 @@ TEST(cli, under_systemd_each_log_event_is_one_journal_entry_with_its_priority) {
   if (access("/run/systemd/journal/socket", F_OK) == 0)
     GTEST_SKIP() << "a journal runs here: the entries go to it, not to the stream";
   auto path = write_temp_file("journal.toml", run_base);
-  auto r = run_command("/bin/sh", {"-c", "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec "
-                                           + std::string(VMITAP_BINARY) + " run --config " + path
-                                           + " --max-seconds 0.3"});
+  auto r =
+    run_command("/bin/sh", {"-c", "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec " +
+                                    std::string(VMITAP_BINARY) + " run --config " + path +
+                                    " --max-seconds 0.3"});
   EXPECT_EQ(r.rc, 0) << r.all();
   bool info = false, warning = false;
   std::istringstream lines(r.err);

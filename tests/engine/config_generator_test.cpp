@@ -48,19 +48,24 @@ private:
   size_t below(size_t n) { return n ? rng_() % n : 0; }
 
   std::string word() {
-    static const char* words[] = {"main", "shadow", "web-1", "db-1", "g", "", "x y", "ü", "*",
-                                  "web-*", "hits", "name", "views", "domain", "sim"};
+    static const char* words[] = {"main", "shadow", "web-1", "db-1", "g",     "",       "x y", "ü",
+                                  "*",    "web-*",  "hits",  "name", "views", "domain", "sim"};
     return words[below(std::size(words))];
   }
 
   /// Any TOML value, nested up to `depth`: what a confused user could put anywhere.
   std::unique_ptr<toml::node> anything_ptr(int depth) {
     switch (below(depth > 0 ? 8 : 5)) {
-      case 0: return std::make_unique<toml::value<std::string>>(word());
-      case 1: return std::make_unique<toml::value<int64_t>>(number());
-      case 2: return std::make_unique<toml::value<bool>>(chance(0.5));
-      case 3: return std::make_unique<toml::value<double>>(1.5);
-      case 4: return std::make_unique<toml::array>();
+      case 0:
+        return std::make_unique<toml::value<std::string>>(word());
+      case 1:
+        return std::make_unique<toml::value<int64_t>>(number());
+      case 2:
+        return std::make_unique<toml::value<bool>>(chance(0.5));
+      case 3:
+        return std::make_unique<toml::value<double>>(1.5);
+      case 4:
+        return std::make_unique<toml::array>();
       case 5: {
         auto a = std::make_unique<toml::array>();
         for (size_t i = 0, n = below(3); i < n; ++i)
@@ -82,8 +87,25 @@ private:
   }
 
   int64_t number() {
-    static const int64_t edges[] = {0, 1, 2, 8, 9, 10, 64, 128, 129, 256, 4096, 65535, 65536,
-                                    -1, INT64_MAX, INT64_MIN, 0x100000, 0x1000000, 4294967295LL,
+    static const int64_t edges[] = {0,
+                                    1,
+                                    2,
+                                    8,
+                                    9,
+                                    10,
+                                    64,
+                                    128,
+                                    129,
+                                    256,
+                                    4096,
+                                    65535,
+                                    65536,
+                                    -1,
+                                    INT64_MAX,
+                                    INT64_MIN,
+                                    0x100000,
+                                    0x1000000,
+                                    4294967295LL,
                                     4294967296LL};
     return chance(0.7) ? edges[below(std::size(edges))] : int64_t(rng_() % 100000);
   }
@@ -109,8 +131,8 @@ private:
   toml::table metrics() {
     toml::table t;
     maybe(t, "listen", [&](auto& t, auto k) {
-      static const char* listen[] = {"", "127.0.0.1:0", "[::1]:0", "garbage", "127.0.0.1:99999",
-                                     "10474", "localhost:0"};
+      static const char* listen[] = {
+        "", "127.0.0.1:0", "[::1]:0", "garbage", "127.0.0.1:99999", "10474", "localhost:0"};
       t.insert(k, listen[wrong() ? below(std::size(listen)) : below(3)]);
     });
     return t;
@@ -147,7 +169,8 @@ private:
     toml::array domains;
     for (size_t i = 0, n = below(4); i < n; ++i) {
       toml::table d;
-      maybe(d, "name", [&](auto& d, auto k) { d.insert(k, wrong() ? word() : "g" + std::to_string(i)); });
+      maybe(d, "name",
+            [&](auto& d, auto k) { d.insert(k, wrong() ? word() : "g" + std::to_string(i)); });
       maybe(d, "vcpus", [&](auto& d, auto k) { d.insert(k, num(1, 4)); });
       maybe(d, "memory_mib", [&](auto& d, auto k) { d.insert(k, chance(0.5) ? 8 : num(8, 64)); });
       maybe(d, "functions", [&](auto& d, auto k) { d.insert(k, num(6, 200)); });
@@ -175,9 +198,8 @@ private:
       // two selectors, none, or two entries for one domain (each an error check names).
       auto selector = below(10);
       if (selector < 6 || wrong())
-        maybe(d, "name", [&](auto& d, auto k) {
-          d.insert(k, "g" + std::to_string(wrong() ? below(3) : i));
-        });
+        maybe(d, "name",
+              [&](auto& d, auto k) { d.insert(k, "g" + std::to_string(wrong() ? below(3) : i)); });
       if ((selector >= 6 && selector < 8) || wrong())
         maybe(d, "pattern", [&](auto& d, auto k) { d.insert(k, word()); });
       if (selector == 8 || wrong())
@@ -204,12 +226,14 @@ private:
       toml::array bps;
       for (size_t j = 0, m = below(4); j < m; ++j) {
         toml::table b;
-        maybe(b, "name", [&](auto& b, auto k) {
-          b.insert(k, "bp" + std::to_string(wrong() ? below(3) : j));
-        });
-        maybe(b, "address", [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(0x100000, 0x101000)); });
+        maybe(b, "name",
+              [&](auto& b, auto k) { b.insert(k, "bp" + std::to_string(wrong() ? below(3) : j)); });
+        maybe(b, "address",
+              [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(0x100000, 0x101000)); });
         if (chance(0.3))
-          maybe(b, "view", [&](auto& b, auto k) { b.insert(k, two && !wrong() ? "shadow" : wrong() ? word() : "main"); });
+          maybe(b, "view", [&](auto& b, auto k) {
+            b.insert(k, two && !wrong() ? "shadow" : wrong() ? word() : "main");
+          });
         if (chance(0.4))
           maybe(b, "capture", [&](auto& b, auto k) { b.insert(k, captures()); });
         if (chance(0.2))  // a registered handler, an unknown one, a number
@@ -220,11 +244,14 @@ private:
               b.insert(k, wrong() ? word() : "h");
           });
         if (chance(0.15))  // sometimes without its handler
-          maybe(b, "handler_deadline_us", [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(1, 10'000'000)); });
+          maybe(b, "handler_deadline_us",
+                [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(1, 10'000'000)); });
         if (chance(0.2))
-          maybe(b, "max_hits_per_second", [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(1, 10'000'000)); });
+          maybe(b, "max_hits_per_second",
+                [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(1, 10'000'000)); });
         if (chance(0.15))  // sometimes without its maximum
-          maybe(b, "cooldown_ms", [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(1, 3'600'000)); });
+          maybe(b, "cooldown_ms",
+                [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(1, 3'600'000)); });
         bps.push_back(b);
       }
       if (!wrong())
@@ -242,10 +269,14 @@ private:
   /// Address expressions: valid ones of every shape, and the ways they go wrong (unclosed
   /// brackets, dangling signs, unknown registers, huge numbers, argument 0 and 17).
   std::string expression() {
-    static const char* good[] = {"rdi", "arg1", "arg5", "arg16", "[rsp+0x28]", "[[arg3+0x10]+8]",
-                                 "rax-8", "[0xffffffff80001000]", "cr3", " [ rsp ] + 4 "};
-    static const char* bad[] = {"", "[", "]", "[rsp", "rsp+", "rsp+rax", "eax", "arg0", "arg17",
-                                "0xfffffffffffffffffff", "[[[[", "rsp ++ 1", "ü", "-", "argx"};
+    static const char* good[] = {"rdi",        "arg1",
+                                 "arg5",       "arg16",
+                                 "[rsp+0x28]", "[[arg3+0x10]+8]",
+                                 "rax-8",      "[0xffffffff80001000]",
+                                 "cr3",        " [ rsp ] + 4 "};
+    static const char* bad[] = {"",        "[",        "]",    "[rsp",  "rsp+",
+                                "rsp+rax", "eax",      "arg0", "arg17", "0xfffffffffffffffffff",
+                                "[[[[",    "rsp ++ 1", "ü",    "-",     "argx"};
     return wrong() ? bad[below(std::size(bad))] : good[below(std::size(good))];
   }
 
@@ -257,7 +288,8 @@ private:
         continue;
       }
       toml::table c;
-      maybe(c, "name", [&](auto& c, auto k) { c.insert(k, wrong() ? word() : "c" + std::to_string(i)); });
+      maybe(c, "name",
+            [&](auto& c, auto k) { c.insert(k, wrong() ? word() : "c" + std::to_string(i)); });
       static const char* kinds[] = {"value", "bytes", "string", "wstring"};
       auto kind = kinds[below(4)];
       maybe(c, kind, [&](auto& c, auto k) { c.insert(k, expression()); });
@@ -297,7 +329,8 @@ bool check(const std::string& text, const std::string& name) {
   EXPECT_FALSE(describe(*cfg).empty());
   if (cfg->driver == "sim") {
     auto started = find_backend("sim")->start(*cfg);
-    EXPECT_TRUE(started) << "valid for check, so valid for run:\n" << text << "\n"
+    EXPECT_TRUE(started) << "valid for check, so valid for run:\n"
+                         << text << "\n"
                          << (started ? "" : render(started.error()));
   }
   return true;
@@ -318,9 +351,9 @@ TEST(config_generator, structured_configs_give_a_valid_config_or_positioned_erro
     auto cfg = parse_config(text, "gen.toml", &known_handlers());
     for (auto& d : cfg->engine.domains)
       for (auto& bp : d.plan->breakpoints) {
-        captured += !bp.captures.empty();
-        handled += bool(bp.handler);
-        limited += bp.limit.max_per_second > 0;
+        captured += !bp.options.captures.empty();
+        handled += bool(bp.options.handler);
+        limited += bp.options.limit.max_per_second > 0;
       }
   }
   EXPECT_GT(valid, 150u) << "the generator reaches valid configs";
@@ -328,9 +361,10 @@ TEST(config_generator, structured_configs_give_a_valid_config_or_positioned_erro
   EXPECT_GT(captured, 20u) << "and valid breakpoints with captures";
   EXPECT_GT(handled, 10u) << "with handlers";
   EXPECT_GT(limited, 10u) << "with rate limits";
-  std::printf("%zu valid (breakpoints: %zu with captures, %zu with handlers, %zu with rate "
-              "limits), %zu invalid\n",
-              valid, captured, handled, limited, invalid);
+  std::printf(
+    "%zu valid (breakpoints: %zu with captures, %zu with handlers, %zu with rate "
+    "limits), %zu invalid\n",
+    valid, captured, handled, limited, invalid);
 }
 
 TEST(config_generator, byte_mutations_of_the_example_never_crash) {
@@ -338,19 +372,29 @@ TEST(config_generator, byte_mutations_of_the_example_never_crash) {
   std::string seed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   ASSERT_FALSE(seed.empty());
   std::mt19937_64 rng(12345);
-  const std::string tokens[] = {"[", "]", "[[", "]]", "=", "\"", "'", "{", "}", ",", "\n", "0x",
-                                "-1", "99999999999999999999", "true", "domain", "sink", "view",
-                                "=\"\"", "# c", "\\u0000", "1979-05-27", "inf", "nan", "."};
+  const std::string tokens[] = {
+    "[",          "]",      "[[",   "]]",   "=",     "\"",  "'",
+    "{",          "}",      ",",    "\n",   "0x",    "-1",  "99999999999999999999",
+    "true",       "domain", "sink", "view", "=\"\"", "# c", "\\u0000",
+    "1979-05-27", "inf",    "nan",  "."};
   size_t invalid = 0;
   for (int i = 0; i < 1500; ++i) {
     std::string text = seed;
     for (int e = 0, edits = 1 + int(rng() % 8); e < edits && !text.empty(); ++e) {
       size_t at = rng() % text.size();
       switch (rng() % 4) {
-        case 0: text.erase(at, 1 + rng() % 12); break;
-        case 1: text.insert(at, tokens[rng() % std::size(tokens)]); break;
-        case 2: text[at] = char(rng() % 256); break;
-        default: text.insert(at, text.substr(rng() % text.size(), rng() % 40)); break;
+        case 0:
+          text.erase(at, 1 + rng() % 12);
+          break;
+        case 1:
+          text.insert(at, tokens[rng() % std::size(tokens)]);
+          break;
+        case 2:
+          text[at] = char(rng() % 256);
+          break;
+        default:
+          text.insert(at, text.substr(rng() % text.size(), rng() % 40));
+          break;
       }
     }
     invalid += !check(text, "fuzz.toml");

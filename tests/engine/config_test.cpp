@@ -1,16 +1,16 @@
 // The config: every validation error with its exact position, the examples through
 // `vmitap check`, and the inputs that used to crash or pass `check` and then fail `run`.
 
-#include "drivers/error.hpp"
 #include "engine/config.hpp"
+#include "drivers/error.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_files.hpp"
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 using namespace vmitap;
 using namespace vmitap::testing;
@@ -50,34 +50,54 @@ TEST(config_validation, every_problem_names_file_line_column_key_and_expectation
   std::string base = valid_base;
   std::vector<bad> cases = {
     {"[engine]\nbogus = 1\n", "t.toml:2:1: engine.bogus: unknown key (expected one of: driver, "},
-    {"[engine]\nworker_threads = \"two\"\n", "t.toml:2:18: engine.worker_threads: expected an integer from 1 to 256"},
-    {"[engine]\nworker_threads = 0\n", "t.toml:2:18: engine.worker_threads: expected an integer from 1 to 256, got 0"},
+    {"[engine]\nworker_threads = \"two\"\n",
+     "t.toml:2:18: engine.worker_threads: expected an integer from 1 to 256"},
+    {"[engine]\nworker_threads = 0\n",
+     "t.toml:2:18: engine.worker_threads: expected an integer from 1 to 256, got 0"},
     {"[engine]\ndriver = \"kvm\"\n", "t.toml:2:10: engine.driver: expected one of \"sim\""},
-    {base + "[[domain.breakpoint]]\nname = \"a\"\naddress = 0x1000\n[[domain.breakpoint]]\nname = \"a\"\naddress = 0x2000\n",
+    {base + "[[domain.breakpoint]]\nname = \"a\"\naddress = 0x1000\n[[domain.breakpoint]]\nname = "
+            "\"a\"\naddress = 0x2000\n",
      "t.toml:14:8: domain[0].breakpoint[1].name: duplicate breakpoint name \"a\" in this domain"},
     {base + "[[domain.breakpoint]]\nname = \"far\"\naddress = 0x1000000\n",
-     "t.toml:12:11: domain[0].breakpoint[0].address: address is not in guest memory of sim domain \"g\" (16 MiB)"},
+     "t.toml:12:11: domain[0].breakpoint[0].address: address is not in guest memory of sim domain "
+     "\"g\" (16 MiB)"},
     {base + "[[domain.breakpoint]]\nname = \"v\"\naddress = 0x1000\nview = \"shadow\"\n",
      "t.toml:13:8: domain[0].breakpoint[0].view: view \"shadow\" is not declared"},
-    {base + "[[domain.breakpoint]]\naddress = 0x1000\n", "t.toml:10:1: domain[0].breakpoint[0].name: missing"},
+    {base + "[[domain.breakpoint]]\naddress = 0x1000\n",
+     "t.toml:10:1: domain[0].breakpoint[0].name: missing"},
     {base + "[[domain.breakpoint]]\nname = \"n\"\naddress = -1\n",
      "t.toml:12:11: domain[0].breakpoint[0].address: expected an integer from 0 to"},
     {"[sink.h]\ntype = \"jsonl\"\npath = \"/proc/nonexistent-dir/h.jsonl\"\n",
      "t.toml:3:8: sink.h.path: \"/proc/nonexistent-dir/h.jsonl\" directory /proc is not writable"},
-    {"[sink.h]\ntype = \"jsonl\"\npath = \"\"\n", "t.toml:3:8: sink.h.path: \"\" must not be empty"},
-    {"[sink.h]\ntype = \"jsonl\"\npath = \"/tmp\"\n", "t.toml:3:8: sink.h.path: \"/tmp\" is a directory"},
-    {"[sink.h]\ntype = \"syslog\"\n", "t.toml:2:8: sink.h.type: expected \"jsonl\" or \"stdout\", got \"syslog\""},
-    {"[sink.a]\ntype = \"stdout\"\n[sink.b]\ntype = \"stdout\"\n", "t.toml:4:8: sink.b.type: only one sink may write to stdout"},
-    {"[metrics]\nlisten = \"127.0.0.1:99999\"\n", "t.toml:2:10: metrics.listen: \"127.0.0.1:99999\": the port must be 0 to 65535"},
-    {"[metrics]\nlisten = \"garbage\"\n", "t.toml:2:10: metrics.listen: \"garbage\": the port is not a number"},
-    {"[[domain]]\nviews = [\"main\"]\n", "t.toml:1:1: domain[0]: missing a selector: name, id or pattern"},
-    {"[[domain]]\nname = \"x\"\nsinks = [\"nope\"]\n", "t.toml:3:9: domain[0].sinks: no sink named \"nope\""},
-    {"[[domain]]\nname = \"x\"\nstep = \"slow\"\n", "t.toml:3:8: domain[0].step: expected \"fast\", \"classic\" or \"emulate\", got \"slow\""},
-    {"[[domain]]\nname = \"x\"\nvcpu_views = { 1 = \"other\" }\n", "t.toml:3:20: domain[0].vcpu_views.1: view \"other\" is not declared"},
-    {base + "vcpu_views = { 7 = \"main\" }\n", "t.toml:10:16: domain[0].vcpu_views.7: sim domain \"g\" has 2 VCPUs (0 to 1)"},
-    {"[[domain]]\nname = \"x\"\nvcpu_views = { -1 = \"main\" }\n", "domain[0].vcpu_views.-1: expected a VCPU number"},
-    {"[[domain]]\nname = \"x\"\nvcpu_views = { 4294967296 = \"main\" }\n", "domain[0].vcpu_views.4294967296: expected a VCPU number"},
-    {"[[sim.domain]]\nname = \"small\"\nmemory_mib = 1\n", "t.toml:3:14: sim.domain[0].memory_mib: sim workload: code and data need 2 MiB of guest memory, the domain has 1 MiB"},
+    {"[sink.h]\ntype = \"jsonl\"\npath = \"\"\n",
+     "t.toml:3:8: sink.h.path: \"\" must not be empty"},
+    {"[sink.h]\ntype = \"jsonl\"\npath = \"/tmp\"\n",
+     "t.toml:3:8: sink.h.path: \"/tmp\" is a directory"},
+    {"[sink.h]\ntype = \"syslog\"\n",
+     "t.toml:2:8: sink.h.type: expected \"jsonl\" or \"stdout\", got \"syslog\""},
+    {"[sink.a]\ntype = \"stdout\"\n[sink.b]\ntype = \"stdout\"\n",
+     "t.toml:4:8: sink.b.type: only one sink may write to stdout"},
+    {"[metrics]\nlisten = \"127.0.0.1:99999\"\n",
+     "t.toml:2:10: metrics.listen: \"127.0.0.1:99999\": the port must be 0 to 65535"},
+    {"[metrics]\nlisten = \"garbage\"\n",
+     "t.toml:2:10: metrics.listen: \"garbage\": the port is not a number"},
+    {"[[domain]]\nviews = [\"main\"]\n",
+     "t.toml:1:1: domain[0]: missing a selector: name, id or pattern"},
+    {"[[domain]]\nname = \"x\"\nsinks = [\"nope\"]\n",
+     "t.toml:3:9: domain[0].sinks: no sink named \"nope\""},
+    {"[[domain]]\nname = \"x\"\nstep = \"slow\"\n",
+     "t.toml:3:8: domain[0].step: expected \"fast\", \"classic\" or \"emulate\", got \"slow\""},
+    {"[[domain]]\nname = \"x\"\nvcpu_views = { 1 = \"other\" }\n",
+     "t.toml:3:20: domain[0].vcpu_views.1: view \"other\" is not declared"},
+    {base + "vcpu_views = { 7 = \"main\" }\n",
+     "t.toml:10:16: domain[0].vcpu_views.7: sim domain \"g\" has 2 VCPUs (0 to 1)"},
+    {"[[domain]]\nname = \"x\"\nvcpu_views = { -1 = \"main\" }\n",
+     "domain[0].vcpu_views.-1: expected a VCPU number"},
+    {"[[domain]]\nname = \"x\"\nvcpu_views = { 4294967296 = \"main\" }\n",
+     "domain[0].vcpu_views.4294967296: expected a VCPU number"},
+    {"[[sim.domain]]\nname = \"small\"\nmemory_mib = 1\n",
+     "t.toml:3:14: sim.domain[0].memory_mib: sim workload: code and data need 2 MiB of guest "
+     "memory, the domain has 1 MiB"},
     {"domain = 3\n", "t.toml:1:10: domain: expected an array of tables ([[domain]])"},
     {"[xen]\n", "t.toml:1:1: xen: a [xen] section, but the driver is \"sim\""},
     {"[engine\n", "t.toml:1:8: syntax: "},
@@ -85,7 +105,8 @@ TEST(config_validation, every_problem_names_file_line_column_key_and_expectation
   for (auto& c : cases) {
     auto msg = problems(c.text);
     EXPECT_NE(msg.find(c.expected), std::string::npos)
-      << "config:\n" << c.text << "\nexpected: " << c.expected << "\ngot: " << msg;
+      << "config:\n"
+      << c.text << "\nexpected: " << c.expected << "\ngot: " << msg;
   }
   EXPECT_EQ(problems(valid_base), "");
 }
@@ -93,12 +114,16 @@ TEST(config_validation, every_problem_names_file_line_column_key_and_expectation
 // Regression (issue 8): `check` segfaulted on these.
 TEST(config_validation, missing_names_and_empty_views_are_errors_not_crashes) {
   auto two_unnamed = problems("[[sim.domain]]\nvcpus = 1\n[[sim.domain]]\nvcpus = 1\n");
-  EXPECT_NE(two_unnamed.find("t.toml:1:1: sim.domain[0].name: missing"), std::string::npos) << two_unnamed;
-  EXPECT_NE(two_unnamed.find("t.toml:3:1: sim.domain[1].name: missing"), std::string::npos) << two_unnamed;
-  auto empty_views = problems("[[domain]]\nname = \"x\"\nviews = []\n[[domain.breakpoint]]\n"
-                              "name = \"a\"\naddress = 0x1000\n");
+  EXPECT_NE(two_unnamed.find("t.toml:1:1: sim.domain[0].name: missing"), std::string::npos)
+    << two_unnamed;
+  EXPECT_NE(two_unnamed.find("t.toml:3:1: sim.domain[1].name: missing"), std::string::npos)
+    << two_unnamed;
+  auto empty_views = problems(
+    "[[domain]]\nname = \"x\"\nviews = []\n[[domain.breakpoint]]\n"
+    "name = \"a\"\naddress = 0x1000\n");
   EXPECT_NE(empty_views.find("t.toml:3:9: domain[0].views: expected at least one entry"),
-            std::string::npos) << empty_views;
+            std::string::npos)
+    << empty_views;
 }
 
 TEST(config_validation, all_problems_are_reported_in_file_order) {
@@ -112,10 +137,13 @@ TEST(config_validation, all_problems_are_reported_in_file_order) {
 }
 
 TEST(config_validation, a_selector_that_matches_no_sim_domain_is_a_warning) {
-  auto cfg = parse_config(std::string(valid_base) + "[[domain]]\npattern = \"nothing-*\"\n", "t.toml");
+  auto cfg =
+    parse_config(std::string(valid_base) + "[[domain]]\npattern = \"nothing-*\"\n", "t.toml");
   ASSERT_TRUE(cfg) << render(cfg.error());
-  EXPECT_NE(cfg->warnings.find("t.toml:10:1: domain[1]: warning: pattern=nothing-* selects no domain"),
-            std::string::npos) << cfg->warnings;
+  EXPECT_NE(
+    cfg->warnings.find("t.toml:10:1: domain[1]: warning: pattern=nothing-* selects no domain"),
+    std::string::npos)
+    << cfg->warnings;
 }
 
 TEST(config_validation, an_existing_sink_file_vmitap_cannot_write_is_an_error) {
@@ -133,9 +161,9 @@ TEST(config_validation, an_existing_sink_file_vmitap_cannot_write_is_an_error) {
   auto config = write_temp_file("readonly.toml", text);
   auto binary = process_temp_dir() + "/vmitap";
   fs::copy_file(VMITAP_BINARY, binary, fs::copy_options::overwrite_existing);
-  fs::permissions(process_temp_dir(), fs::perms::owner_all | fs::perms::group_read
-                                        | fs::perms::group_exec | fs::perms::others_read
-                                        | fs::perms::others_exec);
+  fs::permissions(process_temp_dir(), fs::perms::owner_all | fs::perms::group_read |
+                                        fs::perms::group_exec | fs::perms::others_read |
+                                        fs::perms::others_exec);
   fs::permissions(config, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
   auto r = run_command("/usr/bin/setpriv", {"--reuid=65534", "--regid=65534", "--clear-groups",
                                             binary, "check", "--config", config});
@@ -159,7 +187,8 @@ TEST(config_cli, a_broken_config_prints_its_position_and_exits_2) {
   auto path = write_temp_file("broken.toml", "[engine]\nworker_threads = \"many\"\n");
   auto r = run_vmitap({"check", "--config", path});
   EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.err.find(path + ":2:18: engine.worker_threads: expected an integer"), std::string::npos)
+  EXPECT_NE(r.err.find(path + ":2:18: engine.worker_threads: expected an integer"),
+            std::string::npos)
     << r.all();
   EXPECT_EQ(r.all().find("terminate"), std::string::npos) << "no exception trace";
   EXPECT_EQ(run_vmitap({"run", "--config", path}).rc, 2);
@@ -189,11 +218,12 @@ name = "NtCreateFile"
 address = 0x100000
 capture = ["arg1", { name = "path", wstring = "[[arg3+0x10]+8]", max = 260 },
            { name = "fifth", value = "arg5" }, { name = "head", bytes = "rcx", length = 16 }]
-)", "t.toml");
+)",
+                          "t.toml");
   ASSERT_TRUE(cfg) << render(cfg.error());
   auto& bp = cfg->engine.domains.at(0).plan->breakpoints.at(0);
-  ASSERT_FALSE(bp.captures.empty());
-  auto& specs = *bp.captures.specs;
+  ASSERT_FALSE(bp.options.captures.empty());
+  auto& specs = *bp.options.captures.specs;
   ASSERT_EQ(specs.size(), 4u);
   auto ms = drv::calling_convention::ms_x64;
   EXPECT_EQ(specs[0].name, "arg1");
@@ -209,15 +239,18 @@ capture = ["arg1", { name = "path", wstring = "[[arg3+0x10]+8]", max = 260 },
 name = "NtCreateFile"
 address = 0x100000
 capture = ["arg1"]
-)", "t.toml");
+)",
+                           "t.toml");
   ASSERT_TRUE(sysv) << render(sysv.error());
-  EXPECT_EQ(sysv->engine.domains.at(0).plan->breakpoints.at(0).captures.specs->at(0).at.base,
-            &drv::registers::rdi);
+  EXPECT_EQ(
+    sysv->engine.domains.at(0).plan->breakpoints.at(0).options.captures.specs->at(0).at.base,
+    &drv::registers::rdi);
   EXPECT_FALSE(sysv->engine.domains.at(0).plan->breakpoints.at(0) == bp);
 }
 
 TEST(config_validation, capture_errors_point_at_the_character) {
-  std::string bp = std::string(valid_base) + "[[domain.breakpoint]]\nname = \"f\"\naddress = 0x100000\n";
+  std::string bp =
+    std::string(valid_base) + "[[domain.breakpoint]]\nname = \"f\"\naddress = 0x100000\n";
   struct bad {
     std::string text;
     std::string expected;
@@ -230,11 +263,14 @@ TEST(config_validation, capture_errors_point_at_the_character) {
     {bp + "capture = [\"rax\", \"eax\"]\n",
      "t.toml:13:20: domain[0].breakpoint[0].capture[1]: \"eax\": unknown register \"eax\""},
     {bp + "capture = [{ value = \"rax\" }]\n",
-     "t.toml:13:12: domain[0].breakpoint[0].capture[0].name: missing: a table capture needs a name"},
+     "t.toml:13:12: domain[0].breakpoint[0].capture[0].name: missing: a table capture needs a "
+     "name"},
     {bp + "capture = [{ name = \"x\" }]\n",
-     "t.toml:13:12: domain[0].breakpoint[0].capture[0]: missing what to read: value, bytes, string or wstring"},
+     "t.toml:13:12: domain[0].breakpoint[0].capture[0]: missing what to read: value, bytes, string "
+     "or wstring"},
     {bp + "capture = [{ name = \"x\", value = \"rax\", string = \"rdi\" }]\n",
-     "domain[0].breakpoint[0].capture[0].string: a capture reads one of value, bytes, string or wstring"},
+     "domain[0].breakpoint[0].capture[0].string: a capture reads one of value, bytes, string or "
+     "wstring"},
     {bp + "capture = [{ name = \"x\", bytes = \"rax\" }]\n",
      "t.toml:13:12: domain[0].breakpoint[0].capture[0].length: missing: how many bytes to read"},
     {bp + "capture = [{ name = \"x\", bytes = \"rax\", length = 0 }]\n",
@@ -253,31 +289,34 @@ TEST(config_validation, capture_errors_point_at_the_character) {
     {bp + "capture = [{ name = \"x\", value = 7 }]\n",
      "domain[0].breakpoint[0].capture[0]: expected an address expression string"},
     {std::string(valid_base) + "abi = \"arm64\"\n",
-     "t.toml:10:7: domain[0].abi: expected \"sysv\" (Linux) or \"ms-x64\" (Windows), got \"arm64\""},
+     "t.toml:10:7: domain[0].abi: expected \"sysv\" (Linux) or \"ms-x64\" (Windows), got "
+     "\"arm64\""},
   };
   for (auto& c : cases) {
     auto msg = problems(c.text);
     EXPECT_NE(msg.find(c.expected), std::string::npos)
-      << "config:\n" << c.text << "\nexpected: " << c.expected << "\ngot: " << msg;
+      << "config:\n"
+      << c.text << "\nexpected: " << c.expected << "\ngot: " << msg;
   }
   EXPECT_EQ(problems(bp + "capture = []\n"), "");
 }
 
 TEST(config_validation, a_handler_must_be_registered_and_its_deadline_bounded) {
-  std::string bp = std::string(valid_base) + "[[domain.breakpoint]]\nname = \"f\"\naddress = 0x100000\n";
+  std::string bp =
+    std::string(valid_base) + "[[domain.breakpoint]]\nname = \"f\"\naddress = 0x100000\n";
   handler_registry reg;
   reg.add("skip", [](const handler_hit&) { return handler_decision::resume(); });
 
   auto cfg = parse_config(bp + "handler = \"skip\"\nhandler_deadline_us = 2500\n", "t.toml", &reg);
   ASSERT_TRUE(cfg) << render(cfg.error());
   auto& b = cfg->engine.domains.at(0).plan->breakpoints.at(0);
-  ASSERT_TRUE(b.handler);
-  EXPECT_EQ(b.handler->name, "skip");
-  EXPECT_EQ(b.handler->deadline, std::chrono::microseconds(2500));
+  ASSERT_TRUE(b.options.handler);
+  EXPECT_EQ(b.options.handler->name, "skip");
+  EXPECT_EQ(b.options.handler->deadline, std::chrono::microseconds(2500));
   EXPECT_NE(describe(*cfg).find("handler skip, deadline 2500 µs"), std::string::npos);
   auto plain = parse_config(bp + "handler = \"skip\"\n", "t.toml", &reg);
   ASSERT_TRUE(plain);
-  EXPECT_EQ(plain->engine.domains.at(0).plan->breakpoints.at(0).handler->deadline,
+  EXPECT_EQ(plain->engine.domains.at(0).plan->breakpoints.at(0).options.handler->deadline,
             default_handler_deadline);
 
   auto bad = [&](const std::string& text, const handler_registry* r) {
@@ -302,18 +341,21 @@ TEST(config_validation, a_handler_must_be_registered_and_its_deadline_bounded) {
 }
 
 TEST(config_validation, a_rate_limit_has_a_maximum_and_an_optional_cool_down) {
-  std::string bp = std::string(valid_base) + "[[domain.breakpoint]]\nname = \"f\"\naddress = 0x100000\n";
+  std::string bp =
+    std::string(valid_base) + "[[domain.breakpoint]]\nname = \"f\"\naddress = 0x100000\n";
   auto cfg = parse_config(bp + "max_hits_per_second = 500\ncooldown_ms = 2000\n", "t.toml");
   ASSERT_TRUE(cfg) << render(cfg.error());
   auto& b = cfg->engine.domains.at(0).plan->breakpoints.at(0);
-  EXPECT_EQ(b.limit, (rate_limit{500, std::chrono::milliseconds(2000)}));
-  EXPECT_NE(describe(*cfg).find("at most 500 hits/s, then disarmed for 2000 ms"), std::string::npos);
+  EXPECT_EQ(b.options.limit, (rate_limit{500, std::chrono::milliseconds(2000)}));
+  EXPECT_NE(describe(*cfg).find("at most 500 hits/s, then disarmed for 2000 ms"),
+            std::string::npos);
   auto plain = parse_config(bp + "max_hits_per_second = 1\n", "t.toml");
   ASSERT_TRUE(plain);
-  EXPECT_EQ(plain->engine.domains.at(0).plan->breakpoints.at(0).limit.cooldown,
+  EXPECT_EQ(plain->engine.domains.at(0).plan->breakpoints.at(0).options.limit.cooldown,
             std::chrono::milliseconds(1000));
-  EXPECT_EQ(parse_config(bp, "t.toml")->engine.domains.at(0).plan->breakpoints.at(0).limit,
-            rate_limit{}) << "off by default";
+  EXPECT_EQ(parse_config(bp, "t.toml")->engine.domains.at(0).plan->breakpoints.at(0).options.limit,
+            rate_limit{})
+    << "off by default";
 
   EXPECT_EQ(problems(bp + "cooldown_ms = 10\n"),
             "t.toml:13:15: domain[0].breakpoint[0].cooldown_ms: only a breakpoint with "
@@ -329,7 +371,8 @@ TEST(config_validation, a_character_outside_ascii_outside_strings_is_rejected_wi
   auto err = problems("[engine]\nwörker_threads = 2\n");
   EXPECT_NE(err.find("t.toml:2:2: syntax:"), std::string::npos) << err;
   EXPECT_NE(err.find("bare keys"), std::string::npos) << err;
-  EXPECT_NE(problems("[engine]\n\"w\" = 1 # ok\nnäme = 1\n").find("t.toml:3:2:"), std::string::npos);
+  EXPECT_NE(problems("[engine]\n\"w\" = 1 # ok\nnäme = 1\n").find("t.toml:3:2:"),
+            std::string::npos);
   // Inside strings and comments they are text: they reach toml++ and the usual checks.
   auto scanned = [](const std::string& text) {
     auto err = problems(text);
@@ -357,20 +400,24 @@ TEST(config_validation, names_strings_and_captures_beyond_their_limits_are_rejec
     return problems(base + "[[domain.breakpoint]]\nname = \"b\"\naddress = 0x1000\n" + body);
   };
   std::string name(257, 'n'), fits(256, 'n');
-  EXPECT_NE(bp("tags = [\"" + name + "\"]\n").find("longer than 256 bytes (257), the limit for a name"),
-            std::string::npos);
+  EXPECT_NE(
+    bp("tags = [\"" + name + "\"]\n").find("longer than 256 bytes (257), the limit for a name"),
+    std::string::npos);
   EXPECT_EQ(bp("tags = [\"" + fits + "\"]\n"), "");
   EXPECT_NE(problems(base + "[[domain.breakpoint]]\nname = \"" + name + "\"\naddress = 0x1000\n")
               .find("t.toml:11:8: domain[0].breakpoint[0].name: longer than 256"),
             std::string::npos);
-  EXPECT_NE(bp("capture = [\"" + name + "\"]\n").find("the limit for a capture"), std::string::npos);
+  EXPECT_NE(bp("capture = [\"" + name + "\"]\n").find("the limit for a capture"),
+            std::string::npos);
   // Any key, and any string, whatever reads it (here keys nothing knows: the size comes first).
   auto key = problems(base + name + " = 1\n");
   EXPECT_NE(key.find("key longer than 256 bytes (257)"), std::string::npos) << key;
   EXPECT_LT(key.size(), 200u) << "the message does not echo the key whole";
   auto huge = problems(base + "x = \"" + std::string(10 << 20, 'd') + "\"\n");
-  EXPECT_NE(huge.find("t.toml:10:5: domain[0].x: longer than 4096 bytes (10485760), the limit for a string"),
-            std::string::npos)
+  EXPECT_NE(
+    huge.find(
+      "t.toml:10:5: domain[0].x: longer than 4096 bytes (10485760), the limit for a string"),
+    std::string::npos)
     << huge.substr(0, 200);
   // Captures: how many, and how much they read at one hit together.
   std::string many = "capture = [";
@@ -413,8 +460,9 @@ name = "web-1"
             std::string::npos)
     << err;
   // Where the host is not known (Xen), what the selectors give away: a name a pattern matches.
-  err = problems("[engine]\ndriver = \"xen\"\n[[domain]]\nname = \"web-1\"\n[[domain]]\n"
-                 "pattern = \"web-?\"\n");
+  err = problems(
+    "[engine]\ndriver = \"xen\"\n[[domain]]\nname = \"web-1\"\n[[domain]]\n"
+    "pattern = \"web-?\"\n");
   EXPECT_NE(err.find("t.toml:5:1: domain[1]: selects domain \"web-1\" as the entry at line 3"),
             std::string::npos)
     << err;
@@ -433,8 +481,9 @@ name = "web-1"
 // root) and then failed run with exit 1; an empty config or a domain without sinks passed
 // without a word.
 TEST(config_validation, a_sink_path_is_tried_and_configs_that_do_nothing_are_warned_of) {
-  auto err = problems(std::string(valid_base)
-                      + "sinks = [\"hits\"]\n[sink.hits]\ntype = \"jsonl\"\npath = \"/proc/vmitap-hits.jsonl\"\n");
+  auto err = problems(
+    std::string(valid_base) +
+    "sinks = [\"hits\"]\n[sink.hits]\ntype = \"jsonl\"\npath = \"/proc/vmitap-hits.jsonl\"\n");
   EXPECT_NE(err.find("sink.hits.path: \"/proc/vmitap-hits.jsonl\" directory /proc is not writable"),
             std::string::npos)
     << err;
@@ -454,8 +503,10 @@ TEST(config_validation, a_sink_path_is_tried_and_configs_that_do_nothing_are_war
 TEST(config_validation, a_bom_a_relative_new_directory_and_id_zero_beside_a_name_are_valid) {
   std::string base = valid_base;
   EXPECT_EQ(problems("\xEF\xBB\xBF" + base), "");
-  auto relative = parse_config(base + "sinks = [\"h\"]\n[sink.h]\ntype = \"jsonl\"\n"
-                                      "path = \"vmitap-new-dir-" + std::to_string(getpid()) + "/h.jsonl\"\n",
+  auto relative = parse_config(base +
+                                 "sinks = [\"h\"]\n[sink.h]\ntype = \"jsonl\"\n"
+                                 "path = \"vmitap-new-dir-" +
+                                 std::to_string(getpid()) + "/h.jsonl\"\n",
                                "t.toml");
   ASSERT_TRUE(relative) << context_of(relative.error());
   EXPECT_NE(relative->warnings.find("does not exist yet: vmitap creates it"), std::string::npos)

@@ -22,7 +22,7 @@ TEST_P(step_modes, hits_on_exact_addresses_equal_ground_truth_and_neighbours_ste
   EXPECT_GT(r.totals.hits, 100u);
   EXPECT_GT(r.totals.neighbours, r.totals.hits) << "other instructions on the pages trap too";
   auto& fn0 = find_bp(r, "fn0_entry");
-  EXPECT_EQ(fn0->hits.load(), dom->executions(fn0->pa, fn0->view));
+  EXPECT_EQ(fn0.hits, dom->executions(fn0.pa, fn0.view));
   if (GetParam() == step_mode::classic)
     EXPECT_EQ(r.totals.singlesteps * 2, r.totals.events) << "two events per trap";
   else
@@ -42,10 +42,10 @@ TEST(engine_e2e, same_address_in_two_views_is_counted_per_view) {
   EXPECT_TRUE(s.verified(reports));
   auto& main = find_bp(reports[0], "fn0_entry");
   auto& shadow = find_bp(reports[0], "fn0_entry_shadow");
-  EXPECT_EQ(main->pa, shadow->pa);
-  EXPECT_NE(main->view, shadow->view);
-  EXPECT_GT(main->hits.load(), 0u);
-  EXPECT_GT(shadow->hits.load(), 0u);
+  EXPECT_EQ(main.pa, shadow.pa);
+  EXPECT_NE(main.view, shadow.view);
+  EXPECT_GT(main.hits, 0u);
+  EXPECT_GT(shadow.hits, 0u);
 }
 
 // Regression (issue 8): a VCPU whose home is not the first view never got there if it never
@@ -58,12 +58,13 @@ TEST(engine_e2e, a_vcpu_reaches_its_home_view_even_if_the_first_view_has_no_brea
     plan->mode = mode;
     plan->views = {"main", "shadow"};
     plan->vcpu_views[1] = "shadow";
-    plan->breakpoints = {{"only_in_shadow", dom->code().functions()[0].entry_pa, "shadow", {}, {}, {}, {}}};
+    plan->breakpoints = {
+      {{"only_in_shadow", "shadow", {}, {}, {}, {}}, {dom->code().functions()[0].entry_pa}}};
     s.cfg.domains[0].plan = plan;
     auto reports = s.run();
     ASSERT_EQ(reports.size(), 1u);
     EXPECT_TRUE(s.verified(reports));
-    EXPECT_GT(find_bp(reports[0], "only_in_shadow")->hits.load(), 0u) << to_string(mode);
+    EXPECT_GT(find_bp(reports[0], "only_in_shadow").hits, 0u) << to_string(mode);
   }
 }
 
@@ -270,7 +271,8 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
   auto f = dom->code().functions();
   auto keep = f[0].entry_pa, removed = dom->code().at(f[0].first + 1).pa, added = f[3].entry_pa;
   auto plan = std::make_shared<domain_plan>();
-  plan->breakpoints = {{"keep", keep, "main", {}, {}, {}, {}}, {"removed", removed, "main", {}, {}, {}, {}}};
+  plan->breakpoints = {{{"keep", "main", {}, {}, {}, {}}, {keep}},
+                       {{"removed", "main", {}, {}, {}, {}}, {removed}}};
   s.cfg.domains[0].plan = plan;
   engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
   ASSERT_FALSE(eng.start());
@@ -278,7 +280,7 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
     std::map<std::string, uint64_t> out;
     for (auto& r : eng.status())
       for (auto& bp : r.breakpoints)
-        out[bp->name] = bp->hits.load();
+        out[bp.name] = bp.hits;
     return out;
   };
   auto reached = [&](uint64_t pa) { return dom->reached(pa, 1); };
@@ -286,24 +288,27 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
   EXPECT_TRUE(eventually([&] {
     before = hits();
     return before["keep"] > 0 && before["removed"] > 0;
-  })) << "both armed breakpoints are hit";
+  }))
+    << "both armed breakpoints are hit";
   auto next = s.cfg;
   auto plan2 = std::make_shared<domain_plan>(*plan);
-  plan2->breakpoints = {{"keep", keep, "main", {}, {}, {}, {}}, {"added", added, "main", {}, {}, {}, {}}};
+  plan2->breakpoints = {{{"keep", "main", {}, {}, {}, {}}, {keep}},
+                        {{"added", "main", {}, {}, {}, {}}, {added}}};
   next.domains[0].plan = plan2;
   ASSERT_FALSE(eng.reload(next));
   std::map<std::string, uint64_t> after;
   EXPECT_TRUE(eventually([&] {
     after = hits();
     return after["added"] > 0 && reached(removed) > before["removed"];
-  })) << "the added breakpoint is hit; the removed address runs on, unarmed";
+  }))
+    << "the added breakpoint is hit; the removed address runs on, unarmed";
   EXPECT_EQ(after.count("removed"), 0u);
   EXPECT_GT(after["added"], 0u);
   auto reports = eng.stop();
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_TRUE(reports[0].error.empty()) << reports[0].error;
-  EXPECT_EQ(find_bp(reports[0], "keep")->hits.load(), reached(keep)) << "armed throughout";
-  EXPECT_TRUE(find_bp(reports[0], "added")->live);
+  EXPECT_EQ(find_bp(reports[0], "keep").hits, reached(keep)) << "armed throughout";
+  EXPECT_TRUE(find_bp(reports[0], "added").live);
   EXPECT_GT(reached(removed), before["removed"]) << "it kept running, unarmed";
   auto inv = dom->check();
   EXPECT_TRUE(inv.holds());
@@ -434,7 +439,7 @@ TEST(engine_e2e, summary_rows_keep_every_column_whatever_the_names_length) {
   s.add(std::string(300, 'd'), 1, 20000);
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
   auto long_name = std::string(600, 'b');
-  plan->breakpoints[0].name = long_name;
+  plan->breakpoints[0].options.name = long_name;
   s.cfg.domains[0].plan = plan;
   auto reports = s.run();
   char* buf = nullptr;
@@ -488,7 +493,8 @@ TEST(engine_e2e, the_verification_fails_for_a_configured_breakpoint_never_armed)
   ASSERT_TRUE(s.verified(reports));
   auto configured = s.cfg;
   auto plan = std::make_shared<domain_plan>(*configured.domains[0].plan);
-  plan->breakpoints.push_back({"forgotten", dom->code().functions()[7].entry_pa, "main", {}, {}, {}, {}});
+  plan->breakpoints.push_back(
+    {{"forgotten", "main", {}, {}, {}, {}}, {dom->code().functions()[7].entry_pa}});
   configured.domains[0].plan = plan;
   EXPECT_FALSE(s.verified(reports, configured)) << "\"forgotten\" was configured, never armed";
 }

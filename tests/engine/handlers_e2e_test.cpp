@@ -6,17 +6,17 @@
 #include "tests/support/metric_values.hpp"
 #include "tests/support/scenario.hpp"
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <caf/typed_response_promise.hpp>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
 #include <atomic>
 #include <mutex>
 #include <sstream>
-#include <sys/resource.h>
-#include <unistd.h>
 
 using namespace vmitap;
 using namespace vmitap::testing;
@@ -77,8 +77,9 @@ TEST_P(handlers_e2e, a_handler_that_returns_early_makes_the_guest_skip_the_call)
   auto plan = std::make_shared<domain_plan>();
   plan->mode = GetParam();
   plan->breakpoints.push_back(
-    {"early", target.entry_pa, "main", {}, return_address_capture(), handler_binding{"early", no_timeout}, {}});
-  plan->breakpoints.push_back({"fn0", fns[0].entry_pa, "main", {}, {}, {}, {}});
+    {{"early", "main", {}, return_address_capture(), handler_binding{"early", no_timeout}, {}},
+     {target.entry_pa}});
+  plan->breakpoints.push_back({{"fn0", "main", {}, {}, {}, {}}, {fns[0].entry_pa}});
   engine_config::domain_entry e;
   e.select.name = dc.name;
   e.plan = plan;
@@ -87,12 +88,12 @@ TEST_P(handlers_e2e, a_handler_that_returns_early_makes_the_guest_skip_the_call)
   auto reports = s.run();
   ASSERT_TRUE(s.verified(reports));  // hits = reached, every request answered, nothing left
 
-  auto hits = find_bp(reports.at(0), "early")->hits.load();
+  auto hits = find_bp(reports.at(0), "early").hits;
   EXPECT_EQ(hits, counts->returned + counts->resumed);
   EXPECT_GT(counts->returned.load(), 10u);
   // The guest took the other path: the entry retired only where the handler resumed, and
   // every call it returned from came back with its rax.
-  auto view = find_bp(reports.at(0), "early")->view;
+  auto view = find_bp(reports.at(0), "early").view;
   EXPECT_EQ(dom->executions(target.entry_pa, view), counts->resumed.load());
   uint64_t returned_calls = 0;
   for (uint32_t v = 0; v < dc.vcpus; ++v)
@@ -103,9 +104,9 @@ TEST_P(handlers_e2e, a_handler_that_returns_early_makes_the_guest_skip_the_call)
       }
   EXPECT_EQ(returned_calls, counts->returned.load());
   EXPECT_GE(counts->nice.load(), 10) << "a function handler's thread yields to the pollers";
-  std::printf("%llu hits: %llu calls returned early, %llu resumed\n", (unsigned long long) hits,
-              (unsigned long long) counts->returned.load(),
-              (unsigned long long) counts->resumed.load());
+  std::printf("%llu hits: %llu calls returned early, %llu resumed\n", (unsigned long long)hits,
+              (unsigned long long)counts->returned.load(),
+              (unsigned long long)counts->resumed.load());
 }
 
 INSTANTIATE_TEST_SUITE_P(every, handlers_e2e,
@@ -150,8 +151,8 @@ TEST(handlers, a_handler_that_never_answers_holds_only_its_vcpu_and_only_until_t
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
   plan->views = {"main", "handled"};
   plan->vcpu_views[0] = "handled";
-  plan->breakpoints.push_back({"held", held_dom->code().functions()[0].entry_pa, "handled", {}, {},
-                               handler_binding{"hold", deadline}, {}});
+  plan->breakpoints.push_back({{"held", "handled", {}, {}, handler_binding{"hold", deadline}, {}},
+                               {held_dom->code().functions()[0].entry_pa}});
   s.cfg.domains[0].plan = plan;
 
   engine eng{s.cfg, s.make_driver(), 0, s.handlers};
@@ -164,8 +165,8 @@ TEST(handlers, a_handler_that_never_answers_holds_only_its_vcpu_and_only_until_t
   auto sibling = held_dom->vcpu_retired(1);
   auto others = other_dom->instructions_retired();
   ASSERT_TRUE(eventually([&] {
-    return held_dom->vcpu_retired(1) > sibling + 50'000
-           && other_dom->instructions_retired() > others + 50'000;
+    return held_dom->vcpu_retired(1) > sibling + 50'000 &&
+           other_dom->instructions_retired() > others + 50'000;
   }));
   // Read the VCPU first: if the deadline had not passed after, the VCPU had not moved before.
   auto held_now = held_dom->vcpu_retired(0);
@@ -174,7 +175,8 @@ TEST(handlers, a_handler_that_never_answers_holds_only_its_vcpu_and_only_until_t
     EXPECT_EQ(held_now, held_before) << "VCPU 0 ran before its handler's deadline";
   }
   // At the deadline the VCPU resumes unchanged.
-  ASSERT_TRUE(eventually([&] { return metric(eng, "vmitap_handler_timeouts_total", "held") >= 1; }));
+  ASSERT_TRUE(
+    eventually([&] { return metric(eng, "vmitap_handler_timeouts_total", "held") >= 1; }));
   ASSERT_TRUE(eventually([&] { return held_dom->vcpu_retired(0) > held_before; }));
   auto waited = std::chrono::steady_clock::now() - t_hit;
   EXPECT_EQ(metric(eng, "vmitap_handler_timeouts_total", "other"), 0);
@@ -185,14 +187,14 @@ TEST(handlers, a_handler_that_never_answers_holds_only_its_vcpu_and_only_until_t
   uint64_t hits = 0;
   for (auto& r : reports)
     if (r.name == "held")
-      hits = find_bp(r, "held")->hits.load();
+      hits = find_bp(r, "held").hits;
   EXPECT_GE(timeouts, 1);
   EXPECT_LE(timeouts, double(hits));
-  std::printf("VCPU 0 held %.0f ms (deadline %lld ms, checked before it: %s); %llu hits, %.0f "
-              "timeouts\n",
-              std::chrono::duration<double, std::milli>(waited).count(),
-              (long long) deadline.count(), before_deadline ? "yes" : "no",
-              (unsigned long long) hits, timeouts);
+  std::printf(
+    "VCPU 0 held %.0f ms (deadline %lld ms, checked before it: %s); %llu hits, %.0f "
+    "timeouts\n",
+    std::chrono::duration<double, std::milli>(waited).count(), (long long)deadline.count(),
+    before_deadline ? "yes" : "no", (unsigned long long)hits, timeouts);
 }
 
 TEST(handlers, a_handler_that_throws_or_dies_leaves_no_vcpu_paused_and_is_counted) {
@@ -222,8 +224,10 @@ TEST(handlers, a_handler_that_throws_or_dies_leaves_no_vcpu_paused_and_is_counte
   auto fns = dom->code().functions();
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
   // At the hot plan's fn1_entry and fn2_entry: each hit records there too.
-  plan->breakpoints.push_back({"throws", fns[1].entry_pa, "main", {}, {}, handler_binding{"throws", no_timeout}, {}});
-  plan->breakpoints.push_back({"dies", fns[2].entry_pa, "main", {}, {}, handler_binding{"dies", no_timeout}, {}});
+  plan->breakpoints.push_back(
+    {{"throws", "main", {}, {}, handler_binding{"throws", no_timeout}, {}}, {fns[1].entry_pa}});
+  plan->breakpoints.push_back(
+    {{"dies", "main", {}, {}, handler_binding{"dies", no_timeout}, {}}, {fns[2].entry_pa}});
   s.cfg.domains[0].plan = plan;
 
   engine eng{s.cfg, s.make_driver(), 0, s.handlers};
@@ -234,10 +238,10 @@ TEST(handlers, a_handler_that_throws_or_dies_leaves_no_vcpu_paused_and_is_counte
   auto reports = eng.stop();
   ASSERT_TRUE(s.verified(reports));
   auto& r = reports.at(0);
-  auto throws_hits = find_bp(r, "throws")->hits.load();
-  auto dies_hits = find_bp(r, "dies")->hits.load();
-  EXPECT_EQ(find_bp(r, "fn1_entry")->hits.load(), throws_hits);
-  EXPECT_EQ(find_bp(r, "fn2_entry")->hits.load(), dies_hits);
+  auto throws_hits = find_bp(r, "throws").hits;
+  auto dies_hits = find_bp(r, "dies").hits;
+  EXPECT_EQ(find_bp(r, "fn1_entry").hits, throws_hits);
+  EXPECT_EQ(find_bp(r, "fn2_entry").hits, dies_hits);
   EXPECT_GT(throws_hits, 10u);
   EXPECT_GT(dies_hits, 10u);
   EXPECT_EQ(errors, double(throws_hits + dies_hits));
@@ -255,8 +259,8 @@ namespace {
 void add_handled(scenario& s, const std::shared_ptr<sim::domain>& dom, const std::string& handler,
                  std::chrono::microseconds deadline) {
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
-  plan->breakpoints.push_back({"handled", dom->code().functions()[0].entry_pa, "main", {}, {},
-                               handler_binding{handler, deadline}, {}});
+  plan->breakpoints.push_back({{"handled", "main", {}, {}, handler_binding{handler, deadline}, {}},
+                               {dom->code().functions()[0].entry_pa}});
   s.cfg.domains[0].plan = plan;
 }
 
@@ -290,9 +294,9 @@ TEST(handlers, calls_past_their_deadline_are_skipped_and_none_runs_after_the_sto
   ASSERT_TRUE(eventually([&] {
     return metric_value(eng.collect(), "vmitap_handler_dropped_total",
                         {{"domain", "slow"}, {"cause", "expired"}})
-             .value_or(0)
-           >= 100;
-  })) << "calls queued past their deadline are skipped";
+             .value_or(0) >= 100;
+  }))
+    << "calls queued past their deadline are skipped";
   auto reports = eng.stop();
   auto stopped = clock::now();
   ASSERT_TRUE(eventually([&] { return eng.handler_calls_running() == 0; }));
@@ -303,7 +307,7 @@ TEST(handlers, calls_past_their_deadline_are_skipped_and_none_runs_after_the_sto
                       .value_or(0));
   };
   std::lock_guard g{t->m};
-  auto hits = find_bp(reports.at(0), "handled")->hits.load();
+  auto hits = find_bp(reports.at(0), "handled").hits;
   // Each hit's call ran, was skipped as expired, was not sent, or was still queued at the stop.
   EXPECT_LE(t->started.size() + dropped("expired") + dropped("queue_full"), hits);
   for (auto& at : t->started)
@@ -370,9 +374,9 @@ TEST(handlers, a_blocking_function_handler_neither_delays_nor_fails_the_stop) {
     engine eng{s.cfg, s.make_driver(), 0, s.handlers};
     ASSERT_FALSE(eng.start());
     ASSERT_TRUE(eventually([&] { return entered->load() >= 1; }));
-    ASSERT_TRUE(eventually([&] {
-      return metric(eng, "vmitap_handler_timeouts_total", "blocked") >= 20;
-    })) << "the other hits resume at their deadline";
+    ASSERT_TRUE(
+      eventually([&] { return metric(eng, "vmitap_handler_timeouts_total", "blocked") >= 20; }))
+      << "the other hits resume at their deadline";
     auto reports = eng.stop();
     EXPECT_FALSE(eng.abandoned()) << "nothing blamed on a driver call";
     EXPECT_EQ(eng.handler_calls_running(), 1u);
@@ -405,7 +409,8 @@ TEST(handlers, a_handler_that_fails_now_and_then_is_logged_once_per_interval) {
   auto t0 = std::chrono::steady_clock::now();
   engine eng{s.cfg, s.make_driver(), 0, s.handlers};
   ASSERT_FALSE(eng.start());
-  ASSERT_TRUE(eventually([&] { return metric(eng, "vmitap_handler_errors_total", "flaky") >= 100; }));
+  ASSERT_TRUE(
+    eventually([&] { return metric(eng, "vmitap_handler_errors_total", "flaky") >= 100; }));
   auto reports = eng.stop();
   auto intervals = (std::chrono::steady_clock::now() - t0) / defaults::log_interval;
   std::erase(spdlog::default_logger()->sinks(), sink);

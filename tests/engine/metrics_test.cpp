@@ -7,11 +7,11 @@
 #include "tests/support/scenario.hpp"
 
 #include <arpa/inet.h>
-#include <atomic>
-#include <thread>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <atomic>
+#include <thread>
 
 using namespace vmitap;
 using namespace vmitap::testing;
@@ -91,15 +91,17 @@ TEST(metrics, counters_equal_what_the_sessions_counted) {
   ASSERT_EQ(reports.size(), 1u);
   auto& r = reports[0];
   auto fams = eng.collect();
-  EXPECT_EQ(value(*family(fams, "vmitap_events_total"), {{"domain", "m1"}}), double(r.totals.events));
+  EXPECT_EQ(value(*family(fams, "vmitap_events_total"), {{"domain", "m1"}}),
+            double(r.totals.events));
   EXPECT_EQ(value(*family(fams, "vmitap_events_total"), {{"reason", "singlestep"}}),
             double(r.totals.singlesteps));
   EXPECT_EQ(value(*family(fams, "vmitap_breakpoint_hits_total"), {{"breakpoint", "fn0_entry"}}),
-            double(find_bp(r, "fn0_entry")->hits.load()));
+            double(find_bp(r, "fn0_entry").hits));
   EXPECT_EQ(value(*family(fams, "vmitap_breakpoint_hits_total"), {{"view", "shadow"}}),
-            double(find_bp(r, "fn0_entry_shadow")->hits.load()))
+            double(find_bp(r, "fn0_entry_shadow").hits))
     << "views by name, as in the records";
-  EXPECT_EQ(value(*family(fams, "vmitap_page_neighbour_events_total"), {}), double(r.totals.neighbours));
+  EXPECT_EQ(value(*family(fams, "vmitap_page_neighbour_events_total"), {}),
+            double(r.totals.neighbours));
   EXPECT_EQ(value(*family(fams, "vmitap_breakpoints"), {{"view", "main"}}), 5);
   EXPECT_EQ(value(*family(fams, "vmitap_domains_monitored"), {}), 1);
   EXPECT_EQ(value(*family(fams, "vmitap_domain_attach_total"), {{"result", "ok"}}), 1);
@@ -111,7 +113,8 @@ TEST(metrics, counters_equal_what_the_sessions_counted) {
   ASSERT_TRUE(family(fams, "process_open_fds"));
   eng.stop();
   fams = eng.collect();
-  EXPECT_TRUE(family(fams, "vmitap_events_total")->metric.empty()) << "a detached domain's series go";
+  EXPECT_TRUE(family(fams, "vmitap_events_total")->metric.empty())
+    << "a detached domain's series go";
 }
 
 // Regression (issue 10): no metric said whether the last SIGHUP was applied, and the latency
@@ -138,7 +141,8 @@ TEST(metrics, reloads_are_exported_as_prometheus_has_them_and_buckets_are_dense)
   fams = eng.collect();
   EXPECT_EQ(value(*family(fams, "vmitap_config_last_reload_successful"), {}), 1);
   EXPECT_EQ(value(*family(fams, "vmitap_config_reloads_total"), {{"result", "ok"}}), 1);
-  EXPECT_GE(value(*family(fams, "vmitap_config_last_reload_success_timestamp_seconds"), {}), loaded);
+  EXPECT_GE(value(*family(fams, "vmitap_config_last_reload_success_timestamp_seconds"), {}),
+            loaded);
   auto* handling = family(fams, "vmitap_event_handling_seconds");
   ASSERT_TRUE(handling);
   auto& buckets = handling->metric.at(0).histogram.bucket;

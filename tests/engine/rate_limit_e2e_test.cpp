@@ -30,7 +30,8 @@ TEST(rate_limits, a_breakpoint_over_its_limit_is_disarmed_for_its_cool_down_and_
   constexpr uint32_t max = 40;
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
   auto pa = dom->code().functions()[0].entry_pa;  // the hottest function
-  plan->breakpoints.push_back({"limited", pa, "main", {}, {}, {}, rate_limit{max, std::chrono::milliseconds(150)}});
+  plan->breakpoints.push_back(
+    {{"limited", "main", {}, {}, {}, rate_limit{max, std::chrono::milliseconds(150)}}, {pa}});
   s.cfg.domains[0].plan = plan;
 
   engine eng{s.cfg, s.make_driver()};
@@ -44,15 +45,14 @@ TEST(rate_limits, a_breakpoint_over_its_limit_is_disarmed_for_its_cool_down_and_
 
   auto& r = reports.at(0);
   auto limited = find_bp(r, "limited");
-  auto same_address = find_bp(r, "fn0_entry")->hits.load();
-  ASSERT_TRUE(limited->limiter());
-  auto times = limited->limiter()->suppressions();
+  auto same_address = find_bp(r, "fn0_entry").hits;
+  auto times = limited.suppressions;
   EXPECT_GE(double(times), counted);
-  auto hits = limited->hits.load();
+  auto hits = limited.hits;
   // It missed the calls of its cool-downs (the unlimited breakpoint at its address did not),
   // and each suppression came after more than `max` hits in its window.
   EXPECT_LT(hits, same_address);
-  EXPECT_EQ(same_address, dom->reached(pa, limited->view));
+  EXPECT_EQ(same_address, dom->reached(pa, limited.view));
   EXPECT_GE(hits, times * (max + 1));
 
   // Every hit has a record, and the records count the suppressions before it, in order.
@@ -78,6 +78,6 @@ TEST(rate_limits, a_breakpoint_over_its_limit_is_disarmed_for_its_cool_down_and_
       EXPECT_GT(n, max) << "armed period " << k << " ended before it went over";
     }
   }
-  std::printf("%llu hits of %llu calls, %llu suppressions\n", (unsigned long long) hits,
-              (unsigned long long) same_address, (unsigned long long) times);
+  std::printf("%llu hits of %llu calls, %llu suppressions\n", (unsigned long long)hits,
+              (unsigned long long)same_address, (unsigned long long)times);
 }

@@ -74,7 +74,7 @@ TEST(engine_e2e, a_detach_stuck_in_a_driver_call_is_reported_with_what_is_outsta
   EXPECT_NE(error.find("every VCPU is paused by vmitap"), std::string::npos) << error;
   char page[64];
   std::snprintf(page, sizeof page, "pages still changed: view 1: %#llx",
-                (unsigned long long) drv::gfn_of(dom->code().functions()[0].entry_pa));
+                (unsigned long long)drv::gfn_of(dom->code().functions()[0].entry_pa));
   EXPECT_NE(error.find(page), std::string::npos) << error;
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 750ms) << "the stop waited for the teardown";
   auto inv = dom->check();
@@ -89,8 +89,8 @@ TEST(engine_e2e, a_detach_stuck_in_a_driver_call_is_reported_with_what_is_outsta
   s.cfg.stop_deadline = 200ms;
   auto dom = s.add("hung", 1, 0);
   auto* eng = new engine{s.cfg, s.make_driver()};  // never destroyed: its threads are stuck
-  bool ok = !eng->start()
-            && eventually([&] { return eng->counters().domains_monitored.load() > 0; });
+  bool ok =
+    !eng->start() && eventually([&] { return eng->counters().domains_monitored.load() > 0; });
   dom->stall_access_changes(1, std::chrono::hours(1));
   auto t0 = std::chrono::steady_clock::now();
   auto reports = eng->stop();

@@ -48,7 +48,7 @@ TEST(xen_e2e, two_views_sixteen_vcpus_through_eight_slots_with_wrapping_indices)
   });
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_TRUE(s.verified(reports));
-  EXPECT_GT(find_bp(reports[0], "fn0_entry_shadow")->hits.load(), 0u);
+  EXPECT_GT(find_bp(reports[0], "fn0_entry_shadow").hits, 0u);
   EXPECT_EQ(s.xen.max_in_flight(), 8u);
   s.expect_clean();
 }
@@ -164,13 +164,14 @@ TEST(xen_e2e, an_access_change_failing_midway_arms_the_applied_prefix_and_hits_s
   ASSERT_TRUE(eventually([&] {
     auto p = eng.progress();
     return !p.empty() && p[0].hits > 0;
-  })) << "attached and hitting";
+  }))
+    << "attached and hitting";
   // Three breakpoints on pages nothing monitors yet: one access change each, in one batch.
   auto next = s.cfg;
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
   std::set<drv::gfn_t> monitored;
   for (auto& bp : plan->breakpoints)
-    monitored.insert(drv::gfn_of(bp.pa));
+    monitored.insert(drv::gfn_of(bp.target.pa));
   std::vector<std::string> added;
   for (auto& fn : dom->code().functions()) {
     if (added.size() == 3)
@@ -178,7 +179,7 @@ TEST(xen_e2e, an_access_change_failing_midway_arms_the_applied_prefix_and_hits_s
     if (!monitored.insert(drv::gfn_of(fn.entry_pa)).second)
       continue;
     added.push_back("late" + std::to_string(added.size()));
-    plan->breakpoints.push_back({added.back(), fn.entry_pa, "main", {"test"}, {}, {}, {}});
+    plan->breakpoints.push_back({{added.back(), "main", {"test"}, {}, {}, {}}, {fn.entry_pa}});
   }
   ASSERT_EQ(added.size(), 3u);
   next.domains[0].plan = plan;
@@ -195,7 +196,7 @@ TEST(xen_e2e, an_access_change_failing_midway_arms_the_applied_prefix_and_hits_s
   EXPECT_EQ(r.access_failures, 2u);
   size_t armed = 0;
   for (auto& bp : r.breakpoints)
-    armed += std::find(added.begin(), added.end(), bp->name) != added.end();
+    armed += std::find(added.begin(), added.end(), bp.name) != added.end();
   EXPECT_EQ(armed, 1u) << "the applied prefix is armed, the rest reported";
   EXPECT_TRUE(s.verified(reports)) << "the plan's breakpoints stay exact, every page restored";
   s.expect_clean();

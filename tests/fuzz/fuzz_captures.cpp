@@ -3,7 +3,7 @@
 // tables the bytes make (loops, huge frames, wild pointers) and ends with a value or a fault,
 // never a crash; strings never exceed their bound and decode to valid UTF-8.
 
-#include "actors/captures.hpp"
+#include "actors/model/captures.hpp"
 #include "tests/support/memory_session.hpp"
 
 #include <cstdlib>

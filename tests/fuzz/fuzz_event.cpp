@@ -3,7 +3,7 @@
 // response for the VCPU it names, with the current interface version and the pause flag
 // echoed; the codec round-trips what it decodes.
 
-#include "actors/vcpu_logic.hpp"
+#include "actors/hotpath/vcpu_logic.hpp"
 #include "drivers/xen/codec.hpp"
 
 #include <cstdlib>
@@ -41,16 +41,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size -= 2;
   std::vector<breakpoint_ptr> hits;
   // Each request is a whole ring slot's worth of bytes, as Xen could have left it.
-  for (; size >= sizeof(vm_event_request_t); data += sizeof(vm_event_request_t),
-                                             size -= sizeof(vm_event_request_t)) {
+  for (; size >= sizeof(vm_event_request_t);
+       data += sizeof(vm_event_request_t), size -= sizeof(vm_event_request_t)) {
     vm_event_request_t req;
     std::memcpy(&req, data, sizeof req);
     auto ev = xen::from_request(req);
     vm_event_request_t again{};
     xen::to_request(ev, again);
     auto round = xen::from_request(again);
-    require(round.vcpu == ev.vcpu && round.reason == ev.reason && round.regs == ev.regs
-            && round.mem == ev.mem && round.view == ev.view);
+    require(round.vcpu == ev.vcpu && round.reason == ev.reason && round.regs == ev.regs &&
+            round.mem == ev.mem && round.view == ev.view);
     if (ev.vcpu >= lanes.size())
       continue;  // the event path answers these plainly (counted as orphans)
     hits.clear();

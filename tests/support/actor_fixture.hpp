@@ -3,8 +3,8 @@
 // Deterministic actor tests: CAF's test coordinator runs messages only when the test says
 // so, and the simulated hypervisor runs in manual mode.
 
-#include "actors/breakpoint_registry.hpp"
-#include "actors/ept_controller.hpp"
+#include "actors/control/breakpoint_registry.hpp"
+#include "actors/control/ept_controller.hpp"
 #include "tests/support/sim_fixture.hpp"
 
 #include <caf/actor_system.hpp>
@@ -72,22 +72,25 @@ protected:
     session.reset();
     domain = std::make_shared<monitored_domain>(dom->info(), 1);
     controller = sys.spawn(ept_controller, ept_controller_config{shared, domain, watch});
-    auto v = ask<drv::view_id>(controller, create_atom::value, drv::page_access::rwx);
+    auto v = ask<drv::view_id>(controller, create_atom_v, drv::page_access::rwx);
     ASSERT_TRUE(v);
     view = *v;
     ASSERT_FALSE(shared->switch_all(view));
-    registry = sys.spawn(breakpoint_registry,
-                         breakpoint_registry_config{controller, domain, {view}, dom->info().max_gfn});
+    registry = sys.spawn(
+      breakpoint_registry,
+      breakpoint_registry_config{controller, domain, {{"main", view}}, dom->info().max_gfn});
     run();
   }
 
-  breakpoint_spec spec(std::string name, uint64_t pa) { return {pa, view, std::move(name), {}, {}, {}, {}, false}; }
+  breakpoint_def spec(std::string name, uint64_t pa) {
+    return breakpoint_def::at(std::move(name), pa);
+  }
 
-  caf::expected<batch_result> add(std::vector<breakpoint_spec> specs) {
-    return ask<batch_result>(registry, add_atom::value, std::move(specs));
+  caf::expected<batch_result> add(std::vector<breakpoint_def> defs) {
+    return ask<batch_result>(registry, add_atom_v, std::move(defs), armed_by::attach);
   }
   caf::expected<batch_result> remove(std::vector<std::string> names) {
-    return ask<batch_result>(registry, remove_atom::value, std::move(names));
+    return ask<batch_result>(registry, remove_atom_v, std::move(names));
   }
   drv::page_access access_of(uint64_t pa) {
     drv::page_access out{};

@@ -14,9 +14,9 @@ class fake_ring final : public drv::event_ring {
 public:
   std::deque<drv::event> requests;
   std::vector<drv::response> responses;
-  size_t refuse = 0;  ///< the next this many responses are refused
+  size_t refuse = 0;                 ///< the next this many responses are refused
   ec refusal = ec::vcpu_not_paused;  ///< with this error
-  size_t gives = 0;   ///< give() calls: one notify each
+  size_t gives = 0;                  ///< give() calls: one notify each
 
   size_t take(std::span<drv::event> out) override {
     size_t n = 0;

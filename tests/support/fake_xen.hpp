@@ -35,14 +35,14 @@ public:
   const xen::xen_api& api() const;
 
   // --- what the host is (set before the driver opens) -----------------------------------
-  bool present = true;           ///< false: no /dev/xen/privcmd (xc_interface_open: ENOENT)
+  bool present = true;  ///< false: no /dev/xen/privcmd (xc_interface_open: ENOENT)
   int major = 4, minor = 17;
   std::string extraversion = ".4";
   int vm_event_version = VM_EVENT_INTERFACE_VERSION;
-  bool mtf = true;               ///< singlestep events available (Intel VT-x)
-  bool altp2m_supported = true;  ///< Xen booted with altp2m=1
+  bool mtf = true;                              ///< singlestep events available (Intel VT-x)
+  bool altp2m_supported = true;                 ///< Xen booted with altp2m=1
   uint64_t altp2m_param = XEN_ALTP2M_external;  ///< HVM_PARAM_ALTP2M of new domains
-  RING_IDX first_index = 0;      ///< where ring indices start (near 2^32: they wrap)
+  RING_IDX first_index = 0;                     ///< where ring indices start (near 2^32: they wrap)
 
   /// The next `count` calls of `call` fail with `err` and do nothing.
   void fail_next(const std::string& call, int err, int count = 1);
@@ -71,7 +71,7 @@ private:
   struct xs;
 
   domain_state* state_of(uint32_t domid);  // the domain Xen knows; null if none (mutex_ held)
-  int failing(const char* call);          // the injected errno for `call`, or 0 (mutex_ held)
+  int failing(const char* call);           // the injected errno for `call`, or 0 (mutex_ held)
   void violation(std::string what);
   void raise(domain_state& d, const drv::event& ev);
   void put_locked(domain_state& d, const vm_event_request_t& req);  // ring_mutex held

@@ -3,10 +3,10 @@
 
 #include "tests/support/fake_xen_internal.hpp"
 
-#include <cerrno>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <cerrno>
 
 namespace vmitap::testing {
 
@@ -35,7 +35,9 @@ int fake_xen::impl::evtchn_close(xenevtchn_handle* h) {
   return 0;
 }
 
-int fake_xen::impl::evtchn_fd(xenevtchn_handle* h) { return ev(h).fd; }
+int fake_xen::impl::evtchn_fd(xenevtchn_handle* h) {
+  return ev(h).fd;
+}
 
 int fake_xen::impl::evtchn_notify(xenevtchn_handle* h, evtchn_port_t port) {
   if (int err = hot("xenevtchn_notify"))
@@ -150,7 +152,8 @@ void* fake_xen::impl::fmem_map(xenforeignmemory_handle*, uint32_t domid, int pro
       return ENOMEM;
     auto* bytes = static_cast<std::byte*>(p);
     for (size_t i = 0; i < num; ++i) {
-      auto err = d.dom->read_physical(s, pfns[i] * XC_PAGE_SIZE, {bytes + i * XC_PAGE_SIZE, XC_PAGE_SIZE});
+      auto err =
+        d.dom->read_physical(s, pfns[i] * XC_PAGE_SIZE, {bytes + i * XC_PAGE_SIZE, XC_PAGE_SIZE});
       if (errs)
         errs[i] = err ? -EFAULT : 0;
       else if (err) {

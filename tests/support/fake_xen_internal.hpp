@@ -36,7 +36,7 @@ struct fake_xen::domain_state {
   std::mutex ring_mutex;
   void* page = nullptr;
   vm_event_front_ring_t front{};
-  std::deque<vm_event_request_t> waiting;  // Xen's waitqueue: no free slot yet
+  std::deque<vm_event_request_t> waiting;                 // Xen's waitqueue: no free slot yet
   std::vector<std::optional<vm_event_request_t>> paused;  // per VCPU: what it waits on
 };
 

@@ -7,8 +7,8 @@
 #include "drivers/error.hpp"
 #include "drivers/xen/codec.hpp"
 
-#include <cstring>
 #include <unistd.h>
+#include <cstring>
 
 namespace vmitap::testing {
 
@@ -16,8 +16,8 @@ namespace {
 
 bool violates(uint32_t attempted, drv::page_access now) {
   auto a = uint8_t(now);
-  return ((attempted & MEM_ACCESS_R) && !(a & 1)) || ((attempted & MEM_ACCESS_W) && !(a & 2))
-         || ((attempted & MEM_ACCESS_X) && !(a & 4));
+  return ((attempted & MEM_ACCESS_R) && !(a & 1)) || ((attempted & MEM_ACCESS_W) && !(a & 2)) ||
+         ((attempted & MEM_ACCESS_X) && !(a & 4));
 }
 
 }  // namespace
@@ -102,7 +102,8 @@ void fake_xen::resume(domain_state& d) {
     fire(d);
 }
 
-void fake_xen::apply(domain_state& d, const vm_event_response_t& in, const vm_event_request_t& req) {
+void fake_xen::apply(domain_state& d, const vm_event_response_t& in,
+                     const vm_event_request_t& req) {
   auto rsp = in;
   uint64_t s;
   bool singlestep_monitor;
@@ -133,7 +134,8 @@ void fake_xen::apply(domain_state& d, const vm_event_response_t& in, const vm_ev
       drv::gfn_t g = rsp.u.mem_access.gfn;
       drv::page_access now{};
       auto view = d.dom->vcpu_view(rsp.vcpu_id);
-      still = !d.dom->get_access(s, view, {&g, 1}, {&now, 1}) && violates(rsp.u.mem_access.flags, now);
+      still =
+        !d.dom->get_access(s, view, {&g, 1}, {&now, 1}) && violates(rsp.u.mem_access.flags, now);
     }
     if (!still)
       rsp.flags &= ~uint32_t(VM_EVENT_FLAG_EMULATE);

@@ -5,10 +5,10 @@
 
 #include "drivers/error.hpp"
 
+#include <sys/mman.h>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <sys/mman.h>
 
 namespace vmitap::testing {
 
@@ -68,7 +68,9 @@ xc_interface* fake_xen::impl::interface_open(xentoollog_logger*, xentoollog_logg
   return reinterpret_cast<xc_interface*>(&dummy_handle);
 }
 
-int fake_xen::impl::interface_close(xc_interface*) { return 0; }
+int fake_xen::impl::interface_close(xc_interface*) {
+  return 0;
+}
 
 int fake_xen::impl::version(xc_interface*, int cmd, void* arg) {
   if (int err = hot("xc_version"))
@@ -118,7 +120,9 @@ int fake_xen::impl::getinfolist(xc_interface*, uint32_t first, unsigned max, xc_
   return int(n);
 }
 
-int fake_xen::impl::get_version(xc_interface*) { return f().vm_event_version; }
+int fake_xen::impl::get_version(xc_interface*) {
+  return f().vm_event_version;
+}
 
 int fake_xen::impl::monitor_caps(xc_interface*, uint32_t domid, uint32_t* caps) {
   return control("xc_monitor_get_capabilities", domid, false, [&](domain_state&) {
@@ -200,7 +204,8 @@ void* fake_xen::impl::monitor_enable(xc_interface*, uint32_t domid, uint32_t* po
     }
     auto* fake = &f();
     auto* dp = &d;
-    if (auto err = d.dom->start_events(s, [fake, dp](const drv::event& ev) { fake->raise(*dp, ev); }))
+    if (auto err =
+          d.dom->start_events(s, [fake, dp](const drv::event& ev) { fake->raise(*dp, ev); }))
       return errno_of(err);
     return 0;
   });
@@ -223,9 +228,9 @@ int fake_xen::impl::monitor_disable(xc_interface*, uint32_t domid) {
       return 0;
     d.monitor = false;
     if (stranded)
-      f().violations_.push_back("xc_monitor_disable(" + std::to_string(d.id) + "): "
-                                + std::to_string(stranded)
-                                + " VCPUs still wait for an answer and stay paused");
+      f().violations_.push_back("xc_monitor_disable(" + std::to_string(d.id) +
+                                "): " + std::to_string(stranded) +
+                                " VCPUs still wait for an answer and stay paused");
     return 0;
   });
 }
@@ -325,8 +330,8 @@ int fake_xen::impl::switch_view(xc_interface*, uint32_t domid, uint16_t view) {
   });
 }
 
-int fake_xen::impl::set_access_multi(xc_interface*, uint32_t domid, uint16_t view,
-                                     uint8_t* access, uint64_t* gfns, uint32_t nr) {
+int fake_xen::impl::set_access_multi(xc_interface*, uint32_t domid, uint16_t view, uint8_t* access,
+                                     uint64_t* gfns, uint32_t nr) {
   return control("xc_altp2m_set_mem_access_multi", domid, false, [&](domain_state& d) {
     if (int err = altp2m_ready(d, true))
       return err;
@@ -351,8 +356,8 @@ int fake_xen::impl::get_access_in(domain_state& d, uint16_t view, uint64_t gfn,
   return 0;
 }
 
-int fake_xen::impl::altp2m_get_access(xc_interface*, uint32_t domid, uint16_t view,
-                                      xen_pfn_t gfn, xenmem_access_t* out) {
+int fake_xen::impl::altp2m_get_access(xc_interface*, uint32_t domid, uint16_t view, xen_pfn_t gfn,
+                                      xenmem_access_t* out) {
   return control("xc_altp2m_get_mem_access", domid, false, [&](domain_state& d) {
     if (int err = altp2m_ready(d, true))
       return err;

@@ -3,12 +3,12 @@
 
 #include "tests/support/fake_xen_internal.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fcntl.h>
-#include <unistd.h>
 
 namespace vmitap::testing {
 
@@ -77,7 +77,9 @@ bool fake_xen::impl::xs_unwatch(struct xs_handle* h, const char* path, const cha
   return std::erase(store(h).watches, std::pair<std::string, std::string>(path, token)) > 0;
 }
 
-int fake_xen::impl::xs_fileno(struct xs_handle* h) { return store(h).rd; }
+int fake_xen::impl::xs_fileno(struct xs_handle* h) {
+  return store(h).rd;
+}
 
 char** fake_xen::impl::xs_check_watch(struct xs_handle* h) {
   std::lock_guard g{f().mutex_};

@@ -24,8 +24,8 @@ inline std::optional<double> series_sum(const prometheus::MetricFamily& f,
       match &= std::any_of(m.label.begin(), m.label.end(),
                            [&](auto& l) { return l.name == k && l.value == v; });
     if (match)
-      sum = sum.value_or(0)
-            + (f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value);
+      sum = sum.value_or(0) +
+            (f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value);
   }
   return sum;
 }

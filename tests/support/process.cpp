@@ -1,14 +1,14 @@
 #include "tests/support/process.hpp"
 
-#include <csignal>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <csignal>
 #include <fstream>
 #include <mutex>
-#include <poll.h>
 #include <sstream>
-#include <sys/wait.h>
 #include <thread>
-#include <unistd.h>
 
 namespace vmitap::testing {
 

@@ -26,7 +26,7 @@ inline plan_ptr hot_plan(const sim::program& code, step_mode mode, bool two_view
   }
   auto fn = code.functions();
   auto add = [&](std::string name, uint64_t pa, std::string view) {
-    plan->breakpoints.push_back({std::move(name), pa, std::move(view), {"test"}, {}, {}, {}});
+    plan->breakpoints.push_back({{std::move(name), std::move(view), {"test"}, {}, {}, {}}, {pa}});
   };
   add("fn0_entry", fn[0].entry_pa, "main");
   add("fn1_entry", fn[1].entry_pa, "main");
@@ -150,7 +150,8 @@ struct scenario {
     bool finished = false;
     while (!(finished = done(eng)) && std::chrono::steady_clock::now() - t0 < limit) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      if (midway && !called && std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(50)) {
+      if (midway && !called &&
+          std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(50)) {
         midway();
         called = true;
       }
@@ -173,9 +174,9 @@ struct scenario {
   }
 };
 
-inline const breakpoint_ptr& find_bp(const domain_report& r, const std::string& name) {
+inline const breakpoint_count& find_bp(const domain_report& r, const std::string& name) {
   for (auto& bp : r.breakpoints)
-    if (bp->name == name)
+    if (bp.name == name)
       return bp;
   throw std::runtime_error("no breakpoint " + name);
 }

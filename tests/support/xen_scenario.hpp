@@ -32,7 +32,8 @@ struct xen_scenario : scenario {
       EXPECT_FALSE(xen.altp2m_on(d->id())) << d->info().name;
       EXPECT_FALSE(xen.singlestep_monitor_on(d->id())) << d->info().name;
       EXPECT_EQ(xen.controller_pauses(d->id()), 0u) << d->info().name;
-      EXPECT_EQ(d->check().answered_by_detach, 0u) << d->info().name << ": answered through the ring";
+      EXPECT_EQ(d->check().answered_by_detach, 0u)
+        << d->info().name << ": answered through the ring";
     }
   }
 };

@@ -28,8 +28,8 @@ verification verify(hypervisor& hv, const std::vector<observed_session>& session
   auto& out = v.table;
   if (!ok)
     append(out, "\n%zu of %zu domains reported\n", sessions.size(), expected);
-  append(out, "\n%-12s %-20s %5s %10s %10s %12s  %s\n", "domain", "breakpoint", "view", "pa", "hits",
-         "ground-truth", "");
+  append(out, "\n%-12s %-20s %5s %10s %10s %12s  %s\n", "domain", "breakpoint", "view", "pa",
+         "hits", "ground-truth", "");
   std::map<drv::domain_id, size_t> per_domain;
   for (auto& s : sessions)
     per_domain[s.id] += s.sessions;
@@ -48,13 +48,13 @@ verification verify(hypervisor& hv, const std::vector<observed_session>& session
       bool partial = !bp.whole_session || per_domain[s.id] > 1;
       ok &= exact || s.died || partial;
       append(out, "%-12s %-20s %5u %#10llx %10llu %12llu  %s\n", s.name.c_str(), bp.name.c_str(),
-             unsigned(bp.view), (unsigned long long) bp.pa, (unsigned long long) bp.hits,
-             (unsigned long long) truth,
-             bp.removed   ? "removed by a reload"
-             : exact      ? "exact"
-             : partial    ? "armed part of the time (reload)"
-             : s.died     ? "domain died"
-                          : "MISMATCH");
+             unsigned(bp.view), (unsigned long long)bp.pa, (unsigned long long)bp.hits,
+             (unsigned long long)truth,
+             bp.removed ? "removed by a reload"
+             : exact    ? "exact"
+             : partial  ? "armed part of the time (reload)"
+             : s.died   ? "domain died"
+                        : "MISMATCH");
     }
     for (auto& name : s.never_armed) {
       append(out, "%-12s %-20s %5s %10s %10s %12s  %s\n", s.name.c_str(), name.c_str(), "-", "-",
@@ -73,12 +73,12 @@ verification verify(hypervisor& hv, const std::vector<observed_session>& session
     auto inv = dom->check();
     ok &= inv.holds() && inv.answered_by_detach == 0 && s.respond_failures == 0;
     append(out, "%-12s %10llu %10llu %10llu %10llu %8llu %8llu %7llu %8llu %6llu %6llu\n",
-           s.name.c_str(), (unsigned long long) inv.requests_raised,
-           (unsigned long long) inv.requests_answered, (unsigned long long) s.events,
-           (unsigned long long) s.hits, (unsigned long long) s.neighbours,
-           (unsigned long long) s.stale, (unsigned long long) inv.paused_vcpus,
-           (unsigned long long) inv.pages_changed, (unsigned long long) inv.views_left,
-           (unsigned long long) s.access_calls);
+           s.name.c_str(), (unsigned long long)inv.requests_raised,
+           (unsigned long long)inv.requests_answered, (unsigned long long)s.events,
+           (unsigned long long)s.hits, (unsigned long long)s.neighbours,
+           (unsigned long long)s.stale, (unsigned long long)inv.paused_vcpus,
+           (unsigned long long)inv.pages_changed, (unsigned long long)inv.views_left,
+           (unsigned long long)s.access_calls);
   }
   append(out, "\n%s\n",
          ok ? "verified: every breakpoint's hits equal ground truth; requests answered = raised, "

@@ -37,7 +37,7 @@ struct observed_session {
   /// Breakpoints the config gave this domain when the run started that the session never
   /// reported (neither armed nor removed): each one fails the verification.
   std::vector<std::string> never_armed;
-  std::string error;  ///< its teardown error, if any
+  std::string error;      ///< its teardown error, if any
   uint32_t sessions = 1;  ///< more than one: several sessions' counts summed up
 };
 
@@ -48,7 +48,6 @@ struct verification {
 
 /// Verifies `sessions` (the monitor's final reports) against `hv`. `expected` is the number of
 /// sessions that must have reported (every selected domain at least once).
-verification verify(hypervisor& hv, const std::vector<observed_session>& sessions,
-                    size_t expected);
+verification verify(hypervisor& hv, const std::vector<observed_session>& sessions, size_t expected);
 
 }  // namespace vmitap::sim

@@ -1,0 +1,229 @@
+#include "actors/hotpath/event_path.hpp"
+
+#include "drivers/error.hpp"
+
+#include <caf/send.hpp>
+
+#include <spdlog/spdlog.h>
+
+namespace vmitap {
+
+using clock_type = std::chrono::steady_clock;
+using verdict = vcpu_logic::verdict;
+
+event_path::event_path(event_path_config cfg) :
+  cfg_(std::move(cfg)), identity_(cfg_.domain->identity()) {
+  for (size_t i = 0; i < cfg_.homes.size(); ++i)
+    lanes_.emplace_back(cfg_.mode, cfg_.homes[i], i < cfg_.homing.size() && cfg_.homing[i]);
+  // No ring holds more than one request per VCPU plus Xen's 8 slots' worth of others.
+  in_.resize(std::clamp<size_t>(cfg_.batch, 1, lanes_.size() + 8));
+  out_.reserve(in_.size());
+  held_.resize(lanes_.size());
+  table_ = cfg_.domain->table().load();
+}
+
+size_t event_path::drain() {
+  if (auto err = cfg_.ring->retry_owed())
+    log_refusal(err, 0);
+  auto n = cfg_.ring->take(in_);
+  if (n == 0)
+    return 0;
+  auto t0 = clock_type::now();
+  // Wall-clock time only goes into records: read it only if there are sinks to get them.
+  auto wall =
+    cfg_.sinks.empty() ? std::chrono::system_clock::time_point{} : std::chrono::system_clock::now();
+  // Every request taken was raised after any table published before the trap: one version
+  // check per batch keeps hits exact.
+  if (cfg_.domain->table().version() != table_->version)
+    table_ = cfg_.domain->table().load();
+  out_.clear();
+  for (size_t i = 0; i < n; ++i)
+    decide(in_[i], t0, wall);
+  count_failures(cfg_.ring->give(out_));
+  auto& c = cfg_.domain->counters();
+  c.handling.observe(std::chrono::duration<double>(clock_type::now() - t0).count(), n);
+  if (!records_.empty()) {
+    for (size_t s = 0; s + 1 < cfg_.sinks.size(); ++s)
+      cfg_.sinks[s].offer(records_);
+    if (!cfg_.sinks.empty())
+      cfg_.sinks.back().offer(std::move(records_));
+    records_.clear();
+  }
+  return n;
+}
+
+drv::arm_result event_path::arm() {
+  auto r = cfg_.ring->arm();
+  if (r.refused)
+    log_refusal(r.refused, 0);
+  return r;
+}
+
+void event_path::decide(const drv::event& ev, clock_type::time_point now,
+                        std::chrono::system_clock::time_point wall) {
+  auto& c = cfg_.domain->counters();
+  if (ev.vcpu >= lanes_.size()) {
+    c.orphans.add();  // Xen's one ring cannot tell whose it is; it must be answered all the same
+    out_.push_back(drv::make_response(ev));
+    return;
+  }
+  auto& lane = lanes_[ev.vcpu];
+  auto& vc = c.vcpus[ev.vcpu];
+  (ev.reason == drv::event_reason::mem_access   ? vc.mem_access
+   : ev.reason == drv::event_reason::singlestep ? vc.singlestep
+                                                : vc.other)
+    .add();
+  hits_.clear();
+  verdict v;
+  auto before = lane;
+  out_.push_back(lane.decide(ev, table_.get(), hits_, v));
+  vc.stepping.store(lane.stepping(), std::memory_order_relaxed);
+  switch (v) {
+    case verdict::hit: {
+      vc.hits.add(hits_.size());
+      bool held = false;
+      for (auto& bp : hits_) {
+        // One writer, the poller that owns this domain's ring: no locked add needed.
+        bp->hits.store(bp->hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        // Read before the registry can hear of this hit: the record says how often the
+        // breakpoint was disarmed before it.
+        auto* limiter = bp->limiter();
+        uint64_t suppressions = limiter ? limiter->suppressions() : 0;
+        if (limiter && limiter->over(now) && cfg_.registry)
+          caf::anon_send(cfg_.registry, suppress_atom_v, bp);
+        // The first breakpoint at the address with a handler decides; the others only record.
+        // A VCPU already waiting cannot trap again; if a ring says it did, answer it at once
+        // rather than lose the held response.
+        bool decides = !held && bp->handler() && cfg_.relay && !held_[ev.vcpu];
+        if (cfg_.sinks.empty() && !decides)
+          continue;
+        std::vector<capture_value> values;
+        if (!bp->captures().empty())
+          values = capture(*bp->captures().specs, ev.regs);
+        if (!cfg_.sinks.empty()) {
+          records_.push_back(
+            {site(ev, bp, {}), ev.regs.rip, ev.regs.cr3, now, wall, suppressions, 0});
+          if (decides)
+            records_.back().captures = values;  // the handler gets them too
+          else
+            records_.back().captures = std::move(values);
+        }
+        if (decides) {
+          hold(ev, before, bp, std::move(values));
+          held = true;
+        }
+      }
+      break;
+    }
+    case verdict::neighbour:
+      vc.neighbours.add();
+      break;
+    case verdict::stale:
+      vc.stale.add();
+      break;
+    case verdict::spurious:
+      vc.spurious.add();
+      break;
+    case verdict::singlestep:
+      break;
+    case verdict::bad_version:
+      vc.malformed[size_t(malformed_cause::bad_version)].add();
+      break;
+    case verdict::unknown_reason:
+      vc.malformed[size_t(malformed_cause::unknown_reason)].add();
+      break;
+  }
+}
+
+hit_site event_path::site(const drv::event& ev, const breakpoint_ptr& bp,
+                          std::vector<capture_value> captures) const {
+  return {identity_,     ev.vcpu,    ev.view, ev.mem.gfn,
+          ev.mem.offset, ev.mem.gla, bp,      std::move(captures)};
+}
+
+std::vector<capture_value> event_path::capture(const std::vector<capture_spec>& specs,
+                                               const drv::registers& regs) {
+  // The VCPU is paused until the batch is answered: what it reads now is the guest at the
+  // hit. One walker per capture list: its cache never outlives the pause.
+  drv::page_walker walker{*cfg_.session};
+  auto values = evaluate(specs, regs, walker);
+  auto& failures = cfg_.domain->counters().capture_failures;
+  for (auto& v : values)
+    if (v.fault != drv::translation_fault::none)
+      failures[size_t(v.fault)].add();
+  return values;
+}
+
+void event_path::hold(const drv::event& ev, const vcpu_logic& before, const breakpoint_ptr& bp,
+                      std::vector<capture_value> captures) {
+  auto token = next_token_++;
+  held_[ev.vcpu] = held_response{ev, before, out_.back(), token};
+  out_.pop_back();
+  handler_hit hit{site(ev, bp, std::move(captures)), ev.regs, {}};  // the relay sets the deadline
+  caf::anon_send(cfg_.relay, hit_atom_v,
+                 handler_call{bp->handler(), std::move(hit), token, weak_from_this()});
+}
+
+void event_path::decided(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d) {
+  post_([self = weak_from_this(), vcpu, token, d = std::move(d)]() mutable {
+    if (auto path = self.lock())
+      path->resolve(vcpu, token, std::move(d));
+  });
+}
+
+void event_path::resolve(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d) {
+  if (released_ || vcpu >= held_.size() || !held_[vcpu] || held_[vcpu]->token != token)
+    return;
+  auto& h = *held_[vcpu];
+  auto rsp = h.response;
+  if (d && d->registers) {
+    if (d->registers->rip != h.event.regs.rip) {
+      lanes_[vcpu] = h.before;  // the trapped instruction is not run: no step-over
+      rsp = lanes_[vcpu].redirect(h.event, *d->registers);
+      cfg_.domain->counters().vcpus[vcpu].stepping.store(lanes_[vcpu].stepping(),
+                                                         std::memory_order_relaxed);
+    } else {
+      rsp.flags |= drv::flag::set_registers;
+      rsp.regs = *d->registers;
+      rsp.regs.cr3 = h.event.regs.cr3;
+    }
+  }
+  held_[vcpu].reset();
+  give_one(rsp);
+}
+
+void event_path::release_held() {
+  for (auto& h : held_)
+    if (h) {
+      auto rsp = h->response;
+      h.reset();
+      give_one(rsp);
+    }
+  released_ = true;
+}
+
+void event_path::give_one(const drv::response& rsp) {
+  out_.clear();
+  out_.push_back(rsp);
+  count_failures(cfg_.ring->give(out_));
+  out_.clear();
+}
+
+void event_path::count_failures(const drv::give_result& r) {
+  if (r.failed > 0)
+    log_refusal(r.first, r.failed);
+}
+
+void event_path::log_refusal(const caf::error& err, size_t refused) {
+  if (code_of(err) == ec::domain_dead)
+    return;  // a dead domain's VCPUs are gone with it: nothing waits for these answers
+  cfg_.domain->counters().respond_failures.add(refused);
+  if (refusals_log_.allow())
+    spdlog::error(
+      "domain {} ({}): the hypervisor refused {} response(s), a VCPU may stay "
+      "paused: {} (the ring retries; refused responses are counted in "
+      "vmitap_respond_failures_total){}",
+      identity_->name, identity_->id, refused, render(err), refusals_log_.note());
+}
+
+}  // namespace vmitap
