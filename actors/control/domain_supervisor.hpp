@@ -42,6 +42,17 @@ using domain_supervisor_impl =
   domain_supervisor_actor::extend<caf::reacts_to<released_atom, uint64_t>,
                                   caf::reacts_to<deadline_atom, uint64_t>>;
 
+/// The ordered teardown's steps, in order (supervisor_teardown.cpp).
+enum class teardown_step : uint8_t { pause, drain, report, clear, restore, detach };
+
+/// Where a supervisor's teardown is. (Outside the state: clang cannot default-construct a
+/// nested struct with member initializers before its enclosing class is complete.)
+struct teardown_progress {
+  teardown_step now = teardown_step::pause;
+  caf::error first;      ///< the first error, the teardown's result
+  domain_report report;  ///< from the report step on
+};
+
 struct domain_supervisor_state {
   domain_supervisor_state() = default;  // not an aggregate: CAF would build it from `self`
   domain_supervisor_state(const domain_supervisor_state&) = delete;
@@ -50,13 +61,6 @@ struct domain_supervisor_state {
   static inline const char* name = "vmitap.domain_supervisor";
 
   enum class phase : uint8_t { idle, attaching, attached, detaching, done };
-  /// The ordered teardown's steps, in order (supervisor_teardown.cpp).
-  enum class teardown_step : uint8_t { pause, drain, report, clear, restore, detach };
-  struct teardown_progress {
-    teardown_step now = teardown_step::pause;
-    caf::error first;      // the first error, the teardown's result
-    domain_report report;  // from the report step on
-  };
 
   supervisor_config cfg;
   phase now = phase::idle;

@@ -102,7 +102,7 @@ void finish_teardown(state_ptr self, domain_report report, caf::error err) {
 
 namespace {
 
-using step = domain_supervisor_state::teardown_step;
+using step = teardown_step;
 
 /// Runs the teardown from its current step until a step waits for an answer; each answer
 /// comes back through step_done. The one place the teardown moves on.

@@ -23,7 +23,8 @@ table_ptr make_table() {
   table_builder b({1, 2});
   for (uint64_t i = 0; i < 4; ++i)
     for (drv::view_id view : {drv::view_id(1), drv::view_id(2)})
-      b.add(make_breakpoint({drv::pa_of(0x100 + i, i * 16), view, "bp", {}, {}, {}, {}, false}));
+      b.add(make_breakpoint(breakpoint_def::at("bp", drv::pa_of(0x100 + i, i * 16)), view,
+                            armed_by::attach));
   return b.build();
 }
 
