@@ -15,8 +15,6 @@ xen_session::xen_session(std::shared_ptr<xen_host> host, drv::domain_id id, uint
 
 caf::expected<std::unique_ptr<xen_session>> xen_session::attach(std::shared_ptr<xen_host> host,
                                                                 drv::domain_id id) {
-  auto& api = host->api;
-  auto* xch = host->xch;
   uint64_t serial;
   {
     std::lock_guard g{host->mutex};
@@ -27,135 +25,179 @@ caf::expected<std::unique_ptr<xen_session>> xen_session::attach(std::shared_ptr<
     host->attached[id] = serial;
   }
   std::unique_ptr<xen_session> s{new xen_session(host, id, serial)};
-  auto failed = [&](caf::error err) -> caf::expected<std::unique_ptr<xen_session>> {
-    for (auto i = s->undo_.rbegin(); i != s->undo_.rend(); ++i)
-      (*i)();  // a failure at step k undoes steps k-1 … 1
-    s->undo_.clear();
-    s->detached_ = true;
-    return err;
-  };
   s->undo_.push_back([host, id] {
     std::lock_guard g{host->mutex};
     host->attached.erase(id);
   });
-  // 1. The domain: HVM with hardware-assisted paging.
-  auto d = host->domain(id);
+  // Each step registers its own undo once it has done something; a failure at step k
+  // undoes steps k-1 … 1 in reverse.
+  using step = caf::error (xen_session::*)();
+  for (step next : {&xen_session::check_domain, &xen_session::check_interface,
+                    &xen_session::read_memory_size, &xen_session::pause_for_attach,
+                    &xen_session::open_handles, &xen_session::enable_monitor_ring,
+                    &xen_session::bind_event_channel, &xen_session::enable_altp2m,
+                    &xen_session::enable_singlestep_events, &xen_session::unpause_after_attach}) {
+    if (auto err = (s.get()->*next)()) {
+      for (auto i = s->undo_.rbegin(); i != s->undo_.rend(); ++i)
+        (*i)();
+      s->undo_.clear();
+      s->detached_ = true;
+      return err;
+    }
+  }
+  s->undo_.clear();  // attached: from here on, detach() tears down
+  return s;
+}
+
+// 1. The domain: HVM with hardware-assisted paging.
+caf::error xen_session::check_domain() {
+  auto d = host_->domain(id_);
   if (!d)
-    return failed(
-      make_error(ec::no_such_domain, "xc_domain_getinfolist: no domain " + std::to_string(id)));
+    return make_error(ec::no_such_domain,
+                      "xc_domain_getinfolist: no domain " + std::to_string(id_));
   if (d->flags & (XEN_DOMINF_dying | XEN_DOMINF_shutdown))
-    return failed(
-      make_error(ec::domain_dead, "domain " + std::to_string(id) + " is shutting down"));
+    return make_error(ec::domain_dead, "domain " + std::to_string(id_) + " is shutting down");
   if (!(d->flags & XEN_DOMINF_hvm_guest) || !(d->flags & XEN_DOMINF_hap))
-    return failed(
-      make_error(ec::incompatible_hypervisor, "domain " + std::to_string(id) +
-                                                " is not an HVM/PVH guest with "
-                                                "hardware-assisted paging: altp2m needs both"));
-  s->info_ = host->info_of(*d);
-  // 2. The interface version.
-  if (auto v = api.xc_vm_event_get_version(xch); v != VM_EVENT_INTERFACE_VERSION)
-    return failed(make_error(ec::incompatible_hypervisor,
-                             "xc_vm_event_get_version: Xen speaks vm_event version " +
-                               std::to_string(v) + ", vmitap version " +
-                               std::to_string(VM_EVENT_INTERFACE_VERSION)));
-  // 3. Capabilities: singlestep events need MTF (Intel VT-x).
+    return make_error(ec::incompatible_hypervisor,
+                      "domain " + std::to_string(id_) +
+                        " is not an HVM/PVH guest with hardware-assisted paging: altp2m needs "
+                        "both");
+  info_ = host_->info_of(*d);
+  return {};
+}
+
+// 2. The interface version; 3. capabilities: singlestep events need MTF (Intel VT-x).
+caf::error xen_session::check_interface() {
+  auto* xch = host_->xch;
+  if (auto v = api_.xc_vm_event_get_version(xch); v != VM_EVENT_INTERFACE_VERSION)
+    return make_error(ec::incompatible_hypervisor,
+                      "xc_vm_event_get_version: Xen speaks vm_event version " + std::to_string(v) +
+                        ", vmitap version " + std::to_string(VM_EVENT_INTERFACE_VERSION));
   uint32_t caps = 0;
-  if (api.xc_monitor_get_capabilities(xch, id, &caps) != 0)
-    return failed(s->fail("xc_monitor_get_capabilities", errno));
+  if (api_.xc_monitor_get_capabilities(xch, id_, &caps) != 0)
+    return fail("xc_monitor_get_capabilities", errno);
   if (!(caps & (1u << XEN_DOMCTL_MONITOR_EVENT_SINGLESTEP)))
-    return failed(make_error(ec::incompatible_hypervisor,
-                             "xc_monitor_get_capabilities: no singlestep events (Intel VT-x MTF)"));
-  // 4. Memory size.
+    return make_error(ec::incompatible_hypervisor,
+                      "xc_monitor_get_capabilities: no singlestep events (Intel VT-x MTF)");
+  return {};
+}
+
+// 4. Memory size.
+caf::error xen_session::read_memory_size() {
   xen_pfn_t max_gpfn = 0;
-  if (api.xc_domain_maximum_gpfn(xch, id, &max_gpfn) != 0)
-    return failed(s->fail("xc_domain_maximum_gpfn", errno));
-  s->info_.max_gfn = max_gpfn;
-  // 5. Pause: no request can come before the ring is ours.
-  if (api.xc_domain_pause(xch, id) != 0)
-    return failed(s->fail("xc_domain_pause", errno));
-  s->undo_.push_back([&api, xch, id] { api.xc_domain_unpause(xch, id); });
-  // Handles of this session: events (one poller per handle) and guest memory.
-  s->xce_ = api.xenevtchn_open(host->logger, 0);
-  if (!s->xce_)
-    return failed(make_error(ec::driver_call_failed, "xenevtchn_open", errno));
-  s->undo_.push_back([sp = s.get()] {
-    sp->api_.xenevtchn_close(sp->xce_);
-    sp->xce_ = nullptr;
+  if (api_.xc_domain_maximum_gpfn(host_->xch, id_, &max_gpfn) != 0)
+    return fail("xc_domain_maximum_gpfn", errno);
+  info_.max_gfn = max_gpfn;
+  return {};
+}
+
+// 5. Pause: no request can come before the ring is ours.
+caf::error xen_session::pause_for_attach() {
+  if (api_.xc_domain_pause(host_->xch, id_) != 0)
+    return fail("xc_domain_pause", errno);
+  undo_.push_back([this] { api_.xc_domain_unpause(host_->xch, id_); });
+  return {};
+}
+
+// Handles of this session: events (one poller per handle) and guest memory.
+caf::error xen_session::open_handles() {
+  xce_ = api_.xenevtchn_open(host_->logger, 0);
+  if (!xce_)
+    return make_error(ec::driver_call_failed, "xenevtchn_open", errno);
+  undo_.push_back([this] {
+    api_.xenevtchn_close(xce_);
+    xce_ = nullptr;
   });
-  s->xfm_ = api.xenforeignmemory_open(host->logger, 0);
-  if (!s->xfm_)
-    return failed(make_error(ec::driver_call_failed, "xenforeignmemory_open", errno));
-  s->undo_.push_back([sp = s.get()] {
-    sp->api_.xenforeignmemory_close(sp->xfm_);
-    sp->xfm_ = nullptr;
+  xfm_ = api_.xenforeignmemory_open(host_->logger, 0);
+  if (!xfm_)
+    return make_error(ec::driver_call_failed, "xenforeignmemory_open", errno);
+  undo_.push_back([this] {
+    api_.xenforeignmemory_close(xfm_);
+    xfm_ = nullptr;
   });
-  // 6. The monitor ring.
-  uint32_t remote_port = 0;
-  s->ring_page_ = api.xc_monitor_enable(xch, id, &remote_port);
-  if (!s->ring_page_) {
+  return {};
+}
+
+// 6. The monitor ring.
+caf::error xen_session::enable_monitor_ring() {
+  ring_page_ = api_.xc_monitor_enable(host_->xch, id_, &remote_port_);
+  if (!ring_page_) {
     int err = errno;
     if (err == EBUSY)
-      return failed(make_error(
+      return make_error(
         ec::another_monitor,
         "xc_monitor_enable: another monitor (xen-access, DRAKVUF, LibVMI, or a crashed vmitap) "
         "is attached to domain " +
-          std::to_string(id) + "; if nothing runs, `xen-access " + std::to_string(id) +
-          " ...` or a tool calling xc_monitor_disable clears it (VCPUs with an unanswered request "
-          "stay paused until then)"));
-    return failed(s->fail("xc_monitor_enable", err));
+          std::to_string(id_) + "; if nothing runs, `xen-access " + std::to_string(id_) +
+          " ...` or a tool calling xc_monitor_disable clears it (VCPUs with an unanswered "
+          "request stay paused until then)");
+    return fail("xc_monitor_enable", err);
   }
-  s->undo_.push_back([sp = s.get()] {
-    sp->api_.xc_monitor_disable(sp->host_->xch, sp->id_);
-    sp->api_.unmap_ring(sp->ring_page_, XC_PAGE_SIZE);
-    sp->ring_page_ = nullptr;
+  undo_.push_back([this] {
+    api_.xc_monitor_disable(host_->xch, id_);
+    api_.unmap_ring(ring_page_, XC_PAGE_SIZE);
+    ring_page_ = nullptr;
   });
-  // 7. The event channel.
-  auto local = api.xenevtchn_bind_interdomain(s->xce_, id, remote_port);
+  return {};
+}
+
+// 7. The event channel; 8. ring init (ours: Xen's side is ready since enable).
+caf::error xen_session::bind_event_channel() {
+  auto local = api_.xenevtchn_bind_interdomain(xce_, id_, remote_port_);
   if (local < 0)
-    return failed(s->fail("xenevtchn_bind_interdomain", errno));
-  s->local_port_ = evtchn_port_t(local);
-  s->undo_.push_back([sp = s.get()] { sp->api_.xenevtchn_unbind(sp->xce_, sp->local_port_); });
-  // 8. Ring init (ours: Xen's side is ready since enable).
-  s->ring_ =
-    std::make_unique<xen_ring>(api, s->xce_, s->local_port_, s->ring_page_, s->info_.vcpus);
-  // 9. altp2m: external mode if unset, then on; remember whether vmitap turned it on.
+    return fail("xenevtchn_bind_interdomain", errno);
+  local_port_ = evtchn_port_t(local);
+  undo_.push_back([this] { api_.xenevtchn_unbind(xce_, local_port_); });
+  ring_ = std::make_unique<xen_ring>(api_, xce_, local_port_, ring_page_, info_.vcpus);
+  return {};
+}
+
+// 9. altp2m: external mode if unset, then on; remember whether vmitap turned it on.
+caf::error xen_session::enable_altp2m() {
+  auto* xch = host_->xch;
   uint64_t mode = 0;
-  if (api.xc_hvm_param_get(xch, id, HVM_PARAM_ALTP2M, &mode) != 0)
-    return failed(s->fail("xc_hvm_param_get(HVM_PARAM_ALTP2M)", errno));
+  if (api_.xc_hvm_param_get(xch, id_, HVM_PARAM_ALTP2M, &mode) != 0)
+    return fail("xc_hvm_param_get(HVM_PARAM_ALTP2M)", errno);
   if (mode == XEN_ALTP2M_disabled &&
-      api.xc_hvm_param_set(xch, id, HVM_PARAM_ALTP2M, XEN_ALTP2M_external) != 0 && errno != EEXIST)
-    return failed(s->fail("xc_hvm_param_set(HVM_PARAM_ALTP2M, external)", errno));
-  auto altp2m_error = [&](const char* call, int err) {
+      api_.xc_hvm_param_set(xch, id_, HVM_PARAM_ALTP2M, XEN_ALTP2M_external) != 0 &&
+      errno != EEXIST)
+    return fail("xc_hvm_param_set(HVM_PARAM_ALTP2M, external)", errno);
+  auto altp2m_error = [this](const char* call, int err) {
     if (err == EOPNOTSUPP)
       return make_error(ec::incompatible_hypervisor,
                         std::string(call) +
                           ": altp2m is not available (boot Xen with altp2m=1 on "
                           "an Intel CPU with EPT; the guest needs altp2m = \"external\")");
-    return s->fail(call, err);
+    return fail(call, err);
   };
   bool active = false;
-  if (api.xc_altp2m_get_domain_state(xch, id, &active) != 0)
-    return failed(altp2m_error("xc_altp2m_get_domain_state", errno));
+  if (api_.xc_altp2m_get_domain_state(xch, id_, &active) != 0)
+    return altp2m_error("xc_altp2m_get_domain_state", errno);
   if (!active) {
-    if (api.xc_altp2m_set_domain_state(xch, id, true) != 0)
-      return failed(altp2m_error("xc_altp2m_set_domain_state", errno));
-    s->altp2m_enabled_by_us_ = true;
-    s->undo_.push_back(
-      [sp = s.get()] { sp->api_.xc_altp2m_set_domain_state(sp->host_->xch, sp->id_, false); });
+    if (api_.xc_altp2m_set_domain_state(xch, id_, true) != 0)
+      return altp2m_error("xc_altp2m_set_domain_state", errno);
+    altp2m_enabled_by_us_ = true;
+    undo_.push_back([this] { api_.xc_altp2m_set_domain_state(host_->xch, id_, false); });
   }
-  // 10. Singlestep events (fast singlestep needs them too on 4.17).
-  if (api.xc_monitor_singlestep(xch, id, true) == 0) {
-    s->singlestep_monitor_by_us_ = true;
-    s->undo_.push_back(
-      [sp = s.get()] { sp->api_.xc_monitor_singlestep(sp->host_->xch, sp->id_, false); });
+  return {};
+}
+
+// 10. Singlestep events (fast singlestep needs them too on 4.17).
+caf::error xen_session::enable_singlestep_events() {
+  if (api_.xc_monitor_singlestep(host_->xch, id_, true) == 0) {
+    singlestep_monitor_by_us_ = true;
+    undo_.push_back([this] { api_.xc_monitor_singlestep(host_->xch, id_, false); });
   } else if (errno != EEXIST) {
-    return failed(s->fail("xc_monitor_singlestep", errno));
+    return fail("xc_monitor_singlestep", errno);
   }
-  // 11. Views are created by the caller. 12. Unpause (on failure the undo tries once more).
-  if (api.xc_domain_unpause(xch, id) != 0)
-    return failed(s->fail("xc_domain_unpause", errno));
-  s->undo_.clear();  // attached: from here on, detach() tears down
-  return s;
+  return {};
+}
+
+// 11. Views are created by the caller. 12. Unpause (on failure the undo tries once more).
+caf::error xen_session::unpause_after_attach() {
+  if (api_.xc_domain_unpause(host_->xch, id_) != 0)
+    return fail("xc_domain_unpause", errno);
+  return {};
 }
 
 xen_session::~xen_session() {

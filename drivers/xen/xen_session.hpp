@@ -37,6 +37,17 @@ public:
 
 private:
   xen_session(std::shared_ptr<xen_host> host, drv::domain_id id, uint64_t serial);
+  // The attach's steps, in order (xen_lifecycle.cpp): each registers its own undo.
+  caf::error check_domain();
+  caf::error check_interface();
+  caf::error read_memory_size();
+  caf::error pause_for_attach();
+  caf::error open_handles();
+  caf::error enable_monitor_ring();
+  caf::error bind_event_channel();
+  caf::error enable_altp2m();
+  caf::error enable_singlestep_events();
+  caf::error unpause_after_attach();
   caf::error fail(const char* call, int err) const { return call_error(*host_, id_, call, err); }
   /// ESRCH/EFAULT from a call on `gfn`: the domain is gone, or the gfn is not guest RAM.
   caf::error not_ram_or_gone(const char* call, int err, drv::gfn_t gfn) const;
@@ -58,6 +69,7 @@ private:
   xenevtchn_handle* xce_ = nullptr;
   xenforeignmemory_handle* xfm_ = nullptr;
   void* ring_page_ = nullptr;
+  uint32_t remote_port_ = 0;  // the ring's event channel, Xen's end
   evtchn_port_t local_port_ = 0;
   std::unique_ptr<xen_ring> ring_;
   bool altp2m_enabled_by_us_ = false;
