@@ -196,7 +196,7 @@ capture_value read_string(uint64_t va, size_t unit, uint32_t max, const drv::reg
     auto start = bytes.size();
     bytes.resize(start + chunk);
     if (auto t = walker.read(regs.cr3, at, std::span(bytes).subspan(start)); !t)
-      return {{}, t.fault, t.va, false};
+      return {{}, t.fault, t.va, false, {}};
     // Look for the NUL among the whole characters read so far.
     for (size_t i = start - start % unit; i + unit <= bytes.size(); i += unit) {
       bool zero = std::all_of(bytes.begin() + i, bytes.begin() + i + unit,
@@ -226,6 +226,10 @@ expr_parse_result parse_address_expr(std::string_view text, drv::calling_convent
   return expr_parser{text, cc}.parse();
 }
 
+std::string text_of(const capture_value& v) {
+  return v.number ? hex_string(*v.number) : v.text;
+}
+
 std::string hex_string(uint64_t v) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
@@ -253,19 +257,19 @@ std::vector<capture_value> evaluate(const std::vector<capture_spec>& specs,
   for (auto& spec : specs) {
     auto at = value_of(spec.at, regs, walker);
     if (!at.fault) {
-      out.push_back({{}, at.fault.fault, at.fault.va, false});
+      out.push_back({{}, at.fault.fault, at.fault.va, false, {}});
       continue;
     }
     switch (spec.type) {
       case capture_spec::kind::value:
-        out.push_back({hex_string(at.value), translation_fault::none, 0, false});
+        out.push_back({{}, translation_fault::none, 0, false, at.value});
         break;
       case capture_spec::kind::bytes: {
         std::vector<std::byte> bytes(spec.length);
         if (auto t = walker.read(regs.cr3, at.value, bytes); !t)
-          out.push_back({{}, t.fault, t.va, false});
+          out.push_back({{}, t.fault, t.va, false, {}});
         else
-          out.push_back({hex_bytes(bytes), translation_fault::none, 0, false});
+          out.push_back({hex_bytes(bytes), translation_fault::none, 0, false, {}});
         break;
       }
       case capture_spec::kind::ascii:

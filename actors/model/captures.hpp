@@ -10,6 +10,7 @@
 #include "drivers/guest/page_walker.hpp"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -85,12 +86,18 @@ struct capture_list {
 
 /// What one capture read at a hit.
 struct capture_value {
-  std::string text;  ///< value: "0x…"; bytes: two hex digits each; strings: UTF-8
+  std::string text;  ///< bytes: two hex digits each; strings: UTF-8; value: none (`number`)
   drv::translation_fault fault = drv::translation_fault::none;
   uint64_t address = 0;    ///< on a fault: the guest virtual address that could not be read
   bool truncated = false;  ///< a string without its NUL within `length`
+  /// A value capture's number: kept as read on the hot path, formatted where it is written.
+  std::optional<uint64_t> number;
   bool operator==(const capture_value&) const = default;
 };
+
+/// What a record writes for `v` (read without a fault): a number in hex_string's form, the
+/// text otherwise.
+std::string text_of(const capture_value& v);
 
 /// A number as hit records write it: "0x" and lowercase hex digits (JSON numbers lose
 /// 64-bit precision in most log pipelines).

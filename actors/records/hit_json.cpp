@@ -54,7 +54,7 @@ std::string to_json_line(const hit_record& rec, const std::string& host) {
     for (size_t i = 0; i < rec.captures.size() && i < specs.size(); ++i) {
       auto& v = rec.captures[i];
       if (v.fault == drv::translation_fault::none) {
-        values[specs[i].name] = v.text;
+        values[specs[i].name] = text_of(v);
         if (v.truncated)
           truncated.push_back(specs[i].name);
       } else {

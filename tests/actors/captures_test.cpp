@@ -156,9 +156,9 @@ TEST_F(captures_test, values_bytes_and_stack_arguments_read_through_the_tables) 
   mem.write64(0x10128, 0x5555);
   r.rcx = 0xabc;
   auto ms = drv::calling_convention::ms_x64;
-  EXPECT_EQ(one(spec("arg1", capture_spec::kind::value, 0, ms), r).text, "0xabc");
-  EXPECT_EQ(one(spec("arg5", capture_spec::kind::value, 0, ms), r).text, "0x5555");
-  EXPECT_EQ(one(spec("[rsp]"), r).text, "0xffffffff80001234");
+  EXPECT_EQ(text_of(one(spec("arg1", capture_spec::kind::value, 0, ms), r)), "0xabc");
+  EXPECT_EQ(text_of(one(spec("arg5", capture_spec::kind::value, 0, ms), r)), "0x5555");
+  EXPECT_EQ(text_of(one(spec("[rsp]"), r)), "0xffffffff80001234");
   uint8_t header[] = {0x4d, 0x5a, 0x90, 0x00};
   mem.write(0x10200, header, sizeof header);
   r.rsi = user_va + 0x200;

@@ -90,10 +90,10 @@ TEST(hit_json, captures_are_values_and_failures_apart_each_key_with_one_type) {
   auto def = breakpoint_def::at("open", 0x100000);
   def.options.captures = {specs};
   rec.bp = make_breakpoint(def, 1, armed_by::attach);
-  rec.captures = {{"0x2a", drv::translation_fault::none, 0, false},
-                  {"C:\\Windows\\ü", drv::translation_fault::none, 0, false},
-                  {"", drv::translation_fault::not_present, 0x7ffd00002000, false},
-                  {"abcd", drv::translation_fault::none, 0, true}};
+  rec.captures = {{"", drv::translation_fault::none, 0, false, 0x2a},
+                  {"C:\\Windows\\ü", drv::translation_fault::none, 0, false, {}},
+                  {"", drv::translation_fault::not_present, 0x7ffd00002000, false, {}},
+                  {"abcd", drv::translation_fault::none, 0, true, {}}};
   auto j = nlohmann::json::parse(to_json_line(rec, "h"));
   EXPECT_EQ(j["captures"],
             (nlohmann::json{{"arg1", "0x2a"}, {"path", "C:\\Windows\\ü"}, {"long", "abcd"}}));

@@ -72,6 +72,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     require(v.text.size() <= length);
   if (v.fault == drv::translation_fault::none && kind == capture_spec::kind::bytes)
     require(v.text.size() == size_t(length) * 2);
+  if (v.fault == drv::translation_fault::none)
+    require(v.number.has_value() == (kind == capture_spec::kind::value));
   require(walker.reads() <= 4096);
   return 0;
 }
