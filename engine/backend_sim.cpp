@@ -137,19 +137,8 @@ public:
     }
     std::set<drv::domain_id> checked;
     for (auto& r : reports) {
-      sim::observed_session s{r.id,
-                              r.name,
-                              r.died,
-                              r.totals.events,
-                              r.totals.hits,
-                              r.totals.neighbours,
-                              r.totals.stale,
-                              r.totals.respond_failures,
-                              r.access_calls,
-                              {},
-                              {},
-                              r.error,
-                              r.sessions};
+      sim::observed_session s{r.id, r.name, r.died,  r.totals,  r.access_calls,
+                              {},   {},     r.error, r.sessions};
       for (auto& bp : r.breakpoints)
         // A breakpoint its rate limit disarmed missed the hits of its cool-downs.
         s.breakpoints.push_back(

@@ -78,60 +78,70 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
   auto before = lane;
   out_.push_back(lane.decide(ev, table_.get(), hits_, v));
   vc.stepping.store(lane.stepping(), std::memory_order_relaxed);
+  if (v == verdict::hit)
+    hit(ev, before, now, wall);
+  else
+    count(v, vc);
+}
+
+void event_path::count(verdict v, vcpu_counters& vc) {
   switch (v) {
-    case verdict::hit: {
-      vc.hits.add(hits_.size());
-      bool held = false;
-      for (auto& bp : hits_) {
-        // One writer, the poller that owns this domain's ring: no locked add needed.
-        bp->hits.store(bp->hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        // Read before the registry can hear of this hit: the record says how often the
-        // breakpoint was disarmed before it.
-        auto* limiter = bp->limiter();
-        uint64_t suppressions = limiter ? limiter->suppressions() : 0;
-        if (limiter && limiter->over(now) && cfg_.registry)
-          caf::anon_send(cfg_.registry, suppress_atom_v, bp);
-        // The first breakpoint at the address with a handler decides; the others only record.
-        // A VCPU already waiting cannot trap again; if a ring says it did, answer it at once
-        // rather than lose the held response.
-        bool decides = !held && bp->handler() && cfg_.relay && !held_[ev.vcpu];
-        if (cfg_.sinks.empty() && !decides)
-          continue;
-        std::vector<capture_value> values;
-        if (!bp->captures().empty())
-          values = capture(*bp->captures().specs, ev.regs);
-        if (!cfg_.sinks.empty()) {
-          records_.push_back(
-            {site(ev, bp, {}), ev.regs.rip, ev.regs.cr3, now, wall, suppressions, 0});
-          if (decides)
-            records_.back().captures = values;  // the handler gets them too
-          else
-            records_.back().captures = std::move(values);
-        }
-        if (decides) {
-          hold(ev, before, bp, std::move(values));
-          held = true;
-        }
-      }
-      break;
-    }
-    case verdict::neighbour:
-      vc.neighbours.add();
-      break;
-    case verdict::stale:
-      vc.stale.add();
-      break;
-    case verdict::spurious:
-      vc.spurious.add();
-      break;
+    case verdict::hit:
     case verdict::singlestep:
-      break;
+      return;
+    case verdict::neighbour:
+      return vc.neighbours.add();
+    case verdict::data_access:
+      return vc.data_accesses.add();
+    case verdict::stale:
+      return vc.stale.add();
+    case verdict::spurious:
+      return vc.spurious.add();
     case verdict::bad_version:
-      vc.malformed[size_t(malformed_cause::bad_version)].add();
-      break;
+      return vc.malformed[size_t(malformed_cause::bad_version)].add();
     case verdict::unknown_reason:
-      vc.malformed[size_t(malformed_cause::unknown_reason)].add();
-      break;
+      return vc.malformed[size_t(malformed_cause::unknown_reason)].add();
+  }
+}
+
+uint64_t event_path::count_hit(const breakpoint_ptr& bp, clock_type::time_point now) {
+  // One writer, the poller that owns this domain's ring: no locked add needed.
+  bp->hits.store(bp->hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  // Read before the registry can hear of this hit: the record says how often the breakpoint
+  // was disarmed before it.
+  auto* limiter = bp->limiter();
+  uint64_t suppressions = limiter ? limiter->suppressions() : 0;
+  if (limiter && limiter->over(now) && cfg_.registry)
+    caf::anon_send(cfg_.registry, suppress_atom_v, bp);
+  return suppressions;
+}
+
+void event_path::hit(const drv::event& ev, const vcpu_logic& before, clock_type::time_point now,
+                     std::chrono::system_clock::time_point wall) {
+  cfg_.domain->counters().vcpus[ev.vcpu].hits.add(hits_.size());
+  bool held = false;
+  for (auto& bp : hits_) {
+    auto suppressions = count_hit(bp, now);
+    // The first breakpoint at the address with a handler decides; the others only record.
+    // A VCPU already waiting cannot trap again; if a ring says it did, answer it at once
+    // rather than lose the held response.
+    bool decides = !held && bp->handler() && cfg_.relay && !held_[ev.vcpu];
+    if (cfg_.sinks.empty() && !decides)
+      continue;
+    std::vector<capture_value> values;
+    if (!bp->captures().empty())
+      values = capture(*bp->captures().specs, ev.regs);
+    if (!cfg_.sinks.empty()) {
+      records_.push_back({site(ev, bp, {}), ev.regs.rip, ev.regs.cr3, now, wall, suppressions, 0});
+      if (decides)
+        records_.back().captures = values;  // the handler gets them too
+      else
+        records_.back().captures = std::move(values);
+    }
+    if (decides) {
+      hold(ev, before, bp, std::move(values));
+      held = true;
+    }
   }
 }
 

@@ -57,8 +57,17 @@ public:
   uint32_t weight() const { return uint32_t(lanes_.size()); }
 
 private:
+  /// Answers one request (into out_) and counts it.
   void decide(const drv::event& ev, std::chrono::steady_clock::time_point now,
               std::chrono::system_clock::time_point wall);
+  /// Counts a request that hit no breakpoint, by its verdict.
+  void count(vcpu_logic::verdict v, vcpu_counters& vc);
+  /// Every breakpoint in hits_: counted, recorded for the sinks, and the first with a
+  /// handler held for it. `before`: the VCPU's lane as it was before the trap.
+  void hit(const drv::event& ev, const vcpu_logic& before,
+           std::chrono::steady_clock::time_point now, std::chrono::system_clock::time_point wall);
+  /// Counts one hit of `bp` against its rate limit; returns its suppressions before it.
+  uint64_t count_hit(const breakpoint_ptr& bp, std::chrono::steady_clock::time_point now);
   void hold(const drv::event& ev, const vcpu_logic& before, const breakpoint_ptr& bp,
             std::vector<capture_value> captures);
   void resolve(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d);

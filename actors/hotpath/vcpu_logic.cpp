@@ -43,6 +43,10 @@ drv::response vcpu_logic::decide(const drv::event& ev, const breakpoint_table* t
       if (!page.empty() && allows(ev.mem.attempted, drv::page_access::x)) {
         breakpoints_at(page, ev.mem.offset, hits);
         out = hits.empty() ? verdict::neighbour : verdict::hit;
+      } else if (!page.empty()) {
+        // Read or write on a page vmitap monitors for execution: its access lacked that right
+        // before (or a shadow page asks for it on purpose). No breakpoint's business.
+        out = verdict::data_access;
       } else {
         // Not (or no longer) a monitored page: removed while the event was in flight, or
         // not ours at all. Either way the VCPU must get past the instruction.

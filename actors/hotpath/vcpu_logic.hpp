@@ -1,8 +1,8 @@
 #pragma once
 
 // What vmitap answers to one request, without any actor or thread machinery: the decision
-// (hit / page neighbour / stale / spurious / malformed) and the step-over state machine of
-// one VCPU. The hot path runs it where the request arrives; tests run it directly.
+// (hit / page neighbour / data access / stale / spurious / malformed) and the step-over state
+// machine of one VCPU. The hot path runs it where the request arrives; tests run it directly.
 
 #include "actors/model/plan.hpp"
 #include "actors/model/snapshot.hpp"
@@ -13,10 +13,11 @@ class vcpu_logic {
 public:
   enum class verdict : uint8_t {
     hit,
-    neighbour,   ///< a monitored page, not a breakpoint's address
-    stale,       ///< a view vmitap manages, a page no longer monitored
-    spurious,    ///< nothing vmitap asked for
-    singlestep,  ///< the end of a classic step, or of the trip to the home view
+    neighbour,    ///< a monitored page, not a breakpoint's address
+    data_access,  ///< a read or write of a monitored page (its own access lacked it)
+    stale,        ///< a view vmitap manages, a page no longer monitored
+    spurious,     ///< nothing vmitap asked for
+    singlestep,   ///< the end of a classic step, or of the trip to the home view
     bad_version,
     unknown_reason,
   };

@@ -39,18 +39,6 @@ const std::vector<double>& handler_buckets() {
   return b;
 }
 
-vcpu_stats& vcpu_stats::operator+=(const vcpu_stats& x) {
-  events += x.events;
-  hits += x.hits;
-  neighbours += x.neighbours;
-  stale += x.stale;
-  spurious += x.spurious;
-  malformed += x.malformed;
-  singlesteps += x.singlesteps;
-  respond_failures += x.respond_failures;
-  return *this;
-}
-
 vcpu_stats domain_counters::totals() const {
   vcpu_stats t;
   for (uint32_t i = 0; i < vcpu_count; ++i) {
@@ -58,6 +46,7 @@ vcpu_stats domain_counters::totals() const {
     t.events += v.mem_access.get() + v.singlestep.get() + v.other.get();
     t.hits += v.hits.get();
     t.neighbours += v.neighbours.get();
+    t.data_accesses += v.data_accesses.get();
     t.stale += v.stale.get();
     t.spurious += v.spurious.get();
     t.singlesteps += v.singlestep.get();

@@ -6,6 +6,7 @@
 // when it is scraped. No Prometheus type appears here.
 
 #include "drivers/guest/page_walker.hpp"
+#include "drivers/session_counts.hpp"
 #include "drivers/vm_event.hpp"
 
 #include <array>
@@ -62,10 +63,11 @@ struct vcpu_counters {
   counter mem_access;  ///< requests by reason
   counter singlestep;
   counter other;
-  counter hits;        ///< breakpoints hit (one trap can hit several)
-  counter neighbours;  ///< traps on a monitored page, not at a breakpoint
-  counter stale;       ///< traps on a page whose breakpoints were removed in flight
-  counter spurious;    ///< traps in no view or page vmitap manages
+  counter hits;           ///< breakpoints hit (one trap can hit several)
+  counter neighbours;     ///< traps on a monitored page, not at a breakpoint
+  counter data_accesses;  ///< reads or writes that trapped on a monitored page
+  counter stale;          ///< traps on a page whose breakpoints were removed in flight
+  counter spurious;       ///< traps in no view or page vmitap manages
   std::array<counter, malformed_causes> malformed;
   std::atomic<bool> stepping{false};  ///< between a classic trap and its singlestep
 };
@@ -79,20 +81,10 @@ const std::vector<double>& batch_buckets();     ///< pages per access-change cal
 const std::vector<double>& call_buckets();      ///< seconds per access-change call
 const std::vector<double>& handler_buckets();   ///< seconds, 10 µs to 10 s
 
-/// Everything counted about one monitored domain session.
-/// Counts of one domain session, summed over its VCPUs.
-struct vcpu_stats {
-  uint64_t events = 0;
-  uint64_t hits = 0;
-  uint64_t neighbours = 0;
-  uint64_t stale = 0;
-  uint64_t spurious = 0;
-  uint64_t malformed = 0;
-  uint64_t singlesteps = 0;
-  uint64_t respond_failures = 0;
-  vcpu_stats& operator+=(const vcpu_stats& x);
-};
+/// A session's counts summed over its VCPUs (the one struct the sim's verification reads too).
+using vcpu_stats = drv::session_counts;
 
+/// Everything counted about one monitored domain session.
 struct domain_counters {
   explicit domain_counters(uint32_t vcpus) :
     vcpus(std::make_unique<vcpu_counters[]>(vcpus)), vcpu_count(vcpus) {}

@@ -12,12 +12,6 @@
 
 namespace vmitap {
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, vcpu_stats& x) {
-  return f(x.events, x.hits, x.neighbours, x.stale, x.spurious, x.malformed, x.singlesteps,
-           x.respond_failures);
-}
-
 /// One breakpoint's hits in a report.
 struct breakpoint_count {
   std::string name;

@@ -41,13 +41,22 @@ struct path_on_fake_ring : ::testing::Test {
     path = std::make_unique<event_path>(cfg);
   }
 
+  // Whatever the test did, every request the path took got exactly one answer.
+  void TearDown() override { answered_once(*path); }
+
+  void answered_once(event_path& p) {
+    p.release_held();
+    EXPECT_TRUE(ring.each_request_answered_once());
+  }
+
   void request(drv::vcpu_id vcpu, uint64_t pa,
-               drv::event_reason reason = drv::event_reason::mem_access) {
+               drv::event_reason reason = drv::event_reason::mem_access,
+               drv::page_access attempted = drv::page_access::x) {
     drv::event ev;
     ev.vcpu = vcpu;
     ev.view = view;
     ev.reason = reason;
-    ev.mem = {drv::gfn_of(pa), pa & drv::page_mask, 0, drv::page_access::x, false};
+    ev.mem = {drv::gfn_of(pa), pa & drv::page_mask, 0, attempted, false};
     ring.requests.push_back(ev);
   }
 };
@@ -60,22 +69,24 @@ TEST_F(path_on_fake_ring, a_batch_is_answered_in_one_give_one_response_per_reque
   request(1, 0x200000);  // stale: a managed view, a page not monitored
   request(5, 0x100010);  // a VCPU the domain does not have
   request(0, 0x100010, drv::event_reason(0x7f));
-  ASSERT_EQ(path->drain(), 5u);
+  request(1, 0x100010, drv::event_reason::mem_access, drv::page_access::r);  // a data access
+  ASSERT_EQ(path->drain(), 6u);
   EXPECT_EQ(ring.gives, 1u);
-  ASSERT_EQ(ring.responses.size(), 5u);
+  ASSERT_EQ(ring.responses.size(), 6u);
   EXPECT_EQ(ring.responses[3].vcpu, 5u) << "the orphan is answered too";
   EXPECT_EQ(ring.responses[3].flags, flag::vcpu_paused);
   auto& c = domain->counters();
   EXPECT_EQ(c.vcpus[0].hits.get(), 1u);
   EXPECT_EQ(c.vcpus[1].neighbours.get(), 1u);
   EXPECT_EQ(c.vcpus[1].stale.get(), 1u);
+  EXPECT_EQ(c.vcpus[1].data_accesses.get(), 1u);
   EXPECT_EQ(c.orphans.get(), 1u);
   EXPECT_EQ(c.vcpus[0].malformed[size_t(malformed_cause::unknown_reason)].get(), 1u);
-  EXPECT_EQ(c.vcpus[0].mem_access.get() + c.vcpus[0].other.get() + c.vcpus[1].mem_access.get(), 4u);
+  EXPECT_EQ(c.vcpus[0].mem_access.get() + c.vcpus[0].other.get() + c.vcpus[1].mem_access.get(), 5u);
   uint64_t handled = 0;
   for (size_t i = 0; i <= c.handling.bounds().size(); ++i)
     handled += c.handling.bucket(i);
-  EXPECT_EQ(handled, 5u) << "every request's handling time is recorded";
+  EXPECT_EQ(handled, 6u) << "every request's handling time is recorded";
   EXPECT_EQ(domain->table().load()->find(view, 0x100)[0].bp->hits.load(), 1u);
 }
 
@@ -235,7 +246,10 @@ struct path_with_handler : path_on_fake_ring {
     held_path->bind([this](std::function<void()> fn) { posted.push_back(std::move(fn)); });
   }
 
-  void TearDown() override { caf::anon_send_exit(relay, caf::exit_reason::user_shutdown); }
+  void TearDown() override {
+    answered_once(*held_path);
+    caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+  }
 
   handler_call next_call(size_t k) {
     EXPECT_TRUE(eventually([&] {

@@ -246,7 +246,7 @@ TEST_F(registry_test, a_breakpoint_over_its_rate_limit_is_disarmed_for_its_cool_
 
   caf::anon_send(registry, suppress_atom_v, bp);
   caf::anon_send(registry, suppress_atom_v, bp);  // twice: one suppression
-  sched.run();                                    // everything but the cool-down's end
+  run();                                          // everything but the cool-down's end
   EXPECT_TRUE(domain->table().load()->find(view, drv::gfn_of(pa(0))).empty());
   EXPECT_TRUE(allows(access_of(pa(0)), page_access::x)) << "its page is restored";
   EXPECT_FALSE(allows(access_of(pa(1)), page_access::x)) << "the other stays armed";
@@ -258,7 +258,10 @@ TEST_F(registry_test, a_breakpoint_over_its_rate_limit_is_disarmed_for_its_cool_
   auto dup = add({spec("limited", pa(2))});
   ASSERT_EQ(dup->failed.size(), 1u) << "and its name is still taken";
 
-  run();  // the cool-down ends
+  run(std::chrono::milliseconds(499));
+  EXPECT_TRUE(domain->table().load()->find(view, drv::gfn_of(pa(0))).empty())
+    << "still cooling down at 499 ms";
+  run(std::chrono::milliseconds(1));  // the cool-down ends at 500 ms
   auto back = domain->table().load()->find(view, drv::gfn_of(pa(0)));
   ASSERT_EQ(back.size(), 1u);
   EXPECT_EQ(back[0].bp, bp) << "the same breakpoint, hits and all";
@@ -275,10 +278,11 @@ TEST_F(registry_test, a_breakpoint_removed_during_its_cool_down_is_not_rearmed) 
   ASSERT_EQ(add({limited})->ok, 1u);
   auto bp = domain->table().load()->find(view, drv::gfn_of(pa(0)))[0].bp;
   caf::anon_send(registry, suppress_atom_v, bp);
-  sched.run();
-  auto r = remove({"limited"});  // runs the timeouts too: the cool-down ends after it
+  run();
+  auto r = remove({"limited"});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->ok, 1u);
+  run(std::chrono::milliseconds(500));  // the cool-down ends after the removal
   EXPECT_TRUE(domain->table().load()->find(view, drv::gfn_of(pa(0))).empty());
   EXPECT_TRUE(allows(access_of(pa(0)), page_access::x));
   EXPECT_TRUE(domain->suppressed().empty());

@@ -98,14 +98,6 @@ TEST(vcpu_logic, a_page_no_longer_monitored_is_stale_and_one_in_no_managed_view_
   EXPECT_TRUE(other.rsp.flags & flag::fast_singlestep) << "stepped over all the same";
 }
 
-TEST(vcpu_logic, a_read_or_write_trap_on_a_monitored_page_is_no_hit) {
-  auto t = table_with(0x100010);
-  vcpu_logic logic{step_mode::fast, home};
-  auto ev = trap(0x100010);
-  ev.mem.attempted = drv::page_access::r;
-  EXPECT_EQ(decide(logic, ev, t).v, verdict::stale);
-}
-
 TEST(vcpu_logic, a_homing_vcpu_goes_home_on_its_first_singlestep) {
   auto t = table_with(0x100010);
   vcpu_logic logic{step_mode::fast, home, true};
@@ -189,4 +181,24 @@ TEST(vcpu_logic, a_redirect_of_a_homing_vcpu_sends_it_home_and_turns_its_singles
   auto d = decide(logic, trap(0x100010), t);
   EXPECT_EQ(d.v, verdict::hit);
   EXPECT_EQ(d.rsp.flags, flag::vcpu_paused | flag::alternate_p2m | flag::toggle_singlestep);
+}
+
+// A read or write that traps on a monitored page (its original access lacked it, or an INT3
+// shadow page asks for it) is its own verdict: no hit, not stale, and the VCPU steps over it.
+TEST(vcpu_logic, a_read_or_write_of_a_monitored_page_is_a_data_access_stepped_over) {
+  auto t = table_with(0x100010);
+  for (auto access : {drv::page_access::r, drv::page_access::w}) {
+    vcpu_logic logic{step_mode::fast, home};
+    auto ev = trap(0x100010);
+    ev.mem.attempted = access;
+    auto d = decide(logic, ev, t);
+    EXPECT_EQ(d.v, verdict::data_access);
+    EXPECT_EQ(d.hits, 0u) << "at a breakpoint's address, but not its execution";
+    EXPECT_EQ(d.rsp.flags, flag::vcpu_paused | flag::alternate_p2m | flag::fast_singlestep);
+    EXPECT_EQ(d.rsp.fast_return_view, home);
+  }
+  vcpu_logic logic{step_mode::fast, home};
+  auto ev = trap(0x200010);  // a page the table does not monitor: still stale, as before
+  ev.mem.attempted = drv::page_access::r;
+  EXPECT_EQ(decide(logic, ev, t).v, verdict::stale);
 }

@@ -26,11 +26,15 @@ protected:
   caf::scheduler::test_coordinator& sched =
     dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
 
-  /// Runs every queued message (and expired timeout) until nothing is left.
-  void run() {
-    do
-      sched.run();
-    while (sched.trigger_timeouts() > 0);
+  /// Runs every queued message until nothing is left. Time stands still: no timeout fires.
+  void run() { sched.run(); }
+
+  /// Runs what is queued, then moves the clock on by `d`, firing every timeout due by then
+  /// (in the order they are due) and running what each sends. A timeout due later stays.
+  void run(caf::timespan d) {
+    sched.run();
+    sched.advance_time(d);
+    sched.run();
   }
 
   /// Spawns a one-off client actor. It takes a (dummy) argument: CAF 0.17 binds a reference

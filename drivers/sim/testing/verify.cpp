@@ -71,12 +71,13 @@ verification verify(hypervisor& hv, const std::vector<observed_session>& session
       continue;
     }
     auto inv = dom->check();
-    ok &= inv.holds() && inv.answered_by_detach == 0 && s.respond_failures == 0;
+    auto& c = s.counts;
+    ok &= inv.holds() && inv.answered_by_detach == 0 && c.respond_failures == 0;
     append(out, "%-12s %10llu %10llu %10llu %10llu %8llu %8llu %7llu %8llu %6llu %6llu\n",
            s.name.c_str(), (unsigned long long)inv.requests_raised,
-           (unsigned long long)inv.requests_answered, (unsigned long long)s.events,
-           (unsigned long long)s.hits, (unsigned long long)s.neighbours,
-           (unsigned long long)s.stale, (unsigned long long)inv.paused_vcpus,
+           (unsigned long long)inv.requests_answered, (unsigned long long)c.events,
+           (unsigned long long)c.hits, (unsigned long long)c.neighbours,
+           (unsigned long long)c.stale, (unsigned long long)inv.paused_vcpus,
            (unsigned long long)inv.pages_changed, (unsigned long long)inv.views_left,
            (unsigned long long)s.access_calls);
   }

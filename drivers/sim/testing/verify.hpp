@@ -6,6 +6,7 @@
 // backend's "verified" summary, the tests and the benchmarks. It knows nothing of actors:
 // callers translate their reports into these plain records.
 
+#include "drivers/session_counts.hpp"
 #include "drivers/sim/hypervisor.hpp"
 
 #include <string>
@@ -27,11 +28,7 @@ struct observed_session {
   drv::domain_id id = 0;
   std::string name;
   bool died = false;
-  uint64_t events = 0;
-  uint64_t hits = 0;
-  uint64_t neighbours = 0;
-  uint64_t stale = 0;
-  uint64_t respond_failures = 0;
+  drv::session_counts counts;  ///< what the monitor counted, summed over the VCPUs
   uint64_t access_calls = 0;
   std::vector<observed_breakpoint> breakpoints;
   /// Breakpoints the config gave this domain when the run started that the session never

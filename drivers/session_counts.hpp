@@ -1,0 +1,42 @@
+#pragma once
+
+// What a monitor counted in one domain session, summed over its VCPUs: the monitor reports it
+// (actors/model/report.hpp) and the simulated hypervisor's verification compares it with its
+// ground truth (drivers/sim/testing/verify.hpp). One struct for both, so neither mirrors it.
+
+#include <cstdint>
+
+namespace vmitap::drv {
+
+struct session_counts {
+  uint64_t events = 0;
+  uint64_t hits = 0;
+  uint64_t neighbours = 0;
+  uint64_t data_accesses = 0;
+  uint64_t stale = 0;
+  uint64_t spurious = 0;
+  uint64_t malformed = 0;
+  uint64_t singlesteps = 0;
+  uint64_t respond_failures = 0;
+
+  session_counts& operator+=(const session_counts& x) {
+    events += x.events;
+    hits += x.hits;
+    neighbours += x.neighbours;
+    data_accesses += x.data_accesses;
+    stale += x.stale;
+    spurious += x.spurious;
+    malformed += x.malformed;
+    singlesteps += x.singlesteps;
+    respond_failures += x.respond_failures;
+    return *this;
+  }
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, session_counts& x) {
+  return f(x.events, x.hits, x.neighbours, x.data_accesses, x.stale, x.spurious, x.malformed,
+           x.singlesteps, x.respond_failures);
+}
+
+}  // namespace vmitap::drv
