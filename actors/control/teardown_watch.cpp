@@ -20,8 +20,14 @@ constexpr size_t pages_listed = 8;
 
 void teardown_watch::step(std::string what) {
   std::lock_guard g{mutex_};
+  steps_.push_back(what);
   step_ = std::move(what);
   step_since_ = clock_type::now();
+}
+
+std::vector<std::string> teardown_watch::steps() const {
+  std::lock_guard g{mutex_};
+  return steps_;
 }
 
 void teardown_watch::paused(bool on) {

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace vmitap {
 
@@ -22,6 +23,8 @@ public:
 
   /// The teardown's current step ("draining the ring", "restoring pages", …).
   void step(std::string what);
+  /// Every step so far, in the order they began (a teardown has a handful).
+  std::vector<std::string> steps() const;
   /// vmitap paused the domain (every VCPU) and has not resumed or detached it yet.
   void paused(bool on);
 
@@ -52,6 +55,7 @@ public:
 private:
   mutable std::mutex mutex_;
   std::string step_ = "not started";
+  std::vector<std::string> steps_;
   clock_type::time_point step_since_ = clock_type::now();
   const char* call_ = nullptr;
   clock_type::time_point call_since_{};
