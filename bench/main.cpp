@@ -1,8 +1,10 @@
 // vmitap-bench: vmitap against a single-threaded loop, a loop per domain and the floor, on the
 // same simulated guests, side by side in one run: alternating, medians of repeated runs.
-// `make bench` writes BENCHMARKS.md; the flags run one row for a closer look.
+// `make bench` writes BENCHMARKS.md; the flags run one row for a closer look, `profile` the
+// kernel profile section alone.
 
 #include "bench/harness.hpp"
+#include "bench/profile_load.hpp"
 #include "bench/report.hpp"
 #include "bench/scale.hpp"
 
@@ -51,8 +53,21 @@ int main(int argc, char** argv) {
   scale->add_option("--domains", domains);
   scale->add_option("--breakpoints", breakpoints);
   scale->add_option("--vcpus", vcpus, "per domain");
+  auto* profile =
+    app.add_subcommand("profile", "read a generated kernel profile (ISF), plain and gzip");
+  // Each profile read runs in a fresh process, this program run again (not in --help).
+  std::string profile_load;
+  app.add_option("--profile-load", profile_load)->group("");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
+
+  if (!profile_load.empty())
+    return profile_load_child(profile_load);
+  if (*profile) {
+    auto r = profile_load_section();
+    std::fputs(r.markdown.c_str(), stdout);
+    return r.ok ? 0 : 1;
+  }
 
   if (*scale) {
     auto s = run_scale(domains, breakpoints, vcpus);

@@ -1,5 +1,6 @@
 #include "bench/report.hpp"
 
+#include "bench/profile_load.hpp"
 #include "bench/scale.hpp"
 #include "engine/engine.hpp"
 
@@ -286,6 +287,10 @@ suite_report run_suite(const suite_options& opts) {
     (one.heap_bytes - few.heap_bytes) / (domains - fewer) / 1024,
     (eight.heap_bytes - one.heap_bytes) / (domains * 7.0) / 1024, fewer, domains, domains);
   out.exact &= few.exact && one.exact && eight.exact;
+
+  auto profile = profile_load_section();
+  md += profile.markdown;
+  out.exact &= profile.ok;
 
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);

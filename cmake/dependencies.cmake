@@ -16,5 +16,8 @@ find_package(prometheus-cpp REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(tomlplusplus REQUIRED)
 find_package(nlohmann_json REQUIRED)
+# Kernel profiles are read as gzip (zlib) or xz (liblzma) as well as plain JSON.
+find_package(ZLIB REQUIRED)
+find_package(LibLZMA REQUIRED)
 find_package(CLI11 REQUIRED)
 pkg_check_modules(systemd REQUIRED IMPORTED_TARGET libsystemd)
