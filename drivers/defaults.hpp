@@ -16,6 +16,10 @@ inline constexpr auto request_timeout = 10s;
 inline constexpr auto access_change_timeout = 30s;
 /// Attaching one domain: views, every breakpoint armed, events started.
 inline constexpr auto attach_timeout = 60s;
+/// At attach, while every VCPU runs in user mode (under KPTI its tables do not map the
+/// kernel), the domain runs this long between looks for one in kernel mode, this many times.
+inline constexpr auto kernel_mode_wait = 20ms;
+inline constexpr uint32_t kernel_mode_tries = 250;  // 5 s
 /// Detaching every domain on stop (SIGINT/SIGTERM), unless the config says otherwise.
 inline constexpr auto stop_deadline = 20s;
 /// Teardown writes a page's access back this often before it reports the page left changed:

@@ -111,6 +111,9 @@ public:
 
   // Memory and execution.
   virtual caf::error read_physical(uint64_t pa, std::span<std::byte> out) = 0;
+  /// A VCPU's registers outside an event (Xen: its HVM CPU context): what attach reads to
+  /// find the kernel, with the domain paused.
+  virtual caf::expected<registers> vcpu_registers(vcpu_id vcpu) = 0;
   /// Pauses every VCPU; when it returns, every request raised so far is in the ring.
   virtual caf::error pause() = 0;
   virtual caf::error resume() = 0;

@@ -56,6 +56,14 @@ const char* to_string(ec code) {
       return "shutting_down";
     case ec::handler_failed:
       return "handler_failed";
+    case ec::kernel_not_found:
+      return "kernel_not_found";
+    case ec::no_kernel_mode_vcpu:
+      return "no_kernel_mode_vcpu";
+    case ec::profile_mismatch:
+      return "profile_mismatch";
+    case ec::not_mapped:
+      return "not_mapped";
   }
   return "unknown";
 }

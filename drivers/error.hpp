@@ -37,7 +37,11 @@ enum class ec : uint8_t {
   io_failed,      ///< a file or stream; context: the call, the path and its errno
   listen_failed,  ///< the metrics exporter could not bind its address
   shutting_down,
-  handler_failed,  ///< a hit handler threw; context: what it threw
+  handler_failed,       ///< a hit handler threw; context: what it threw
+  kernel_not_found,     ///< no VCPU's registers lead to the kernel a profile describes
+  no_kernel_mode_vcpu,  ///< every VCPU runs in user mode: the kernel may not be mapped (KPTI)
+  profile_mismatch,     ///< the running kernel is not the one the profile was made for
+  not_mapped,           ///< a virtual address whose page is not present
 };
 
 /// The category of vmitap's errors in a `caf::error` (CAF_ERROR_CODE_ENUM below).

@@ -11,6 +11,7 @@ namespace vmitap::drv {
 struct session_counts {
   uint64_t events = 0;
   uint64_t hits = 0;
+  uint64_t filtered = 0;  ///< hits in a process its breakpoint does not report
   uint64_t neighbours = 0;
   uint64_t data_accesses = 0;
   uint64_t stale = 0;
@@ -22,6 +23,7 @@ struct session_counts {
   session_counts& operator+=(const session_counts& x) {
     events += x.events;
     hits += x.hits;
+    filtered += x.filtered;
     neighbours += x.neighbours;
     data_accesses += x.data_accesses;
     stale += x.stale;
@@ -35,8 +37,8 @@ struct session_counts {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, session_counts& x) {
-  return f(x.events, x.hits, x.neighbours, x.data_accesses, x.stale, x.spurious, x.malformed,
-           x.singlesteps, x.respond_failures);
+  return f(x.events, x.hits, x.filtered, x.neighbours, x.data_accesses, x.stale, x.spurious,
+           x.malformed, x.singlesteps, x.respond_failures);
 }
 
 }  // namespace vmitap::drv

@@ -59,8 +59,9 @@ uint64_t domain::own_pa(const vcpu& v, uint64_t va) const {
   if (va - home.strings_va < string_pages * drv::page_size)
     return drv::pa_of(home.string_gfns[(va - home.strings_va) >> drv::page_shift],
                       va & drv::page_mask);
-  if (va >= kernel_base && drv::gfn_of(va - kernel_base) == home.kernel_strings_gfn)
-    return va - kernel_base;
+  auto kernel_pa = layout_.kernel.pa_of(va);
+  if (kernel_pa < layout_.linear_bytes && drv::gfn_of(kernel_pa) == home.kernel_strings_gfn)
+    return kernel_pa;
   return no_pa;
 }
 
@@ -112,7 +113,7 @@ uint64_t domain::argument(vcpu& v, arg_kind kind, call_record* rec, unsigned ind
     auto pa = drv::pa_of(v.home->kernel_strings_gfn, v.kernel_cursor);
     memory_.write(pa, bytes);
     v.kernel_cursor = uint32_t((v.kernel_cursor + size + 7) & ~size_t{7});
-    return gva_of(pa);
+    return layout_.kernel.va_of(pa);
   }
   if (v.string_cursor + size > string_pages * drv::page_size)
     v.string_cursor = 0;
@@ -129,6 +130,7 @@ uint32_t domain::enter(vcpu& v, uint32_t function, uint64_t return_va) {
     rec = &v.calls.emplace_back();
     rec->entry_pa = program_.functions()[function].entry_pa;
     rec->arity = sig.arity;
+    rec->process = v.process;
   }
   std::array<uint64_t, max_args> args;
   for (unsigned i = 0; i < sig.arity; ++i)

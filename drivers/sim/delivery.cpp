@@ -4,6 +4,7 @@
 #include "drivers/sim/hypervisor.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <shared_mutex>
 #include <thread>
 
@@ -209,7 +210,7 @@ void domain::set_registers(vcpu& v, const drv::registers& regs) {
   auto cr3 = v.regs.cr3;  // never written by a response, as on Xen
   v.regs = regs;
   v.regs.cr3 = cr3;
-  auto pc = program_.index_of(regs.rip - kernel_base);
+  auto pc = program_.index_of(layout_.kernel.pa_of(regs.rip));
   if (!pc || *pc == v.pc)
     return;
   if (v.arrived)
@@ -256,6 +257,10 @@ caf::error domain::read_physical(uint64_t session, uint64_t pa, std::span<std::b
       done, std::min<size_t>(out.size() - done, drv::page_size - (at & drv::page_mask)));
     if (memory_.holds(drv::gfn_of(at))) {
       memory_.read(at, chunk);
+    } else if (drv::gfn_of(at) == layout_.kernel.image_gfn) {
+      std::memcpy(chunk.data(),
+                  reinterpret_cast<const std::byte*>(image_page_.data()) + (at & drv::page_mask),
+                  chunk.size());
     } else if (program_.is_code(drv::gfn_of(at))) {
       for (size_t i = 0; i < chunk.size(); ++i)
         chunk[i] = program_.code_byte(at + i);
@@ -265,6 +270,19 @@ caf::error domain::read_physical(uint64_t session, uint64_t pa, std::span<std::b
     done += chunk.size();
   }
   return {};
+}
+
+caf::expected<drv::registers> domain::vcpu_registers(uint64_t session, drv::vcpu_id id) {
+  if (id >= vcpus_.size())
+    return make_error(ec::no_such_vcpu, "vcpu_registers: VCPU " + std::to_string(id));
+  auto& v = *vcpus_[id];
+  std::lock_guard vl{v.mutex};  // as run_slice takes them: the VCPU's, then exec_
+  std::shared_lock xl{exec_};
+  if (auto err = check_session(session, "vcpu_registers"))
+    return err;
+  auto regs = v.regs;
+  regs.rip = layout_.kernel.va_of(program_.at(v.pc).pa);
+  return regs;
 }
 
 caf::error domain::pause(uint64_t session) {

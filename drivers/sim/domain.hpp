@@ -152,6 +152,10 @@ public:
   uint64_t vcpu_retired(drv::vcpu_id vcpu);
   invariants check();
   drv::view_id vcpu_view(drv::vcpu_id vcpu);
+  /// The process `vcpu` runs now (an index into layout().kernel.processes).
+  uint32_t vcpu_process(drv::vcpu_id vcpu);
+  /// The registers of `vcpu` as its HVM context has them (rip: the next instruction).
+  caf::expected<drv::registers> vcpu_registers(uint64_t session, drv::vcpu_id vcpu);
   bool vcpu_singlestepping(drv::vcpu_id vcpu);
   bool halted();  ///< every VCPU used up its instruction budget
   call_counts calls();
@@ -206,6 +210,10 @@ private:
     // the path `random` draws.
     const vcpu_layout* home = nullptr;
     rng arg_random{0};
+    // The process it runs (its cr3 and its per-CPU area's current thread say the same), and
+    // the scheduler's own draws: switching does not change the path `random` draws.
+    uint32_t process = 0;
+    rng sched_random{0};
     uint32_t string_cursor = 0;  // next free byte of its user string ring
     uint32_t kernel_cursor = 0;  // and of its kernel string page
     std::vector<call_record> calls;
@@ -254,6 +262,9 @@ private:
   std::optional<drv::event> step(vcpu& v);
   drv::event make_event(const vcpu& v, drv::event_reason reason) const;
   void retire(vcpu& v, const instruction& in);
+  /// Between two top-level calls, the VCPU may switch to another process (cr3 and current
+  /// thread together).
+  void schedule(vcpu& v);
   // calls.cpp
   /// Sets up a call of `function` returning to `return_va`, as its caller would; returns the
   /// stack bytes it took.
@@ -285,6 +296,7 @@ private:
   program program_;
   guest_layout layout_;
   guest_memory memory_;
+  page_image image_page_;  // the kernel image's first page (read-only)
   std::array<drv::arg_location, max_args> arg_at_entry_{};
   string_pool strings_;
   std::atomic<drv::domain_state> state_{drv::domain_state::running};

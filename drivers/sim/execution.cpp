@@ -56,6 +56,7 @@ domain::domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program cod
   program_(std::move(code)),
   layout_(std::move(guest.layout)),
   memory_(layout_.first_reserved_gfn, guest.pages),
+  image_page_(guest.image_page),
   strings_(make_string_pool(cfg_.workload.seed)) {
   for (unsigned i = 0; i < max_args; ++i)
     arg_at_entry_[i] = drv::arg_at_entry(cfg_.abi, i + 1);
@@ -76,7 +77,16 @@ domain::domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program cod
     v->regs.cr4 = 0x20;
     v->regs.msr_efer = 0xd01;
     v->regs.rflags = 0x2;
-    v->regs.cr3 = layout_.processes[v->home->process].cr3;
+    v->process = v->home->process;
+    v->sched_random = rng{(cfg_.workload.seed ^ 0x5c4e'd01e'5eedULL) * 0x100000001b3ULL + i};
+    v->regs.cr3 = layout_.processes[v->process].cr3;
+    // In the kernel (CS and SS are the kernel's 64-bit selectors), its per-CPU area or KPCR
+    // in gs_base, the syscall entry in MSR_LSTAR.
+    v->regs.cs = {0xfffff, 0xa9b, 0x10};
+    v->regs.ss = {0xfffff, 0xc93, 0x18};
+    v->regs.gs_base = layout_.kernel.va_of(drv::pa_of(v->home->percpu_gfn));
+    auto entry = program_.functions()[layout_.kernel.syscall_entry].entry_pa;
+    v->regs.msr_lstar = layout_.kernel.va_of(entry);
     auto root = program_.pick_root_function(v->random);
     v->pc = program_.functions()[root].first;
     v->regs.rsp = v->home->stack_top - 8;  // its thread's start routine called nothing yet
@@ -101,7 +111,7 @@ drv::event domain::make_event(const vcpu& v, drv::event_reason reason) const {
   ev.vcpu = v.handle.id;
   ev.view = v.view;
   ev.regs = v.regs;
-  ev.regs.rip = gva_of(program_.at(v.pc).pa);
+  ev.regs.rip = layout_.kernel.va_of(program_.at(v.pc).pa);
   return ev;
 }
 
@@ -114,7 +124,7 @@ void domain::retire(vcpu& v, const instruction& in) {
   v.arrived = false;
   switch (in.kind) {
     case op::call: {
-      auto bytes = enter(v, in.target, gva_of(program_.at(v.pc + 1).pa));
+      auto bytes = enter(v, in.target, layout_.kernel.va_of(program_.at(v.pc + 1).pa));
       v.stack.push_back(
         {v.pc + 1, bytes, cfg_.record_calls ? uint32_t(v.calls.size() - 1) : unrecorded});
       v.pc = program_.functions()[in.target].first;
@@ -124,6 +134,7 @@ void domain::retire(vcpu& v, const instruction& in) {
       if (v.stack.empty()) {
         // The outermost return: the thread's loop calls its next function, from the stack's
         // top, with no return address.
+        schedule(v);
         auto root = program_.pick_root_function(v.random);
         v.pc = program_.functions()[root].first;
         v.regs.rsp = v.home->stack_top - 8;
@@ -141,6 +152,21 @@ void domain::retire(vcpu& v, const instruction& in) {
     default:
       ++v.pc;
   }
+}
+
+void domain::schedule(vcpu& v) {
+  if (cfg_.processes < 2 || !v.sched_random.chance(0.25))
+    return;
+  auto next = uint32_t(v.sched_random.below(cfg_.processes));
+  if (next == v.process)
+    return;
+  v.process = next;
+  v.regs.cr3 = layout_.processes[next].cr3;
+  auto thread = layout_.kernel.va_of(drv::pa_of(layout_.thread_gfns[next][v.handle.id]));
+  auto current = layout_.kernel.os == drv::kernel_os::windows_kernel
+                   ? layout_of::kpcr_prcb + layout_of::kprcb_current_thread
+                   : layout_of::current_task;
+  memory_.write64(drv::pa_of(v.home->percpu_gfn, current), thread);
 }
 
 std::optional<drv::event> domain::step(vcpu& v) {
@@ -166,7 +192,7 @@ std::optional<drv::event> domain::step(vcpu& v) {
   if (!v.emulate_next) {
     auto fault = [&](uint64_t pa, page_access attempted) {
       auto ev = make_event(v, drv::event_reason::mem_access);
-      ev.mem = {drv::gfn_of(pa), pa & drv::page_mask, gva_of(pa), attempted, true};
+      ev.mem = {drv::gfn_of(pa), pa & drv::page_mask, layout_.kernel.va_of(pa), attempted, true};
       return ev;
     };
     if (!allows(access_in(v.view, drv::gfn_of(in.pa)), page_access::x))

@@ -79,6 +79,12 @@ drv::view_id domain::vcpu_view(drv::vcpu_id id) {
   return vcpus_.at(id)->view;
 }
 
+uint32_t domain::vcpu_process(drv::vcpu_id id) {
+  auto& v = *vcpus_.at(id);
+  std::lock_guard vl{v.mutex};
+  return v.process;
+}
+
 bool domain::vcpu_singlestepping(drv::vcpu_id id) {
   std::unique_lock xl{exec_};
   settle_locked();

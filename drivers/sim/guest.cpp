@@ -63,6 +63,13 @@ public:
     return top_ - (pages_.size() - 1);
   }
   uint64_t& entry(drv::gfn_t table, unsigned index) { return pages_[top_ - table][index]; }
+  /// Writes `n` bytes at `offset` into page `gfn` (a structure, not a table).
+  void write(drv::gfn_t gfn, uint64_t offset, const void* data, size_t n) {
+    std::memcpy(reinterpret_cast<std::byte*>(pages_[top_ - gfn].data()) + offset, data, n);
+  }
+  void write64(drv::gfn_t gfn, uint64_t offset, uint64_t value) {
+    write(gfn, offset, &value, sizeof value);
+  }
 
   /// The table `table[index]` points to, made with `flags` if it is not there yet.
   drv::gfn_t next(drv::gfn_t table, unsigned index, uint64_t flags) {
@@ -137,6 +144,50 @@ stack_need worst_stack(const program& code, const std::vector<signature>& sigs,
   return worst;
 }
 
+// The kernel's structures: per VCPU a per-CPU area (Linux: current_task) or a KPCR (Windows:
+// Prcb.CurrentThread), per thread a task_struct or an ETHREAD, per process (Windows) an
+// EPROCESS, each on a page of its own in the kernel's map.
+void lay_out_kernel(const domain_config& cfg, table_builder& b, guest_layout& layout) {
+  namespace at = layout_of;
+  const auto& k = layout.kernel;
+  auto va = [&](drv::gfn_t gfn) { return k.va_of(drv::pa_of(gfn)); };
+  bool windows = k.os == drv::kernel_os::windows_kernel;
+  layout.thread_gfns.assign(cfg.processes, {});
+  for (uint32_t p = 0; p < cfg.processes; ++p) {
+    if (windows)
+      layout.eprocess_gfns.push_back(b.alloc());
+    for (uint32_t v = 0; v < cfg.vcpus; ++v)
+      layout.thread_gfns[p].push_back(b.alloc());
+  }
+  for (uint32_t p = 0; p < cfg.processes; ++p) {
+    const auto& proc = k.processes[p];
+    char name[16] = {};
+    std::memcpy(name, proc.name.data(), std::min<size_t>(proc.name.size(), 15));
+    if (windows) {
+      auto ep = layout.eprocess_gfns[p];
+      b.write64(ep, at::eprocess_unique_process_id, proc.pid);
+      b.write64(ep, at::eprocess_inherited_from, proc.ppid);
+      b.write(ep, at::eprocess_image_file_name, name, 15);
+    }
+    for (uint32_t v = 0; v < cfg.vcpus; ++v) {
+      auto t = layout.thread_gfns[p][v];
+      if (windows) {
+        b.write64(t, at::kthread_process, va(layout.eprocess_gfns[p]));
+        b.write64(t, at::ethread_cid + at::client_id_unique_process, proc.pid);
+        b.write64(t, at::ethread_cid + at::client_id_unique_thread, proc.tid(v, k.os));
+        continue;
+      }
+      int32_t tid = int32_t(proc.tid(v, k.os)), tgid = int32_t(proc.pid);
+      b.write(t, at::task_pid, &tid, 4);
+      b.write(t, at::task_tgid, &tgid, 4);
+      // A process's parent is its parent's main thread; the first process's is none.
+      auto parent = p == 0 ? 0 : va(layout.thread_gfns[(p - 1) / 2][0]);
+      b.write64(t, at::task_real_parent, parent);
+      b.write(t, at::task_comm, name, 16);
+    }
+  }
+}
+
 // Lays out the page tables, then each VCPU's pages, taking pages from `b`'s top down.
 void lay_out(const domain_config& cfg, uint64_t stack_pages, table_builder& b,
              guest_layout& layout) {
@@ -145,7 +196,7 @@ void lay_out(const domain_config& cfg, uint64_t stack_pages, table_builder& b,
   constexpr auto kernel_flags = pte::present | pte::writable;
   auto kernel_pdpt = b.alloc();
   for (uint64_t at = 0; at < layout.linear_bytes; at += large_page) {
-    auto va = gva_of(at);
+    auto va = layout.kernel.va_of(at);
     auto pd = b.next(kernel_pdpt, drv::table_index(va, 3), kernel_flags);
     if (at + large_page <= layout.linear_bytes) {
       b.entry(pd, drv::table_index(va, 2)) = at | kernel_flags | pte::large;
@@ -153,13 +204,14 @@ void lay_out(const domain_config& cfg, uint64_t stack_pages, table_builder& b,
     }
     auto pt = b.next(pd, drv::table_index(va, 2), kernel_flags);
     for (auto pa = at; pa < layout.linear_bytes; pa += drv::page_size)
-      b.entry(pt, drv::table_index(gva_of(pa), 1)) = pa | kernel_flags;
+      b.entry(pt, drv::table_index(layout.kernel.va_of(pa), 1)) = pa | kernel_flags;
   }
 
   std::vector<drv::gfn_t> pml4s;
   for (uint32_t p = 0; p < cfg.processes; ++p) {
     auto pml4 = b.alloc();
-    b.entry(pml4, drv::table_index(kernel_base, 4)) = drv::pa_of(kernel_pdpt) | kernel_flags;
+    b.entry(pml4, drv::table_index(layout.kernel.va_of(0), 4)) =
+      drv::pa_of(kernel_pdpt) | kernel_flags;
     pml4s.push_back(pml4);
     layout.processes.push_back({drv::pa_of(pml4), user_strings_base});
   }
@@ -169,24 +221,36 @@ void lay_out(const domain_config& cfg, uint64_t stack_pages, table_builder& b,
   constexpr auto data = pte::present | pte::writable | pte::user | pte::no_execute;
   auto stack_stride = (stack_pages + 1) * drv::page_size;  // with a guard page under it
   stack_stride = (stack_stride + user_slot_stride - 1) / user_slot_stride * user_slot_stride;
+  auto map_everywhere = [&](uint64_t va, uint64_t value) {
+    for (auto pml4 : pml4s)
+      b.map_user(pml4, va, value);
+  };
   for (uint32_t i = 0; i < cfg.vcpus; ++i) {
     vcpu_layout v;
     v.process = i % cfg.processes;
-    auto slot = i / cfg.processes;
-    auto pml4 = pml4s[v.process];
     v.kernel_strings_gfn = b.alloc();
-    v.strings_va = user_strings_base + user_slot_stride * (slot + 1);
+    v.percpu_gfn = b.alloc();
+    v.strings_va = user_strings_base + user_slot_stride * (i + 1);
     for (unsigned k = 0; k < string_pages; ++k) {
       v.string_gfns[k] = b.alloc();
-      b.map_user(pml4, v.strings_va + k * drv::page_size, drv::pa_of(v.string_gfns[k]) | data);
+      map_everywhere(v.strings_va + k * drv::page_size, drv::pa_of(v.string_gfns[k]) | data);
     }
-    v.stack_top = user_stack_top - slot * stack_stride;
+    v.stack_top = user_stack_top - i * stack_stride;
     v.stack_low = v.stack_top - stack_pages * drv::page_size;
     for (uint64_t k = 0; k < stack_pages; ++k) {
       v.stack_gfns.push_back(b.alloc());
-      b.map_user(pml4, v.stack_low + k * drv::page_size, drv::pa_of(v.stack_gfns.back()) | data);
+      map_everywhere(v.stack_low + k * drv::page_size, drv::pa_of(v.stack_gfns.back()) | data);
     }
     layout.vcpus.push_back(std::move(v));
+  }
+  lay_out_kernel(cfg, b, layout);
+  for (uint32_t i = 0; i < cfg.vcpus; ++i) {  // each VCPU's current thread, at boot
+    const auto& v = layout.vcpus[i];
+    auto thread = layout.kernel.va_of(drv::pa_of(layout.thread_gfns[v.process][i]));
+    if (layout.kernel.os == drv::kernel_os::windows_kernel)
+      b.write64(v.percpu_gfn, layout_of::kpcr_prcb + layout_of::kprcb_current_thread, thread);
+    else
+      b.write64(v.percpu_gfn, layout_of::current_task, thread);
   }
   // The not-present page: its PTE keeps a frame with the present bit clear, as a page on its
   // way out does (Windows' transition PTEs), so a walker that ignores the bit reads text.
@@ -209,6 +273,11 @@ caf::expected<guest_image> build_guest(const domain_config& cfg, const program& 
   auto stack_pages =
     std::max<uint64_t>(min_stack_pages, (need.bytes + 8 + 256 + drv::page_mask) / drv::page_size);
   layout.linear_bytes = std::min(cfg.memory_mib << 20, max_linear_bytes);
+  if (code.first_code_gfn() == 0)
+    return make_error(ec::invalid_argument,
+                      "sim guest: code_base_gfn must be at least 1 (the kernel image's first "
+                      "page lies below the code)");
+  layout.kernel = make_kernel(cfg, code, layout.linear_bytes);
   auto top = drv::gfn_of(layout.linear_bytes) - 1;  // reserved pages must be in the linear map
 
   // Counted first, from a top far above RAM: a guest too large for its memory must not have
@@ -234,6 +303,7 @@ caf::expected<guest_image> build_guest(const domain_config& cfg, const program& 
   layout.last_reserved_gfn = top;
   layout.first_reserved_gfn = top - (b.used() - 1);
   image.pages = b.take();
+  image.image_page = image_page(layout.kernel);
   return image;
 }
 

@@ -6,6 +6,7 @@
 // signature, and the ground truth of the calls the VCPUs set up (guest.cpp, calls.cpp).
 
 #include "drivers/guest/guest_abi.hpp"
+#include "drivers/sim/kernel.hpp"
 #include "drivers/sim/program.hpp"
 
 #include <array>
@@ -70,6 +71,7 @@ struct call_record {
   bool returned_early = false;  ///< a monitor's SET_REGISTERS returned from it (rip = its
                                 ///< return address) before its own `ret`
   uint64_t returned_rax = 0;    ///< with this rax
+  uint32_t process = 0;         ///< the process the VCPU ran it in (its thread: the VCPU's)
 };
 
 /// Stack bytes a caller reserves for its callee's arguments: those beyond the registers and,
@@ -118,14 +120,15 @@ private:
 
 // User address space of every process (4 KiB pages): a not-present page, then one string
 // buffer per VCPU, each followed by unmapped space; the stacks lie below `user_stack_top`,
-// one per VCPU, each with an unmapped guard page under it.
+// one per VCPU, each with an unmapped guard page under it. Every process maps every VCPU's:
+// each process has a thread for each VCPU, and a VCPU switching processes keeps its pages.
 inline constexpr uint64_t user_strings_base = 0x0000'7ffd'8000'0000ULL;  ///< the not-present page
 inline constexpr uint64_t user_stack_top = 0x0000'7ffd'ff00'0000ULL;
 inline constexpr uint64_t user_slot_stride = 0x10000;  ///< between string buffers
 inline constexpr unsigned string_pages = 4;            ///< per VCPU, used as a ring
 inline constexpr unsigned min_stack_pages = 4;
 /// The kernel's linear map ends at the top of the address space: RAM beyond it is unmapped.
-inline constexpr uint64_t max_linear_bytes = 0 - kernel_base;  // 2 GiB
+inline constexpr uint64_t max_linear_bytes = uint64_t{2} << 30;
 
 struct process_layout {
   uint64_t cr3 = 0;          ///< its PML4's physical address
@@ -133,21 +136,26 @@ struct process_layout {
 };
 
 struct vcpu_layout {
-  uint32_t process = 0;  ///< VCPU i runs in process i % processes
+  uint32_t process = 0;  ///< at boot VCPU i runs in process i % processes
   uint64_t stack_low = 0;
   uint64_t stack_top = 0;              ///< [stack_low, stack_top) is mapped
   std::vector<drv::gfn_t> stack_gfns;  ///< [i] backs stack_low + i pages
   uint64_t strings_va = 0;             ///< its user string buffer
   std::array<drv::gfn_t, string_pages> string_gfns{};
-  drv::gfn_t kernel_strings_gfn = 0;  ///< its kernel string page, at gva_of(pa) (2 MiB pages)
+  drv::gfn_t kernel_strings_gfn = 0;  ///< its kernel string page, in the kernel's map of RAM
+  drv::gfn_t percpu_gfn = 0;          ///< its per-CPU area (Linux) or KPCR (Windows)
 };
 
 /// Where everything is; fixed when the domain is created.
 struct guest_layout {
   drv::gfn_t first_reserved_gfn = 0;  ///< page tables, stacks, string pages: up to the top of
   drv::gfn_t last_reserved_gfn = 0;   ///< RAM (of the linear map's part of it)
-  uint64_t linear_bytes = 0;          ///< RAM mapped at kernel_base
+  uint64_t linear_bytes = 0;          ///< RAM mapped at kernel.va_of(0)
+  sim_kernel kernel;
   std::vector<process_layout> processes;
+  /// [process][vcpu]: the thread's task_struct (Linux) or ETHREAD (Windows).
+  std::vector<std::vector<drv::gfn_t>> thread_gfns;
+  std::vector<drv::gfn_t> eprocess_gfns;  ///< Windows: per process
   std::vector<vcpu_layout> vcpus;
   std::vector<signature> signatures;  ///< per function
   uint32_t max_call_depth = 0;        ///< frames, the root's included
@@ -157,6 +165,7 @@ struct guest_layout {
 struct guest_image {
   guest_layout layout;
   std::vector<page_image> pages;
+  page_image image_page{};  ///< at layout.kernel.image_gfn
 };
 
 /// Builds the page tables and reserves the pages at the top of RAM. Fails (invalid_argument,

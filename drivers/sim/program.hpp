@@ -48,12 +48,9 @@ struct function {
   uint64_t entry_pa = 0;
 };
 
-/// Guest virtual address of a guest physical one: the kernel's linear map (guest.hpp), which
-/// covers RAM up to 2 GiB.
+/// Where the kernel's map of RAM starts before its KASLR slide (kernel.hpp): its link-time
+/// address, which an ISF names.
 inline constexpr uint64_t kernel_base = 0xffffffff80000000ULL;
-constexpr uint64_t gva_of(uint64_t pa) {
-  return kernel_base + pa;
-}
 
 class program {
 public:

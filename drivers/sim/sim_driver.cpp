@@ -121,6 +121,9 @@ public:
   caf::error read_physical(uint64_t pa, std::span<std::byte> out) override {
     return domain_->read_physical(serial_, pa, out);
   }
+  caf::expected<drv::registers> vcpu_registers(drv::vcpu_id vcpu) override {
+    return domain_->vcpu_registers(serial_, vcpu);
+  }
   caf::error pause() override { return domain_->pause(serial_); }
   caf::error resume() override { return domain_->resume(serial_); }
   caf::error detach() override { return domain_->detach(serial_); }

@@ -210,4 +210,93 @@ drv::response from_response(const vm_event_response_t& rsp) {
   return out;
 }
 
+// The save record and the vm_event block name the same registers alike; segments differ
+// (a save record holds the full 32-bit limit and a base per segment).
+namespace {
+
+template <class Copy>
+void each_hvm_register(Copy&& copy) {
+  copy(&drv::registers::rax, &hvm_hw_cpu::rax);
+  copy(&drv::registers::rcx, &hvm_hw_cpu::rcx);
+  copy(&drv::registers::rdx, &hvm_hw_cpu::rdx);
+  copy(&drv::registers::rbx, &hvm_hw_cpu::rbx);
+  copy(&drv::registers::rsp, &hvm_hw_cpu::rsp);
+  copy(&drv::registers::rbp, &hvm_hw_cpu::rbp);
+  copy(&drv::registers::rsi, &hvm_hw_cpu::rsi);
+  copy(&drv::registers::rdi, &hvm_hw_cpu::rdi);
+  copy(&drv::registers::r8, &hvm_hw_cpu::r8);
+  copy(&drv::registers::r9, &hvm_hw_cpu::r9);
+  copy(&drv::registers::r10, &hvm_hw_cpu::r10);
+  copy(&drv::registers::r11, &hvm_hw_cpu::r11);
+  copy(&drv::registers::r12, &hvm_hw_cpu::r12);
+  copy(&drv::registers::r13, &hvm_hw_cpu::r13);
+  copy(&drv::registers::r14, &hvm_hw_cpu::r14);
+  copy(&drv::registers::r15, &hvm_hw_cpu::r15);
+  copy(&drv::registers::rip, &hvm_hw_cpu::rip);
+  copy(&drv::registers::rflags, &hvm_hw_cpu::rflags);
+  copy(&drv::registers::cr0, &hvm_hw_cpu::cr0);
+  copy(&drv::registers::cr2, &hvm_hw_cpu::cr2);
+  copy(&drv::registers::cr3, &hvm_hw_cpu::cr3);
+  copy(&drv::registers::cr4, &hvm_hw_cpu::cr4);
+  copy(&drv::registers::dr6, &hvm_hw_cpu::dr6);
+  copy(&drv::registers::dr7, &hvm_hw_cpu::dr7);
+  copy(&drv::registers::sysenter_cs, &hvm_hw_cpu::sysenter_cs);
+  copy(&drv::registers::sysenter_esp, &hvm_hw_cpu::sysenter_esp);
+  copy(&drv::registers::sysenter_eip, &hvm_hw_cpu::sysenter_eip);
+  copy(&drv::registers::msr_efer, &hvm_hw_cpu::msr_efer);
+  copy(&drv::registers::msr_star, &hvm_hw_cpu::msr_star);
+  copy(&drv::registers::msr_lstar, &hvm_hw_cpu::msr_lstar);
+  copy(&drv::registers::fs_base, &hvm_hw_cpu::fs_base);
+  copy(&drv::registers::gs_base, &hvm_hw_cpu::gs_base);
+  copy(&drv::registers::shadow_gs, &hvm_hw_cpu::shadow_gs);
+  copy(&drv::registers::gdtr_base, &hvm_hw_cpu::gdtr_base);
+}
+
+/// The attribute format both use is Xen's packed 12 bits; G (bit 11) scales the limit.
+drv::segment segment_of(uint32_t sel, uint32_t limit, uint32_t ar) {
+  constexpr uint32_t granularity = 1u << 11;
+  return {ar & granularity ? limit >> 12 : limit, uint16_t(ar & 0xfff), uint16_t(sel)};
+}
+
+void set_segment(uint32_t& sel, uint32_t& limit, uint32_t& ar, const drv::segment& s) {
+  constexpr uint32_t granularity = 1u << 11;
+  sel = s.sel;
+  ar = s.ar;
+  limit = s.ar & granularity ? (s.limit << 12) | 0xfff : s.limit;
+}
+
+}  // namespace
+
+drv::registers from_hvm_cpu(const hvm_hw_cpu& cpu) {
+  drv::registers r;
+  each_hvm_register([&](auto ours, auto theirs) { r.*ours = cpu.*theirs; });
+  r.cs = segment_of(cpu.cs_sel, cpu.cs_limit, cpu.cs_arbytes);
+  r.ss = segment_of(cpu.ss_sel, cpu.ss_limit, cpu.ss_arbytes);
+  r.ds = segment_of(cpu.ds_sel, cpu.ds_limit, cpu.ds_arbytes);
+  r.es = segment_of(cpu.es_sel, cpu.es_limit, cpu.es_arbytes);
+  r.fs = segment_of(cpu.fs_sel, cpu.fs_limit, cpu.fs_arbytes);
+  r.gs = segment_of(cpu.gs_sel, cpu.gs_limit, cpu.gs_arbytes);
+  r.cs_base = uint32_t(cpu.cs_base);
+  r.ss_base = uint32_t(cpu.ss_base);
+  r.ds_base = uint32_t(cpu.ds_base);
+  r.es_base = uint32_t(cpu.es_base);
+  r.gdtr_limit = uint16_t(cpu.gdtr_limit);
+  return r;
+}
+
+void to_hvm_cpu(const drv::registers& r, hvm_hw_cpu& cpu) {
+  each_hvm_register([&](auto ours, auto theirs) { cpu.*theirs = r.*ours; });
+  set_segment(cpu.cs_sel, cpu.cs_limit, cpu.cs_arbytes, r.cs);
+  set_segment(cpu.ss_sel, cpu.ss_limit, cpu.ss_arbytes, r.ss);
+  set_segment(cpu.ds_sel, cpu.ds_limit, cpu.ds_arbytes, r.ds);
+  set_segment(cpu.es_sel, cpu.es_limit, cpu.es_arbytes, r.es);
+  set_segment(cpu.fs_sel, cpu.fs_limit, cpu.fs_arbytes, r.fs);
+  set_segment(cpu.gs_sel, cpu.gs_limit, cpu.gs_arbytes, r.gs);
+  cpu.cs_base = r.cs_base;
+  cpu.ss_base = r.ss_base;
+  cpu.ds_base = r.ds_base;
+  cpu.es_base = r.es_base;
+  cpu.gdtr_limit = r.gdtr_limit;
+}
+
 }  // namespace vmitap::xen

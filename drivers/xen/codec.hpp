@@ -13,7 +13,10 @@ namespace vmitap::xen {
 
 drv::event from_request(const vm_event_request_t& req);
 void to_response(const drv::response& rsp, vm_event_response_t& out);
+/// A VCPU's registers from its HVM save record (xc_domain_hvm_getcontext_partial, CPU).
+drv::registers from_hvm_cpu(const hvm_hw_cpu& cpu);
 /// For tests and the fake: the reverse directions.
+void to_hvm_cpu(const drv::registers& r, hvm_hw_cpu& cpu);
 void to_request(const drv::event& ev, vm_event_request_t& out);
 drv::response from_response(const vm_event_response_t& rsp);
 

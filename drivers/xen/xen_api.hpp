@@ -37,6 +37,8 @@ struct xen_api {
   int (*xc_altp2m_get_mem_access)(xc_interface*, uint32_t, uint16_t, xen_pfn_t, xenmem_access_t*);
   int (*xc_get_mem_access)(xc_interface*, uint32_t, uint64_t, xenmem_access_t*);
   int (*xc_domain_debug_control)(xc_interface*, uint32_t, uint32_t, uint32_t);
+  int (*xc_domain_hvm_getcontext_partial)(xc_interface*, uint32_t, uint16_t, uint16_t, void*,
+                                          uint32_t);
   // xenevtchn
   xenevtchn_handle* (*xenevtchn_open)(xentoollog_logger*, unsigned int);
   int (*xenevtchn_close)(xenevtchn_handle*);

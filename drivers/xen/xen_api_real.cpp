@@ -33,6 +33,7 @@ const xen_api& real_xen_api() {
     ::xc_altp2m_get_mem_access,
     ::xc_get_mem_access,
     ::xc_domain_debug_control,
+    ::xc_domain_hvm_getcontext_partial,
     ::xenevtchn_open,
     ::xenevtchn_close,
     ::xenevtchn_fd,

@@ -16,5 +16,6 @@ extern "C" {
 #include <xenstore.h>
 #include <xentoollog.h>
 #include <xen/vm_event.h>
+#include <xen/hvm/save.h>
 }
 // clang-format on

@@ -1,6 +1,7 @@
 #include "drivers/xen/xen_session.hpp"
 
 #include "drivers/error.hpp"
+#include "drivers/xen/codec.hpp"
 
 #include <sys/mman.h>
 #include <cerrno>
@@ -116,6 +117,19 @@ caf::error xen_session::set_singlestep(drv::vcpu_id vcpu, bool on) {
     return fail("xc_domain_debug_control", errno);
   ring_->set_singlestepping(vcpu, on);
   return {};
+}
+
+caf::expected<drv::registers> xen_session::vcpu_registers(drv::vcpu_id vcpu) {
+  std::lock_guard g{mutex_};
+  if (auto err = check())
+    return err;
+  if (vcpu >= info_.vcpus)
+    return make_error(ec::no_such_vcpu, "vcpu_registers: VCPU " + std::to_string(vcpu));
+  hvm_hw_cpu cpu{};
+  if (api_.xc_domain_hvm_getcontext_partial(host_->xch, id_, HVM_SAVE_CODE(CPU), uint16_t(vcpu),
+                                            &cpu, sizeof cpu) != 0)
+    return fail("xc_domain_hvm_getcontext_partial", errno);
+  return from_hvm_cpu(cpu);
 }
 
 caf::expected<drv::event_ring*> xen_session::start_events() {

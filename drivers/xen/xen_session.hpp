@@ -31,6 +31,7 @@ public:
   caf::error set_singlestep(drv::vcpu_id vcpu, bool on) override;
   caf::expected<drv::event_ring*> start_events() override;
   caf::error read_physical(uint64_t pa, std::span<std::byte> out) override;
+  caf::expected<drv::registers> vcpu_registers(drv::vcpu_id vcpu) override;
   caf::error pause() override;
   caf::error resume() override;
   caf::error detach() override;

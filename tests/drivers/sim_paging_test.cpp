@@ -120,22 +120,24 @@ TEST_F(sim_paging, rip_translates_to_the_instruction_in_every_process_through_2m
   EXPECT_EQ(cr3s.size(), 3u) << "a PML4 each";
   for (auto& p : layout.processes) {
     for (auto& fn : dom->code().functions()) {
-      auto t = walk(p.cr3, sim::gva_of(fn.entry_pa));
+      auto t = walk(p.cr3, dom->layout().kernel.va_of(fn.entry_pa));
       ASSERT_TRUE(t.ok);
       EXPECT_EQ(t.pa, fn.entry_pa);
       EXPECT_EQ(t.page, uint64_t{1} << 21) << "the kernel's linear map has 2 MiB pages";
     }
     auto last = dom->info().max_gfn;
-    auto t = walk(p.cr3, sim::gva_of(drv::pa_of(last, 0xff8)));
+    auto t = walk(p.cr3, dom->layout().kernel.va_of(drv::pa_of(last, 0xff8)));
     ASSERT_TRUE(t.ok) << "all of RAM is mapped";
     EXPECT_EQ(t.pa, drv::pa_of(last, 0xff8));
-    EXPECT_FALSE(walk(p.cr3, sim::gva_of(drv::pa_of(last + 1))).ok) << "and nothing beyond";
+    EXPECT_FALSE(walk(p.cr3, dom->layout().kernel.va_of(drv::pa_of(last + 1))).ok)
+      << "and nothing beyond";
   }
   auto view = monitored_view();
   deny_execute_on_all_code(view);
   for (int i = 0; i < 50; ++i) {
     auto ev = next_event();
-    EXPECT_EQ(ev.regs.cr3, layout.processes[ev.vcpu % 3].cr3) << "VCPU i in process i % 3";
+    EXPECT_EQ(ev.regs.cr3, layout.processes[dom->vcpu_process(ev.vcpu)].cr3)
+      << "the cr3 of the process the VCPU runs now";
     auto t = walk(ev.regs.cr3, ev.regs.rip);
     ASSERT_TRUE(t.ok);
     EXPECT_EQ(t.pa, drv::pa_of(ev.mem.gfn, ev.mem.offset));
@@ -149,14 +151,14 @@ TEST_F(sim_paging, an_odd_memory_size_ends_the_linear_map_in_4kib_pages) {
   boot(cfg);
   auto cr3 = dom->layout().processes[0].cr3;
   auto last = drv::pa_of(dom->info().max_gfn, 0x10);
-  auto t = walk(cr3, sim::gva_of(last));
+  auto t = walk(cr3, dom->layout().kernel.va_of(last));
   ASSERT_TRUE(t.ok);
   EXPECT_EQ(t.pa, last);
   EXPECT_EQ(t.page, drv::page_size);
-  t = walk(cr3, sim::gva_of(last - (uint64_t{1} << 20)));
+  t = walk(cr3, dom->layout().kernel.va_of(last - (uint64_t{1} << 20)));
   ASSERT_TRUE(t.ok);
   EXPECT_EQ(t.page, uint64_t{1} << 21);
-  EXPECT_FALSE(walk(cr3, sim::gva_of(last + drv::page_size)).ok);
+  EXPECT_FALSE(walk(cr3, dom->layout().kernel.va_of(last + drv::page_size)).ok);
 }
 
 TEST_F(sim_paging, ram_beyond_2gib_is_outside_the_linear_map_and_reserved_pages_are_below_it) {
@@ -166,7 +168,7 @@ TEST_F(sim_paging, ram_beyond_2gib_is_outside_the_linear_map_and_reserved_pages_
   auto& layout = dom->layout();
   EXPECT_EQ(layout.linear_bytes, uint64_t{2} << 30);
   EXPECT_EQ(layout.last_reserved_gfn, drv::gfn_of(uint64_t{2} << 30) - 1);
-  auto t = walk(layout.processes[1].cr3, sim::gva_of((uint64_t{2} << 30) - 8));
+  auto t = walk(layout.processes[1].cr3, dom->layout().kernel.va_of((uint64_t{2} << 30) - 8));
   ASSERT_TRUE(t.ok);
   EXPECT_EQ(t.pa, (uint64_t{2} << 30) - 8);
   std::array<std::byte, 16> beyond{};
@@ -211,10 +213,12 @@ TEST_F(sim_paging, the_user_stack_and_string_buffers_translate_through_4kib_page
     }
     EXPECT_FALSE(walk(cr3, v.stack_low - 8).ok) << "a guard page under the stack";
     EXPECT_FALSE(walk(cr3, v.stack_top).ok);
-    // The other process does not map this VCPU's stack (the slots differ, or the process does).
+    // Every process maps it alike: each has a thread on each VCPU, and a VCPU that switches
+    // processes keeps its stack.
     auto other = layout.processes[(v.process + 1) % 2].cr3;
     auto there = walk(other, v.stack_low);
-    EXPECT_TRUE(!there.ok || there.pa != drv::pa_of(v.stack_gfns[0]));
+    ASSERT_TRUE(there.ok);
+    EXPECT_EQ(there.pa, drv::pa_of(v.stack_gfns[0]));
   }
   auto view = monitored_view();
   deny_execute_on_all_code(view);
@@ -288,7 +292,7 @@ TEST_P(sim_calling_convention, arguments_at_a_trapped_entry_are_what_the_caller_
     for (size_t e = 0; e < n; ++e) {
       auto& ev = buf[e];
       auto& me = vcpus[ev.vcpu];
-      auto pa = ev.regs.rip - sim::kernel_base;
+      auto pa = dom->layout().kernel.pa_of(ev.regs.rip);
       auto index = dom->code().index_of(pa);
       ASSERT_TRUE(index);
       EXPECT_EQ((ev.regs.rsp + 8) % 16, 0u) << "rsp+8 is 16-aligned at every instruction";
@@ -311,7 +315,7 @@ TEST_P(sim_calling_convention, arguments_at_a_trapped_entry_are_what_the_caller_
         // [rsp]: the instruction after the call, or 0 for a function the thread loop picked.
         uint64_t ret = 0;
         if (came_by == sim::op::call)
-          ret = sim::gva_of(dom->code().at(*me.previous + 1).pa);
+          ret = dom->layout().kernel.va_of(dom->code().at(*me.previous + 1).pa);
         else
           ++roots;
         EXPECT_EQ(read_virtual64(ev.regs.cr3, ev.regs.rsp), ret);
@@ -405,7 +409,7 @@ TEST_F(sim_paging, a_paused_vcpu_s_arguments_read_while_other_vcpus_run_are_its_
     size_t n = ring->take(buf);
     for (size_t e = 0; e < n; ++e) {
       auto& ev = buf[e];
-      auto pa = ev.regs.rip - sim::kernel_base;
+      auto pa = dom->layout().kernel.pa_of(ev.regs.rip);
       if (++events % 16 == 0) {  // racing the running VCPUs' writes
         ASSERT_FALSE(session->read_physical(drv::pa_of(layout.first_reserved_gfn), reserved));
       }

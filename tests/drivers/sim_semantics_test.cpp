@@ -25,7 +25,7 @@ TEST_F(sim_semantics, executing_x_denied_page_raises_one_event_with_fault_detail
   EXPECT_EQ(ev.mem.attempted, page_access::x);
   EXPECT_TRUE(ev.mem.gla_valid);
   EXPECT_TRUE(ev.flags & flag::vcpu_paused);
-  auto pa = ev.regs.rip - sim::kernel_base;
+  auto pa = dom->layout().kernel.pa_of(ev.regs.rip);
   EXPECT_EQ(drv::pa_of(ev.mem.gfn, ev.mem.offset), pa) << "gfn/offset name the fetched address";
   EXPECT_EQ(ev.mem.gla, ev.regs.rip);
   EXPECT_TRUE(dom->code().index_of(pa)) << "rip is an instruction start";
@@ -76,7 +76,7 @@ TEST_F(sim_semantics, toggle_singlestep_yields_one_singlestep_event_after_one_in
   auto view = monitored_view();
   deny_execute_on_all_code(view);
   auto trap = next_event();
-  auto pa = trap.regs.rip - sim::kernel_base;
+  auto pa = dom->layout().kernel.pa_of(trap.regs.rip);
   respond(trap, flag::alternate_p2m | flag::toggle_singlestep, 0);
   auto ss = next_event();
   EXPECT_EQ(ss.reason, event_reason::singlestep);
@@ -96,7 +96,7 @@ TEST_F(sim_semantics, fast_singlestep_returns_to_its_view_without_event) {
   auto view = monitored_view();
   deny_execute_on_all_code(view);
   auto trap = next_event();
-  auto pa = trap.regs.rip - sim::kernel_base;
+  auto pa = dom->layout().kernel.pa_of(trap.regs.rip);
   EXPECT_EQ(dom->executions(pa, view), 0u);
   EXPECT_EQ(dom->reached(pa, view), 1u) << "trapped there, not retired: reached already";
   fast_step(trap, view);
@@ -114,7 +114,7 @@ TEST_F(sim_semantics, emulate_runs_the_instruction_in_place_and_the_next_fetch_t
   auto view = monitored_view();
   deny_execute_on_all_code(view);
   auto trap = next_event();
-  auto pa = trap.regs.rip - sim::kernel_base;
+  auto pa = dom->layout().kernel.pa_of(trap.regs.rip);
   respond(trap, flag::emulate);
   auto next = next_event();
   EXPECT_EQ(dom->executions(pa, view), 1u) << "emulated once, counted in its view";
@@ -133,7 +133,7 @@ TEST_F(sim_semantics, emulate_acts_only_while_the_echoed_access_still_violates) 
   auto view = monitored_view();
   deny_execute_on_all_code(view);
   auto trap = next_event();
-  auto pa = trap.regs.rip - sim::kernel_base;
+  auto pa = dom->layout().kernel.pa_of(trap.regs.rip);
   auto rsp = drv::make_response(trap);
   rsp.flags |= flag::emulate;
   rsp.mem.attempted = page_access::r;  // the page allows reads: no violation
@@ -335,7 +335,7 @@ TEST_F(sim_semantics, ground_truth_matches_an_independent_count) {
     if (n == 0 && hv->run_pending(1) == 0)
       break;
     for (size_t i = 0; i < n; ++i) {
-      ++traps[buf[i].regs.rip - sim::kernel_base];
+      ++traps[dom->layout().kernel.pa_of(buf[i].regs.rip)];
       fast_step(buf[i], view);
     }
   }

@@ -33,6 +33,7 @@ const xen::xen_api fake_api = {
   fake_xen::impl::altp2m_get_access,
   fake_xen::impl::get_access,
   fake_xen::impl::debug_control,
+  fake_xen::impl::hvm_getcontext_partial,
   fake_xen::impl::evtchn_open,
   fake_xen::impl::evtchn_close,
   fake_xen::impl::evtchn_fd,

@@ -140,6 +140,8 @@ struct fake_xen::impl {
                                xenmem_access_t* out);
   static int get_access(xc_interface*, uint32_t domid, uint64_t gfn, xenmem_access_t* out);
   static int debug_control(xc_interface*, uint32_t domid, uint32_t op, uint32_t vcpu);
+  static int hvm_getcontext_partial(xc_interface*, uint32_t domid, uint16_t type, uint16_t instance,
+                                    void* ctx, uint32_t size);
 
   // xenevtchn
   static xenevtchn_handle* evtchn_open(xentoollog_logger*, unsigned);

@@ -4,6 +4,7 @@
 #include "tests/support/fake_xen_internal.hpp"
 
 #include "drivers/error.hpp"
+#include "drivers/xen/codec.hpp"
 
 #include <sys/mman.h>
 #include <cerrno>
@@ -378,6 +379,27 @@ int fake_xen::impl::debug_control(xc_interface*, uint32_t domid, uint32_t op, ui
       return EINVAL;
     auto err = d.dom->set_singlestep(session(d), vcpu, op == XEN_DOMCTL_DEBUG_OP_SINGLE_STEP_ON);
     return err ? errno_of(err) : 0;
+  });
+}
+
+// Xen 4.17 hvm_save_one: a per-VCPU record with an instance past the last VCPU is ENOENT; a
+// buffer smaller than the record is ENOSPC. The domain need not be paused.
+int fake_xen::impl::hvm_getcontext_partial(xc_interface*, uint32_t domid, uint16_t type,
+                                           uint16_t instance, void* ctx, uint32_t size) {
+  return control("xc_domain_hvm_getcontext_partial", domid, false, [&](domain_state& d) {
+    if (type != HVM_SAVE_CODE(CPU))
+      return EINVAL;
+    if (instance >= d.dom->info().vcpus)
+      return ENOENT;
+    if (size < sizeof(hvm_hw_cpu))
+      return ENOSPC;
+    auto regs = d.dom->vcpu_registers(session(d), instance);
+    if (!regs)
+      return errno_of(regs.error()) ? errno_of(regs.error()) : ESRCH;
+    hvm_hw_cpu cpu{};
+    xen::to_hvm_cpu(*regs, cpu);
+    std::memcpy(ctx, &cpu, sizeof cpu);
+    return 0;
   });
 }
 

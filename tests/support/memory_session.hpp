@@ -10,6 +10,7 @@
 #include <array>
 #include <cstring>
 #include <map>
+#include <vector>
 
 namespace vmitap::testing {
 
@@ -58,6 +59,13 @@ public:
   caf::error pause() override { return refused(); }
   caf::error resume() override { return refused(); }
   caf::error detach() override { return {}; }
+  caf::expected<drv::registers> vcpu_registers(drv::vcpu_id vcpu) override {
+    if (vcpu >= vcpus.size())
+      return make_error(ec::no_such_vcpu, "vcpu_registers: no such VCPU");
+    return vcpus[vcpu];
+  }
+
+  std::vector<drv::registers> vcpus;  ///< what vcpu_registers reports
 
   size_t reads = 0;
 

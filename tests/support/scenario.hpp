@@ -26,7 +26,8 @@ inline plan_ptr hot_plan(const sim::program& code, step_mode mode, bool two_view
   }
   auto fn = code.functions();
   auto add = [&](std::string name, uint64_t pa, std::string view) {
-    plan->breakpoints.push_back({{std::move(name), std::move(view), {"test"}, {}, {}, {}}, {pa}});
+    plan->breakpoints.push_back({{std::move(name), std::move(view), {"test"}, {}, {}, {}, {}},
+                                 breakpoint_target::physical(pa)});
   };
   add("fn0_entry", fn[0].entry_pa, "main");
   add("fn1_entry", fn[1].entry_pa, "main");

@@ -19,6 +19,7 @@ struct observed_breakpoint {
   uint64_t pa = 0;
   drv::view_id view = 0;
   uint64_t hits = 0;
+  uint64_t filtered = 0;      ///< reached in a process its filter excludes
   bool whole_session = true;  ///< armed from the session's start (not added by a reload)
   bool removed = false;       ///< removed by a reload during the session
 };

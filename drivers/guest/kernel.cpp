@@ -1,0 +1,287 @@
+#include "drivers/guest/kernel.hpp"
+
+#include "drivers/error.hpp"
+
+#include <array>
+#include <cstring>
+
+namespace vmitap::drv {
+
+namespace {
+
+/// A guest read that says where it failed.
+class reader {
+public:
+  reader(page_walker& w, uint64_t cr3) : walker_(w), cr3_(cr3) {}
+
+  caf::error bytes(uint64_t va, std::span<std::byte> out) {
+    auto t = walker_.read(cr3_, va, out);
+    if (t)
+      return {};
+    char where[64];
+    std::snprintf(where, sizeof where, "0x%llx", static_cast<unsigned long long>(t.va));
+    return make_error(
+      t.fault == translation_fault::not_present ? ec::not_mapped : ec::gfn_out_of_range,
+      std::string("reading ") + where + ": " + to_string(t.fault));
+  }
+  template <class T>
+  caf::expected<T> value(uint64_t va) {
+    T out{};
+    if (auto err = bytes(va, std::as_writable_bytes(std::span{&out, 1})))
+      return err;
+    return out;
+  }
+  caf::expected<std::string> text(uint64_t va, size_t max) {
+    std::string out(max, '\0');
+    if (auto err = bytes(va, std::as_writable_bytes(std::span{out.data(), out.size()})))
+      return err;
+    out.resize(std::strlen(out.c_str()));
+    return out;
+  }
+
+private:
+  page_walker& walker_;
+  uint64_t cr3_;
+};
+
+std::string hex(uint64_t v) {
+  char out[24];
+  std::snprintf(out, sizeof out, "0x%llx", static_cast<unsigned long long>(v));
+  return out;
+}
+
+/// Shows a banner on one line, control characters escaped.
+std::string quoted(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s)
+    out += c >= 0x20 && c < 0x7f ? std::string(1, char(c)) : c == '\n' ? "\\n" : "?";
+  return out + "\"";
+}
+
+bool kernel_mode(const registers& r) {
+  return (r.cs.sel & 3) == 0;
+}
+
+caf::error check_linux(reader& mem, const kernel_profile& p, kernel_map& k, uint64_t lstar) {
+  auto entry = p.symbol("entry_SYSCALL_64");
+  if (!entry)
+    return make_error(ec::kernel_not_found, p.path + ": the profile has no entry_SYSCALL_64");
+  k.slide = lstar - *entry;
+  auto banner_at = p.symbol("linux_banner");
+  if (!p.banner || !banner_at)
+    return make_error(ec::kernel_not_found,
+                      p.path +
+                        ": the profile has no linux_banner (with constant_data) to check "
+                        "the running kernel against");
+  auto found = mem.text(*banner_at + k.slide, p.banner->size());
+  if (!found)
+    return make_error(ec::profile_mismatch, "no banner at linux_banner + slide " + hex(k.slide) +
+                                              " (" + context_of(found.error()) + "): expected " +
+                                              quoted(*p.banner));
+  if (*found != *p.banner)
+    return make_error(ec::profile_mismatch,
+                      "the running kernel is another build: expected banner " + quoted(*p.banner) +
+                        ", found " + quoted(*found));
+  k.identity = *found;
+  return {};
+}
+
+/// The CodeView GUID and age of the PE image at `base`, as "GUID age".
+caf::expected<pdb_identity> codeview_of(reader& mem, uint64_t base) {
+  auto mz = mem.value<uint16_t>(base);
+  if (!mz)
+    return std::move(mz.error());
+  if (*mz != 0x5a4d)
+    return make_error(ec::profile_mismatch, "no PE image (MZ) at " + hex(base));
+  auto lfanew = mem.value<uint32_t>(base + 0x3c);
+  if (!lfanew)
+    return std::move(lfanew.error());
+  auto nt = base + *lfanew;
+  auto sig = mem.value<uint32_t>(nt);
+  auto magic = mem.value<uint16_t>(nt + 24);
+  if (!sig || !magic || *sig != 0x4550 || *magic != 0x20b)
+    return make_error(ec::profile_mismatch, "no PE32+ header at " + hex(nt));
+  auto dir = mem.value<std::array<uint32_t, 2>>(nt + 24 + 112 + 6 * 8);  // [DEBUG]
+  if (!dir)
+    return std::move(dir.error());
+  for (uint32_t at = 0; at + 28 <= (*dir)[1] && at < 16 * 28; at += 28) {
+    auto entry = mem.value<std::array<uint32_t, 7>>(base + (*dir)[0] + at);
+    if (!entry)
+      return std::move(entry.error());
+    if ((*entry)[3] != 2)  // IMAGE_DEBUG_TYPE_CODEVIEW
+      continue;
+    auto cv = base + (*entry)[5];
+    struct rsds {
+      uint32_t signature;
+      uint32_t data1;
+      uint16_t data2, data3;
+      uint8_t data4[8];
+      uint32_t age;
+    };
+    auto r = mem.value<rsds>(cv);
+    if (!r)
+      return std::move(r.error());
+    if (r->signature != 0x53445352)
+      break;
+    auto name = mem.text(cv + 24, 256);
+    if (!name)
+      return std::move(name.error());
+    char guid[33];
+    std::snprintf(guid, sizeof guid, "%08X%04X%04X", r->data1, r->data2, r->data3);
+    std::string g = guid;
+    for (auto b : r->data4) {
+      char two[3];
+      std::snprintf(two, sizeof two, "%02X", b);
+      g += two;
+    }
+    return pdb_identity{g, r->age, *name};
+  }
+  return make_error(ec::profile_mismatch,
+                    "the PE image at " + hex(base) + " has no CodeView record");
+}
+
+caf::error check_windows(reader& mem, const kernel_profile& p, kernel_map& k, uint64_t lstar) {
+  if (!p.pdb)
+    return make_error(ec::kernel_not_found,
+                      p.path + ": the profile names no PDB (metadata.windows.pdb)");
+  caf::error last =
+    make_error(ec::kernel_not_found,
+               p.path + ": the profile has neither KiSystemCall64Shadow nor KiSystemCall64");
+  // KVA shadow on: MSR_LSTAR is KiSystemCall64Shadow; off: KiSystemCall64.
+  for (auto name : {"KiSystemCall64Shadow", "KiSystemCall64"}) {
+    auto rva = p.symbol(name);
+    if (!rva)
+      continue;
+    auto base = lstar - *rva;
+    if (base & page_mask) {
+      last = make_error(ec::profile_mismatch, std::string("MSR_LSTAR − ") + name + " = " +
+                                                hex(base) + " is not page-aligned");
+      continue;
+    }
+    auto found = codeview_of(mem, base);
+    if (!found) {
+      last = std::move(found.error());
+      continue;
+    }
+    auto id = [](const pdb_identity& x) { return x.guid + " age " + std::to_string(x.age); };
+    if (found->guid != p.pdb->guid || found->age != p.pdb->age)
+      return make_error(ec::profile_mismatch, "the running kernel is another build: expected " +
+                                                p.pdb->database + " " + id(*p.pdb) + ", found " +
+                                                found->database + " " + id(*found));
+    k.image_base = base;
+    k.identity = id(*found);
+    return {};
+  }
+  return last;
+}
+
+/// The offsets process_at needs; false if the profile lacks one.
+bool resolve_offsets(const kernel_profile& p, process_offsets& o) {
+  auto get = [&](std::string_view type, std::string_view field, uint64_t& out) {
+    auto v = p.offset(type, field);
+    if (v)
+      out = *v;
+    return bool(v);
+  };
+  if (p.os == kernel_os::linux_kernel) {
+    bool task = get("task_struct", "pid", o.pid) && get("task_struct", "tgid", o.tgid) &&
+                get("task_struct", "real_parent", o.real_parent) &&
+                get("task_struct", "comm", o.comm);
+    // Before 6.2 current_task is a per-CPU symbol; since, a field of the per-CPU pcpu_hot.
+    if (auto ct = p.symbol("current_task")) {
+      o.current_task = *ct;
+    } else {
+      auto hot = p.symbol("pcpu_hot");
+      uint64_t field = 0;
+      if (!hot || !get("pcpu_hot", "current_task", field))
+        return false;
+      o.current_task = *hot + field;
+    }
+    return task;
+  }
+  uint64_t prcb = 0, current = 0, cid = 0, cid_thread = 0;
+  bool ok = get("_KPCR", "Prcb", prcb) && get("_KPRCB", "CurrentThread", current) &&
+            get("_KTHREAD", "Process", o.thread_process) && get("_ETHREAD", "Cid", cid) &&
+            get("_CLIENT_ID", "UniqueThread", cid_thread) &&
+            get("_EPROCESS", "UniqueProcessId", o.process_id) &&
+            get("_EPROCESS", "InheritedFromUniqueProcessId", o.parent_id) &&
+            get("_EPROCESS", "ImageFileName", o.image_file_name);
+  o.current_thread = prcb + current;
+  o.thread_cid_thread = cid + cid_thread;
+  return ok;
+}
+
+}  // namespace
+
+caf::expected<kernel_map> locate_kernel(domain_session& session, const kernel_profile& profile,
+                                        uint32_t vcpus) {
+  for (vcpu_id v = 0; v < vcpus; ++v) {
+    auto regs = session.vcpu_registers(v);
+    if (!regs)
+      return std::move(regs.error());
+    if (!kernel_mode(*regs))
+      continue;
+    if (regs->msr_lstar == 0)
+      return make_error(ec::kernel_not_found, "VCPU " + std::to_string(v) +
+                                                " is in kernel mode but MSR_LSTAR is 0: the "
+                                                "kernel has not set up system calls yet");
+    kernel_map k;
+    k.os = profile.os;
+    k.cr3 = regs->cr3;
+    k.vcpu = v;
+    page_walker walker{session};
+    reader mem{walker, regs->cr3};
+    auto err = profile.os == kernel_os::linux_kernel
+                 ? check_linux(mem, profile, k, regs->msr_lstar)
+                 : check_windows(mem, profile, k, regs->msr_lstar);
+    if (err)
+      return err;
+    k.reads_processes = resolve_offsets(profile, k.offsets);
+    return k;
+  }
+  return make_error(ec::no_kernel_mode_vcpu, "waiting for a VCPU in kernel mode: all " +
+                                               std::to_string(vcpus) + " are in user mode");
+}
+
+caf::expected<process_info> process_at(page_walker& walker, const registers& regs,
+                                       const kernel_map& k) {
+  const auto& o = k.offsets;
+  reader mem{walker, regs.cr3};
+  // In user mode the kernel's GS base is the one swapgs put aside.
+  auto gs = kernel_mode(regs) ? regs.gs_base : regs.shadow_gs;
+  process_info out;
+  if (k.os == kernel_os::linux_kernel) {
+    auto task = mem.value<uint64_t>(gs + o.current_task);
+    if (!task)
+      return std::move(task.error());
+    auto pid = mem.value<int32_t>(*task + o.tgid);
+    auto tid = mem.value<int32_t>(*task + o.pid);
+    auto parent = mem.value<uint64_t>(*task + o.real_parent);
+    auto comm = mem.text(*task + o.comm, 16);
+    if (!pid || !tid || !parent || !comm)
+      return make_error(ec::not_mapped, "task_struct at " + hex(*task) + " cannot be read");
+    out = {uint32_t(*pid), uint32_t(*tid), 0, std::move(*comm)};
+    if (*parent != 0) {
+      auto ppid = mem.value<int32_t>(*parent + o.tgid);
+      if (!ppid)
+        return std::move(ppid.error());
+      out.ppid = uint32_t(*ppid);
+    }
+    return out;
+  }
+  auto thread = mem.value<uint64_t>(gs + o.current_thread);
+  if (!thread)
+    return std::move(thread.error());
+  auto process = mem.value<uint64_t>(*thread + o.thread_process);
+  auto tid = mem.value<uint64_t>(*thread + o.thread_cid_thread);
+  if (!process || !tid)
+    return make_error(ec::not_mapped, "ETHREAD at " + hex(*thread) + " cannot be read");
+  auto pid = mem.value<uint64_t>(*process + o.process_id);
+  auto ppid = mem.value<uint64_t>(*process + o.parent_id);
+  auto name = mem.text(*process + o.image_file_name, 15);
+  if (!pid || !ppid || !name)
+    return make_error(ec::not_mapped, "EPROCESS at " + hex(*process) + " cannot be read");
+  return process_info{uint32_t(*pid), uint32_t(*tid), uint32_t(*ppid), std::move(*name)};
+}
+
+}  // namespace vmitap::drv
