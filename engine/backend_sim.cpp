@@ -142,9 +142,9 @@ public:
       for (auto& bp : r.breakpoints)
         // A breakpoint its rate limit disarmed missed the hits of its cool-downs.
         s.breakpoints.push_back(
-          {bp.name, bp.pa, bp.view, bp.hits, !bp.live && bp.suppressions == 0, false});
+          {bp.name, bp.pa, bp.view, bp.hits, bp.filtered, !bp.live && bp.suppressions == 0, false});
       for (auto& bp : r.removed)
-        s.breakpoints.push_back({bp.name, bp.pa, bp.view, bp.hits, false, true});
+        s.breakpoints.push_back({bp.name, bp.pa, bp.view, bp.hits, bp.filtered, false, true});
       // What the config gave the domain when the run started must have been armed in one of
       // its sessions (a failed attach reports its error instead).
       if (auto dom = hv_->find(r.id);

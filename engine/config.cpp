@@ -214,8 +214,48 @@ std::optional<std::pair<const engine_config::domain_entry*, std::string>> overla
   return std::nullopt;
 }
 
-void read_domains(reader& r, const toml::table& root, config& cfg,
-                  const handler_registry* handlers) {
+/// `os` and `profile` go together: the kernel's symbol table and the kind it must be. The
+/// profile is read now, so that `check` reports a bad one and a missing symbol.
+/// A profile ships beside its config: a relative path is the config's directory's.
+std::shared_ptr<const drv::kernel_profile> read_profile(reader& r, const toml::table& d,
+                                                        const std::string& path,
+                                                        const std::string& base_dir) {
+  auto os_name = r.get_string(d, "os", path, "a string: \"linux\" or \"windows\"");
+  auto file = r.get_string(d, "profile", path, "a file path", defaults::max_string_bytes);
+  std::optional<drv::kernel_os> os;
+  if (os_name) {
+    os = drv::kernel_os_from(*os_name);
+    if (!os)
+      r.error(reader::where(d, "os"), path + ".os",
+              "expected \"linux\" or \"windows\", got \"" + *os_name + "\"");
+  }
+  if (bool(d.get("os")) != bool(d.get("profile"))) {
+    auto given = d.get("os") ? "os" : "profile";
+    r.error(reader::where(d, given), path + "." + given,
+            "os and profile go together: the kernel's kind and its symbol table (a Volatility 3 "
+            "ISF file)");
+    return nullptr;
+  }
+  if (!file)
+    return nullptr;
+  auto full = fs::path(*file).is_relative() ? (fs::path(base_dir) / *file).lexically_normal()
+                                            : fs::path(*file);
+  auto profile = drv::read_profile(full.string());
+  if (!profile) {
+    r.error(reader::where(d, "profile"), path + ".profile", render(profile.error()));
+    return nullptr;
+  }
+  if (os && profile->os != *os) {
+    r.error(reader::where(d, "profile"), path + ".profile",
+            *file + " is a " + drv::to_string(profile->os) + " kernel's profile, the domain says " +
+              "os = \"" + drv::to_string(*os) + "\"");
+    return nullptr;
+  }
+  return std::make_shared<const drv::kernel_profile>(std::move(*profile));
+}
+
+void read_domains(reader& r, const toml::table& root, config& cfg, const handler_registry* handlers,
+                  const std::string& base_dir) {
   auto& be = *find_backend(cfg.driver);
   std::set<std::string> sink_names;
   for (auto& s : cfg.engine.sinks)
@@ -225,9 +265,9 @@ void read_domains(reader& r, const toml::table& root, config& cfg,
   for (size_t i = 0; i < domains.size(); ++i) {
     auto& d = *domains[i];
     auto path = reader::indexed("domain", i);
-    r.allow_only(
-      d, path,
-      {"name", "id", "pattern", "views", "step", "abi", "sinks", "vcpu_views", "breakpoint"});
+    r.allow_only(d, path,
+                 {"name", "id", "pattern", "views", "step", "abi", "os", "profile", "processes",
+                  "sinks", "vcpu_views", "breakpoint"});
     engine_config::domain_entry e;
     auto plan = std::make_shared<domain_plan>();
     if (auto n = r.get_string(d, "name", path, "a string"))
@@ -281,14 +321,24 @@ void read_domains(reader& r, const toml::table& root, config& cfg,
         r.error(reader::where(d, "abi"), path + ".abi",
                 "expected \"sysv\" (Linux) or \"ms-x64\" (Windows), got \"" + *a + "\"");
     }
+    plan->profile = read_profile(r, d, path, base_dir);
+    std::vector<std::string> processes;
+    if (d.get("processes")) {
+      processes = r.get_strings(d, "processes", path, true);
+      if (!d.get("profile"))
+        r.error(reader::where(d, "processes"), path + ".processes",
+                "needs a profile (a hit's process is read through the kernel's structures)");
+    }
     e.sinks = r.get_strings(d, "sinks", path);
     for (auto& s : e.sinks)
       if (!sink_names.count(s))
         r.error(reader::where(d, "sinks"), path + ".sinks", "no sink named \"" + s + "\"");
     read_vcpu_views(r, be, d, path, cfg, e, *plan);
-    plan->breakpoints = read_breakpoints(r, d, path, {plan->views, cc, handlers, [&](uint64_t pa) {
-                                                        return be.check_address(cfg, e.select, pa);
-                                                      }});
+    auto check = [&](uint64_t pa) { return be.check_address(cfg, e.select, pa); };
+    bool profile_failed = d.get("profile") && !plan->profile;
+    plan->breakpoints = read_breakpoints(r, d, path,
+                                         {plan->views, cc, handlers, check, plan->profile.get(),
+                                          profile_failed, std::move(processes)});
     if (e.sinks.empty() && !d.get("sinks"))
       r.warning(d.source(), path, "no sinks: its hits are counted in the metrics, not recorded");
     e.plan = std::move(plan);
@@ -358,8 +408,13 @@ std::string non_ascii_outside_strings(std::string_view text) {
 
 }  // namespace
 
-caf::expected<config> parse_config(std::string_view text, const std::string& path,
-                                   const handler_registry* handlers) {
+namespace {
+
+enum class config_part : uint8_t { whole, host };
+
+caf::expected<config> parse(std::string_view text, const std::string& path,
+                            const handler_registry* handlers, config_part part,
+                            const std::string& base_dir) {
   if (auto where = non_ascii_outside_strings(text); !where.empty())
     return make_error(ec::config_invalid,
                       path + ":" + where +
@@ -390,7 +445,13 @@ caf::expected<config> parse_config(std::string_view text, const std::string& pat
       r.error(root.get(b.name)->source(), b.name,
               "a [" + b.name + "] section, but the driver is \"" + cfg.driver + "\"");
   find_backend(cfg.driver)->read_section(r, r.table(root, cfg.driver, ""), cfg);
-  read_domains(r, root, cfg, handlers);
+  if (part == config_part::host) {
+    if (!r.ok())
+      return make_error(ec::config_invalid, r.errors());
+    return cfg;
+  }
+  read_domains(r, root, cfg, handlers,
+               base_dir.empty() ? fs::path(path).parent_path().string() : base_dir);
   if (cfg.engine.domains.empty() && !root.get("domain"))
     r.warning(root.source(), "domain", "no [[domain]]: nothing will be monitored");
   if (!r.ok())
@@ -399,7 +460,7 @@ caf::expected<config> parse_config(std::string_view text, const std::string& pat
   return cfg;
 }
 
-caf::expected<config> load_config(const std::string& path, const handler_registry* handlers) {
+caf::expected<std::string> read_config_file(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
     return make_error(ec::config_invalid, path + ": cannot open: " + std::strerror(errno));
@@ -410,7 +471,32 @@ caf::expected<config> load_config(const std::string& path, const handler_registr
     return make_error(ec::config_invalid, path + ": cannot open: " + std::strerror(errno));
   std::stringstream text;
   text << in.rdbuf();
-  return parse_config(text.str(), path, handlers);
+  return text.str();
+}
+
+}  // namespace
+
+caf::expected<config> parse_config(std::string_view text, const std::string& path,
+                                   const handler_registry* handlers, const std::string& base_dir) {
+  return parse(text, path, handlers, config_part::whole, base_dir);
+}
+
+caf::expected<config> parse_host_config(std::string_view text, const std::string& path) {
+  return parse(text, path, nullptr, config_part::host, {});
+}
+
+caf::expected<config> load_config(const std::string& path, const handler_registry* handlers) {
+  auto text = read_config_file(path);
+  if (!text)
+    return std::move(text.error());
+  return parse_config(*text, path, handlers);
+}
+
+caf::expected<config> load_host_config(const std::string& path) {
+  auto text = read_config_file(path);
+  if (!text)
+    return std::move(text.error());
+  return parse_host_config(*text, path);
 }
 
 }  // namespace vmitap

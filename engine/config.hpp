@@ -27,9 +27,16 @@ struct config {
 caf::expected<config> load_config(const std::string& path,
                                   const handler_registry* handlers = nullptr);
 
-/// The same, from text (tests; the built-in demo); `path` only names it in messages.
+/// The same, from text (tests; the built-in demo); `path` names it in messages. Relative
+/// profile paths are `base_dir`'s (by default `path`'s directory, as for a file).
 caf::expected<config> parse_config(std::string_view text, const std::string& path,
-                                   const handler_registry* handlers = nullptr);
+                                   const handler_registry* handlers = nullptr,
+                                   const std::string& base_dir = {});
+
+/// Only the host part of a config: [engine], sinks and the driver's section, not the
+/// [[domain]] entries (whose profiles may not exist yet: `vmitap sim-profile` writes them).
+caf::expected<config> load_host_config(const std::string& path);
+caf::expected<config> parse_host_config(std::string_view text, const std::string& path);
 
 /// The topology the config would build, for `vmitap check`.
 std::string describe(const config& cfg);

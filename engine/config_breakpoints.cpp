@@ -1,6 +1,8 @@
 #include "engine/config_breakpoints.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <set>
 
 namespace vmitap {
@@ -194,19 +196,106 @@ breakpoint_options read_options(reader& r, const toml::table& b, const std::stri
   o.captures = read_captures(r, b, bpath, ctx.cc);
   o.handler = read_handler(r, b, bpath, ctx.handlers);
   o.limit = read_rate_limit(r, b, bpath);
+  o.processes = b.get("processes") ? r.get_strings(b, "processes", bpath, true) : ctx.processes;
+  if (b.get("processes") && !ctx.profile && !ctx.profile_failed)
+    r.error(reader::where(b, "processes"), bpath + ".processes",
+            "needs the domain's profile (a hit's process is read through the kernel's "
+            "structures)");
   return o;
 }
 
-/// Where the breakpoint traps: `address`, a guest physical address.
+/// `va`: a kernel virtual address. TOML's integers are signed 64-bit, so the upper half
+/// (where kernels live) is written as a string, "0xffffffff81234560".
+std::optional<uint64_t> read_va(reader& r, const toml::table& b, const std::string& bpath) {
+  auto* node = b.get("va");
+  uint64_t va = 0;
+  if (auto n = node->value_exact<int64_t>()) {
+    va = uint64_t(*n);
+  } else if (auto s = node->value_exact<std::string>()) {
+    char* end = nullptr;
+    errno = 0;
+    va = std::strtoull(s->c_str(), &end, 0);
+    if (s->empty() || *end != '\0' || errno == ERANGE || s->front() == '-') {
+      r.error(node->source(), bpath + ".va",
+              "\"" + *s + "\" is not an address (\"0xffffffff81234560\")");
+      return std::nullopt;
+    }
+  } else {
+    r.error(node->source(), bpath + ".va",
+            "expected an address: an integer, or a string \"0xffffffff81234560\" (TOML's "
+            "integers stop at 2^63)");
+    return std::nullopt;
+  }
+  if (!drv::canonical(va)) {
+    r.error(node->source(), bpath + ".va",
+            "not a canonical x86-64 address (bits 63:47 must be all 0 or all 1)");
+    return std::nullopt;
+  }
+  return va;
+}
+
+/// `symbol`: a name in the domain's profile; one it lacks is reported with the nearest names.
+void read_symbol(reader& r, const toml::table& b, const std::string& bpath,
+                 const breakpoint_reading& ctx, breakpoint_target& t) {
+  auto name = r.get_string(b, "symbol", bpath, "a kernel symbol's name");
+  if (!name)
+    return;
+  t.symbol = *name;
+  if (auto off = r.get_count(b, "offset", bpath, 0, INT32_MAX))
+    t.offset = *off;
+  if (!ctx.profile) {
+    if (!ctx.profile_failed)
+      r.error(reader::where(b, "symbol"), bpath + ".symbol",
+              "a symbol needs the domain's profile (profile = \"PATH\" to an ISF file)");
+    return;
+  }
+  if (ctx.profile->symbol(*name))
+    return;
+  std::string nearest;
+  for (auto& n : ctx.profile->nearest(*name))
+    nearest += (nearest.empty() ? "" : ", ") + ("\"" + n + "\"");
+  r.error(reader::where(b, "symbol"), bpath + ".symbol",
+          "no symbol \"" + *name + "\" in " + ctx.profile->path +
+            (nearest.empty() ? std::string{} : "; nearest: " + nearest));
+}
+
+/// Where the breakpoint traps: exactly one of `symbol` (and its `offset`), `va` (a kernel
+/// virtual address) or `address` (guest physical).
 breakpoint_target read_target(reader& r, const toml::table& b, const std::string& bpath,
                               const breakpoint_reading& ctx) {
+  using kind = breakpoint_target::kind;
   breakpoint_target t;
-  if (auto a = r.get_count(b, "address", bpath, 0, INT64_MAX)) {
+  std::vector<std::string> given;
+  for (auto key : {"symbol", "va", "address"})
+    if (b.get(key))
+      given.emplace_back(key);
+  if (b.get("offset") && !b.get("symbol"))
+    r.error(reader::where(b, "offset"), bpath + ".offset", "only a symbol target has an offset");
+  if (given.empty()) {
+    r.error(b.source(), bpath,
+            "missing a target: symbol (a kernel symbol), va (a kernel virtual address) or "
+            "address (guest physical)");
+    return t;
+  }
+  if (given.size() > 1) {
+    r.error(reader::where(b, given[1]), bpath + "." + given[1],
+            "a breakpoint names exactly one target; this one has " + given[0] + " and " + given[1]);
+    return t;
+  }
+  if (given[0] == "symbol") {
+    t.by = kind::symbol;
+    read_symbol(r, b, bpath, ctx, t);
+  } else if (given[0] == "va") {
+    t.by = kind::virtual_address;
+    if (auto va = read_va(r, b, bpath))
+      t.va = *va;
+    if (!ctx.profile && !ctx.profile_failed)
+      r.error(reader::where(b, "va"), bpath + ".va",
+              "a virtual address needs the domain's profile (the kernel is found through it)");
+  } else if (auto a = r.get_count(b, "address", bpath, 0, INT64_MAX)) {
     t.pa = *a;
     for (auto& why : ctx.check_address(t.pa))
       r.error(reader::where(b, "address"), bpath + ".address", why);
-  } else if (!b.get("address")) {
-    r.error(b.source(), bpath + ".address", "missing (a guest physical address)");
   }
   return t;
 }
@@ -223,8 +312,8 @@ std::vector<breakpoint_def> read_breakpoints(config_reader& r, const toml::table
     auto& b = *bps[j];
     auto bpath = path + "." + reader::indexed("breakpoint", j);
     r.allow_only(b, bpath,
-                 {"name", "address", "view", "tags", "capture", "handler", "handler_deadline_us",
-                  "max_hits_per_second", "cooldown_ms"});
+                 {"name", "symbol", "offset", "va", "address", "view", "tags", "capture", "handler",
+                  "handler_deadline_us", "max_hits_per_second", "cooldown_ms", "processes"});
     out.push_back({read_options(r, b, bpath, ctx, names), read_target(r, b, bpath, ctx)});
   }
   return out;

@@ -43,13 +43,20 @@ std::string describe(const config& cfg) {
     if (d.sinks.empty())
       out << " (none)";
     out << "\n";
+    if (auto& k = plan.profile) {
+      out << "  " << drv::to_string(k->os) << " kernel profile " << k->path << ": "
+          << k->symbols.size() << " symbols, ";
+      if (k->banner)
+        out << "banner \"" << k->banner->substr(0, k->banner->find('\n')) << "\"";
+      else if (k->pdb)
+        out << k->pdb->database << " " << k->pdb->guid << " age " << k->pdb->age;
+      out << "\n";
+    }
     for (auto& [vcpu, view] : plan.vcpu_views)
       out << "  vcpu " << vcpu << " lives in view " << view << "\n";
     for (auto& def : plan.breakpoints) {
       auto& b = def.options;
-      char pa[32];
-      std::snprintf(pa, sizeof pa, "%#llx", (unsigned long long)def.target.pa);
-      out << "  breakpoint " << b.name << " at " << pa << " in view " << b.view;
+      out << "  breakpoint " << b.name << " at " << def.target.describe() << " in view " << b.view;
       for (auto& t : b.tags)
         out << " #" << t;
       out << "\n";
@@ -64,6 +71,12 @@ std::string describe(const config& cfg) {
       if (b.limit.max_per_second > 0)
         out << "    at most " << b.limit.max_per_second << " hits/s, then disarmed for "
             << b.limit.cooldown.count() << " ms\n";
+      if (!b.processes.empty()) {
+        out << "    only processes";
+        for (auto& p : b.processes)
+          out << " " << p;
+        out << "\n";
+      }
       if (b.handler)
         out << "    handler " << b.handler->name << ", deadline " << b.handler->deadline.count()
             << " µs\n";

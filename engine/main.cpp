@@ -1,5 +1,5 @@
 // vmitap's command line: run a config as a service would, run the built-in demo, check a
-// config, list the domains a driver sees.
+// config, list the domains a driver sees, list a profile's symbols, write a sim guest's profile.
 
 #include "drivers/error.hpp"
 #include "engine/backend_sim.hpp"
@@ -9,6 +9,7 @@
 #include "engine/exit_codes.hpp"
 #include "engine/listen_address.hpp"
 #include "engine/logging.hpp"
+#include "engine/profile_commands.hpp"
 #include "engine/run_loop.hpp"
 #include "engine/signals.hpp"
 
@@ -17,7 +18,10 @@
 #include <caf/config.hpp>
 
 #include <unistd.h>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 
 namespace {
 
@@ -55,9 +59,31 @@ struct demo_flags {
 };
 
 /// The demo: the sim backend with the built-in config (examples/demo.toml), adjusted by the
-/// demo's flags.
+/// demo's flags. Its domains arm symbols from their guests' profiles, which examples/
+/// has beside demo.toml: the demo writes them afresh (as `vmitap sim-profile` does) into a
+/// directory of its own, reads the config against it, and removes it.
 caf::expected<config> demo_config(const demo_flags& flags) {
-  auto cfg = parse_config(builtin_demo_toml, "(built-in demo, examples/demo.toml)");
+  constexpr auto demo_path = "(built-in demo, examples/demo.toml)";
+  auto host = parse_host_config(builtin_demo_toml, demo_path);
+  if (!host)
+    return host;
+  auto pattern = (std::filesystem::temp_directory_path() / "vmitap-demo-XXXXXX").string();
+  if (!::mkdtemp(pattern.data()))
+    return make_error(ec::io_failed, "mkdtemp", pattern, errno);
+  std::filesystem::path dir = pattern;
+  std::filesystem::create_directory(dir / "profiles");
+  caf::expected<config> cfg = make_error(ec::io_failed);
+  caf::error written;
+  for (auto& d : std::any_cast<sim_options&>(host->backend).domains)
+    if (!written)
+      written =
+        write_sim_profile(*host, d.name, (dir / "profiles" / (d.name + ".isf.json")).string());
+  if (written)
+    cfg = std::move(written);
+  else
+    cfg = parse_config(builtin_demo_toml, demo_path, nullptr, dir.string());
+  std::error_code ignored;  // a temporary directory left behind is no reason to fail the demo
+  std::filesystem::remove_all(dir, ignored);
   if (!cfg)
     return cfg;
   auto& sim = std::any_cast<sim_options&>(cfg->backend);
@@ -185,6 +211,23 @@ int main(int argc, char** argv) {
   domains->add_option("--config", domains_config,
                       "the config whose driver to use (sim: whose guests to create)");
 
+  std::string symbols_profile, symbols_glob;
+  auto* symbols = app.add_subcommand("symbols", "list a kernel profile's symbols and addresses");
+  symbols->fallthrough();
+  symbols->add_option("--profile", symbols_profile, "a Volatility 3 ISF file (.json, .gz, .xz)")
+    ->required();
+  symbols->add_option("glob", symbols_glob, "only names matching this glob (\"Nt*File\")");
+
+  std::string sim_profile_config, sim_profile_domain, sim_profile_out = "-";
+  auto* sim_profile = app.add_subcommand(
+    "sim-profile", "write the kernel profile (ISF) a simulated guest was built with");
+  sim_profile->fallthrough();
+  sim_profile->add_option("--config", sim_profile_config, "the config whose [sim] has the guest")
+    ->required();
+  sim_profile->add_option("--domain", sim_profile_domain, "the [[sim.domain]]'s name")->required();
+  sim_profile->add_option("--out", sim_profile_out, "the file (\"-\": stdout)")
+    ->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -201,8 +244,20 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   bool terminal = isatty(STDERR_FILENO) == 1;
 
-  if (*check || *domains)
+  if (*check || *domains || *symbols || *sim_profile)
     unblock_signals();  // short commands: signals act as usual
+  if (*symbols)
+    return list_symbols(symbols_profile, symbols_glob);
+  if (*sim_profile) {
+    auto host = load_host_config(sim_profile_config);
+    if (!host)
+      return config_error(host.error());
+    if (auto err = write_sim_profile(*host, sim_profile_domain, sim_profile_out)) {
+      std::fprintf(stderr, "%s\n", render(err).c_str());
+      return exit_code::failed;
+    }
+    return exit_code::ok;
+  }
   if (*check) {
     auto cfg = load_config(check_path);
     if (!cfg)

@@ -108,6 +108,14 @@ void collect_requests(family_list& out, const domain_list& domains) {
                               "Reads or writes that trapped on a page monitored for execution "
                               "(the page's access lacked them); answered with a step-over.",
                               T::Counter, {"domain"});
+  auto& filtered = out.add("vmitap_filtered_hits_total",
+                           "Hits in a process the breakpoint's processes filter excludes: stepped "
+                           "over, not recorded.",
+                           T::Counter, {"domain"});
+  auto& process_failures = out.add("vmitap_process_read_failures_total",
+                                   "Hits whose process could not be read through the kernel's "
+                                   "structures (recorded without it).",
+                                   T::Counter, {"domain"});
   auto& stale = out.add("vmitap_stale_events_total",
                         "Traps on a page whose breakpoints were removed while the trap was in "
                         "flight.",
@@ -150,6 +158,8 @@ void collect_requests(family_list& out, const domain_list& domains) {
     bad[size_t(malformed_cause::vcpu_out_of_range)] += c.orphans.get();
     neighbours.add({name}, double(totals.neighbours));
     data_access.add({name}, double(totals.data_accesses));
+    filtered.add({name}, double(totals.filtered));
+    process_failures.add({name}, double(c.process_failures.get()));
     stale.add({name}, double(totals.stale));
     spurious.add({name}, double(totals.spurious));
     for (size_t m = 0; m < malformed_causes; ++m)

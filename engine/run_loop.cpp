@@ -109,11 +109,13 @@ void print_summary(const std::vector<domain_report>& reports) {
                  !r.error.empty() ? r.error.c_str()
                  : r.died         ? "died"
                                   : "");
-  std::fprintf(stderr, "\n%-16s %-24s %6s %12s\n", "domain", "breakpoint", "view", "hits");
+  std::fprintf(stderr, "\n%-16s %-24s %6s %12s %10s\n", "domain", "breakpoint", "view", "hits",
+               "filtered");
   for (auto& r : reports) {
     auto row = [&](const breakpoint_count& bp, const char* note) {
-      std::fprintf(stderr, "%-16s %-24s %6u %12llu%s\n", r.name.c_str(), bp.name.c_str(),
-                   unsigned(bp.view), (unsigned long long)bp.hits, note);
+      std::fprintf(stderr, "%-16s %-24s %6u %12llu %10llu%s\n", r.name.c_str(), bp.name.c_str(),
+                   unsigned(bp.view), (unsigned long long)bp.hits, (unsigned long long)bp.filtered,
+                   note);
     };
     for (auto& bp : r.breakpoints)
       row(bp, "");

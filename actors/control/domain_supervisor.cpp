@@ -1,6 +1,7 @@
 #include "actors/control/domain_supervisor.hpp"
 
 #include "actors/control/supervisor_steps.hpp"
+#include "actors/control/symbol_resolver.hpp"
 #include "actors/handlers/handler_relay.hpp"
 #include "actors/model/join.hpp"
 #include "drivers/defaults.hpp"
@@ -72,6 +73,7 @@ void start_events(state_ptr self) {
   pc.mode = step_mode_for(self);
   pc.sinks = st.cfg.sinks;
   pc.registry = st.registry;
+  pc.kernel = st.kernel;
   if (st.cfg.handlers) {
     // On a thread of its own: the relay sits on the path of every held hit, and on CAF's
     // shared workers each hop would keep them polling on the cores the pollers need.
@@ -129,8 +131,24 @@ std::string describe_failures(const batch_result& r) {
   return out;
 }
 
+/// Resolves `defs` against the domain's kernel; failures are described, by name.
+std::pair<std::vector<breakpoint_def>, std::string> resolve(
+  state_ptr self, const std::vector<breakpoint_def>& defs) {
+  auto& st = self->state;
+  auto r = resolve_targets(*st.session, st.cfg.plan->profile.get(), st.kernel.get(), defs);
+  std::string failures;
+  for (auto& [name, why] : r.failed)
+    failures += (failures.empty() ? "" : "; ") + name + ": " + render(why);
+  return {std::move(r.resolved), std::move(failures)};
+}
+
 void arm(state_ptr self) {
   auto& st = self->state;
+  auto [defs, unresolved] = resolve(self, st.cfg.plan->breakpoints);
+  if (!unresolved.empty()) {
+    still_attaching(self, make_error(ec::invalid_argument, "breakpoints not armed: " + unresolved));
+    return;
+  }
   std::map<std::string, drv::view_id> ids;
   std::map<drv::view_id, std::string> names;
   for (auto& name : st.cfg.plan->views) {
@@ -146,8 +164,7 @@ void arm(state_ptr self) {
                                                        st.session->info().max_gfn});
   // Nothing runs until every breakpoint is armed, so hits are exact from the first one.
   self
-    ->request(st.registry, defaults::attach_timeout, add_atom_v, st.cfg.plan->breakpoints,
-              armed_by::attach)
+    ->request(st.registry, defaults::attach_timeout, add_atom_v, std::move(defs), armed_by::attach)
     .then(
       [self](batch_result& r) {
         caf::error err;
@@ -159,6 +176,57 @@ void arm(state_ptr self) {
           start_events(self);
       },
       [self](caf::error& err) { still_attaching(self, err); });
+}
+
+/// With a profile: finds the kernel (the domain is paused) before anything is armed. While
+/// every VCPU is in user mode the domain runs a little between looks, a bounded number of
+/// times; a profile for another kernel fails the attach with nothing armed.
+void locate(state_ptr self) {
+  auto& st = self->state;
+  const auto& profile = st.cfg.plan->profile;
+  if (!profile)
+    return arm(self);
+  auto found = drv::locate_kernel(*st.session, *profile, st.cfg.info.vcpus);
+  if (!found && code_of(found.error()) == ec::no_kernel_mode_vcpu &&
+      ++st.locate_tries < defaults::kernel_mode_tries) {
+    if (st.locate_tries == 1)
+      spdlog::info("domain {}: {}", st.cfg.info.name, render(found.error()));
+    auto resumed = st.session->resume();
+    st.cfg.watch->paused(bool(resumed));
+    if (!still_attaching(self, std::move(resumed)))
+      return;
+    self->delayed_send(self, defaults::kernel_mode_wait, locate_atom_v);
+    return;
+  }
+  if (!found) {
+    still_attaching(self, make_error(code_of(found.error()), "profile " + profile->path + ": " +
+                                                               context_of(found.error())));
+    return;
+  }
+  st.kernel = std::make_shared<const drv::kernel_map>(std::move(*found));
+  const auto& k = *st.kernel;
+  auto where = k.os == drv::kernel_os::windows_kernel
+                 ? fmt::format("image base {:#x}", k.image_base)
+                 : fmt::format("KASLR slide {:#x}", k.slide);
+  spdlog::info("domain {}: {} kernel found through VCPU {} ({}): {}", st.cfg.info.name,
+               drv::to_string(k.os), k.vcpu, where, k.identity.substr(0, k.identity.find('\n')));
+  if (!st.kernel->reads_processes)
+    spdlog::warn(
+      "domain {}: profile {} lacks the structures that name a process: hits carry "
+      "none, and processes filters do not apply",
+      st.cfg.info.name, profile->path);
+  arm(self);
+}
+
+/// The domain ran while no VCPU was in kernel mode: pause it and look again.
+void relocate(state_ptr self) {
+  auto& st = self->state;
+  if (st.now != phase::attaching)
+    return;
+  auto paused = st.session->pause();
+  st.cfg.watch->paused(!paused);
+  if (still_attaching(self, std::move(paused)))
+    locate(self);
 }
 
 caf::result<ok_atom> attach(state_ptr self) {
@@ -185,7 +253,7 @@ caf::result<ok_atom> attach(state_ptr self) {
     spawn_child(self, ept_controller, ept_controller_config{st.session, st.domain, st.cfg.watch});
   auto j = join(st.cfg.plan->views.size(), [self](caf::error err) {
     if (still_attaching(self, err))
-      arm(self);
+      locate(self);
   });
   for (auto& name : st.cfg.plan->views)
     self->request(st.controller, defaults::request_timeout, create_atom_v, drv::page_access::rwx)
@@ -253,11 +321,16 @@ caf::result<ok_atom> update(state_ptr self, plan_ptr plan) {
   for (auto& bp : st.cfg.plan->breakpoints)
     if (!in(*plan, bp))
       removed.push_back(bp.name());
-  std::vector<breakpoint_def> added;
+  std::vector<breakpoint_def> wanted;
   for (auto& bp : plan->breakpoints)
     if (!in(*st.cfg.plan, bp))
-      added.push_back(bp);
+      wanted.push_back(bp);
   st.cfg.plan = std::move(plan);
+  // A symbol or virtual address is translated now, with the guest running: a page the
+  // kernel pages out between the walk and the arming is not something a reload can prevent.
+  auto resolved = resolve(self, wanted);
+  auto added = std::move(resolved.first);
+  auto unresolved = std::move(resolved.second);
   auto names = [](auto&& list) {
     std::string out;
     for (auto& x : list)
@@ -272,9 +345,11 @@ caf::result<ok_atom> update(state_ptr self, plan_ptr plan) {
   auto rp = self->make_response_promise<ok_atom>();
   self->request(st.registry, defaults::access_change_timeout, remove_atom_v, removed)
     .then(
-      [self, rp, added = std::move(added)](batch_result& removal) mutable {
+      [self, rp, added = std::move(added), unresolved](batch_result& removal) mutable {
         fold_breakpoints(self->state.removed, removal.removed);
         auto removal_failures = describe_failures(removal);
+        if (!unresolved.empty())
+          removal_failures += (removal_failures.empty() ? "" : "; ") + unresolved;
         self
           ->request(self->state.registry, defaults::access_change_timeout, add_atom_v,
                     std::move(added), armed_by::reload)
@@ -334,6 +409,7 @@ domain_supervisor_impl::behavior_type domain_supervisor(state_ptr self, supervis
     [self](died_atom) { self->state.died = true; },
     [self](released_atom, uint64_t token) { poller_answered(self, token, false); },
     [self](deadline_atom, uint64_t token) { poller_answered(self, token, true); },
+    [self](locate_atom) { relocate(self); },
   };
 }
 

@@ -40,7 +40,8 @@ struct supervisor_config {
 /// and the deadline for each (to itself).
 using domain_supervisor_impl =
   domain_supervisor_actor::extend<caf::reacts_to<released_atom, uint64_t>,
-                                  caf::reacts_to<deadline_atom, uint64_t>>;
+                                  caf::reacts_to<deadline_atom, uint64_t>,
+                                  caf::reacts_to<locate_atom>>;
 
 /// The ordered teardown's steps, in order (supervisor_teardown.cpp).
 enum class teardown_step : uint8_t { pause, drain, report, clear, restore, detach };
@@ -67,6 +68,8 @@ struct domain_supervisor_state {
   std::shared_ptr<drv::domain_session> session;
   domain_ptr domain;
   std::map<std::string, drv::view_id> views;
+  std::shared_ptr<const drv::kernel_map> kernel;  // found at attach if the plan has a profile
+  uint32_t locate_tries = 0;                      // while no VCPU is in kernel mode (bounded)
   ept_controller_actor controller;
   breakpoint_registry_actor registry;
   std::shared_ptr<event_path> path;

@@ -118,9 +118,18 @@ uint64_t event_path::count_hit(const breakpoint_ptr& bp, clock_type::time_point 
 
 void event_path::hit(const drv::event& ev, const vcpu_logic& before, clock_type::time_point now,
                      std::chrono::system_clock::time_point wall) {
-  cfg_.domain->counters().vcpus[ev.vcpu].hits.add(hits_.size());
+  auto& vc = cfg_.domain->counters().vcpus[ev.vcpu];
+  auto process = process_at(ev);
   bool held = false;
   for (auto& bp : hits_) {
+    // A process that cannot be read is reported: a filter never loses a hit it cannot judge.
+    if (process && !bp->reports(process->name)) {
+      vc.filtered.add();
+      bp->filtered.store(bp->filtered.load(std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);  // one writer, as for hits
+      continue;
+    }
+    vc.hits.add();
     auto suppressions = count_hit(bp, now);
     // The first breakpoint at the address with a handler decides; the others only record.
     // A VCPU already waiting cannot trap again; if a ring says it did, answer it at once
@@ -132,23 +141,38 @@ void event_path::hit(const drv::event& ev, const vcpu_logic& before, clock_type:
     if (!bp->captures().empty())
       values = capture(*bp->captures().specs, ev.regs);
     if (!cfg_.sinks.empty()) {
-      records_.push_back({site(ev, bp, {}), ev.regs.rip, ev.regs.cr3, now, wall, suppressions, 0});
+      records_.push_back(
+        {site(ev, bp, {}, process), ev.regs.rip, ev.regs.cr3, now, wall, suppressions, 0});
       if (decides)
         records_.back().captures = values;  // the handler gets them too
       else
         records_.back().captures = std::move(values);
     }
     if (decides) {
-      hold(ev, before, bp, std::move(values));
+      hold(ev, before, bp, std::move(values), process);
       held = true;
     }
   }
 }
 
 hit_site event_path::site(const drv::event& ev, const breakpoint_ptr& bp,
-                          std::vector<capture_value> captures) const {
-  return {identity_,     ev.vcpu,    ev.view, ev.mem.gfn,
-          ev.mem.offset, ev.mem.gla, bp,      std::move(captures)};
+                          std::vector<capture_value> captures,
+                          std::optional<drv::process_info> process) const {
+  return {identity_,         ev.vcpu,    ev.view, ev.mem.gfn,
+          ev.mem.offset,     ev.mem.gla, bp,      std::move(captures),
+          std::move(process)};
+}
+
+std::optional<drv::process_info> event_path::process_at(const drv::event& ev) {
+  if (!cfg_.kernel || !cfg_.kernel->reads_processes)
+    return std::nullopt;
+  drv::page_walker walker{*cfg_.session};
+  auto p = drv::process_at(walker, ev.regs, *cfg_.kernel);
+  if (!p) {
+    cfg_.domain->counters().process_failures.add();
+    return std::nullopt;
+  }
+  return std::move(*p);
 }
 
 std::vector<capture_value> event_path::capture(const std::vector<capture_spec>& specs,
@@ -165,11 +189,13 @@ std::vector<capture_value> event_path::capture(const std::vector<capture_spec>& 
 }
 
 void event_path::hold(const drv::event& ev, const vcpu_logic& before, const breakpoint_ptr& bp,
-                      std::vector<capture_value> captures) {
+                      std::vector<capture_value> captures,
+                      std::optional<drv::process_info> process) {
   auto token = next_token_++;
   held_[ev.vcpu] = held_response{ev, before, out_.back(), token};
   out_.pop_back();
-  handler_hit hit{site(ev, bp, std::move(captures)), ev.regs, {}};  // the relay sets the deadline
+  // The relay sets the deadline.
+  handler_hit hit{site(ev, bp, std::move(captures), std::move(process)), ev.regs, {}};
   caf::anon_send(cfg_.relay, hit_atom_v,
                  handler_call{bp->handler(), std::move(hit), token, weak_from_this()});
 }

@@ -30,6 +30,8 @@ struct event_path_config {
   std::vector<sink_handle> sinks;
   handler_relay_actor relay;   ///< where held hits go; none: handlers are not called
   suppression_actor registry;  ///< told of breakpoints over their rate limit
+  /// The domain's kernel, found at attach; none: hits carry no process.
+  std::shared_ptr<const drv::kernel_map> kernel;
   size_t batch = defaults::ring_batch;
 };
 
@@ -69,7 +71,7 @@ private:
   /// Counts one hit of `bp` against its rate limit; returns its suppressions before it.
   uint64_t count_hit(const breakpoint_ptr& bp, std::chrono::steady_clock::time_point now);
   void hold(const drv::event& ev, const vcpu_logic& before, const breakpoint_ptr& bp,
-            std::vector<capture_value> captures);
+            std::vector<capture_value> captures, std::optional<drv::process_info> process);
   void resolve(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d);
   void give_one(const drv::response& rsp);
   void count_failures(const drv::give_result& r);
@@ -77,8 +79,10 @@ private:
   void log_refusal(const caf::error& err, size_t refused);
   std::vector<capture_value> capture(const std::vector<capture_spec>& specs,
                                      const drv::registers& regs);
-  hit_site site(const drv::event& ev, const breakpoint_ptr& bp,
-                std::vector<capture_value> captures) const;
+  hit_site site(const drv::event& ev, const breakpoint_ptr& bp, std::vector<capture_value> captures,
+                std::optional<drv::process_info> process) const;
+  /// The process at the hit, if the kernel is known and its structures can be read.
+  std::optional<drv::process_info> process_at(const drv::event& ev);
 
   event_path_config cfg_;
   std::shared_ptr<const domain_identity> identity_;

@@ -1,6 +1,39 @@
 #include "actors/model/breakpoint.hpp"
 
+#include <fnmatch.h>
+
+#include <cstdio>
+
 namespace vmitap {
+
+std::string breakpoint_target::describe() const {
+  char hex[24];
+  switch (by) {
+    case kind::physical:
+      std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(pa));
+      return hex;
+    case kind::virtual_address:
+      std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(va));
+      return std::string("va ") + hex;
+    case kind::symbol:
+      if (offset == 0)
+        return symbol;
+      std::snprintf(hex, sizeof hex, "+0x%llx", static_cast<unsigned long long>(offset));
+      return symbol + hex;
+  }
+  return {};
+}
+
+bool breakpoint::reports(std::string_view process) const {
+  const auto& globs = processes();
+  if (globs.empty())
+    return true;
+  std::string name{process};
+  for (auto& g : globs)
+    if (::fnmatch(g.c_str(), name.c_str(), 0) == 0)
+      return true;
+  return false;
+}
 
 const breakpoint_extras breakpoint::no_extras{};
 
@@ -14,7 +47,8 @@ breakpoint_ptr make_breakpoint(const breakpoint_def& def, drv::view_id view, arm
   bp->live = when == armed_by::reload;
   if (!tags && !o.tags.empty())
     tags = std::make_shared<const std::vector<std::string>>(o.tags);
-  if (tags || !o.captures.empty() || o.handler || o.limit.max_per_second > 0) {
+  if (tags || !o.captures.empty() || o.handler || o.limit.max_per_second > 0 ||
+      !o.processes.empty()) {
     auto extras = std::make_unique<breakpoint_extras>();
     extras->tags = std::move(tags);
     extras->captures = o.captures;
@@ -22,6 +56,7 @@ breakpoint_ptr make_breakpoint(const breakpoint_def& def, drv::view_id view, arm
       extras->handler = std::make_shared<const handler_binding>(*o.handler);
     if (o.limit.max_per_second > 0)
       extras->limiter = std::make_unique<rate_limiter>(o.limit);
+    extras->processes = o.processes;
     bp->extras = std::move(extras);
   }
   return bp;

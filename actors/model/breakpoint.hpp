@@ -33,10 +33,21 @@ struct rate_limit {
   bool operator==(const rate_limit&) const = default;
 };
 
-/// Where a breakpoint traps: a guest-physical address (the instruction's first byte).
+/// Where a breakpoint traps (the instruction's first byte), as the config names it: a
+/// guest-physical address, a kernel virtual address, or a kernel symbol plus an offset. The
+/// registry arms physical addresses: a virtual one or a symbol is resolved at attach (the
+/// supervisor fills `pa` through the domain's kernel page tables).
 struct breakpoint_target {
-  uint64_t pa = 0;
+  enum class kind : uint8_t { physical, virtual_address, symbol };
+  kind by = kind::physical;
+  uint64_t pa = 0;      ///< configured (physical) or resolved
+  uint64_t va = 0;      ///< virtual_address: configured; symbol: resolved
+  std::string symbol;   ///< symbol: its name in the domain's profile
+  uint64_t offset = 0;  ///< symbol: bytes past its address
   bool operator==(const breakpoint_target&) const = default;
+  static breakpoint_target physical(uint64_t pa) { return {kind::physical, pa, 0, {}, 0}; }
+  /// "0x2a1f3c0", "va 0xffffffff81234560" or "do_sys_openat2+0x10".
+  std::string describe() const;
 };
 
 /// Everything a config says of a breakpoint but where it is.
@@ -47,6 +58,9 @@ struct breakpoint_options {
   capture_list captures;
   std::optional<handler_binding> handler;
   rate_limit limit;
+  /// Globs of process names (Linux comm, Windows ImageFileName) whose hits it reports; none:
+  /// every process's. Hits of others are stepped over unrecorded and counted as filtered.
+  std::vector<std::string> processes;
   bool operator==(const breakpoint_options&) const = default;
 };
 
@@ -59,7 +73,11 @@ struct breakpoint_def {
   bool operator==(const breakpoint_def&) const = default;
   /// A plain one: `name` at `pa` in `view`; no tags, captures, handler or rate limit.
   static breakpoint_def at(std::string name, uint64_t pa, std::string view = "main") {
-    return {{std::move(name), std::move(view), {}, {}, {}, {}}, {pa}};
+    breakpoint_def def;
+    def.options.name = std::move(name);
+    def.options.view = std::move(view);
+    def.target = breakpoint_target::physical(pa);
+    return def;
   }
 };
 
@@ -93,15 +111,17 @@ struct breakpoint_extras {
   capture_list captures;
   std::shared_ptr<const handler_binding> handler;
   std::unique_ptr<rate_limiter> limiter;
+  std::vector<std::string> processes;  ///< globs; none: every process's hits
 };
 
-/// An armed breakpoint. Immutable once published but for its hit count, which the one
-/// poller that owns its domain's ring increments (others only read it). Kept small: there
-/// may be a hundred thousand (64 bytes, and its extras only if it has any).
+/// An armed breakpoint. Immutable once published but for its hit counts, which the one
+/// poller that owns its domain's ring increments (others only read them). Kept small: there
+/// may be a hundred thousand (72 bytes, and its extras only if it has any).
 struct breakpoint {
   std::string name;
   uint64_t pa = 0;
   mutable std::atomic<uint64_t> hits{0};
+  mutable std::atomic<uint64_t> filtered{0};        ///< hits in processes it does not report
   std::unique_ptr<const breakpoint_extras> extras;  ///< none: no tags, captures, handler, limit
   drv::view_id view = 0;
   bool live = false;  ///< armed by a reload, after the session's start: counts from then on
@@ -116,6 +136,12 @@ struct breakpoint {
   }
   /// None: no rate limit.
   rate_limiter* limiter() const { return extras ? extras->limiter.get() : nullptr; }
+  /// Globs of the processes whose hits it reports; none: every process's.
+  const std::vector<std::string>& processes() const {
+    return extras ? extras->processes : no_extras.processes;
+  }
+  /// True if a hit in process `name` is reported.
+  bool reports(std::string_view process) const;
 
 private:
   static const breakpoint_extras no_extras;

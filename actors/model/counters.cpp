@@ -45,6 +45,7 @@ vcpu_stats domain_counters::totals() const {
     auto& v = vcpus[i];
     t.events += v.mem_access.get() + v.singlestep.get() + v.other.get();
     t.hits += v.hits.get();
+    t.filtered += v.filtered.get();
     t.neighbours += v.neighbours.get();
     t.data_accesses += v.data_accesses.get();
     t.stale += v.stale.get();

@@ -64,6 +64,7 @@ struct vcpu_counters {
   counter singlestep;
   counter other;
   counter hits;           ///< breakpoints hit (one trap can hit several)
+  counter filtered;       ///< hits in processes their breakpoint does not report
   counter neighbours;     ///< traps on a monitored page, not at a breakpoint
   counter data_accesses;  ///< reads or writes that trapped on a monitored page
   counter stale;          ///< traps on a page whose breakpoints were removed in flight
@@ -95,6 +96,7 @@ struct domain_counters {
   counter respond_failures;  ///< responses the hypervisor refused: a VCPU may stay paused
   /// Captures that could not be read, by drv::translation_fault (index 0, none, unused).
   std::array<counter, capture_fault_kinds> capture_failures;
+  counter process_failures;  ///< hits whose process could not be read (recorded without it)
   /// Request taken from the ring → response written (the poller's part).
   histogram handling{handling_buckets()};
 

@@ -4,6 +4,7 @@
 // handlers are both told), and the record a sink writes (hit_record).
 
 #include "actors/model/breakpoint.hpp"
+#include "drivers/guest/kernel.hpp"
 
 #include <map>
 #include <string_view>
@@ -26,6 +27,9 @@ struct hit_site {
   uint64_t gla = 0;
   breakpoint_ptr bp;
   std::vector<capture_value> captures;  ///< one per `bp->captures()` entry, in order
+  /// Who ran it, read through the kernel's structures while the VCPU was paused; none if the
+  /// domain has no profile or it could not be read.
+  std::optional<drv::process_info> process;
 
   /// The capture named `name` (null if the breakpoint has none by that name).
   const capture_value* capture(std::string_view name) const;

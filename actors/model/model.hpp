@@ -69,6 +69,7 @@ CAF_ADD_ATOM(vmitap, vmitap, tick_atom, "tick")
 CAF_ADD_ATOM(vmitap, vmitap, suppress_atom, "suppress")
 CAF_ADD_ATOM(vmitap, vmitap, rearm_atom, "rearm")
 CAF_ADD_ATOM(vmitap, vmitap, deadline_atom, "deadline")
+CAF_ADD_ATOM(vmitap, vmitap, locate_atom, "locate")
 
 // Values.
 CAF_ADD_TYPE_ID(vmitap, (std::vector<std::string>))

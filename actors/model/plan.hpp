@@ -4,6 +4,7 @@
 // resolves them from the config.
 
 #include "actors/model/breakpoint.hpp"
+#include "drivers/guest/profile.hpp"
 
 #include <map>
 
@@ -22,10 +23,20 @@ struct domain_plan {
   bool mode_chosen = false;  ///< the config named the mode (else the driver may advise one)
   std::map<drv::vcpu_id, std::string> vcpu_views;  ///< VCPUs whose home is not the first view
   std::vector<breakpoint_def> breakpoints;
-  /// True if `other` needs no new views or step mode: only breakpoints differ.
+  /// The kernel's symbol table (`profile =`): symbols, the kernel's identity, the offsets
+  /// that name a hit's process. None: physical targets only, no process in hits.
+  std::shared_ptr<const drv::kernel_profile> profile;
+  /// True if `other` needs no new views, step mode or kernel: only breakpoints differ.
   bool same_shape(const domain_plan& other) const {
     return views == other.views && mode == other.mode && mode_chosen == other.mode_chosen &&
-           vcpu_views == other.vcpu_views;
+           vcpu_views == other.vcpu_views && same_kernel(other);
+  }
+  /// The same profile file for the same kernel build (a reload re-reads it).
+  bool same_kernel(const domain_plan& other) const {
+    if (!profile || !other.profile)
+      return !profile && !other.profile;
+    return profile->path == other.profile->path && profile->banner == other.profile->banner &&
+           profile->pdb == other.profile->pdb;
   }
 };
 

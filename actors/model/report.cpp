@@ -10,6 +10,7 @@ breakpoint_count count_of(const breakpoint& bp) {
           bp.view,
           bp.pa,
           bp.hits.load(std::memory_order_relaxed),
+          bp.filtered.load(std::memory_order_relaxed),
           limiter ? limiter->suppressions() : 0,
           bp.live};
 }
@@ -25,6 +26,7 @@ void fold_breakpoints(std::vector<breakpoint_count>& into,
     } else {
       // Armed part of the time: counted in more than one session or piece of one.
       same->hits += c.hits;
+      same->filtered += c.filtered;
       same->suppressions += c.suppressions;
       same->live = true;
     }

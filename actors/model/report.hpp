@@ -18,6 +18,7 @@ struct breakpoint_count {
   drv::view_id view = 0;
   uint64_t pa = 0;
   uint64_t hits = 0;
+  uint64_t filtered = 0;      ///< hits in processes its filter excludes (not recorded)
   uint64_t suppressions = 0;  ///< times its rate limit disarmed it (it missed those hits)
   bool live = false;          ///< armed part of the session only (by a reload, or removed by one)
   bool operator==(const breakpoint_count&) const = default;
@@ -25,7 +26,7 @@ struct breakpoint_count {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, breakpoint_count& x) {
-  return f(x.name, x.view, x.pa, x.hits, x.suppressions, x.live);
+  return f(x.name, x.view, x.pa, x.hits, x.filtered, x.suppressions, x.live);
 }
 
 /// `bp`'s count now.

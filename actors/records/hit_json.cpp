@@ -45,6 +45,12 @@ std::string to_json_line(const hit_record& rec, const std::string& host) {
   j["gla"] = hex_string(rec.gla);
   j["rip"] = hex_string(rec.rip);
   j["cr3"] = hex_string(rec.cr3);
+  if (rec.process) {  // only with a profile: a domain without one has no process to name
+    j["pid"] = rec.process->pid;
+    j["tid"] = rec.process->tid;
+    j["ppid"] = rec.process->ppid;
+    j["process"] = rec.process->name;  // guest bytes: replaced below if not UTF-8
+  }
   // Values and failures apart, so each key keeps one type for a log pipeline's schema.
   if (!rec.captures.empty() && !rec.bp->captures().empty()) {
     auto& specs = *rec.bp->captures().specs;

@@ -40,7 +40,7 @@ hit_record record(int i) {
   id->id = 7;
   id->name = "dom\\1";
   id->view_names = {{1, "main"}};
-  return {{id, 1, 1, 0x100, uint64_t(i), 0xffffffff80100000ull + uint64_t(i), bp, {}},
+  return {{id, 1, 1, 0x100, uint64_t(i), 0xffffffff80100000ull + uint64_t(i), bp, {}, {}},
           0xffffffff80100000ull,
           0x3000,
           std::chrono::steady_clock::now(),

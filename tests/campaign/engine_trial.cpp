@@ -63,8 +63,8 @@ engine_config next_config(const engine_config& base, const std::vector<const sim
       if (d.one_in(3))
         limit = {uint32_t(50 + d.below(500)), std::chrono::milliseconds(10 + d.below(100))};
       kept.push_back(
-        {{"fn" + std::to_string(fn) + "_added", plan->views[0], {"campaign"}, {}, {}, limit},
-         {fns[fn].entry_pa}});
+        {{"fn" + std::to_string(fn) + "_added", plan->views[0], {"campaign"}, {}, {}, limit, {}},
+         breakpoint_target::physical(fns[fn].entry_pa)});
     }
     // One breakpoint per name: an added one may repeat a kept one's name.
     std::set<std::string> names;
@@ -188,8 +188,9 @@ void engine_trial(uint64_t seed, tally& t) {
                                   {},
                                   handler_binding{d.one_in(3) ? "block" : "slow",
                                                   std::chrono::microseconds(100 + d.below(3000))},
+                                  {},
                                   {}},
-                                 {fns[fn].entry_pa}});
+                                 breakpoint_target::physical(fns[fn].entry_pa)});
     s.cfg.domains[0].plan = plan;
   }
   // Records at the size limits into a sink that holds few of them.

@@ -76,7 +76,8 @@ TEST_P(captures_e2e, every_record_holds_the_arguments_and_strings_the_caller_pas
     auto name = "fn" + std::to_string(f);
     auto pa = dom->code().functions()[f].entry_pa;
     entry_of[name] = pa;
-    plan->breakpoints.push_back({{name, "main", {}, captures_for(sig, abi), {}, {}}, {pa}});
+    plan->breakpoints.push_back(
+      {{name, "main", {}, captures_for(sig, abi), {}, {}, {}}, breakpoint_target::physical(pa)});
   }
   ASSERT_GE(entry_of.size(), 3u) << "the workload has too few functions with strings";
   engine_config::domain_entry e;

@@ -58,8 +58,8 @@ TEST(engine_e2e, a_vcpu_reaches_its_home_view_even_if_the_first_view_has_no_brea
     plan->mode = mode;
     plan->views = {"main", "shadow"};
     plan->vcpu_views[1] = "shadow";
-    plan->breakpoints = {
-      {{"only_in_shadow", "shadow", {}, {}, {}, {}}, {dom->code().functions()[0].entry_pa}}};
+    plan->breakpoints = {{{"only_in_shadow", "shadow", {}, {}, {}, {}, {}},
+                          breakpoint_target::physical(dom->code().functions()[0].entry_pa)}};
     s.cfg.domains[0].plan = plan;
     auto reports = s.run();
     ASSERT_EQ(reports.size(), 1u);
@@ -271,8 +271,9 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
   auto f = dom->code().functions();
   auto keep = f[0].entry_pa, removed = dom->code().at(f[0].first + 1).pa, added = f[3].entry_pa;
   auto plan = std::make_shared<domain_plan>();
-  plan->breakpoints = {{{"keep", "main", {}, {}, {}, {}}, {keep}},
-                       {{"removed", "main", {}, {}, {}, {}}, {removed}}};
+  plan->breakpoints = {
+    {{"keep", "main", {}, {}, {}, {}, {}}, breakpoint_target::physical(keep)},
+    {{"removed", "main", {}, {}, {}, {}, {}}, breakpoint_target::physical(removed)}};
   s.cfg.domains[0].plan = plan;
   engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
   ASSERT_FALSE(eng.start());
@@ -292,8 +293,9 @@ TEST(engine_e2e, breakpoints_added_and_removed_live_keep_hits_exact) {
     << "both armed breakpoints are hit";
   auto next = s.cfg;
   auto plan2 = std::make_shared<domain_plan>(*plan);
-  plan2->breakpoints = {{{"keep", "main", {}, {}, {}, {}}, {keep}},
-                        {{"added", "main", {}, {}, {}, {}}, {added}}};
+  plan2->breakpoints = {
+    {{"keep", "main", {}, {}, {}, {}, {}}, breakpoint_target::physical(keep)},
+    {{"added", "main", {}, {}, {}, {}, {}}, breakpoint_target::physical(added)}};
   next.domains[0].plan = plan2;
   ASSERT_FALSE(eng.reload(next));
   std::map<std::string, uint64_t> after;
@@ -499,8 +501,8 @@ TEST(engine_e2e, the_verification_fails_for_a_configured_breakpoint_never_armed)
   ASSERT_TRUE(s.verified(reports));
   auto configured = s.cfg;
   auto plan = std::make_shared<domain_plan>(*configured.domains[0].plan);
-  plan->breakpoints.push_back(
-    {{"forgotten", "main", {}, {}, {}, {}}, {dom->code().functions()[7].entry_pa}});
+  plan->breakpoints.push_back({{"forgotten", "main", {}, {}, {}, {}, {}},
+                               breakpoint_target::physical(dom->code().functions()[7].entry_pa)});
   configured.domains[0].plan = plan;
   EXPECT_FALSE(s.verified(reports, configured)) << "\"forgotten\" was configured, never armed";
 }

@@ -77,9 +77,10 @@ TEST_P(handlers_e2e, a_handler_that_returns_early_makes_the_guest_skip_the_call)
   auto plan = std::make_shared<domain_plan>();
   plan->mode = GetParam();
   plan->breakpoints.push_back(
-    {{"early", "main", {}, return_address_capture(), handler_binding{"early", no_timeout}, {}},
-     {target.entry_pa}});
-  plan->breakpoints.push_back({{"fn0", "main", {}, {}, {}, {}}, {fns[0].entry_pa}});
+    {{"early", "main", {}, return_address_capture(), handler_binding{"early", no_timeout}, {}, {}},
+     breakpoint_target::physical(target.entry_pa)});
+  plan->breakpoints.push_back(
+    {{"fn0", "main", {}, {}, {}, {}, {}}, breakpoint_target::physical(fns[0].entry_pa)});
   engine_config::domain_entry e;
   e.select.name = dc.name;
   e.plan = plan;
@@ -151,8 +152,9 @@ TEST(handlers, a_handler_that_never_answers_holds_only_its_vcpu_and_only_until_t
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
   plan->views = {"main", "handled"};
   plan->vcpu_views[0] = "handled";
-  plan->breakpoints.push_back({{"held", "handled", {}, {}, handler_binding{"hold", deadline}, {}},
-                               {held_dom->code().functions()[0].entry_pa}});
+  plan->breakpoints.push_back(
+    {{"held", "handled", {}, {}, handler_binding{"hold", deadline}, {}, {}},
+     breakpoint_target::physical(held_dom->code().functions()[0].entry_pa)});
   s.cfg.domains[0].plan = plan;
 
   engine eng{s.cfg, s.make_driver(), 0, s.handlers};
@@ -225,9 +227,11 @@ TEST(handlers, a_handler_that_throws_or_dies_leaves_no_vcpu_paused_and_is_counte
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
   // At the hot plan's fn1_entry and fn2_entry: each hit records there too.
   plan->breakpoints.push_back(
-    {{"throws", "main", {}, {}, handler_binding{"throws", no_timeout}, {}}, {fns[1].entry_pa}});
+    {{"throws", "main", {}, {}, handler_binding{"throws", no_timeout}, {}, {}},
+     breakpoint_target::physical(fns[1].entry_pa)});
   plan->breakpoints.push_back(
-    {{"dies", "main", {}, {}, handler_binding{"dies", no_timeout}, {}}, {fns[2].entry_pa}});
+    {{"dies", "main", {}, {}, handler_binding{"dies", no_timeout}, {}, {}},
+     breakpoint_target::physical(fns[2].entry_pa)});
   s.cfg.domains[0].plan = plan;
 
   engine eng{s.cfg, s.make_driver(), 0, s.handlers};
@@ -259,8 +263,9 @@ namespace {
 void add_handled(scenario& s, const std::shared_ptr<sim::domain>& dom, const std::string& handler,
                  std::chrono::microseconds deadline) {
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
-  plan->breakpoints.push_back({{"handled", "main", {}, {}, handler_binding{handler, deadline}, {}},
-                               {dom->code().functions()[0].entry_pa}});
+  plan->breakpoints.push_back(
+    {{"handled", "main", {}, {}, handler_binding{handler, deadline}, {}, {}},
+     breakpoint_target::physical(dom->code().functions()[0].entry_pa)});
   s.cfg.domains[0].plan = plan;
 }
 

@@ -31,7 +31,8 @@ TEST(rate_limits, a_breakpoint_over_its_limit_is_disarmed_for_its_cool_down_and_
   auto plan = std::make_shared<domain_plan>(*s.cfg.domains[0].plan);
   auto pa = dom->code().functions()[0].entry_pa;  // the hottest function
   plan->breakpoints.push_back(
-    {{"limited", "main", {}, {}, {}, rate_limit{max, std::chrono::milliseconds(150)}}, {pa}});
+    {{"limited", "main", {}, {}, {}, rate_limit{max, std::chrono::milliseconds(150)}, {}},
+     breakpoint_target::physical(pa)});
   s.cfg.domains[0].plan = plan;
 
   engine eng{s.cfg, s.make_driver()};

@@ -18,7 +18,7 @@ engine_config::domain_entry entry(std::string pattern, std::vector<std::string> 
   auto plan = std::make_shared<domain_plan>();
   plan->mode = mode;
   for (size_t i = 0; i < bps.size(); ++i)
-    plan->breakpoints.push_back({{bps[i], "main", {}, {}, {}, {}}, {0x100000 + i * 16}});
+    plan->breakpoints.push_back(breakpoint_def::at(bps[i], 0x100000 + i * 16));
   e.plan = plan;
   e.sinks = std::move(sinks);
   return e;

@@ -179,7 +179,8 @@ TEST(xen_e2e, an_access_change_failing_midway_arms_the_applied_prefix_and_hits_s
     if (!monitored.insert(drv::gfn_of(fn.entry_pa)).second)
       continue;
     added.push_back("late" + std::to_string(added.size()));
-    plan->breakpoints.push_back({{added.back(), "main", {"test"}, {}, {}, {}}, {fn.entry_pa}});
+    plan->breakpoints.push_back(
+      {{added.back(), "main", {"test"}, {}, {}, {}, {}}, breakpoint_target::physical(fn.entry_pa)});
   }
   ASSERT_EQ(added.size(), 3u);
   next.domains[0].plan = plan;
