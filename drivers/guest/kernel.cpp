@@ -62,6 +62,32 @@ bool kernel_mode(const registers& r) {
   return (r.cs.sel & 3) == 0;
 }
 
+// When the profile's addresses miss, the running kernel is looked for near its syscall entry
+// (a kernel's text and rodata lie within tens of MiB of it), to say what runs instead.
+constexpr uint64_t search_span = uint64_t{32} << 20;
+
+/// The first "Linux version " banner within search_span of `lstar`, page by page.
+std::optional<std::string> find_banner(reader& mem, uint64_t lstar) {
+  constexpr std::string_view marker = "Linux version ";
+  std::array<std::byte, page_size + 256> window;
+  auto first = (lstar & ~page_mask) - search_span;
+  for (uint64_t va = first; va < first + 2 * search_span; va += page_size) {
+    if (mem.bytes(va, std::span{window}.first(page_size)))
+      continue;  // not mapped: nothing there
+    // With the next page's start, so that a banner across the boundary is seen whole.
+    size_t size =
+      mem.bytes(va + page_size, std::span{window}.subspan(page_size)) ? page_size : window.size();
+    std::string_view text{reinterpret_cast<const char*>(window.data()), size};
+    auto at = text.find(marker);
+    if (at == std::string_view::npos)
+      continue;
+    auto found = mem.text(va + at, 256);
+    if (found)
+      return *found;
+  }
+  return std::nullopt;
+}
+
 caf::error check_linux(reader& mem, const kernel_profile& p, kernel_map& k, uint64_t lstar) {
   auto entry = p.symbol("entry_SYSCALL_64");
   if (!entry)
@@ -74,16 +100,16 @@ caf::error check_linux(reader& mem, const kernel_profile& p, kernel_map& k, uint
                         ": the profile has no linux_banner (with constant_data) to check "
                         "the running kernel against");
   auto found = mem.text(*banner_at + k.slide, p.banner->size());
-  if (!found)
-    return make_error(ec::profile_mismatch, "no banner at linux_banner + slide " + hex(k.slide) +
-                                              " (" + context_of(found.error()) + "): expected " +
-                                              quoted(*p.banner));
-  if (*found != *p.banner)
-    return make_error(ec::profile_mismatch,
-                      "the running kernel is another build: expected banner " + quoted(*p.banner) +
-                        ", found " + quoted(*found));
-  k.identity = *found;
-  return {};
+  if (found && *found == *p.banner) {
+    k.identity = *found;
+    return {};
+  }
+  // Another build: its entry is elsewhere, so its banner is too.
+  auto running = find_banner(mem, lstar);
+  return make_error(
+    ec::profile_mismatch,
+    "the running kernel is another build: expected banner " + quoted(*p.banner) + ", found " +
+      (running ? quoted(*running) : "none within 32 MiB of MSR_LSTAR " + hex(lstar)));
 }
 
 /// The CodeView GUID and age of the PE image at `base`, as "GUID age".
@@ -140,39 +166,50 @@ caf::expected<pdb_identity> codeview_of(reader& mem, uint64_t base) {
                     "the PE image at " + hex(base) + " has no CodeView record");
 }
 
+/// The PDB of the image MSR_LSTAR lies in: the nearest page below it with a PE header and a
+/// CodeView record, within search_span.
+std::optional<pdb_identity> find_image(reader& mem, uint64_t lstar) {
+  auto top = lstar & ~page_mask;
+  for (uint64_t va = top; va + search_span > top; va -= page_size)
+    if (auto mz = mem.value<uint16_t>(va); mz && *mz == 0x5a4d)
+      if (auto found = codeview_of(mem, va))
+        return *found;
+  return std::nullopt;
+}
+
 caf::error check_windows(reader& mem, const kernel_profile& p, kernel_map& k, uint64_t lstar) {
   if (!p.pdb)
     return make_error(ec::kernel_not_found,
                       p.path + ": the profile names no PDB (metadata.windows.pdb)");
-  caf::error last =
-    make_error(ec::kernel_not_found,
-               p.path + ": the profile has neither KiSystemCall64Shadow nor KiSystemCall64");
+  auto id = [](const pdb_identity& x) {
+    return x.database + " " + x.guid + " age " + std::to_string(x.age);
+  };
+  bool any = false;
   // KVA shadow on: MSR_LSTAR is KiSystemCall64Shadow; off: KiSystemCall64.
   for (auto name : {"KiSystemCall64Shadow", "KiSystemCall64"}) {
     auto rva = p.symbol(name);
     if (!rva)
       continue;
+    any = true;
     auto base = lstar - *rva;
-    if (base & page_mask) {
-      last = make_error(ec::profile_mismatch, std::string("MSR_LSTAR − ") + name + " = " +
-                                                hex(base) + " is not page-aligned");
-      continue;
-    }
+    if (base & page_mask)
+      continue;  // an image starts on a page: not this entry
     auto found = codeview_of(mem, base);
-    if (!found) {
-      last = std::move(found.error());
-      continue;
+    if (found && found->guid == p.pdb->guid && found->age == p.pdb->age) {
+      k.image_base = base;
+      k.identity = id(*found);
+      return {};
     }
-    auto id = [](const pdb_identity& x) { return x.guid + " age " + std::to_string(x.age); };
-    if (found->guid != p.pdb->guid || found->age != p.pdb->age)
-      return make_error(ec::profile_mismatch, "the running kernel is another build: expected " +
-                                                p.pdb->database + " " + id(*p.pdb) + ", found " +
-                                                found->database + " " + id(*found));
-    k.image_base = base;
-    k.identity = id(*found);
-    return {};
   }
-  return last;
+  if (!any)
+    return make_error(ec::kernel_not_found,
+                      p.path + ": the profile has neither KiSystemCall64Shadow nor KiSystemCall64");
+  // Another build: its entries are elsewhere; the image around MSR_LSTAR says which it is.
+  auto running = find_image(mem, lstar);
+  return make_error(
+    ec::profile_mismatch,
+    "the running kernel is another build: expected " + id(*p.pdb) + ", found " +
+      (running ? id(*running) : "no PE image within 32 MiB below MSR_LSTAR " + hex(lstar)));
 }
 
 /// The offsets process_at needs; false if the profile lacks one.
@@ -215,16 +252,17 @@ bool resolve_offsets(const kernel_profile& p, process_offsets& o) {
 
 caf::expected<kernel_map> locate_kernel(domain_session& session, const kernel_profile& profile,
                                         uint32_t vcpus) {
+  std::optional<vcpu_id> unset;  // in kernel mode, MSR_LSTAR not set up (a CPU still booting)
   for (vcpu_id v = 0; v < vcpus; ++v) {
     auto regs = session.vcpu_registers(v);
     if (!regs)
       return std::move(regs.error());
     if (!kernel_mode(*regs))
       continue;
-    if (regs->msr_lstar == 0)
-      return make_error(ec::kernel_not_found, "VCPU " + std::to_string(v) +
-                                                " is in kernel mode but MSR_LSTAR is 0: the "
-                                                "kernel has not set up system calls yet");
+    if (regs->msr_lstar == 0) {
+      unset = unset.value_or(v);
+      continue;
+    }
     kernel_map k;
     k.os = profile.os;
     k.cr3 = regs->cr3;
@@ -239,6 +277,11 @@ caf::expected<kernel_map> locate_kernel(domain_session& session, const kernel_pr
     k.reads_processes = resolve_offsets(profile, k.offsets);
     return k;
   }
+  if (unset)
+    return make_error(ec::kernel_not_found, "VCPU " + std::to_string(*unset) +
+                                              " is in kernel mode but MSR_LSTAR is 0 (and no "
+                                              "other VCPU in kernel mode has it): the kernel has "
+                                              "not set up system calls yet");
   return make_error(ec::no_kernel_mode_vcpu, "waiting for a VCPU in kernel mode: all " +
                                                std::to_string(vcpus) + " are in user mode");
 }

@@ -31,7 +31,7 @@ struct kernel_map {
   uint64_t image_base = 0;  ///< Windows: the image's runtime base (symbols are offsets)
   uint64_t cr3 = 0;         ///< of the kernel-mode VCPU it was found through
   vcpu_id vcpu = 0;
-  std::string identity;  ///< the banner or "GUID age" that matched
+  std::string identity;  ///< what matched: the banner, or "ntkrnlmp.pdb GUID age N"
   process_offsets offsets;
   bool reads_processes = false;  ///< the profile has every field process_at needs
 

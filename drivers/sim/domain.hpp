@@ -138,6 +138,13 @@ public:
   caf::error start_events(uint64_t session, request_sink sink);
   caf::error respond(uint64_t session, const drv::response& rsp);
   caf::error read_physical(uint64_t session, uint64_t pa, std::span<std::byte> out);
+  /// Where a fake Xen maps page `gfn` from to share it live (the memory file and the offset),
+  /// if the guest writes it at run time; other pages never change and may be copied.
+  std::optional<std::pair<int, uint64_t>> shared_page(drv::gfn_t gfn) const {
+    if (!memory_.holds(gfn))
+      return std::nullopt;
+    return std::pair{memory_.fd(), memory_.file_offset(gfn)};
+  }
   caf::error pause(uint64_t session);
   caf::error resume(uint64_t session);
 

@@ -4,20 +4,37 @@
 #include "drivers/error.hpp"
 #include "drivers/sim/domain.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <system_error>
 
 namespace vmitap::sim {
 
 namespace pte = drv::pte;
 
 guest_memory::guest_memory(drv::gfn_t first, std::span<const page_image> pages) :
-  first_(first),
-  count_(pages.size()),
-  words_(std::make_unique<std::atomic<uint64_t>[]>(pages.size() * page_words)) {
-  for (size_t p = 0; p < pages.size(); ++p)
+  first_(first), count_(pages.size()) {
+  auto bytes = std::max<size_t>(pages.size(), 1) * drv::page_size;
+  fd_ = ::memfd_create("vmitap-sim-guest", MFD_CLOEXEC);
+  void* p = MAP_FAILED;
+  if (fd_ >= 0 && ::ftruncate(fd_, off_t(bytes)) == 0)
+    p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+  if (p == MAP_FAILED)  // no memory for a guest: as fatal as a failed new
+    throw std::system_error(errno, std::generic_category(), "sim guest memory");
+  words_ = static_cast<std::atomic<uint64_t>*>(p);
+  for (size_t pg = 0; pg < pages.size(); ++pg)
     for (size_t w = 0; w < page_words; ++w)
-      words_[p * page_words + w].store(pages[p][w], std::memory_order_relaxed);
+      words_[pg * page_words + w].store(pages[pg][w], std::memory_order_relaxed);
+}
+
+guest_memory::~guest_memory() {
+  if (words_)
+    ::munmap(words_, std::max<size_t>(count_, 1) * drv::page_size);
+  if (fd_ >= 0)
+    ::close(fd_);
 }
 
 void guest_memory::read(uint64_t pa, std::span<std::byte> out) const {

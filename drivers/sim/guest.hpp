@@ -89,6 +89,8 @@ using page_image = std::array<uint64_t, page_words>;
 /// thread writes its stack and string pages while vmitap's pollers may read any page, and a
 /// reader that took the VCPU's request (release/acquire through the ring) sees every write
 /// made before it. Each page has one writer at a time: its VCPU's thread, under its lock.
+/// The pages live in a memory file, so a fake Xen can map them as Xen maps a guest's: live,
+/// not a copy taken at map time.
 class guest_memory {
   static_assert(std::endian::native == std::endian::little, "the guest is x86");
 
@@ -96,6 +98,13 @@ public:
   guest_memory() = default;
   /// Holds `pages.size()` pages from `first`, with these contents.
   guest_memory(drv::gfn_t first, std::span<const page_image> pages);
+  ~guest_memory();
+  guest_memory(const guest_memory&) = delete;
+  guest_memory& operator=(const guest_memory&) = delete;
+
+  /// The memory file and the offset of `gfn` in it, for a shared mapping (held pages only).
+  int fd() const { return fd_; }
+  uint64_t file_offset(drv::gfn_t gfn) const { return (gfn - first_) * drv::page_size; }
 
   bool holds(drv::gfn_t gfn) const { return gfn - first_ < count_; }
   /// The range must be in held pages.
@@ -115,7 +124,8 @@ private:
 
   drv::gfn_t first_ = 0;
   uint64_t count_ = 0;
-  std::unique_ptr<std::atomic<uint64_t>[]> words_;
+  int fd_ = -1;
+  std::atomic<uint64_t>* words_ = nullptr;  // the file, mapped shared
 };
 
 // User address space of every process (4 KiB pages): a not-present page, then one string

@@ -5,8 +5,11 @@
 // backend. Byte-level mutations of the example follow.
 
 #include "drivers/error.hpp"
+#include "drivers/sim/domain.hpp"
+#include "drivers/sim/kernel.hpp"
 #include "engine/backends.hpp"
 #include "engine/config.hpp"
+#include "tests/support/temp_files.hpp"
 
 #include <gtest/gtest.h>
 
@@ -17,6 +20,16 @@
 using namespace vmitap;
 
 namespace {
+
+/// A real profile for the generated guests (the sim's "g" kernel, Linux), written once.
+const std::string& profile_path() {
+  static const std::string path = [] {
+    sim::domain_config dc;
+    dc.name = "g";
+    return vmitap::testing::write_temp_file("g.isf.json", *sim::kernel_profile_json(dc));
+  }();
+  return path;
+}
 
 class generator {
 public:
@@ -217,6 +230,16 @@ private:
       });
       if (chance(0.3))
         maybe(d, "abi", [&](auto& d, auto k) { d.insert(k, abi()); });
+      // A kernel: os and profile together (or one alone, the other os, a missing file).
+      bool kernel = chance(0.3);
+      if (kernel) {
+        maybe(d, "os", [&](auto& d, auto k) { d.insert(k, wrong() ? word() : "linux"); });
+        maybe(d, "profile", [&](auto& d, auto k) {
+          d.insert(k, wrong() ? (chance(0.5) ? word() : "/nonexistent.json") : profile_path());
+        });
+        if (chance(0.3))
+          maybe(d, "processes", [&](auto& d, auto k) { d.insert(k, globs()); });
+      }
       if (chance(0.3))
         maybe(d, "vcpu_views", [&](auto& d, auto k) {
           toml::table vv;
@@ -228,8 +251,32 @@ private:
         toml::table b;
         maybe(b, "name",
               [&](auto& b, auto k) { b.insert(k, "bp" + std::to_string(wrong() ? below(3) : j)); });
-        maybe(b, "address",
-              [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(0x100000, 0x101000)); });
+        // One target (sometimes none, sometimes two): a symbol, a kernel va, an address.
+        auto target = kernel && !wrong() ? below(3) : wrong() ? below(3) : 2;
+        if (target == 0 || wrong())
+          maybe(b, "symbol", [&](auto& b, auto k) {
+            static const char* names[] = {"do_sys_openat2", "ksys_read", "ksys_raed", "",
+                                          "NtClose"};
+            b.insert(k, names[wrong() ? below(std::size(names)) : below(2)]);
+          });
+        if ((target == 0 && chance(0.3)) || wrong())
+          maybe(b, "offset",
+                [&](auto& b, auto k) { b.insert(k, wrong() ? number() : num(0, 64)); });
+        if (target == 1 || wrong())
+          maybe(b, "va", [&](auto& b, auto k) {
+            static const char* vas[] = {"0xffffffff80100000",  "0x0000900000000000",  "0x", "-1",
+                                        "0xffffffff80100000x", "18446744073709551616"};
+            if (wrong() && chance(0.5))
+              b.insert(k, number());
+            else
+              b.insert(k, vas[wrong() ? below(std::size(vas)) : 0]);
+          });
+        if (target == 2 || wrong())
+          maybe(b, "address", [&](auto& b, auto k) {
+            b.insert(k, wrong() ? number() : num(0x100000, 0x101000));
+          });
+        if (chance(0.15))
+          maybe(b, "processes", [&](auto& b, auto k) { b.insert(k, globs()); });
         if (chance(0.3))
           maybe(b, "view", [&](auto& b, auto k) {
             b.insert(k, two && !wrong() ? "shadow" : wrong() ? word() : "main");
@@ -259,6 +306,19 @@ private:
       out.push_back(d);
     }
     return out;
+  }
+
+  /// Process globs: sometimes empty, sometimes not strings.
+  toml::array globs() {
+    toml::array a;
+    static const char* names[] = {"sshd", "nginx*", "*", "[", ""};
+    for (size_t i = 0, n = wrong() ? below(3) : 1 + below(2); i < n; ++i) {
+      if (wrong() && chance(0.3))
+        a.push_back(number());
+      else
+        a.push_back(names[wrong() ? below(std::size(names)) : below(3)]);
+    }
+    return a;
   }
 
   std::string abi() {
@@ -340,7 +400,7 @@ bool check(const std::string& text, const std::string& name) {
 
 TEST(config_generator, structured_configs_give_a_valid_config_or_positioned_errors) {
   generator gen{20261125};
-  size_t valid = 0, invalid = 0, captured = 0, handled = 0, limited = 0;
+  size_t valid = 0, invalid = 0, captured = 0, handled = 0, limited = 0, by_symbol = 0;
   for (int i = 0; i < 3000; ++i) {
     auto text = gen.config();
     if (!check(text, "gen.toml")) {
@@ -354,6 +414,7 @@ TEST(config_generator, structured_configs_give_a_valid_config_or_positioned_erro
         captured += !bp.options.captures.empty();
         handled += bool(bp.options.handler);
         limited += bp.options.limit.max_per_second > 0;
+        by_symbol += bp.target.by == breakpoint_target::kind::symbol;
       }
   }
   EXPECT_GT(valid, 150u) << "the generator reaches valid configs";
@@ -361,10 +422,11 @@ TEST(config_generator, structured_configs_give_a_valid_config_or_positioned_erro
   EXPECT_GT(captured, 20u) << "and valid breakpoints with captures";
   EXPECT_GT(handled, 10u) << "with handlers";
   EXPECT_GT(limited, 10u) << "with rate limits";
+  EXPECT_GT(by_symbol, 10u) << "and armed by symbol from a profile";
   std::printf(
     "%zu valid (breakpoints: %zu with captures, %zu with handlers, %zu with rate "
-    "limits), %zu invalid\n",
-    valid, captured, handled, limited, invalid);
+    "limits, %zu by symbol), %zu invalid\n",
+    valid, captured, handled, limited, by_symbol, invalid);
 }
 
 TEST(config_generator, byte_mutations_of_the_example_never_crash) {

@@ -3,6 +3,8 @@
 
 #include "engine/config.hpp"
 #include "drivers/error.hpp"
+#include "drivers/sim/domain.hpp"
+#include "drivers/sim/kernel.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_files.hpp"
 
@@ -11,6 +13,7 @@
 #include <unistd.h>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 using namespace vmitap;
 using namespace vmitap::testing;
@@ -514,4 +517,134 @@ TEST(config_validation, a_bom_a_relative_new_directory_and_id_zero_beside_a_name
   EXPECT_EQ(problems("[engine]\ndriver = \"xen\"\n[[domain]]\nid = 0\nsinks = []\n[[domain]]\n"
                      "name = \"web-1\"\nsinks = []\n"),
             "");
+}
+
+// --- kernel profiles and symbol targets ------------------------------------------------------
+
+namespace {
+
+/// A profile of the sim guest `g` (16 MiB, seed 1) in a file beside the test's config.
+std::string sim_profile_file(const std::string& dir, drv::calling_convention abi) {
+  sim::domain_config dc;
+  dc.name = "g";
+  dc.memory_mib = 16;
+  dc.abi = abi;
+  auto json = sim::kernel_profile_json(dc);
+  EXPECT_TRUE(json);
+  std::filesystem::create_directories(process_temp_dir() + "/" + dir);
+  return write_temp_file(dir + (abi == drv::calling_convention::sysv ? "/linux.json" : "/win.json"),
+                         *json);
+}
+
+std::string with_profile(const std::string& path, const std::string& breakpoint) {
+  return std::string(valid_base) + "os = \"linux\"\nprofile = \"" + path +
+         "\"\n\n[[domain.breakpoint]]\nname = \"b\"\n" + breakpoint;
+}
+
+}  // namespace
+
+TEST(config_validation, a_breakpoint_names_exactly_one_target) {
+  auto profile = sim_profile_file("targets", drv::calling_convention::sysv);
+  EXPECT_EQ(problems(with_profile(profile, "symbol = \"ksys_read\"\n")), "");
+  EXPECT_EQ(problems(with_profile(profile, "symbol = \"ksys_read\"\noffset = 4\n")), "");
+  EXPECT_EQ(problems(with_profile(profile, "va = \"0xffffffff80100000\"\n")), "");
+  EXPECT_EQ(problems(with_profile(profile, "address = 0x100000\n")), "");
+  // The line and column of each problem: the breakpoint table at line 13, its keys below.
+  EXPECT_EQ(problems(with_profile(profile, "")),
+            "t.toml:13:1: domain[0].breakpoint[0]: missing a target: symbol (a kernel symbol), "
+            "va (a kernel virtual address) or address (guest physical)");
+  EXPECT_EQ(problems(with_profile(profile, "symbol = \"ksys_read\"\naddress = 0x100000\n")),
+            "t.toml:16:11: domain[0].breakpoint[0].address: a breakpoint names exactly one "
+            "target; this one has symbol and address");
+  EXPECT_EQ(problems(with_profile(profile, "address = 0x100000\noffset = 8\n")),
+            "t.toml:16:10: domain[0].breakpoint[0].offset: only a symbol target has an offset");
+  EXPECT_NE(problems(with_profile(profile, "va = \"0xffff800000000000x\"\n"))
+              .find("t.toml:15:6: domain[0].breakpoint[0].va: \"0xffff800000000000x\" is not an "
+                    "address"),
+            std::string::npos);
+  EXPECT_NE(problems(with_profile(profile, "va = \"0x0000900000000000\"\n"))
+              .find("not a canonical x86-64 address"),
+            std::string::npos);
+}
+
+TEST(config_validation, a_symbol_the_profile_lacks_is_shown_with_the_nearest_names) {
+  auto profile = sim_profile_file("nearest", drv::calling_convention::sysv);
+  auto err = problems(with_profile(profile, "symbol = \"ksys_raed\"\n"));
+  EXPECT_NE(err.find("t.toml:15:10: domain[0].breakpoint[0].symbol: no symbol \"ksys_raed\" in " +
+                     profile + "; nearest: \"ksys_read\""),
+            std::string::npos)
+    << err;
+}
+
+TEST(config_validation, os_and_profile_go_together_and_must_agree) {
+  auto linux_profile = sim_profile_file("os", drv::calling_convention::sysv);
+  auto windows_profile = sim_profile_file("os", drv::calling_convention::ms_x64);
+  auto base = std::string(valid_base);
+  EXPECT_NE(problems(base + "os = \"linux\"\n")
+              .find("t.toml:10:6: domain[0].os: os and profile "
+                    "go together"),
+            std::string::npos);
+  EXPECT_NE(problems(base + "os = \"windows\"\nprofile = \"" + linux_profile + "\"\n")
+              .find("is a linux kernel's profile, the domain says os = \"windows\""),
+            std::string::npos);
+  EXPECT_NE(problems(base + "os = \"bsd\"\nprofile = \"" + windows_profile + "\"\n")
+              .find("domain[0].os: expected \"linux\" or \"windows\", got \"bsd\""),
+            std::string::npos);
+  // A profile that cannot be read is named once, not again at every symbol.
+  auto err = problems(with_profile("/nonexistent/p.json", "symbol = \"x\"\n"));
+  EXPECT_NE(err.find("t.toml:11:11: domain[0].profile: io_failed: open(/nonexistent/p.json)"),
+            std::string::npos)
+    << err;
+  EXPECT_EQ(err.find("symbol"), std::string::npos) << err;
+  // Symbols, virtual addresses and processes filters need the profile.
+  EXPECT_NE(problems(base + "[[domain.breakpoint]]\nname = \"b\"\nsymbol = \"f\"\n")
+              .find("a symbol needs the domain's profile"),
+            std::string::npos);
+  EXPECT_NE(
+    problems(base + "processes = [\"sshd\"]\n").find("domain[0].processes: needs a profile"),
+    std::string::npos);
+}
+
+TEST(config_validation, a_relative_profile_is_the_config_files_directory_s) {
+  auto dir = fresh_temp_dir("relative");
+  sim_profile_file("relative", drv::calling_convention::sysv);
+  auto config =
+    write_temp_file("relative/t.toml", with_profile("linux.json", "symbol = \"ksys_read\"\n"));
+  auto cfg = load_config(config);
+  ASSERT_TRUE(cfg) << render(cfg.error());
+  auto& plan = *cfg->engine.domains[0].plan;
+  ASSERT_TRUE(plan.profile);
+  EXPECT_EQ(plan.profile->path, dir + "/linux.json");
+  EXPECT_EQ(plan.breakpoints[0].target.by, breakpoint_target::kind::symbol);
+  EXPECT_EQ(plan.breakpoints[0].target.symbol, "ksys_read");
+}
+
+// The profiles examples/demo.toml arms from are what `vmitap sim-profile` writes for its
+// guests: committed beside it for `vmitap run`, they must not drift from the sim.
+TEST(config_cli, sim_profile_writes_the_examples_profiles_and_symbols_lists_them) {
+  auto dir = fresh_temp_dir("sim-profile");
+  for (auto name : {"web-1", "db-1"}) {
+    auto out = dir + "/" + name + ".isf.json";
+    auto r = run_vmitap({"sim-profile", "--config", VMITAP_SOURCE_DIR "/examples/demo.toml",
+                         "--domain", name, "--out", out});
+    ASSERT_EQ(r.rc, 0) << r.all();
+    std::ifstream written(out),
+      committed(std::string(VMITAP_SOURCE_DIR "/examples/profiles/") + name + ".isf.json");
+    std::stringstream a, b;
+    a << written.rdbuf();
+    b << committed.rdbuf();
+    EXPECT_EQ(a.str(), b.str()) << name << ": run vmitap sim-profile to refresh examples/profiles";
+  }
+  auto r = run_vmitap({"symbols", "--profile", dir + "/db-1.isf.json", "Nt*File"});
+  EXPECT_EQ(r.rc, 0) << r.all();
+  EXPECT_NE(r.out.find(" NtCreateFile\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" NtReadFile\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("NtClose"), std::string::npos) << "only the glob's names: " << r.out;
+  EXPECT_NE(r.err.find("windows kernel, ISF 6.2.0"), std::string::npos) << r.err;
+  r = run_vmitap({"symbols", "--profile", dir + "/db-1.isf.json", "nothing*"});
+  EXPECT_EQ(r.rc, 1) << "a glob that matches nothing fails: " << r.all();
+  r = run_vmitap(
+    {"sim-profile", "--config", VMITAP_SOURCE_DIR "/examples/demo.toml", "--domain", "nope"});
+  EXPECT_EQ(r.rc, 1) << r.all();
+  EXPECT_NE(r.err.find("no [[sim.domain]] named \"nope\""), std::string::npos) << r.err;
 }

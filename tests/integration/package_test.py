@@ -74,6 +74,8 @@ def check_contents(deb, source_dir):
         "/usr/share/doc/vmitap/README.md",
         "/usr/share/doc/vmitap/copyright", "/usr/share/doc/vmitap/changelog.gz",
         "/usr/share/vmitap/examples/demo.toml", "/usr/share/vmitap/examples/xen-host.toml",
+        "/usr/share/vmitap/examples/profiles/web-1.isf.json",
+        "/usr/share/vmitap/examples/profiles/db-1.isf.json",
     ]
     dashboards = os.path.join(source_dir, "dashboards")
     for dirpath, _, names in os.walk(dashboards):
@@ -83,7 +85,7 @@ def check_contents(deb, source_dir):
     # Grafana's provisioning file points where the package puts the dashboards.
     provisioning = open(os.path.join(dashboards, "provisioning", "dashboards.yaml")).read()
     path = re.search(r"^\s*path:\s*(\S+)", provisioning, re.M)
-    json_files = [p for p in expected if p.endswith(".json")]
+    json_files = [p for p in expected if p.endswith(".json") and "/dashboards/" in p]
     check(path and json_files and all(p.startswith(path.group(1) + "/") for p in json_files),
           f"the provisioning file's path ({path.group(1) if path else None}) holds the installed "
           f"dashboards: {json_files}")
@@ -147,7 +149,7 @@ def check_completion(root):
              'COMP_WORDS=(vmitap check --c); COMP_CWORD=2; _vmitap; echo "${COMPREPLY[*]}"')
     r = run(["bash", "-c", probe])
     lines = r.stdout.splitlines()
-    check(r.returncode == 0 and len(lines) == 3 and "run demo check domains help version" in lines[1]
+    check(r.returncode == 0 and len(lines) == 3 and "run demo check domains symbols sim-profile help version" in lines[1]
           and lines[2] == "--config", f"bash completes commands and options: {lines} {r.stderr.strip()}")
 
 
@@ -343,10 +345,12 @@ def check_default_config(root, tmp):
 def sim_config(root, tmp):
     """The packaged demo.toml, running until stopped, with its metrics and hits in the test's
     own places. Each replacement must match, so that a change to the example shows here."""
-    text = open(os.path.join(root, "usr/share/vmitap/examples/demo.toml")).read()
+    examples = os.path.join(root, "usr/share/vmitap/examples")
+    text = open(os.path.join(examples, "demo.toml")).read()
     hits = os.path.join(tmp, "hits.jsonl")
     for old, new in (('listen = "127.0.0.1:10474"', 'listen = "127.0.0.1:0"'),
                      ('path = "vmitap-hits.jsonl"', f'path = "{hits}"'),
+                     ('profile = "profiles/', f'profile = "{examples}/profiles/'),
                      ("instructions = 3000000", "instructions = 0")):
         if old not in text:
             raise RuntimeError(f"examples/demo.toml has no `{old}` any more: adapt this test")

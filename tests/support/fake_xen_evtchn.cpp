@@ -1,5 +1,5 @@
 // The fake's libxenevtchn (the Linux evtchn driver's mask/pending semantics on an eventfd;
-// a notify runs vm_event_resume) and libxenforeignmemory (pages copied from the sim's memory).
+// a notify runs vm_event_resume) and libxenforeignmemory (the sim's pages mapped live).
 
 #include "tests/support/fake_xen_internal.hpp"
 
@@ -152,6 +152,18 @@ void* fake_xen::impl::fmem_map(xenforeignmemory_handle*, uint32_t domid, int pro
       return ENOMEM;
     auto* bytes = static_cast<std::byte*>(p);
     for (size_t i = 0; i < num; ++i) {
+      // As Xen maps a guest's page: the page itself, so later writes show. Pages the sim
+      // never writes (code, zeros) are copied.
+      if (auto shared = d.dom->shared_page(pfns[i])) {
+        if (::mmap(bytes + i * XC_PAGE_SIZE, XC_PAGE_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_FIXED, shared->first, off_t(shared->second)) == MAP_FAILED) {
+          munmap(p, size);
+          return ENOMEM;
+        }
+        if (errs)
+          errs[i] = 0;
+        continue;
+      }
       auto err =
         d.dom->read_physical(s, pfns[i] * XC_PAGE_SIZE, {bytes + i * XC_PAGE_SIZE, XC_PAGE_SIZE});
       if (errs)

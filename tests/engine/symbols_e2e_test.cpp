@@ -1,0 +1,225 @@
+// Symbols end to end: a Linux- and a Windows-flavoured guest, each booted at its own KASLR
+// slide, armed by symbol from the profile it was built with (what `vmitap sim-profile`
+// writes), on the sim's driver and through the Xen driver on the fake Xen. Every breakpoint's hits
+// equal the guest's executions; every record names the process the guest ran at that call (its
+// ground truth); a processes filter leaves out the other processes' hits and counts them; a profile
+// of another build arms nothing.
+
+#include "drivers/guest/profile.hpp"
+#include "drivers/sim/kernel.hpp"
+#include "tests/support/xen_scenario.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <map>
+#include <set>
+
+using namespace vmitap;
+using namespace vmitap::testing;
+
+namespace {
+
+struct params {
+  drv::calling_convention abi;
+  step_mode mode;
+  bool xen = false;  ///< the Xen driver on the fake Xen (registers from the HVM context)
+};
+
+std::shared_ptr<const drv::kernel_profile> profile_of(const sim::domain_config& dc) {
+  auto json = sim::kernel_profile_json(dc);
+  EXPECT_TRUE(json) << render(json.error());
+  auto p = drv::parse_profile(*json, dc.name + ".isf.json");
+  EXPECT_TRUE(p) << render(p.error());
+  return std::make_shared<const drv::kernel_profile>(std::move(*p));
+}
+
+breakpoint_def by_symbol(std::string name, std::string symbol, uint64_t offset = 0,
+                         std::vector<std::string> processes = {}) {
+  breakpoint_def def;
+  def.options.name = std::move(name);
+  def.options.view = "main";
+  def.options.processes = std::move(processes);
+  def.target.by = breakpoint_target::kind::symbol;
+  def.target.symbol = std::move(symbol);
+  def.target.offset = offset;
+  return def;
+}
+
+sim::domain_config guest(drv::calling_convention abi, uint64_t seed) {
+  sim::domain_config dc;
+  dc.name = abi == drv::calling_convention::sysv ? "linux-guest" : "windows-guest";
+  dc.vcpus = 2;
+  dc.instructions_per_vcpu = 150'000;
+  dc.workload.seed = seed;
+  dc.abi = abi;
+  dc.processes = 4;
+  dc.record_calls = true;
+  return dc;
+}
+
+/// Arms symbols in a guest of `abi`, runs it in `mode`, and checks hits and records.
+void check_symbols(scenario& s, drv::calling_convention abi, step_mode mode) {
+  auto hits_path = s.add_jsonl_sink("symbols");
+  auto dc = guest(abi, 31 + uint64_t(mode));
+  auto dom = *s.hv->create_domain(dc);
+  s.domains.push_back(dom);
+  const auto& kernel = dom->layout().kernel;
+  auto fns = dom->code().functions();
+
+  auto plan = std::make_shared<domain_plan>();
+  plan->mode = mode;
+  plan->profile = profile_of(dc);
+  std::map<std::string, uint64_t> entry_of;  // breakpoint → the sim's own address
+  for (size_t f = 0; f < 4; ++f) {
+    auto name = kernel.function_names[f];
+    plan->breakpoints.push_back(by_symbol(name, name));
+    entry_of[name] = fns[f].entry_pa;
+  }
+  auto body = dom->code().at(fns[0].first + fns[0].count / 2).pa;
+  plan->breakpoints.push_back(by_symbol("body", kernel.function_names[0], body - fns[0].entry_pa));
+  // Only the first two processes' hits of the second function.
+  auto kept = std::vector<std::string>{kernel.processes[0].name, kernel.processes[1].name};
+  plan->breakpoints.push_back(by_symbol("filtered", kernel.function_names[1], 0, kept));
+  engine_config::domain_entry e;
+  e.select.name = dc.name;
+  e.plan = plan;
+  e.sinks = {"hits"};
+  s.cfg.domains.push_back(e);
+
+  auto reports = s.run();
+  ASSERT_TRUE(s.verified(reports)) << "hits (and filtered hits) equal the executions";
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(find_bp(reports[0], "body").pa, body) << "symbol + offset";
+  auto& filtered = find_bp(reports[0], "filtered");
+  EXPECT_GT(filtered.filtered, 0u) << "the other processes ran the function too";
+  EXPECT_GT(filtered.hits, 0u);
+  EXPECT_EQ(reports[0].totals.filtered, filtered.filtered);
+
+  std::map<std::pair<uint32_t, std::string>, std::vector<nlohmann::json>> records;
+  std::ifstream in(hits_path);
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    records[{j["vcpu"].get<uint32_t>(), j["breakpoint"].get<std::string>()}].push_back(j);
+  }
+  uint64_t checked = 0;
+  std::set<uint32_t> pids;
+  for (auto& [name, pa] : entry_of)
+    for (uint32_t vcpu = 0; vcpu < dc.vcpus; ++vcpu) {
+      auto calls = dom->calls(vcpu, pa);
+      auto& recs = records[{vcpu, name}];
+      // A VCPU that halted between setting a call up and fetching its entry leaves one
+      // call without a hit.
+      ASSERT_LE(recs.size(), calls.size()) << name << " vcpu " << vcpu;
+      ASSERT_GE(recs.size() + 1, calls.size()) << name << " vcpu " << vcpu;
+      for (size_t k = 0; k < recs.size(); ++k) {
+        auto& r = recs[k];
+        const auto& p = kernel.processes[calls[k].process];
+        SCOPED_TRACE(name + " vcpu " + std::to_string(vcpu) + " call " + std::to_string(k));
+        EXPECT_EQ(r["pid"], p.pid);
+        EXPECT_EQ(r["tid"], p.tid(vcpu, kernel.os));
+        EXPECT_EQ(r["ppid"], p.ppid);
+        EXPECT_EQ(r["process"], p.name);
+        pids.insert(p.pid);
+        ++checked;
+      }
+    }
+  EXPECT_GT(checked, 100u);
+  EXPECT_GE(pids.size(), 3u) << "the VCPUs switched between processes";
+  uint64_t filtered_records = 0;
+  for (uint32_t vcpu = 0; vcpu < dc.vcpus; ++vcpu)
+    for (auto& r : records[{vcpu, "filtered"}]) {
+      auto process = r["process"].get<std::string>();
+      EXPECT_TRUE(process == kept[0] || process == kept[1]) << process;
+      ++filtered_records;
+    }
+  EXPECT_EQ(filtered_records, filtered.hits) << "every reported hit has its record";
+}
+
+class symbols_e2e : public ::testing::TestWithParam<params> {};
+
+TEST_P(symbols_e2e, hits_by_symbol_are_exact_and_every_record_names_the_process_that_ran) {
+  auto [abi, mode, xen] = GetParam();
+  if (!xen) {
+    scenario s;
+    check_symbols(s, abi, mode);
+    return;
+  }
+  xen_scenario s;
+  check_symbols(s, abi, mode);
+  s.expect_clean();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+  every, symbols_e2e,
+  ::testing::Values(params{drv::calling_convention::sysv, step_mode::fast},
+                    params{drv::calling_convention::sysv, step_mode::classic},
+                    params{drv::calling_convention::sysv, step_mode::emulate},
+                    params{drv::calling_convention::ms_x64, step_mode::fast},
+                    params{drv::calling_convention::ms_x64, step_mode::classic},
+                    params{drv::calling_convention::ms_x64, step_mode::emulate},
+                    params{drv::calling_convention::sysv, step_mode::fast, true},
+                    params{drv::calling_convention::ms_x64, step_mode::classic, true}),
+  [](const auto& info) {
+    return std::string(info.param.abi == drv::calling_convention::sysv ? "linux" : "windows") +
+           "_" + to_string(info.param.mode) + (info.param.xen ? "_xen" : "");
+  });
+
+class symbols_refused : public ::testing::TestWithParam<drv::calling_convention> {};
+
+TEST_P(symbols_refused, a_profile_of_another_build_arms_nothing_and_says_what_it_found) {
+  scenario s;
+  auto dc = guest(GetParam(), 5);
+  dc.record_calls = false;
+  auto dom = *s.hv->create_domain(dc);
+  s.domains.push_back(dom);
+  auto other = dc;
+  other.workload.seed = 6;  // the same kind of kernel, another build
+
+  auto plan = std::make_shared<domain_plan>();
+  plan->profile = profile_of(other);
+  plan->breakpoints.push_back(by_symbol("first", dom->layout().kernel.function_names[0]));
+  engine_config::domain_entry e;
+  e.select.name = dc.name;
+  e.plan = plan;
+  s.cfg.domains.push_back(e);
+
+  auto reports = s.run_until([](engine& eng) {
+    for (auto& r : eng.status())
+      if (!r.error.empty())
+        return true;
+    return false;
+  });
+  ASSERT_EQ(reports.size(), 1u);
+  auto& r = reports[0];
+  EXPECT_FALSE(r.attached);
+  EXPECT_TRUE(r.breakpoints.empty()) << "nothing was armed";
+  EXPECT_NE(r.error.find("another build"), std::string::npos) << r.error;
+  if (GetParam() == drv::calling_convention::sysv) {
+    EXPECT_NE(r.error.find("expected banner"), std::string::npos) << r.error;
+    auto found = dom->layout().kernel.banner;
+    found.pop_back();  // its newline, shown escaped
+    EXPECT_NE(r.error.find("found \"" + found), std::string::npos)
+      << "the banner found is shown: " << r.error;
+  } else {
+    EXPECT_NE(r.error.find(dom->layout().kernel.pdb.guid), std::string::npos)
+      << "the GUID found is shown: " << r.error;
+    EXPECT_NE(r.error.find(plan->profile->pdb->guid), std::string::npos)
+      << "and the one expected: " << r.error;
+  }
+  auto inv = dom->check();
+  EXPECT_TRUE(inv.holds()) << "answered " << inv.requests_answered << " of " << inv.requests_raised
+                           << ", paused " << inv.paused_vcpus << ", pages changed "
+                           << inv.pages_changed;
+  EXPECT_EQ(dom->instructions_retired(), 0u) << "the guest never ran unmonitored";
+}
+
+INSTANTIATE_TEST_SUITE_P(both, symbols_refused,
+                         ::testing::Values(drv::calling_convention::sysv,
+                                           drv::calling_convention::ms_x64),
+                         [](const auto& info) {
+                           return std::string(
+                             info.param == drv::calling_convention::sysv ? "linux" : "windows");
+                         });
+
+}  // namespace
