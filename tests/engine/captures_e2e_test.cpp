@@ -4,9 +4,8 @@
 // mode. The guest reuses its string buffers call after call, so a capture read after the
 // answer would see the next call's string.
 
+#include "tests/support/hit_records.hpp"
 #include "tests/support/scenario.hpp"
-
-#include <nlohmann/json.hpp>
 
 #include <fstream>
 #include <map>
@@ -90,12 +89,7 @@ TEST_P(captures_e2e, every_record_holds_the_arguments_and_strings_the_caller_pas
   ASSERT_TRUE(s.verified(reports));
 
   // The records of each (VCPU, breakpoint), in order, against the calls that VCPU set up.
-  std::map<std::pair<uint32_t, std::string>, std::vector<nlohmann::json>> records;
-  std::ifstream in(hits_path);
-  for (std::string line; std::getline(in, line);) {
-    auto j = nlohmann::json::parse(line);
-    records[{j["vcpu"].get<uint32_t>(), j["breakpoint"].get<std::string>()}].push_back(j);
-  }
+  auto records = read_records(hits_path);
   uint64_t checked = 0, strings = 0, absent = 0;
   for (auto& [name, pa] : entry_of)
     for (uint32_t vcpu = 0; vcpu < dc.vcpus; ++vcpu) {

@@ -7,9 +7,8 @@
 
 #include "drivers/guest/profile.hpp"
 #include "drivers/sim/kernel.hpp"
+#include "tests/support/hit_records.hpp"
 #include "tests/support/xen_scenario.hpp"
-
-#include <nlohmann/json.hpp>
 
 #include <fstream>
 #include <map>
@@ -96,12 +95,7 @@ void check_symbols(scenario& s, drv::calling_convention abi, step_mode mode) {
   EXPECT_GT(filtered.hits, 0u);
   EXPECT_EQ(reports[0].totals.filtered, filtered.filtered);
 
-  std::map<std::pair<uint32_t, std::string>, std::vector<nlohmann::json>> records;
-  std::ifstream in(hits_path);
-  for (std::string line; std::getline(in, line);) {
-    auto j = nlohmann::json::parse(line);
-    records[{j["vcpu"].get<uint32_t>(), j["breakpoint"].get<std::string>()}].push_back(j);
-  }
+  auto records = read_records(hits_path);
   uint64_t checked = 0;
   std::set<uint32_t> pids;
   for (auto& [name, pa] : entry_of)

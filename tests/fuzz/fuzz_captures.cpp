@@ -4,35 +4,14 @@
 // never a crash; strings never exceed their bound and decode to valid UTF-8.
 
 #include "actors/model/captures.hpp"
+#include "tests/fuzz/fuzz_checks.hpp"
 #include "tests/support/memory_session.hpp"
 
 #include <cstdlib>
 #include <cstring>
 
 using namespace vmitap;
-
-namespace {
-
-void require(bool ok) {
-  if (!ok)
-    std::abort();
-}
-
-bool valid_utf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    auto c = uint8_t(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > s.size())
-      return false;
-    for (size_t k = 1; k < n; ++k)
-      if ((uint8_t(s[i + k]) >> 6) != 2)
-        return false;
-    i += n;
-  }
-  return true;
-}
-
-}  // namespace
+using namespace vmitap::fuzz;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Layout: cc, kind, length, then the expression up to a NUL, then registers, then memory.

@@ -5,19 +5,16 @@
 
 #include "actors/hotpath/vcpu_logic.hpp"
 #include "drivers/xen/codec.hpp"
+#include "tests/fuzz/fuzz_checks.hpp"
 
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
 using namespace vmitap;
+using namespace vmitap::fuzz;
 
 namespace {
-
-void require(bool ok) {
-  if (!ok)
-    std::abort();
-}
 
 table_ptr make_table() {
   table_builder b({1, 2});
