@@ -199,8 +199,16 @@ void locate(state_ptr self) {
     return;
   }
   if (!found) {
-    still_attaching(self, make_error(code_of(found.error()), "profile " + profile->path + ": " +
-                                                               context_of(found.error())));
+    auto why = context_of(found.error());
+    if (code_of(found.error()) == ec::no_kernel_mode_vcpu) {
+      auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+        defaults::kernel_mode_wait * st.locate_tries);
+      why = "no VCPU entered kernel mode in " + std::to_string(st.locate_tries) + " looks over " +
+            std::to_string(waited.count()) +
+            " ms (under KPTI a VCPU in user mode does not map the kernel)";
+    }
+    still_attaching(self,
+                    make_error(code_of(found.error()), "profile " + profile->path + ": " + why));
     return;
   }
   st.kernel = std::make_shared<const drv::kernel_map>(std::move(*found));

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <shared_mutex>
 #include <thread>
+#include <utility>
 
 namespace vmitap::sim {
 
@@ -282,6 +283,11 @@ caf::expected<drv::registers> domain::vcpu_registers(uint64_t session, drv::vcpu
     return err;
   auto regs = v.regs;
   regs.rip = layout_.kernel.va_of(program_.at(v.pc).pa);
+  if (user_mode_resumes_ > 0) {  // in_user_mode_until: what a VCPU in user code shows
+    regs.cs.sel = 0x33;
+    regs.ss.sel = 0x2b;
+    regs.shadow_gs = std::exchange(regs.gs_base, 0);
+  }
   return regs;
 }
 
@@ -301,6 +307,8 @@ caf::error domain::resume(uint64_t session) {
     std::unique_lock xl{exec_};
     if (auto err = check_session(session, "resume"))
       return err;
+    if (user_mode_resumes_ > 0)
+      --user_mode_resumes_;
     if (pause_count_ > 0 && --pause_count_ > 0)
       return {};
   }

@@ -186,6 +186,10 @@ public:
   void stall_access_changes(uint32_t calls, std::chrono::nanoseconds stall);
   /// The next `count` answered VCPUs resume only after `delay`.
   void delay_responses(uint32_t count, std::chrono::nanoseconds delay);
+  /// Every VCPU reports user mode (user CS and SS, the kernel's GS base put aside in
+  /// shadow_gs, as after swapgs) until the domain has been resumed `resumes` times: what a
+  /// monitor meets attaching while the guest runs user code under KPTI.
+  void in_user_mode_until(uint32_t resumes);
   /// The domain dies: VCPUs stop, requests are dropped, vm_event ops succeed and do nothing.
   void kill();
 
@@ -347,6 +351,7 @@ private:
   std::atomic<uint32_t> delayed_responses_{0};  // read on every answer: no lock unless set
   std::chrono::nanoseconds response_delay_{0};
   uint32_t stalled_changes_ = 0;
+  std::atomic<uint32_t> user_mode_resumes_{0};
   std::chrono::nanoseconds change_stall_{0};
 };
 

@@ -58,6 +58,10 @@ void domain::inject_malformed(drv::vcpu_id id, malformed_kind kind) {
   deliver(ev);
 }
 
+void domain::in_user_mode_until(uint32_t resumes) {
+  user_mode_resumes_ = resumes;
+}
+
 void domain::kill() {
   hv_.destroy_domain(id_);
 }

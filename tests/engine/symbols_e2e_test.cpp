@@ -217,3 +217,109 @@ INSTANTIATE_TEST_SUITE_P(both, symbols_refused,
                          });
 
 }  // namespace
+
+namespace {
+
+breakpoint_def first_function(const std::shared_ptr<sim::domain>& dom) {
+  auto name = dom->layout().kernel.function_names[0];
+  return by_symbol(name, name);
+}
+
+}  // namespace
+
+// Under KPTI a VCPU in user mode does not map the kernel: the attach lets the domain run
+// between looks until one is in kernel mode, then arms as usual.
+TEST(symbols_attach, waits_for_a_vcpu_in_kernel_mode_then_arms_exactly) {
+  scenario s;
+  auto dc = guest(drv::calling_convention::sysv, 12);
+  dc.record_calls = false;
+  auto dom = *s.hv->create_domain(dc);
+  s.domains.push_back(dom);
+  dom->in_user_mode_until(3);
+  auto plan = std::make_shared<domain_plan>();
+  plan->profile = profile_of(dc);
+  plan->breakpoints.push_back(first_function(dom));
+  engine_config::domain_entry e;
+  e.select.name = dc.name;
+  e.plan = plan;
+  s.cfg.domains.push_back(e);
+  auto reports = s.run();
+  ASSERT_TRUE(s.verified(reports));
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(reports[0].attached);
+  EXPECT_GT(reports[0].totals.hits, 0u);
+}
+
+TEST(symbols_attach, gives_up_when_no_vcpu_enters_kernel_mode_and_arms_nothing) {
+  scenario s;
+  auto dc = guest(drv::calling_convention::ms_x64, 13);
+  dc.record_calls = false;
+  auto dom = *s.hv->create_domain(dc);
+  s.domains.push_back(dom);
+  dom->in_user_mode_until(1'000'000);
+  auto plan = std::make_shared<domain_plan>();
+  plan->profile = profile_of(dc);
+  plan->breakpoints.push_back(first_function(dom));
+  engine_config::domain_entry e;
+  e.select.name = dc.name;
+  e.plan = plan;
+  s.cfg.domains.push_back(e);
+  auto reports = s.run_until([](engine& eng) {
+    for (auto& r : eng.status())
+      if (!r.error.empty())
+        return true;
+    return false;
+  });
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_FALSE(reports[0].attached);
+  EXPECT_TRUE(reports[0].breakpoints.empty());
+  EXPECT_NE(reports[0].error.find("no VCPU entered kernel mode in 250 looks"), std::string::npos)
+    << reports[0].error;
+  EXPECT_TRUE(dom->check().holds());
+  EXPECT_EQ(dom->instructions_retired(), 0u);
+}
+
+// A reload translates the symbols it adds, with the guest running, against the kernel found
+// at attach; what was armed before keeps counting exactly.
+TEST(symbols_attach, a_reload_arms_the_symbols_it_adds) {
+  scenario s;
+  auto dc = guest(drv::calling_convention::sysv, 14);
+  dc.record_calls = false;
+  dc.instructions_per_vcpu = 0;  // runs until stopped
+  auto dom = *s.hv->create_domain(dc);
+  s.domains.push_back(dom);
+  auto plan = std::make_shared<domain_plan>();
+  plan->profile = profile_of(dc);
+  plan->breakpoints.push_back(first_function(dom));
+  engine_config::domain_entry e;
+  e.select.name = dc.name;
+  e.plan = plan;
+  s.cfg.domains.push_back(e);
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  auto hits = [&](const std::string& name) -> uint64_t {
+    for (auto& r : eng.status())
+      for (auto& bp : r.breakpoints)
+        if (bp.name == name)
+          return bp.hits;
+    return 0;
+  };
+  const auto& k = dom->layout().kernel;
+  ASSERT_TRUE(eventually([&] { return hits(k.function_names[0]) > 0; }));
+  auto next = s.cfg;
+  auto plan2 = std::make_shared<domain_plan>(*plan);
+  plan2->breakpoints.push_back(by_symbol("added", k.function_names[2]));
+  next.domains[0].plan = plan2;
+  ASSERT_FALSE(eng.reload(next));
+  EXPECT_TRUE(eventually([&] { return hits("added") > 0; }));
+  auto reports = eng.stop();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_TRUE(reports[0].error.empty()) << reports[0].error;
+  auto& added = find_bp(reports[0], "added");
+  EXPECT_EQ(added.pa, dom->code().functions()[2].entry_pa);
+  EXPECT_TRUE(added.live);
+  auto first = dom->code().functions()[0].entry_pa;
+  EXPECT_EQ(find_bp(reports[0], k.function_names[0]).hits, dom->reached(first, 1))
+    << "armed throughout";
+  EXPECT_TRUE(dom->check().holds());
+}
