@@ -149,8 +149,9 @@ public:
   caf::error resume(uint64_t session);
 
   // --- ground truth and invariants (tests and the demo's verification) ------------------
-  /// How often instruction `pa` retired having been reached in `view`.
+  /// How often instruction `pa` retired having been reached in `view` (by `vcpu`).
   uint64_t executions(uint64_t pa, drv::view_id view);
+  uint64_t executions(drv::vcpu_id vcpu, uint64_t pa, drv::view_id view);
   /// Executions plus VCPUs that reached `pa` in `view` and have not retired it yet (they
   /// trapped there and may be answered already), plus times a monitor moved rip away from
   /// it before it ran: what an exact breakpoint has hit by now.

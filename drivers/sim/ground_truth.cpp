@@ -6,15 +6,19 @@
 namespace vmitap::sim {
 
 uint64_t domain::executions(uint64_t pa, drv::view_id view) {
+  uint64_t sum = 0;
+  for (drv::vcpu_id v = 0; v < vcpus_.size(); ++v)
+    sum += executions(v, pa, view);
+  return sum;
+}
+
+uint64_t domain::executions(drv::vcpu_id vcpu, uint64_t pa, drv::view_id view) {
   auto index = program_.index_of(pa);
-  if (!index || view >= drv::max_views)
+  if (!index || view >= drv::max_views || vcpu >= vcpus_.size())
     return 0;
   std::unique_lock xl{exec_};
-  uint64_t sum = 0;
-  for (auto& v : vcpus_)
-    if (!v->executions[view].empty())
-      sum += v->executions[view][*index];
-  return sum;
+  auto& counts = vcpus_[vcpu]->executions[view];
+  return counts.empty() ? 0 : counts[*index];
 }
 
 uint64_t domain::reached(uint64_t pa, drv::view_id view) {

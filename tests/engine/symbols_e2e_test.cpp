@@ -102,13 +102,15 @@ void check_symbols(scenario& s, drv::calling_convention abi, step_mode mode) {
     for (uint32_t vcpu = 0; vcpu < dc.vcpus; ++vcpu) {
       auto calls = dom->calls(vcpu, pa);
       auto& recs = records[{vcpu, name}];
-      // A VCPU that halted between setting a call up and fetching its entry leaves one
-      // call without a hit.
-      ASSERT_LE(recs.size(), calls.size()) << name << " vcpu " << vcpu;
-      ASSERT_GE(recs.size() + 1, calls.size()) << name << " vcpu " << vcpu;
+      // On Xen the guest runs from the monitor's enable until the attach pauses it: calls
+      // reached in view 0 then were not monitored. A VCPU that halted between setting a
+      // call up and fetching its entry leaves one call without a hit.
+      auto unmonitored = dom->executions(vcpu, pa, 0);
+      ASSERT_LE(unmonitored + recs.size(), calls.size()) << name << " vcpu " << vcpu;
+      ASSERT_GE(unmonitored + recs.size() + 1, calls.size()) << name << " vcpu " << vcpu;
       for (size_t k = 0; k < recs.size(); ++k) {
         auto& r = recs[k];
-        const auto& p = kernel.processes[calls[k].process];
+        const auto& p = kernel.processes[calls[unmonitored + k].process];
         SCOPED_TRACE(name + " vcpu " + std::to_string(vcpu) + " call " + std::to_string(k));
         EXPECT_EQ(r["pid"], p.pid);
         EXPECT_EQ(r["tid"], p.tid(vcpu, kernel.os));
