@@ -217,9 +217,9 @@ std::optional<std::pair<const engine_config::domain_entry*, std::string>> overla
 /// `os` and `profile` go together: the kernel's symbol table and the kind it must be. The
 /// profile is read now, so that `check` reports a bad one and a missing symbol.
 /// A profile ships beside its config: a relative path is the config's directory's.
-std::shared_ptr<const drv::kernel_profile> read_profile(reader& r, const toml::table& d,
-                                                        const std::string& path,
-                                                        const std::string& base_dir) {
+std::shared_ptr<const drv::kernel_profile> read_domain_kernel(reader& r, const toml::table& d,
+                                                              const std::string& path,
+                                                              const std::string& base_dir) {
   auto os_name = r.get_string(d, "os", path, "a string: \"linux\" or \"windows\"");
   auto file = r.get_string(d, "profile", path, "a file path", defaults::max_string_bytes);
   std::optional<drv::kernel_os> os;
@@ -321,7 +321,7 @@ void read_domains(reader& r, const toml::table& root, config& cfg, const handler
         r.error(reader::where(d, "abi"), path + ".abi",
                 "expected \"sysv\" (Linux) or \"ms-x64\" (Windows), got \"" + *a + "\"");
     }
-    plan->profile = read_profile(r, d, path, base_dir);
+    plan->profile = read_domain_kernel(r, d, path, base_dir);
     std::vector<std::string> processes;
     if (d.get("processes")) {
       processes = r.get_strings(d, "processes", path, true);

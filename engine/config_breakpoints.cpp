@@ -1,7 +1,6 @@
 #include "engine/config_breakpoints.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdlib>
 #include <set>
 
@@ -204,31 +203,34 @@ breakpoint_options read_options(reader& r, const toml::table& b, const std::stri
   return o;
 }
 
-/// `va`: a kernel virtual address. TOML's integers are signed 64-bit, so the upper half
-/// (where kernels live) is written as a string, "0xffffffff81234560".
+/// `va`: a kernel virtual address, as a hex string "0xffffffff81234560" (TOML's integers
+/// are signed 64-bit and stop below the upper half, where kernels live).
 std::optional<uint64_t> read_va(reader& r, const toml::table& b, const std::string& bpath) {
   auto* node = b.get("va");
-  uint64_t va = 0;
-  if (auto n = node->value_exact<int64_t>()) {
-    va = uint64_t(*n);
-  } else if (auto s = node->value_exact<std::string>()) {
-    char* end = nullptr;
-    errno = 0;
-    va = std::strtoull(s->c_str(), &end, 0);
-    if (s->empty() || *end != '\0' || errno == ERANGE || s->front() == '-') {
-      r.error(node->source(), bpath + ".va",
-              "\"" + *s + "\" is not an address (\"0xffffffff81234560\")");
-      return std::nullopt;
-    }
-  } else {
+  auto s = node->value_exact<std::string>();
+  if (!s) {
     r.error(node->source(), bpath + ".va",
-            "expected an address: an integer, or a string \"0xffffffff81234560\" (TOML's "
-            "integers stop at 2^63)");
+            "expected a hex string \"0xffffffff81234560\" (TOML's integers stop at 2^63)");
     return std::nullopt;
   }
+  auto digits = std::string_view(*s).substr(std::min<size_t>(2, s->size()));
+  bool hex = s->starts_with("0x") && !digits.empty() && digits.size() <= 16 &&
+             digits.find_first_not_of("0123456789abcdefABCDEF") == std::string_view::npos;
+  if (!hex) {
+    r.error(node->source(), bpath + ".va",
+            "\"" + *s + "\" is not a hex address (\"0xffffffff81234560\")");
+    return std::nullopt;
+  }
+  auto va = std::strtoull(s->c_str(), nullptr, 16);
   if (!drv::canonical(va)) {
     r.error(node->source(), bpath + ".va",
             "not a canonical x86-64 address (bits 63:47 must be all 0 or all 1)");
+    return std::nullopt;
+  }
+  if (!(va >> 63)) {
+    r.error(node->source(), bpath + ".va",
+            "a user address: a breakpoint's va is a kernel one (the upper half), the same in "
+            "every address space");
     return std::nullopt;
   }
   return va;

@@ -208,7 +208,12 @@ caf::result<ok_atom> reload(engine_ptr self, engine_config_ptr next) {
   auto j = join(plan.domains.size(), finish);
   for (auto& a : plan.domains) {
     auto name = st.domains.at(a.id).info.name;
-    switch (a.kind) {
+    auto kind = a.kind;
+    if (kind == reload_plan::domain_action::keep && a.plan && st.domains.at(a.id).unapplied) {
+      spdlog::info("reload: domain {}: arming what the last reload could not", name);
+      kind = reload_plan::domain_action::update;
+    }
+    switch (kind) {
       case reload_plan::domain_action::keep:
         j->report({});
         break;
@@ -222,11 +227,15 @@ caf::result<ok_atom> reload(engine_ptr self, engine_config_ptr next) {
         self
           ->request(st.domains.at(a.id).supervisor, defaults::attach_timeout, update_atom_v, a.plan)
           .then(
-            [j, name](ok_atom) {
+            [self, j, name, id = a.id](ok_atom) {
               spdlog::debug("reload: domain {}: breakpoints armed as asked", name);
+              if (auto i = self->state.domains.find(id); i != self->state.domains.end())
+                i->second.unapplied = false;
               j->report({});
             },
-            [j, name](caf::error& err) {
+            [self, j, name, id = a.id](caf::error& err) {
+              if (auto i = self->state.domains.find(id); i != self->state.domains.end())
+                i->second.unapplied = true;
               spdlog::error("reload: domain {}: {}", name, render(err));
               j->report(make_error(code_of(err) == ec::none ? ec::invalid_argument : code_of(err),
                                    "domain " + name + ": " + context_of(err)));

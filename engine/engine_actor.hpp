@@ -62,6 +62,9 @@ struct engine_state {
     drv::domain_info info;
     bool attached = false;
     teardown_watch_ptr watch;  ///< what its teardown is doing, should it overrun
+    /// The last update left breakpoints unarmed (a symbol whose page was not mapped): the
+    /// next reload sends the plan again, changed or not.
+    bool unapplied = false;
   };
 
   engine_environment env;

@@ -42,11 +42,13 @@ reload_plan diff(const engine_config& before, const engine_config& after,
       a.reason = "its sinks changed";
     } else if (!old_entry->plan->same_shape(*new_entry->plan)) {
       a.kind = reload_plan::domain_action::reattach;
-      a.reason = "its views, step mode or VCPU views changed";
+      a.reason = "its views, step mode, VCPU views or kernel profile changed";
     } else if (old_entry->plan->breakpoints != new_entry->plan->breakpoints) {
       a.kind = reload_plan::domain_action::update;
       a.plan = new_entry->plan;
       a.reason = "its breakpoints changed";
+    } else {
+      a.plan = new_entry->plan;  // kept: the engine may still send it (a failed update)
     }
     out.domains.push_back(std::move(a));
   }

@@ -15,7 +15,7 @@ struct reload_plan {
   struct domain_action {
     enum kind_t : uint8_t { keep, update, detach, reattach } kind = keep;
     drv::domain_id id = 0;
-    plan_ptr plan;       ///< update: the new plan
+    plan_ptr plan;       ///< update: the new plan; keep: the plan, unchanged
     std::string reason;  ///< for the log
   };
   std::vector<domain_action> domains;  ///< one per monitored domain, in the order given

@@ -124,31 +124,31 @@ void start_events(state_ptr self) {
             });
 }
 
-std::string describe_failures(const batch_result& r) {
+/// "name: why; name: why" for breakpoints the registry or the resolver could not arm.
+template <class Result>
+std::string describe_failures(const Result& r) {
   std::string out;
   for (auto& [name, why] : r.failed)
     out += (out.empty() ? "" : "; ") + name + ": " + render(why);
   return out;
 }
 
-/// Resolves `defs` against the domain's kernel; failures are described, by name.
-std::pair<std::vector<breakpoint_def>, std::string> resolve(
-  state_ptr self, const std::vector<breakpoint_def>& defs) {
+/// Resolves `defs` through `kernel` (the one found at attach, or one with a fresh cr3).
+resolution resolve(state_ptr self, const std::vector<breakpoint_def>& defs,
+                   const drv::kernel_map* kernel) {
   auto& st = self->state;
-  auto r = resolve_targets(*st.session, st.cfg.plan->profile.get(), st.kernel.get(), defs);
-  std::string failures;
-  for (auto& [name, why] : r.failed)
-    failures += (failures.empty() ? "" : "; ") + name + ": " + render(why);
-  return {std::move(r.resolved), std::move(failures)};
+  return resolve_targets(*st.session, st.cfg.plan->profile.get(), kernel, defs);
 }
 
 void arm(state_ptr self) {
   auto& st = self->state;
-  auto [defs, unresolved] = resolve(self, st.cfg.plan->breakpoints);
-  if (!unresolved.empty()) {
-    still_attaching(self, make_error(ec::invalid_argument, "breakpoints not armed: " + unresolved));
+  auto r = resolve(self, st.cfg.plan->breakpoints, st.kernel.get());
+  if (!r.failed.empty()) {
+    still_attaching(
+      self, make_error(ec::invalid_argument, "breakpoints not armed: " + describe_failures(r)));
     return;
   }
+  auto defs = std::move(r.resolved);
   std::map<std::string, drv::view_id> ids;
   std::map<drv::view_id, std::string> names;
   for (auto& name : st.cfg.plan->views) {
@@ -229,8 +229,8 @@ void locate(state_ptr self) {
 /// The domain ran while no VCPU was in kernel mode: pause it and look again.
 void relocate(state_ptr self) {
   auto& st = self->state;
-  if (st.now != phase::attaching)
-    return;
+  if (st.now != phase::attaching || !still_attaching(self))
+    return;  // a stop or the domain's death came while it ran
   auto paused = st.session->pause();
   st.cfg.watch->paused(!paused);
   if (still_attaching(self, std::move(paused)))
@@ -321,7 +321,8 @@ caf::result<ok_atom> update(state_ptr self, plan_ptr plan) {
   if (st.now != phase::attached)
     return make_error(ec::shutting_down, "update: the domain is being detached");
   if (!plan->same_shape(*st.cfg.plan))
-    return make_error(ec::invalid_argument, "update: views or step mode differ; re-attach");
+    return make_error(ec::invalid_argument,
+                      "update: views, step mode or kernel profile differ; re-attach");
   auto in = [](const domain_plan& p, const breakpoint_def& bp) {
     return std::find(p.breakpoints.begin(), p.breakpoints.end(), bp) != p.breakpoints.end();
   };
@@ -333,12 +334,40 @@ caf::result<ok_atom> update(state_ptr self, plan_ptr plan) {
   for (auto& bp : plan->breakpoints)
     if (!in(*st.cfg.plan, bp))
       wanted.push_back(bp);
+  // A symbol or virtual address is translated now, with the guest running, through the
+  // tables of a VCPU in kernel mode now (the process found at attach may have exited and
+  // its tables been freed): a page the kernel pages out between the walk and the arming is
+  // not something a reload can prevent.
+  auto kernel = st.kernel;
+  caf::error no_tables;
+  if (kernel && std::any_of(wanted.begin(), wanted.end(), [](auto& d) {
+        return d.target.by != breakpoint_target::kind::physical;
+      })) {
+    auto cr3 = drv::kernel_cr3(*st.session, st.cfg.info.vcpus);
+    if (cr3) {
+      auto fresh = std::make_shared<drv::kernel_map>(*kernel);
+      fresh->cr3 = *cr3;
+      kernel = std::move(fresh);
+    } else {
+      no_tables = std::move(cr3.error());
+    }
+  }
+  auto r = resolve(self, wanted, no_tables ? nullptr : kernel.get());
+  if (no_tables)
+    for (auto& [name, why] : r.failed)
+      why = no_tables;
+  // What could not be armed stays out of the plan: the next reload tries it again.
+  if (!r.failed.empty()) {
+    auto kept = std::make_shared<domain_plan>(*plan);
+    std::erase_if(kept->breakpoints, [&](auto& d) {
+      return std::any_of(r.failed.begin(), r.failed.end(),
+                         [&](auto& f) { return f.first == d.name(); });
+    });
+    plan = std::move(kept);
+  }
   st.cfg.plan = std::move(plan);
-  // A symbol or virtual address is translated now, with the guest running: a page the
-  // kernel pages out between the walk and the arming is not something a reload can prevent.
-  auto resolved = resolve(self, wanted);
-  auto added = std::move(resolved.first);
-  auto unresolved = std::move(resolved.second);
+  auto added = std::move(r.resolved);
+  auto unresolved = describe_failures(r);
   auto names = [](auto&& list) {
     std::string out;
     for (auto& x : list)

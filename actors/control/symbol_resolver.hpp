@@ -2,8 +2,8 @@
 
 // A breakpoint's target, resolved to the guest-physical address the registry arms: a
 // physical one as it is; a symbol through the domain's profile to a kernel virtual address;
-// a virtual address through the kernel's page tables (the cr3 of the VCPU the kernel was
-// found through: the kernel half is the same in every address space).
+// a virtual address through the kernel's page tables (the kernel_map's cr3: a kernel-mode
+// VCPU's, live at the time; the kernel half is the same in every address space).
 
 #include "actors/model/breakpoint.hpp"
 #include "drivers/guest/kernel.hpp"

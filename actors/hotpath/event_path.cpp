@@ -119,7 +119,11 @@ uint64_t event_path::count_hit(const breakpoint_ptr& bp, clock_type::time_point 
 void event_path::hit(const drv::event& ev, const vcpu_logic& before, clock_type::time_point now,
                      std::chrono::system_clock::time_point wall) {
   auto& vc = cfg_.domain->counters().vcpus[ev.vcpu];
-  auto process = process_at(ev);
+  // Read only if a record, a handler or a filter will use it.
+  bool used = !cfg_.sinks.empty() || std::any_of(hits_.begin(), hits_.end(), [&](auto& bp) {
+    return (bp->handler() && cfg_.relay) || !bp->processes().empty();
+  });
+  auto process = used ? process_at(ev) : std::nullopt;
   bool held = false;
   for (auto& bp : hits_) {
     // A process that cannot be read is reported: a filter never loses a hit it cannot judge.

@@ -2,7 +2,9 @@
 
 #include "drivers/error.hpp"
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstring>
 
 namespace vmitap::drv {
@@ -66,12 +68,17 @@ bool kernel_mode(const registers& r) {
 // (a kernel's text and rodata lie within tens of MiB of it), to say what runs instead.
 constexpr uint64_t search_span = uint64_t{32} << 20;
 
-/// The first "Linux version " banner within search_span of `lstar`, page by page.
+/// The first "Linux version " banner within search_span of `lstar`, page by page (the range
+/// clamped to the address space).
 std::optional<std::string> find_banner(reader& mem, uint64_t lstar) {
   constexpr std::string_view marker = "Linux version ";
+  constexpr uint64_t last_page = ~uint64_t{0} & ~page_mask;
   std::array<std::byte, page_size + 256> window;
-  auto first = (lstar & ~page_mask) - search_span;
-  for (uint64_t va = first; va < first + 2 * search_span; va += page_size) {
+  auto top = lstar & ~page_mask;
+  auto lo = top > search_span ? top - search_span : 0;
+  auto hi = top < last_page - search_span ? top + search_span : last_page;
+  for (uint64_t i = 0, pages = (hi - lo) / page_size; i < pages; ++i) {
+    auto va = lo + i * page_size;
     if (mem.bytes(va, std::span{window}.first(page_size)))
       continue;  // not mapped: nothing there
     // With the next page's start, so that a banner across the boundary is seen whole.
@@ -112,7 +119,7 @@ caf::error check_linux(reader& mem, const kernel_profile& p, kernel_map& k, uint
       (running ? quoted(*running) : "none within 32 MiB of MSR_LSTAR " + hex(lstar)));
 }
 
-/// The CodeView GUID and age of the PE image at `base`, as "GUID age".
+/// The PDB identity (CodeView RSDS: GUID, age, name) of the PE image at `base`.
 caf::expected<pdb_identity> codeview_of(reader& mem, uint64_t base) {
   auto mz = mem.value<uint16_t>(base);
   if (!mz)
@@ -167,13 +174,15 @@ caf::expected<pdb_identity> codeview_of(reader& mem, uint64_t base) {
 }
 
 /// The PDB of the image MSR_LSTAR lies in: the nearest page below it with a PE header and a
-/// CodeView record, within search_span.
+/// CodeView record, within search_span (and above 0).
 std::optional<pdb_identity> find_image(reader& mem, uint64_t lstar) {
   auto top = lstar & ~page_mask;
-  for (uint64_t va = top; va + search_span > top; va -= page_size)
+  for (uint64_t i = 0, pages = std::min(top, search_span) / page_size + 1; i < pages; ++i) {
+    auto va = top - i * page_size;
     if (auto mz = mem.value<uint16_t>(va); mz && *mz == 0x5a4d)
       if (auto found = codeview_of(mem, va))
         return *found;
+  }
   return std::nullopt;
 }
 
@@ -183,6 +192,13 @@ caf::error check_windows(reader& mem, const kernel_profile& p, kernel_map& k, ui
                       p.path + ": the profile names no PDB (metadata.windows.pdb)");
   auto id = [](const pdb_identity& x) {
     return x.database + " " + x.guid + " age " + std::to_string(x.age);
+  };
+  // pdbconv writes the GUID in upper case; other tools may not.
+  auto same = [&](const pdb_identity& x) {
+    return x.age == p.pdb->age &&
+           std::equal(
+             x.guid.begin(), x.guid.end(), p.pdb->guid.begin(), p.pdb->guid.end(),
+             [](char a, char b) { return std::toupper(uint8_t(a)) == std::toupper(uint8_t(b)); });
   };
   bool any = false;
   // KVA shadow on: MSR_LSTAR is KiSystemCall64Shadow; off: KiSystemCall64.
@@ -195,7 +211,7 @@ caf::error check_windows(reader& mem, const kernel_profile& p, kernel_map& k, ui
     if (base & page_mask)
       continue;  // an image starts on a page: not this entry
     auto found = codeview_of(mem, base);
-    if (found && found->guid == p.pdb->guid && found->age == p.pdb->age) {
+    if (found && same(*found)) {
       k.image_base = base;
       k.identity = id(*found);
       return {};
@@ -253,10 +269,19 @@ bool resolve_offsets(const kernel_profile& p, process_offsets& o) {
 caf::expected<kernel_map> locate_kernel(domain_session& session, const kernel_profile& profile,
                                         uint32_t vcpus) {
   std::optional<vcpu_id> unset;  // in kernel mode, MSR_LSTAR not set up (a CPU still booting)
+  caf::error unreadable;         // the first VCPU whose registers could not be read
+  uint32_t readable = 0;
+  std::string unmapped;  // VCPUs in kernel mode whose tables do not map the kernel
   for (vcpu_id v = 0; v < vcpus; ++v) {
     auto regs = session.vcpu_registers(v);
-    if (!regs)
-      return std::move(regs.error());
+    if (!regs) {
+      if (domain_gone(regs.error()))
+        return std::move(regs.error());
+      if (!unreadable)  // a VCPU that is down (not brought up, unplugged): try the others
+        unreadable = std::move(regs.error());
+      continue;
+    }
+    ++readable;
     if (!kernel_mode(*regs))
       continue;
     if (regs->msr_lstar == 0) {
@@ -268,6 +293,12 @@ caf::expected<kernel_map> locate_kernel(domain_session& session, const kernel_pr
     k.cr3 = regs->cr3;
     k.vcpu = v;
     page_walker walker{session};
+    // At the syscall entry, before its cr3 switch, a VCPU under KPTI is in kernel mode with
+    // the user's tables, which do not map the kernel: pass it over as one in user mode.
+    if (!walker.translate(regs->cr3, regs->msr_lstar)) {
+      unmapped += (unmapped.empty() ? "" : ", ") + std::to_string(v);
+      continue;
+    }
     reader mem{walker, regs->cr3};
     auto err = profile.os == kernel_os::linux_kernel
                  ? check_linux(mem, profile, k, regs->msr_lstar)
@@ -277,21 +308,43 @@ caf::expected<kernel_map> locate_kernel(domain_session& session, const kernel_pr
     k.reads_processes = resolve_offsets(profile, k.offsets);
     return k;
   }
+  if (!unmapped.empty())  // e.g. at the syscall entry before the cr3 switch: look again later
+    return make_error(ec::no_kernel_mode_vcpu,
+                      "waiting for a VCPU in kernel mode whose page tables map the kernel (VCPUs " +
+                        unmapped + " in kernel mode do not: a user cr3 under KPTI)");
   if (unset)
     return make_error(ec::kernel_not_found, "VCPU " + std::to_string(*unset) +
                                               " is in kernel mode but MSR_LSTAR is 0 (and no "
                                               "other VCPU in kernel mode has it): the kernel has "
                                               "not set up system calls yet");
+  if (readable == 0 && unreadable)
+    return unreadable;  // no VCPU's registers could be read at all
   return make_error(ec::no_kernel_mode_vcpu, "waiting for a VCPU in kernel mode: all " +
                                                std::to_string(vcpus) + " are in user mode");
+}
+
+caf::expected<uint64_t> kernel_cr3(domain_session& session, uint32_t vcpus) {
+  for (vcpu_id v = 0; v < vcpus; ++v) {
+    auto regs = session.vcpu_registers(v);
+    if (!regs && domain_gone(regs.error()))
+      return std::move(regs.error());
+    if (!regs || !kernel_mode(*regs) || regs->msr_lstar == 0)
+      continue;
+    page_walker walker{session};
+    if (walker.translate(regs->cr3, regs->msr_lstar))
+      return regs->cr3;
+  }
+  return make_error(ec::no_kernel_mode_vcpu,
+                    "no VCPU is in kernel mode with tables that map the kernel right now");
 }
 
 caf::expected<process_info> process_at(page_walker& walker, const registers& regs,
                                        const kernel_map& k) {
   const auto& o = k.offsets;
   reader mem{walker, regs.cr3};
-  // In user mode the kernel's GS base is the one swapgs put aside.
-  auto gs = kernel_mode(regs) ? regs.gs_base : regs.shadow_gs;
+  // The kernel's GS base is a kernel address: in user mode, and at the syscall entry before
+  // swapgs, it is the one put aside (a user GS base, the process's own, is never trusted).
+  auto gs = (regs.gs_base >> 63) ? regs.gs_base : regs.shadow_gs;
   process_info out;
   if (k.os == kernel_os::linux_kernel) {
     auto task = mem.value<uint64_t>(gs + o.current_task);

@@ -49,6 +49,10 @@ struct kernel_map {
 caf::expected<kernel_map> locate_kernel(domain_session& session, const kernel_profile& profile,
                                         uint32_t vcpus);
 
+/// The cr3 of a VCPU in kernel mode now whose tables map the kernel (its MSR_LSTAR
+/// translates): what to walk with while the guest runs, long after attach.
+caf::expected<uint64_t> kernel_cr3(domain_session& session, uint32_t vcpus);
+
 /// Who runs on a paused VCPU.
 struct process_info {
   uint32_t pid = 0;   ///< Linux tgid, Windows UniqueProcessId

@@ -28,7 +28,6 @@ constexpr field_ref windows_fields[] = {
   {"_KPRCB", "CurrentThread"},
   {"_KTHREAD", "Process"},
   {"_ETHREAD", "Cid"},
-  {"_CLIENT_ID", "UniqueProcess"},
   {"_CLIENT_ID", "UniqueThread"},
   {"_EPROCESS", "UniqueProcessId"},
   {"_EPROCESS", "ImageFileName"},

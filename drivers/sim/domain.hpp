@@ -43,6 +43,14 @@ struct domain_config {
   bool record_calls = false;  ///< log every call's arguments (memory grows with each call)
 };
 
+/// A guest as `cfg` builds it: its code, its memory and page tables, its kernel.
+struct prepared_guest {
+  program code;
+  guest_image guest;
+};
+/// Fails (ec::invalid_argument) if the workload or the guest's pages do not fit its memory.
+caf::expected<prepared_guest> prepare_guest(const domain_config& cfg);
+
 enum class malformed_kind : uint8_t {
   bad_version,        ///< the VCPU pauses on a request with a wrong interface version
   unknown_reason,     ///< the VCPU pauses on a request with a reason vmitap does not know

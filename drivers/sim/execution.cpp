@@ -10,14 +10,7 @@ namespace vmitap::sim {
 
 using drv::page_access;
 
-namespace {
-
-struct prepared {
-  program code;
-  guest_image guest;
-};
-
-caf::expected<prepared> prepare(const domain_config& cfg) {
+caf::expected<prepared_guest> prepare_guest(const domain_config& cfg) {
   if (cfg.vcpus == 0 || cfg.memory_mib == 0)
     return make_error(ec::invalid_argument, "needs vcpus and memory");
   auto max_gfn = cfg.memory_mib * (1024 * 1024 / drv::page_size) - 1;
@@ -27,19 +20,17 @@ caf::expected<prepared> prepare(const domain_config& cfg) {
   auto guest = build_guest(cfg, *code);
   if (!guest)
     return std::move(guest.error());
-  return prepared{std::move(*code), std::move(*guest)};
+  return prepared_guest{std::move(*code), std::move(*guest)};
 }
 
-}  // namespace
-
 caf::error domain::validate(const domain_config& cfg) {
-  auto made = prepare(cfg);
+  auto made = prepare_guest(cfg);
   return made ? caf::error{} : std::move(made.error());
 }
 
 caf::expected<std::shared_ptr<domain>> domain::make(hypervisor& hv, drv::domain_id id,
                                                     domain_config cfg) {
-  auto made = prepare(cfg);
+  auto made = prepare_guest(cfg);
   if (!made)
     return make_error(ec::invalid_argument,
                       "sim domain " + cfg.name + ": " + context_of(made.error()));

@@ -247,13 +247,11 @@ std::array<uint64_t, drv::page_size / 8> image_page(const sim_kernel& k) {
 }
 
 caf::expected<std::string> kernel_profile_json(const domain_config& cfg) {
-  if (auto err = domain::validate(cfg))
-    return err;
-  auto max_gfn = cfg.memory_mib * (1024 * 1024 / drv::page_size) - 1;
-  auto code = program::generate(cfg.workload, max_gfn);
-  if (!code)
-    return std::move(code.error());
-  auto k = make_kernel(cfg, *code, std::min(cfg.memory_mib << 20, max_linear_bytes));
+  auto built = prepare_guest(cfg);  // a guest that does not fit has no profile either
+  if (!built)
+    return std::move(built.error());
+  const auto& code = built->code;
+  const auto& k = built->guest.layout.kernel;
   bool windows = k.os == drv::kernel_os::windows_kernel;
   using nlohmann::json;
   auto field = [](uint64_t offset, json type) { return json{{"offset", offset}, {"type", type}}; };
@@ -263,7 +261,7 @@ caf::expected<std::string> kernel_profile_json(const domain_config& cfg) {
     return json{{"kind", "array"}, {"count", count}, {"subtype", base("char")}};
   };
   json symbols = json::object();
-  auto fns = code->functions();
+  auto fns = code.functions();
   for (size_t i = 0; i < fns.size(); ++i)
     symbols[k.function_names[i]] = {{"address", k.symbol_value(fns[i].entry_pa)},
                                     {"type", {{"kind", "function"}}}};

@@ -273,6 +273,13 @@ TEST_P(kernel, process_at_every_trapped_instruction_is_the_process_the_sim_runs_
         auto in_user = drv::process_at(walker, user, *found);
         ASSERT_TRUE(in_user) << render(in_user.error());
         EXPECT_EQ(*in_user, expected);
+        // At the syscall entry, in kernel mode before swapgs: GS is still the user's (the
+        // process's own choice, never trusted); the kernel's is the one put aside.
+        auto entry = user;
+        entry.cs.sel = 0x10;
+        auto at_entry = drv::process_at(walker, entry, *found);
+        ASSERT_TRUE(at_entry) << render(at_entry.error());
+        EXPECT_EQ(*at_entry, expected);
         seen[ev.vcpu].insert(p);
         ++events;
         auto rsp = drv::make_response(ev);
@@ -313,8 +320,14 @@ TEST_P(kernel, without_a_kernel_mode_vcpu_or_with_msr_lstar_unset_the_kernel_is_
   EXPECT_EQ(code_of(found.error()), ec::kernel_not_found) << render(found.error());
   EXPECT_THAT(render(found.error()), HasSubstr("VCPU 1"));
 
-  // Asked for more VCPUs than the domain has (all in user mode): the port's error.
+  // A VCPU whose registers cannot be read (down, unplugged) is passed over: the other is in
+  // user mode, so wait for it.
   mem.vcpus = {user};
+  found = drv::locate_kernel(mem, profile, 2);
+  ASSERT_FALSE(found);
+  EXPECT_EQ(code_of(found.error()), ec::no_kernel_mode_vcpu) << render(found.error());
+  // None can be read: the port's error.
+  mem.vcpus.clear();
   found = drv::locate_kernel(mem, profile, 2);
   ASSERT_FALSE(found);
   EXPECT_EQ(code_of(found.error()), ec::no_such_vcpu) << render(found.error());

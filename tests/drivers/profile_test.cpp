@@ -231,10 +231,10 @@ TEST(profile, fields_used_are_the_task_chain_of_each_os) {
             (std::vector<std::string>{"task_struct.pid", "task_struct.tgid", "task_struct.comm",
                                       "task_struct.real_parent", "pcpu_hot.current_task"}));
   EXPECT_EQ(names(kernel_os::windows_kernel),
-            (std::vector<std::string>{
-              "_KPCR.Prcb", "_KPRCB.CurrentThread", "_KTHREAD.Process", "_ETHREAD.Cid",
-              "_CLIENT_ID.UniqueProcess", "_CLIENT_ID.UniqueThread", "_EPROCESS.UniqueProcessId",
-              "_EPROCESS.ImageFileName", "_EPROCESS.InheritedFromUniqueProcessId"}));
+            (std::vector<std::string>{"_KPCR.Prcb", "_KPRCB.CurrentThread", "_KTHREAD.Process",
+                                      "_ETHREAD.Cid", "_CLIENT_ID.UniqueThread",
+                                      "_EPROCESS.UniqueProcessId", "_EPROCESS.ImageFileName",
+                                      "_EPROCESS.InheritedFromUniqueProcessId"}));
 }
 
 TEST(profile, os_names_round_trip) {
@@ -267,14 +267,14 @@ TEST(profile, reads_a_windows_isf_pdb_identity_and_offsets) {
   EXPECT_EQ(p->offset("_KPRCB", "CurrentThread"), 8u);
   EXPECT_EQ(p->offset("_KTHREAD", "Process"), 544u);
   EXPECT_EQ(p->offset("_ETHREAD", "Cid"), 1208u);
-  EXPECT_EQ(p->offset("_CLIENT_ID", "UniqueProcess"), 0u);
+  EXPECT_EQ(p->offset("_CLIENT_ID", "UniqueProcess"), std::nullopt) << "not used: not kept";
   EXPECT_EQ(p->offset("_CLIENT_ID", "UniqueThread"), 8u);
   EXPECT_EQ(p->offset("_EPROCESS", "UniqueProcessId"), 1088u);
   EXPECT_EQ(p->offset("_EPROCESS", "ImageFileName"), 1448u);
   EXPECT_EQ(p->offset("_EPROCESS", "InheritedFromUniqueProcessId"), 1344u);
   EXPECT_EQ(p->offset("_EPROCESS", "Peb"), std::nullopt);
   EXPECT_EQ(p->offset("task_struct", "pid"), std::nullopt);
-  EXPECT_EQ(p->offsets.size(), 9u);
+  EXPECT_EQ(p->offsets.size(), 8u);
 }
 
 TEST(profile, reads_keys_in_any_order_metadata_last) {
@@ -301,7 +301,7 @@ TEST(profile, reads_gz_and_xz_the_same_as_plain) {
   for (auto& bytes : {gzip(windows_isf), xz(windows_isf)}) {
     auto p = parse_profile(bytes, "w");
     ASSERT_TRUE(p) << render(p.error());
-    EXPECT_EQ(p->offsets.size(), 9u);
+    EXPECT_EQ(p->offsets.size(), 8u);
   }
 }
 

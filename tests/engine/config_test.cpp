@@ -559,11 +559,18 @@ TEST(config_validation, a_breakpoint_names_exactly_one_target) {
   EXPECT_EQ(problems(with_profile(profile, "address = 0x100000\noffset = 8\n")),
             "t.toml:16:10: domain[0].breakpoint[0].offset: only a symbol target has an offset");
   EXPECT_NE(problems(with_profile(profile, "va = \"0xffff800000000000x\"\n"))
-              .find("t.toml:15:6: domain[0].breakpoint[0].va: \"0xffff800000000000x\" is not an "
+              .find("t.toml:15:6: domain[0].breakpoint[0].va: \"0xffff800000000000x\" is not a hex "
                     "address"),
             std::string::npos);
   EXPECT_NE(problems(with_profile(profile, "va = \"0x0000900000000000\"\n"))
               .find("not a canonical x86-64 address"),
+            std::string::npos);
+  EXPECT_NE(problems(with_profile(profile, "va = \"0x00007fff00000000\"\n")).find("a user address"),
+            std::string::npos);
+  EXPECT_NE(
+    problems(with_profile(profile, "va = \" 0xffffffff80100000\"\n")).find("not a hex address"),
+    std::string::npos);
+  EXPECT_NE(problems(with_profile(profile, "va = 4096\n")).find("expected a hex string"),
             std::string::npos);
 }
 

@@ -325,3 +325,47 @@ TEST(symbols_attach, a_reload_arms_the_symbols_it_adds) {
     << "armed throughout";
   EXPECT_TRUE(dom->check().holds());
 }
+
+// A reload whose new symbol cannot be translated (its page is not mapped) says which and
+// keeps it out of the plan: the next reload tries it again rather than taking it as armed.
+TEST(symbols_attach, a_reload_retries_what_it_could_not_translate) {
+  scenario s;
+  auto dc = guest(drv::calling_convention::ms_x64, 15);
+  dc.record_calls = false;
+  dc.instructions_per_vcpu = 0;
+  auto dom = *s.hv->create_domain(dc);
+  s.domains.push_back(dom);
+  auto plan = std::make_shared<domain_plan>();
+  plan->profile = profile_of(dc);
+  plan->breakpoints.push_back(first_function(dom));
+  engine_config::domain_entry e;
+  e.select.name = dc.name;
+  e.plan = plan;
+  s.cfg.domains.push_back(e);
+  engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
+  ASSERT_FALSE(eng.start());
+  ASSERT_TRUE(eventually([&] {
+    auto r = eng.status();
+    return !r.empty() && r[0].totals.hits > 0;
+  }));
+  auto next = s.cfg;
+  auto plan2 = std::make_shared<domain_plan>(*plan);
+  breakpoint_def beyond;
+  beyond.options.name = "beyond";
+  beyond.options.view = "main";
+  beyond.target.by = breakpoint_target::kind::virtual_address;
+  // Past the kernel's map of RAM: no table maps it.
+  beyond.target.va = dom->layout().kernel.va_of(dom->layout().linear_bytes) + drv::page_size;
+  plan2->breakpoints.push_back(beyond);
+  next.domains[0].plan = plan2;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto err = eng.reload(next);
+    EXPECT_TRUE(err) << "attempt " << attempt << ": the unmapped va is refused every time";
+    EXPECT_NE(render(err).find("beyond"), std::string::npos) << render(err);
+  }
+  auto reports = eng.stop();
+  ASSERT_EQ(reports.size(), 1u);
+  for (auto& bp : reports[0].breakpoints)
+    EXPECT_NE(bp.name, "beyond");
+  EXPECT_TRUE(dom->check().holds());
+}
