@@ -12,6 +12,7 @@
 
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 
 using namespace vmitap;
@@ -161,24 +162,42 @@ INSTANTIATE_TEST_SUITE_P(
            "_" + to_string(info.param.mode) + (info.param.xen ? "_xen" : "");
   });
 
-class symbols_refused : public ::testing::TestWithParam<drv::calling_convention> {};
+/// One guest monitored with a breakpoint on its first function, by symbol, from the profile
+/// of its own build (or of the build `profile_seed` makes). The plan is the entry's: what a
+/// test adds to it before the run is armed too.
+struct symbol_guest {
+  std::shared_ptr<sim::domain> dom;
+  std::shared_ptr<domain_plan> plan;
+};
 
-TEST_P(symbols_refused, a_profile_of_another_build_arms_nothing_and_says_what_it_found) {
-  scenario s;
-  auto dc = guest(GetParam(), 5);
+symbol_guest add_symbol_guest(scenario& s, drv::calling_convention abi, uint64_t seed,
+                              uint64_t budget, std::optional<uint64_t> profile_seed = {}) {
+  auto dc = guest(abi, seed);
   dc.record_calls = false;
+  dc.instructions_per_vcpu = budget;  // 0: runs until stopped
   auto dom = *s.hv->create_domain(dc);
   s.domains.push_back(dom);
-  auto other = dc;
-  other.workload.seed = 6;  // the same kind of kernel, another build
-
+  auto built = dc;
+  built.workload.seed = profile_seed.value_or(seed);
   auto plan = std::make_shared<domain_plan>();
-  plan->profile = profile_of(other);
-  plan->breakpoints.push_back(by_symbol("first", dom->layout().kernel.function_names[0]));
+  plan->profile = profile_of(built);
+  auto first = dom->layout().kernel.function_names[0];
+  plan->breakpoints.push_back(by_symbol(first, first));
   engine_config::domain_entry e;
   e.select.name = dc.name;
   e.plan = plan;
   s.cfg.domains.push_back(e);
+  return {dom, plan};
+}
+
+class symbols_refused : public ::testing::TestWithParam<drv::calling_convention> {};
+
+TEST_P(symbols_refused, a_profile_of_another_build_arms_nothing_and_says_what_it_found) {
+  scenario s;
+  // The same kind of kernel, another build (seed 6's).
+  auto g = add_symbol_guest(s, GetParam(), 5, 150'000, 6);
+  auto& dom = g.dom;
+  auto& plan = g.plan;
 
   auto reports = s.run_until([](engine& eng) {
     for (auto& r : eng.status())
@@ -220,31 +239,13 @@ INSTANTIATE_TEST_SUITE_P(both, symbols_refused,
 
 }  // namespace
 
-namespace {
-
-breakpoint_def first_function(const std::shared_ptr<sim::domain>& dom) {
-  auto name = dom->layout().kernel.function_names[0];
-  return by_symbol(name, name);
-}
-
-}  // namespace
-
 // Under KPTI a VCPU in user mode does not map the kernel: the attach lets the domain run
 // between looks until one is in kernel mode, then arms as usual.
 TEST(symbols_attach, waits_for_a_vcpu_in_kernel_mode_then_arms_exactly) {
   scenario s;
-  auto dc = guest(drv::calling_convention::sysv, 12);
-  dc.record_calls = false;
-  auto dom = *s.hv->create_domain(dc);
-  s.domains.push_back(dom);
+  auto g = add_symbol_guest(s, drv::calling_convention::sysv, 12, 150'000);
+  auto& dom = g.dom;
   dom->in_user_mode_until(3);
-  auto plan = std::make_shared<domain_plan>();
-  plan->profile = profile_of(dc);
-  plan->breakpoints.push_back(first_function(dom));
-  engine_config::domain_entry e;
-  e.select.name = dc.name;
-  e.plan = plan;
-  s.cfg.domains.push_back(e);
   auto reports = s.run();
   ASSERT_TRUE(s.verified(reports));
   ASSERT_EQ(reports.size(), 1u);
@@ -254,18 +255,9 @@ TEST(symbols_attach, waits_for_a_vcpu_in_kernel_mode_then_arms_exactly) {
 
 TEST(symbols_attach, gives_up_when_no_vcpu_enters_kernel_mode_and_arms_nothing) {
   scenario s;
-  auto dc = guest(drv::calling_convention::ms_x64, 13);
-  dc.record_calls = false;
-  auto dom = *s.hv->create_domain(dc);
-  s.domains.push_back(dom);
+  auto g = add_symbol_guest(s, drv::calling_convention::ms_x64, 13, 150'000);
+  auto& dom = g.dom;
   dom->in_user_mode_until(1'000'000);
-  auto plan = std::make_shared<domain_plan>();
-  plan->profile = profile_of(dc);
-  plan->breakpoints.push_back(first_function(dom));
-  engine_config::domain_entry e;
-  e.select.name = dc.name;
-  e.plan = plan;
-  s.cfg.domains.push_back(e);
   auto reports = s.run_until([](engine& eng) {
     for (auto& r : eng.status())
       if (!r.error.empty())
@@ -285,18 +277,9 @@ TEST(symbols_attach, gives_up_when_no_vcpu_enters_kernel_mode_and_arms_nothing) 
 // at attach; what was armed before keeps counting exactly.
 TEST(symbols_attach, a_reload_arms_the_symbols_it_adds) {
   scenario s;
-  auto dc = guest(drv::calling_convention::sysv, 14);
-  dc.record_calls = false;
-  dc.instructions_per_vcpu = 0;  // runs until stopped
-  auto dom = *s.hv->create_domain(dc);
-  s.domains.push_back(dom);
-  auto plan = std::make_shared<domain_plan>();
-  plan->profile = profile_of(dc);
-  plan->breakpoints.push_back(first_function(dom));
-  engine_config::domain_entry e;
-  e.select.name = dc.name;
-  e.plan = plan;
-  s.cfg.domains.push_back(e);
+  auto g = add_symbol_guest(s, drv::calling_convention::sysv, 14, 0);
+  auto& dom = g.dom;
+  auto& plan = g.plan;
   engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
   ASSERT_FALSE(eng.start());
   auto hits = [&](const std::string& name) -> uint64_t {
@@ -330,18 +313,9 @@ TEST(symbols_attach, a_reload_arms_the_symbols_it_adds) {
 // keeps it out of the plan: the next reload tries it again rather than taking it as armed.
 TEST(symbols_attach, a_reload_retries_what_it_could_not_translate) {
   scenario s;
-  auto dc = guest(drv::calling_convention::ms_x64, 15);
-  dc.record_calls = false;
-  dc.instructions_per_vcpu = 0;
-  auto dom = *s.hv->create_domain(dc);
-  s.domains.push_back(dom);
-  auto plan = std::make_shared<domain_plan>();
-  plan->profile = profile_of(dc);
-  plan->breakpoints.push_back(first_function(dom));
-  engine_config::domain_entry e;
-  e.select.name = dc.name;
-  e.plan = plan;
-  s.cfg.domains.push_back(e);
+  auto g = add_symbol_guest(s, drv::calling_convention::ms_x64, 15, 0);
+  auto& dom = g.dom;
+  auto& plan = g.plan;
   engine eng{s.cfg, std::make_shared<sim::sim_driver>(s.hv)};
   ASSERT_FALSE(eng.start());
   ASSERT_TRUE(eventually([&] {
