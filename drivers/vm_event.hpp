@@ -102,6 +102,9 @@ struct mem_access_info {
   uint64_t gla = 0;     ///< guest linear address of the access (if gla_valid)
   page_access attempted = page_access::none;
   bool gla_valid = false;
+  /// The access was the hardware's own, walking the guest's page tables (setting an
+  /// accessed or dirty bit), on the way to translating `gla`.
+  bool in_page_walk = false;
   bool operator==(const mem_access_info&) const = default;
 };
 

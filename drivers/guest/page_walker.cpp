@@ -53,20 +53,22 @@ translation page_walker::translate(uint64_t cr3, uint64_t va) {
   uint64_t table = pml4_of(cr3);
   for (uint8_t level = 4; level >= 1; --level) {
     uint64_t entry = 0;
-    if (auto f = read_entry(table + 8 * table_index(va, level), entry);
-        f != translation_fault::none)
+    uint64_t entry_pa = table + 8 * table_index(va, level);
+    if (auto f = read_entry(entry_pa, entry); f != translation_fault::none)
       return {0, f, va, level};
     if (!(entry & pte::present))
-      return {0, translation_fault::not_present, va, level};
+      return {0, translation_fault::not_present, va, level, entry_pa};
     // PS in a PDPTE (1 GiB) or PDE (2 MiB) ends the walk; in a PML4E it is reserved.
     if (level <= 3 && level >= 2 && (entry & pte::large)) {
       uint64_t span = uint64_t{1} << (12 + 9 * (level - 1));
       return {(entry & pte::address_mask & ~(span - 1)) | (va & (span - 1)),
-              translation_fault::none, va, level};
+              translation_fault::none, va, level, entry_pa};
     }
     table = entry & pte::address_mask;
+    if (level == 1)
+      return {table | (va & page_mask), translation_fault::none, va, 1, entry_pa};
   }
-  return {table | (va & page_mask), translation_fault::none, va, 1};
+  return {};  // not reached: level 1 returned
 }
 
 translation page_walker::read(uint64_t cr3, uint64_t va, std::span<std::byte> out) {

@@ -26,7 +26,11 @@ struct translation {
   uint64_t pa = 0;
   translation_fault fault = translation_fault::none;
   uint64_t va = 0;    ///< on a fault: the address that could not be read
-  uint8_t level = 0;  ///< not_present: the table level whose entry was clear (4 = PML4)
+  uint8_t level = 0;  ///< not_present: the table level whose entry was clear (4 = PML4);
+                      ///< success: the level that mapped it (1: a 4 KiB page)
+  /// The last table entry the walk read: the one that mapped the page, or the clear one.
+  /// Who watches that entry sees the translation change.
+  uint64_t entry_pa = 0;
   explicit operator bool() const { return fault == translation_fault::none; }
 };
 

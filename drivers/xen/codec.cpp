@@ -131,8 +131,21 @@ void set_registers(vm_event_regs_x86& x, const drv::registers& r) {
   x.gdtr_limit = r.gdtr_limit;
 }
 
-drv::page_access attempted_of(uint32_t flags) {
-  return drv::page_access(flags & MEM_ACCESS_RWX);
+drv::mem_access_info mem_of(const vm_event_mem_access& m) {
+  return {m.gfn,
+          m.offset,
+          m.gla,
+          drv::page_access(m.flags & MEM_ACCESS_RWX),
+          (m.flags & MEM_ACCESS_GLA_VALID) != 0,
+          (m.flags & MEM_ACCESS_FAULT_IN_GPT) != 0};
+}
+
+void set_mem(vm_event_mem_access& out, const drv::mem_access_info& m) {
+  out.gfn = m.gfn;
+  out.offset = m.offset;
+  out.gla = m.gla;
+  out.flags = uint32_t(m.attempted) | (m.gla_valid ? MEM_ACCESS_GLA_VALID : 0) |
+              (m.in_page_walk ? MEM_ACCESS_FAULT_IN_GPT : 0);
 }
 
 }  // namespace
@@ -146,7 +159,7 @@ drv::event from_request(const vm_event_request_t& req) {
   ev.view = (req.flags & VM_EVENT_FLAG_ALTERNATE_P2M) ? req.altp2m_idx : 0;
   if (req.reason == VM_EVENT_REASON_MEM_ACCESS) {
     auto& m = req.u.mem_access;
-    ev.mem = {m.gfn, m.offset, m.gla, attempted_of(m.flags), (m.flags & MEM_ACCESS_GLA_VALID) != 0};
+    ev.mem = mem_of(m);
   } else if (req.reason == VM_EVENT_REASON_SINGLESTEP) {
     ev.mem.gfn = req.u.singlestep.gfn;
   }
@@ -163,11 +176,7 @@ void to_response(const drv::response& rsp, vm_event_response_t& out) {
   if (rsp.flags & VM_EVENT_FLAG_ALTERNATE_P2M)
     out.altp2m_idx = rsp.view;
   // The echo EMULATE needs; for a singlestep request the gfn Xen sent.
-  out.u.mem_access.gfn = rsp.mem.gfn;
-  out.u.mem_access.offset = rsp.mem.offset;
-  out.u.mem_access.gla = rsp.mem.gla;
-  out.u.mem_access.flags =
-    uint32_t(rsp.mem.attempted) | (rsp.mem.gla_valid ? MEM_ACCESS_GLA_VALID : 0);
+  set_mem(out.u.mem_access, rsp.mem);
   if ((rsp.flags & VM_EVENT_FLAG_FAST_SINGLESTEP) &&
       !(rsp.flags & VM_EVENT_FLAG_TOGGLE_SINGLESTEP)) {
     out.flags &= ~uint32_t(VM_EVENT_FLAG_EMULATE);  // never both: p2midx overlays the echo
@@ -186,11 +195,7 @@ void to_request(const drv::event& ev, vm_event_request_t& out) {
   if (ev.reason == drv::event_reason::singlestep) {
     out.u.singlestep.gfn = ev.mem.gfn;
   } else {
-    out.u.mem_access.gfn = ev.mem.gfn;
-    out.u.mem_access.offset = ev.mem.offset;
-    out.u.mem_access.gla = ev.mem.gla;
-    out.u.mem_access.flags =
-      uint32_t(ev.mem.attempted) | (ev.mem.gla_valid ? MEM_ACCESS_GLA_VALID : 0);
+    set_mem(out.u.mem_access, ev.mem);
   }
   set_registers(out.data.regs.x86, ev.regs);
 }
@@ -205,7 +210,7 @@ drv::response from_response(const vm_event_response_t& rsp) {
   if (rsp.flags & VM_EVENT_FLAG_FAST_SINGLESTEP)
     out.fast_return_view = rsp.u.fast_singlestep.p2midx;
   auto& m = rsp.u.mem_access;
-  out.mem = {m.gfn, m.offset, m.gla, attempted_of(m.flags), (m.flags & MEM_ACCESS_GLA_VALID) != 0};
+  out.mem = mem_of(m);
   out.regs = registers_of(rsp.data.regs.x86);
   return out;
 }
