@@ -186,8 +186,25 @@ void collect_breakpoints(family_list& out, const domain_list& domains) {
     out.add("vmitap_breakpoints", "Breakpoints armed, by view.", T::Gauge, {"domain", "view"});
   auto& pages = out.add("vmitap_monitored_pages", "Pages with Execute removed, by view.", T::Gauge,
                         {"domain", "view"});
+  auto& pending = out.add("vmitap_pending_breakpoints",
+                          "Breakpoints on a symbol or virtual address whose page is not mapped "
+                          "now: armed when it is.",
+                          T::Gauge, {"domain"});
+  auto& tables = out.add("vmitap_watched_page_tables",
+                         "Page-table pages write-protected to follow where virtual breakpoints "
+                         "are.",
+                         T::Gauge, {"domain"});
+  auto& table_events = out.add("vmitap_page_table_events_total",
+                               "Traps on watched page tables: the guest's writes (each walked "
+                               "again) and the hardware's accessed/dirty updates.",
+                               T::Counter, {"domain", "kind"});
   for (auto& d : domains) {
     const auto& name = d->info().name;
+    auto& c = d->counters();
+    pending.add({name}, c.pending.load(std::memory_order_relaxed));
+    tables.add({name}, c.watched_tables.load(std::memory_order_relaxed));
+    table_events.add({name, "write"}, double(c.table_writes.get()));
+    table_events.add({name, "accessed_dirty"}, double(c.table_bits.get()));
     auto identity = d->identity();
     auto table = d->table().load();
     for (auto view : table->views) {
@@ -203,8 +220,8 @@ void collect_breakpoints(family_list& out, const domain_list& domains) {
     table->for_each(series);
     // The registry lists a suppressed breakpoint before it leaves the table and after it is
     // back: never missing, and skipped here while it is in both.
-    for (auto& bp : d->suppressed()) {
-      auto entries = table->find(bp->view, drv::gfn_of(bp->pa));
+    for (auto& bp : d->out_of_table()) {
+      auto entries = table->find(bp->view, drv::gfn_of(bp->pa()));
       if (std::none_of(entries.begin(), entries.end(), [&](auto& e) { return e.bp == bp; }))
         series(bp);
     }

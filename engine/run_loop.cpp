@@ -118,7 +118,7 @@ void print_summary(const std::vector<domain_report>& reports) {
                    note);
     };
     for (auto& bp : r.breakpoints)
-      row(bp, "");
+      row(bp, bp.pending ? "  pending: its page is not mapped" : "");
     for (auto& bp : r.removed)
       row(bp, "  removed by a reload");
   }
@@ -134,11 +134,15 @@ void log_breakpoints(engine& eng) {
     auto add = [&](const breakpoint_count& bp, const char* note) {
       list += (list.empty() ? "" : ", ") + bp.name + " " + std::to_string(bp.hits) + note;
     };
-    for (auto& bp : r.breakpoints)
-      add(bp, "");
+    size_t pending = 0;
+    for (auto& bp : r.breakpoints) {
+      add(bp, bp.pending ? " (pending)" : "");
+      pending += bp.pending;
+    }
     for (auto& bp : r.removed)
       add(bp, " (removed by a reload)");
-    spdlog::info("status: domain {} ({}): {} hits: {}", r.name, r.id, r.totals.hits,
+    spdlog::info("status: domain {} ({}): {} armed, {} pending, {} hits: {}", r.name, r.id,
+                 r.breakpoints.size() - pending, pending, r.totals.hits,
                  list.empty() ? "no breakpoints" : list);
   }
 }

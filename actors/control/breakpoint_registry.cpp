@@ -3,6 +3,8 @@
 #include "drivers/defaults.hpp"
 #include "drivers/error.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 
 namespace vmitap {
@@ -11,6 +13,11 @@ namespace {
 
 using state_ptr = breakpoint_registry_impl::stateful_pointer<breakpoint_registry_state>;
 using state = breakpoint_registry_state;
+using drv::page_access;
+
+bool denies(page_access denied, page_access right) {
+  return allows(denied, right);
+}
 
 void finish(state::pending& req) {
   std::visit(
@@ -18,6 +25,8 @@ void finish(state::pending& req) {
       using promise = std::decay_t<decltype(rp)>;
       if constexpr (std::is_same_v<promise, caf::typed_response_promise<batch_result>>) {
         rp.deliver(std::move(req.result));
+      } else if constexpr (std::is_same_v<promise, std::function<void()>>) {
+        rp();
       } else if (req.first_error) {
         rp.deliver(req.first_error);
       } else {
@@ -37,16 +46,36 @@ void publish(state& st) {
     st.cfg.domain->table().publish(st.builder->build());
 }
 
-void publish_suppressed(state& st) {
+/// What the exporter lists beside the table: suppressed and pending breakpoints, and the
+/// counts of virtual ones.
+void publish_out_of_table(state& st) {
   std::vector<breakpoint_ptr> bps;
   for (auto& [raw, bp] : st.suppressed)
     bps.push_back(bp);
-  st.cfg.domain->publish_suppressed(std::move(bps));
+  uint32_t pending = 0;
+  for (auto& [raw, v] : st.virtuals)
+    if (v.bp->pending()) {
+      ++pending;
+      if (!st.suppressed.contains(raw))
+        bps.push_back(v.bp);
+    }
+  st.cfg.domain->publish_out_of_table(std::move(bps));
+  auto& c = st.cfg.domain->counters();
+  c.pending.store(pending, std::memory_order_relaxed);
+  c.watched_tables.store(uint32_t(st.watches.size()), std::memory_order_relaxed);
 }
 
-/// The page should be monitored: it has breakpoints.
-bool wanted(const state& st, const state::page& p) {
-  return !st.builder->find(p.view, p.gfn).empty();
+/// The rights the page should lack: Execute while it has breakpoints, Write while it is a
+/// watched page table.
+page_access wanted(const state& st, const state::page& p) {
+  auto deny = st.builder->find(p.view, p.gfn).empty() ? page_access::none : page_access::x;
+  if (st.watches.contains(p.gfn))
+    deny = deny | page_access::w;
+  return deny;
+}
+
+bool armed(const state::page& p) {
+  return denies(p.denied, page_access::x);
 }
 
 void forget(state& st, const breakpoint* bp) {
@@ -67,17 +96,18 @@ tag_list intern(state& st, const std::vector<std::string>& tags) {
 /// Answers the waiters a page's state satisfies; `err` is why its last change failed.
 void resolve_waiters(state& st, state::page& p, const caf::error& err) {
   std::vector<state::waiter> keep;
+  auto want = wanted(st, p);
   for (auto& w : p.waiters) {
     bool settled = false;
     switch (w.kind) {
       case state::wait_kind::add:
-        if (p.monitored || (!p.in_flight && (err || !wanted(st, p)))) {
+        if (armed(p) || (!p.in_flight && (err || !denies(want, page_access::x)))) {
           settled = true;
           for (auto& bp : w.added) {
             if (!st.builder->contains(bp.get())) {
               w.request->result.failed.emplace_back(
                 bp->name, make_error(ec::breakpoint_not_found, "removed before it was armed"));
-            } else if (p.monitored) {
+            } else if (armed(p)) {
               ++w.request->result.ok;
             } else {
               w.request->result.failed.emplace_back(bp->name, err);
@@ -89,7 +119,8 @@ void resolve_waiters(state& st, state::page& p, const caf::error& err) {
         break;
       case state::wait_kind::remove:
       case state::wait_kind::clear:
-        if (!p.monitored || wanted(st, p)) {
+        if ((!armed(p) || denies(want, page_access::x)) &&
+            (w.kind == state::wait_kind::remove || p.denied == want)) {
           settled = true;  // restored, or wanted again by a newer add: removal done
         } else if (!p.in_flight && err) {
           settled = true;
@@ -105,6 +136,20 @@ void resolve_waiters(state& st, state::page& p, const caf::error& err) {
                                              " could not be restored: " + context_of(err));
         }
         break;
+      case state::wait_kind::settle:
+        if (!p.in_flight && (p.denied == want || err || p.failed)) {
+          settled = true;
+          for (auto& bp : w.added) {
+            if (!err && !p.failed) {
+              ++w.request->result.ok;
+            } else {
+              w.request->result.failed.emplace_back(
+                bp->name, err ? err : make_error(ec::invalid_argument, "watching its page table"));
+              w.request->result.domain_gone |= domain_gone(err);
+            }
+          }
+        }
+        break;
     }
     if (settled)
       page_settled(*w.request);
@@ -117,7 +162,8 @@ void resolve_waiters(state& st, state::page& p, const caf::error& err) {
 /// A page no longer monitored, wanted or waited on needs no state.
 void drop_if_idle(state& st, std::unordered_map<uint64_t, state::page>::iterator it) {
   auto& p = it->second;
-  if (!p.monitored && !p.in_flight && p.waiters.empty() && !wanted(st, p))
+  if (p.denied == page_access::none && !p.in_flight && p.waiters.empty() &&
+      wanted(st, p) == page_access::none)
     st.pages.erase(it);
 }
 
@@ -134,7 +180,7 @@ void on_results(state_ptr self, std::vector<uint64_t> keys, const change_results
     p.in_flight = false;
     const auto& err = results[i];
     if (!err)
-      p.monitored = !p.monitored;  // each change flips the confirmed state
+      p.denied = p.sent;
     p.failed = bool(err);
     resolve_waiters(st, p, err);
     if (!p.failed)
@@ -156,14 +202,15 @@ void send_batch(state_ptr self) {
     if (it == st.pages.end())
       continue;
     auto& p = it->second;
-    bool want = wanted(st, p);
-    if (p.in_flight || p.failed || want == p.monitored) {
+    auto want = wanted(st, p);
+    if (p.in_flight || p.failed || want == p.denied) {
       if (!p.in_flight)
         resolve_waiters(st, p, {});
       drop_if_idle(st, it);
       continue;
     }
     p.in_flight = true;
+    p.sent = want;
     changes.push_back({p.view, p.gfn, want});
     keys.push_back(key);
   }
@@ -189,6 +236,45 @@ state::page& touch(state& st, drv::view_id view, drv::gfn_t gfn) {
   return p;
 }
 
+/// Touches page table `gfn` in every view; `req` (if any) waits until each has settled,
+/// for the pending breakpoints in `pending_bps`.
+void touch_table(state& st, drv::gfn_t gfn, const std::shared_ptr<state::pending>& req,
+                 const std::vector<breakpoint_ptr>& pending_bps) {
+  bool first = true;
+  for (auto& [name, view] : st.cfg.views) {
+    auto& p = touch(st, view, gfn);
+    if (!req)
+      continue;
+    ++req->pages_left;
+    // One view's waiter speaks for the breakpoints; the others only hold the request.
+    p.waiters.push_back(
+      {req, state::wait_kind::settle, first ? pending_bps : std::vector<breakpoint_ptr>{}});
+    first = false;
+  }
+}
+
+/// Counts a watch of page table `gfn`; true if it is new (its pages must be touched).
+bool watch(state& st, drv::gfn_t gfn) {
+  return ++st.watches[gfn] == 1;
+}
+
+/// Drops a watch of `gfn`; true if it was the last (its pages must be touched).
+bool unwatch(state& st, drv::gfn_t gfn) {
+  auto it = st.watches.find(gfn);
+  if (it == st.watches.end() || --it->second > 0)
+    return false;
+  st.watches.erase(it);
+  return true;
+}
+
+void publish_watches(state& st) {
+  std::vector<drv::gfn_t> gfns;
+  gfns.reserve(st.watches.size());
+  for (auto& [gfn, count] : st.watches)
+    gfns.push_back(gfn);
+  st.builder->watch(std::move(gfns));
+}
+
 /// The view `def` is armed in, or why it cannot be armed.
 caf::expected<drv::view_id> validate(const state& st, const breakpoint_def& def) {
   auto view = st.cfg.views.find(def.options.view);
@@ -201,12 +287,39 @@ caf::expected<drv::view_id> validate(const state& st, const breakpoint_def& def)
   return view->second;
 }
 
+/// Where a virtual target is now, or why it cannot be placed.
+virtual_place place(state& st, drv::page_walker& walker, uint64_t va) {
+  if (!st.cfg.session || st.cr3 == 0) {
+    virtual_place at;
+    at.error = make_error(ec::kernel_not_found, "no kernel page tables to walk");
+    return at;
+  }
+  auto at = place_virtual(walker, st.cr3, va);
+  if (!at.error && drv::gfn_of(at.pa) > st.cfg.max_gfn)
+    at.error = make_error(ec::gfn_out_of_range, "mapped beyond guest memory");
+  return at;
+}
+
 caf::result<batch_result> add(state_ptr self, const std::vector<breakpoint_def>& defs,
                               armed_by when) {
   auto& st = self->state;
   auto req = std::make_shared<state::pending>();
   std::map<uint64_t, std::vector<breakpoint_ptr>> per_page;
-  for (auto& def : defs) {
+  std::map<drv::gfn_t, std::vector<breakpoint_ptr>> per_table;  // newly watched tables
+  std::unique_ptr<drv::page_walker> walker;  // one pause of a walk's cache: this message
+  for (auto def : defs) {
+    virtual_place at;
+    bool walked = def.target.by != breakpoint_target::kind::physical;
+    if (walked) {
+      if (!walker && st.cfg.session)
+        walker = std::make_unique<drv::page_walker>(*st.cfg.session);
+      at = place(st, *walker, def.target.va);
+      if (at.error) {
+        req->result.failed.emplace_back(def.name(), std::move(at.error));
+        continue;
+      }
+      def.target.pa = at.pa;
+    }
     auto view = validate(st, def);
     if (!view) {
       req->result.failed.emplace_back(def.name(), view.error());
@@ -214,18 +327,35 @@ caf::result<batch_result> add(state_ptr self, const std::vector<breakpoint_def>&
     }
     auto bp = make_breakpoint(def, *view, when, intern(st, def.options.tags));
     st.by_name.insert(bp.get());
+    if (walked) {
+      st.virtuals[bp.get()] = {bp, def.target.va, at};
+      bool fresh = at.watched && watch(st, at.table);
+      if (at.pa == 0) {
+        // Pending: added once its page table is watched, so a mapping cannot slip by.
+        if (fresh || st.watches.contains(at.table))
+          per_table[at.table].push_back(bp);
+        continue;
+      }
+      if (fresh)
+        per_table[at.table];
+    }
     st.builder->add(bp);
-    per_page[page_key(bp->view, drv::gfn_of(bp->pa))].push_back(std::move(bp));
+    per_page[page_key(bp->view, drv::gfn_of(bp->pa()))].push_back(std::move(bp));
   }
+  if (!per_table.empty())
+    publish_watches(st);
+  for (auto& [gfn, bps] : per_table)
+    touch_table(st, gfn, req, bps);
   for (auto& [key, bps] : per_page) {
-    auto& p = touch(st, bps.front()->view, drv::gfn_of(bps.front()->pa));
-    if (p.monitored && !p.in_flight) {
+    auto& p = touch(st, bps.front()->view, drv::gfn_of(bps.front()->pa()));
+    if (armed(p) && !p.in_flight) {
       req->result.ok += bps.size();  // armed the moment the table is published
       continue;
     }
     ++req->pages_left;
     p.waiters.push_back({req, state::wait_kind::add, std::move(bps)});
   }
+  publish_out_of_table(st);
   bool delegated = req->pages_left > 0;  // answered when its pages settle
   if (delegated)
     req->promise = self->make_response_promise<batch_result>();
@@ -233,6 +363,18 @@ caf::result<batch_result> add(state_ptr self, const std::vector<breakpoint_def>&
   if (!delegated)
     return std::move(req->result);
   return std::get<caf::typed_response_promise<batch_result>>(req->promise);
+}
+
+/// Stops following a virtual breakpoint (removed, or the registry cleared).
+void drop_virtual(state& st, const breakpoint* bp) {
+  auto v = st.virtuals.find(bp);
+  if (v == st.virtuals.end())
+    return;
+  if (v->second.at.watched && unwatch(st, v->second.at.table)) {
+    publish_watches(st);
+    touch_table(st, v->second.at.table, nullptr, {});
+  }
+  st.virtuals.erase(v);
 }
 
 caf::result<batch_result> remove(state_ptr self, const std::vector<std::string>& names) {
@@ -245,29 +387,40 @@ caf::result<batch_result> remove(state_ptr self, const std::vector<std::string>&
       req->result.failed.emplace_back(name, make_error(ec::breakpoint_not_found));
       continue;
     }
+    breakpoint_ptr hold;  // a pending one lives in `virtuals` only
+    if (auto v = st.virtuals.find(bp); v != st.virtuals.end())
+      hold = v->second.bp;
+    drop_virtual(st, bp);
     if (auto s = st.suppressed.find(bp); s != st.suppressed.end()) {
       req->result.removed.push_back(count_of(*s->second));
       st.by_name.erase(bp);  // out of the table already, its page settled without it
       st.suppressed.erase(s);
-      publish_suppressed(st);
+      publish_out_of_table(st);
+      ++req->result.ok;
+      continue;
+    }
+    if (bp->pending()) {
+      req->result.removed.push_back(count_of(*bp));
+      st.by_name.erase(bp);  // in no table: nothing to restore
       ++req->result.ok;
       continue;
     }
     auto view = bp->view;
-    auto gfn = drv::gfn_of(bp->pa);
+    auto gfn = drv::gfn_of(bp->pa());
     for (auto& e : st.builder->find(view, gfn))
       if (e.bp.get() == bp)
         req->result.removed.push_back(count_of(*e.bp));  // the report keeps its hits
     forget(st, bp);  // from the next table on, its events are stale
     auto& p = touch(st, view, gfn);
     ++req->result.ok;
-    if (!wanted(st, p) && (p.monitored || p.in_flight))
+    if (!denies(wanted(st, p), page_access::x) && (armed(p) || p.in_flight))
       emptied.insert(page_key(p.view, p.gfn));
   }
   for (auto key : emptied) {
     ++req->pages_left;
     st.pages[key].waiters.push_back({req, state::wait_kind::remove, {}});
   }
+  publish_out_of_table(st);
   bool delegated = req->pages_left > 0;  // answered when its pages settle
   if (delegated)
     req->promise = self->make_response_promise<batch_result>();
@@ -283,12 +436,15 @@ caf::result<ok_atom> clear(state_ptr self) {
   st.by_name.clear();
   st.builder->clear();
   st.suppressed.clear();  // their cool-downs end in nothing
-  publish_suppressed(st);
+  st.virtuals.clear();
+  st.watches.clear();
+  publish_watches(st);
+  publish_out_of_table(st);
   std::vector<uint64_t> busy;
   for (auto& [key, p] : st.pages) {
     p.failed = false;  // one more try for pages whose restore failed before
     st.unsettled.insert(key);
-    if (p.monitored || p.in_flight)
+    if (p.denied != page_access::none || p.in_flight)
       busy.push_back(key);
   }
   if (!busy.empty()) {
@@ -306,14 +462,15 @@ caf::result<ok_atom> clear(state_ptr self) {
 void suppress(state_ptr self, const breakpoint_ptr& bp) {
   auto& st = self->state;
   // Only the breakpoint armed under its name now: not one removed or replaced since the hot
-  // path saw it go over its limit.
-  if (!bp->limiter() || st.by_name.find(bp->name) != bp.get() || st.suppressed.count(bp.get()))
+  // path saw it go over its limit, nor one its page went from since.
+  if (!bp->limiter() || st.by_name.find(bp->name) != bp.get() || st.suppressed.count(bp.get()) ||
+      !st.builder->contains(bp.get()))
     return;
   st.suppressed.emplace(bp.get(), bp);
   st.builder->remove(bp.get());
-  touch(st, bp->view, drv::gfn_of(bp->pa));
+  touch(st, bp->view, drv::gfn_of(bp->pa()));
   bp->limiter()->count_suppression();
-  publish_suppressed(st);
+  publish_out_of_table(st);
   send_batch(self);  // publishes first: its traps from now on are stale, then the page goes
   self->delayed_send(self, bp->limiter()->limit().cooldown, rearm_atom_v, bp);
 }
@@ -324,11 +481,79 @@ void rearm(state_ptr self, const breakpoint_ptr& bp) {
   if (s == st.suppressed.end())
     return;  // removed (or the registry cleared) during its cool-down
   st.suppressed.erase(s);
-  st.builder->add(bp);
-  touch(st, bp->view, drv::gfn_of(bp->pa));
   bp->limiter()->rearmed();
+  if (!bp->pending()) {  // a virtual one whose page went meanwhile is armed when it is back
+    st.builder->add(bp);
+    touch(st, bp->view, drv::gfn_of(bp->pa()));
+  }
   send_batch(self);  // publishes the table with it before its page is monitored again
-  publish_suppressed(st);
+  publish_out_of_table(st);
+}
+
+/// A VCPU wrote page table `w.gfn`: every virtual breakpoint it decides is walked again, and
+/// the VCPU goes on once what moved is armed or disarmed.
+void walk(state_ptr self, const table_write& w) {
+  auto& st = self->state;
+  auto req = std::make_shared<state::pending>();
+  req->promise = std::function<void()>([w] {
+    if (auto path = w.path.lock())
+      path->decided(w.vcpu, w.token, std::nullopt);
+  });
+  if (w.kernel_mode && w.cr3 != 0)
+    st.cr3 = w.cr3;  // the writer's tables are live; the ones seen before may not be
+  std::set<uint64_t> moved_pages;
+  std::set<drv::gfn_t> moved_tables;
+  std::unique_ptr<drv::page_walker> walker;
+  for (auto& [raw, v] : st.virtuals) {
+    if (!v.at.watched || v.at.table != w.gfn)
+      continue;
+    if (!walker)
+      walker = std::make_unique<drv::page_walker>(*st.cfg.session);
+    auto at = place(st, *walker, v.va);
+    if (at.error) {
+      // Not a table vmitap can read now: pending, watched where it was.
+      spdlog::warn("domain {}: breakpoint {}: {}", st.cfg.domain->info().name, v.bp->name,
+                   render(at.error));
+      at = {0, v.at.table, true, {}};
+    }
+    if (at.watched != v.at.watched || at.table != v.at.table) {
+      if (unwatch(st, v.at.table))
+        moved_tables.insert(v.at.table);
+      if (at.watched && watch(st, at.table))
+        moved_tables.insert(at.table);
+    }
+    if (at.pa != v.at.pa) {
+      const auto& bp = v.bp;
+      bool suppressed = st.suppressed.contains(bp.get());
+      if (!suppressed && st.builder->remove(bp.get()))
+        moved_pages.insert(page_key(bp->view, drv::gfn_of(bp->pa())));
+      if (at.pa != 0) {
+        bp->move_to(at.pa);  // out of every table being built: no reader races the move
+        if (!suppressed) {
+          st.builder->add(bp);
+          moved_pages.insert(page_key(bp->view, drv::gfn_of(at.pa)));
+        }
+      }
+      bp->set_pending(at.pa == 0);
+      spdlog::debug("domain {}: breakpoint {} {}", st.cfg.domain->info().name, bp->name,
+                    at.pa ? fmt::format("armed at {:#x}: its page is mapped", at.pa)
+                          : std::string("pending: its page went"));
+    }
+    v.at = at;
+  }
+  if (!moved_tables.empty())
+    publish_watches(st);
+  for (auto gfn : moved_tables)
+    touch_table(st, gfn, req, {});
+  for (auto key : moved_pages) {
+    auto& p = touch(st, drv::view_id(key >> 52), key & ((uint64_t{1} << 52) - 1));
+    ++req->pages_left;
+    p.waiters.push_back({req, state::wait_kind::settle, {}});
+  }
+  publish_out_of_table(st);
+  send_batch(self);  // publishes first
+  if (req->pages_left == 0)
+    finish(*req);
 }
 
 }  // namespace
@@ -341,6 +566,7 @@ breakpoint_registry_impl::behavior_type breakpoint_registry(state_ptr self,
   for (auto& [name, id] : st.cfg.views)
     ids.push_back(id);
   st.builder = std::make_unique<table_builder>(std::move(ids));
+  st.cr3 = st.cfg.kernel_cr3;
   st.cfg.domain->table().publish(st.builder->build());  // the views, before any page
   return {
     [self](add_atom, const std::vector<breakpoint_def>& defs, armed_by when) {
@@ -354,10 +580,15 @@ breakpoint_registry_impl::behavior_type breakpoint_registry(state_ptr self,
       self->state.builder->for_each([&](const breakpoint_ptr& bp) { out.push_back(bp); });
       for (auto& [raw, bp] : self->state.suppressed)
         out.push_back(bp);
+      for (auto& [raw, v] : self->state.virtuals)
+        if (v.bp->pending() && !self->state.suppressed.contains(raw))
+          out.push_back(v.bp);
       return out;
     },
     [self](suppress_atom, const breakpoint_ptr& bp) { suppress(self, bp); },
     [self](rearm_atom, const breakpoint_ptr& bp) { rearm(self, bp); },
+    [self](walk_atom, const table_write& w) { walk(self, w); },
+    [self](tables_atom, uint64_t cr3) { self->state.cr3 = cr3; },
   };
 }
 

@@ -11,9 +11,18 @@
 //
 // A breakpoint over its rate limit is suppressed: out of the table (its page restored if it
 // was the page's last) but kept by name, and put back, the same object, after its cool-down.
+//
+// A virtual breakpoint (a symbol or a kernel virtual address) is placed by a walk of the
+// kernel's page tables. One whose page is not mapped is pending: kept by name, out of the
+// table. The page holding the entry that decides it (the clear one, or a 4 KiB leaf) loses
+// Write in every view; the hot path holds the VCPU that writes it at the SINGLESTEP after the
+// write, the registry walks again, arms, moves or disarms, and lets the VCPU go once the
+// pages have settled.
 
 #include "actors/control/control.hpp"
 #include "actors/control/name_index.hpp"
+#include "actors/control/symbol_resolver.hpp"
+#include "actors/hotpath/hotpath.hpp"
 #include "actors/model/monitored_domain.hpp"
 
 #include <caf/stateful_actor.hpp>
@@ -32,6 +41,9 @@ struct breakpoint_registry_config {
   domain_ptr domain;                          ///< where the table is published
   std::map<std::string, drv::view_id> views;  ///< the views breakpoints may be in, by name
   drv::gfn_t max_gfn = 0;
+  /// What virtual breakpoints are walked through; none: only physical ones can be added.
+  std::shared_ptr<drv::domain_session> session;
+  uint64_t kernel_cr3 = 0;  ///< a kernel-mode VCPU's (tables_atom sets a newer one)
 };
 
 struct breakpoint_registry_state {
@@ -40,27 +52,37 @@ struct breakpoint_registry_state {
 
   /// A request waiting for pages to settle.
   struct pending {
-    std::variant<caf::typed_response_promise<batch_result>, caf::typed_response_promise<ok_atom>>
+    std::variant<caf::typed_response_promise<batch_result>, caf::typed_response_promise<ok_atom>,
+                 std::function<void()>>
       promise;
     batch_result result;
     size_t pages_left = 0;
     caf::error first_error;  // clear: the first page that could not be restored
   };
-  enum class wait_kind : uint8_t { add, remove, clear };
+  /// add: armed (Execute removed); remove: disarmed; settle: as wanted, whatever that is.
+  enum class wait_kind : uint8_t { add, remove, clear, settle };
   struct waiter {
     std::shared_ptr<pending> request;
     wait_kind kind;
-    std::vector<breakpoint_ptr> added;  // add: the request's breakpoints on this page
+    std::vector<breakpoint_ptr> added;  // add: the request's breakpoints on this page;
+                                        // settle: pending ones a watch of it is for
   };
-  /// A page's state in the guest. Its breakpoints are the builder's (the table's): the page
-  /// is wanted monitored while it has any.
+  /// A page's state in the guest. It lacks Execute while it has breakpoints (the builder's,
+  /// the table's) and Write while it is a watched page table.
   struct page {
     drv::view_id view = 0;
     drv::gfn_t gfn = 0;
-    bool monitored = false;  // confirmed by the controller
+    drv::page_access denied = drv::page_access::none;  // confirmed by the controller
+    drv::page_access sent = drv::page_access::none;    // in flight
     bool in_flight = false;
     bool failed = false;  // the last change failed: not retried until asked again
     std::vector<waiter> waiters;
+  };
+  /// A virtual breakpoint's target and where its last walk placed it.
+  struct virtual_target {
+    breakpoint_ptr bp;
+    uint64_t va = 0;
+    virtual_place at;
   };
   breakpoint_registry_config cfg;
   std::unique_ptr<table_builder> builder;
@@ -70,6 +92,9 @@ struct breakpoint_registry_state {
   std::set<uint64_t> unsettled;  // pages whose wanted and confirmed state may differ
   /// Suppressed breakpoints, out of the table until their cool-down ends (still by name).
   std::unordered_map<const breakpoint*, breakpoint_ptr> suppressed;
+  std::unordered_map<const breakpoint*, virtual_target> virtuals;
+  std::map<drv::gfn_t, uint32_t> watches;  // page table → virtual breakpoints it decides
+  uint64_t cr3 = 0;                        // walked through
   bool batch_in_flight = false;
 };
 

@@ -7,6 +7,7 @@
 // handlers and hotpath. These are its actors' typed interfaces; a test double implements the
 // same interface and the compiler checks that it matches.
 
+#include "actors/hotpath/hotpath.hpp"
 #include "actors/model/plan.hpp"
 #include "actors/model/report.hpp"
 
@@ -19,7 +20,9 @@ namespace vmitap {
 struct page_change {
   drv::view_id view = 0;
   drv::gfn_t gfn = 0;
-  bool monitor = true;  ///< true: remove Execute; false: restore the access it had before
+  /// The rights the page must lack (Execute for breakpoints, Write for a watched page
+  /// table); none: restore the access it had before vmitap changed it.
+  drv::page_access deny = drv::page_access::x;
 };
 
 using page_changes = std::vector<page_change>;
@@ -49,7 +52,12 @@ using breakpoint_registry_actor = caf::typed_actor<
   caf::replies_to<list_atom>::with<std::vector<breakpoint_ptr>>,
   /// From the hot path: the breakpoint went over its rate limit. Disarms it for its
   /// cool-down (its name stays taken, its hits count on), then re-arms the same breakpoint.
-  caf::reacts_to<suppress_atom, breakpoint_ptr>>;
+  caf::reacts_to<suppress_atom, breakpoint_ptr>,
+  /// From the hot path: a watched page table was written; walks again, arms or disarms what
+  /// moved, then lets the held VCPU go.
+  caf::reacts_to<walk_atom, table_write>,
+  /// Virtual breakpoints are walked through these tables (a kernel-mode cr3) from now on.
+  caf::reacts_to<tables_atom, uint64_t>>;
 
 /// One per monitored domain session: attaches, arms, detaches, in order.
 using domain_supervisor_actor = caf::typed_actor<

@@ -133,16 +133,15 @@ std::string describe_failures(const Result& r) {
   return out;
 }
 
-/// Resolves `defs` through `kernel` (the one found at attach, or one with a fresh cr3).
-resolution resolve(state_ptr self, const std::vector<breakpoint_def>& defs,
-                   const drv::kernel_map* kernel) {
+/// Resolves the symbols of `defs` through the kernel found at attach.
+resolution resolve(state_ptr self, const std::vector<breakpoint_def>& defs) {
   auto& st = self->state;
-  return resolve_targets(*st.session, st.cfg.plan->profile.get(), kernel, defs);
+  return resolve_symbols(st.cfg.plan->profile.get(), st.kernel.get(), defs);
 }
 
 void arm(state_ptr self) {
   auto& st = self->state;
-  auto r = resolve(self, st.cfg.plan->breakpoints, st.kernel.get());
+  auto r = resolve(self, st.cfg.plan->breakpoints);
   if (!r.failed.empty()) {
     still_attaching(
       self, make_error(ec::invalid_argument, "breakpoints not armed: " + describe_failures(r)));
@@ -159,9 +158,10 @@ void arm(state_ptr self) {
   st.cfg.directory->add(st.domain);
   spdlog::debug("domain {}: attach: {} view(s) created, arming {} breakpoint(s)", st.cfg.info.name,
                 ids.size(), st.cfg.plan->breakpoints.size());
-  st.registry = spawn_child(self, breakpoint_registry,
-                            breakpoint_registry_config{st.controller, st.domain, std::move(ids),
-                                                       st.session->info().max_gfn});
+  st.registry = spawn_child(
+    self, breakpoint_registry,
+    breakpoint_registry_config{st.controller, st.domain, std::move(ids), st.session->info().max_gfn,
+                               st.session, st.kernel ? st.kernel->cr3 : 0});
   // Nothing runs until every breakpoint is armed, so hits are exact from the first one.
   self
     ->request(st.registry, defaults::attach_timeout, add_atom_v, std::move(defs), armed_by::attach)
@@ -334,28 +334,19 @@ caf::result<ok_atom> update(state_ptr self, plan_ptr plan) {
   for (auto& bp : plan->breakpoints)
     if (!in(*st.cfg.plan, bp))
       wanted.push_back(bp);
-  // A symbol or virtual address is translated now, with the guest running, through the
-  // tables of a VCPU in kernel mode now (the process found at attach may have exited and
-  // its tables been freed): a page the kernel pages out between the walk and the arming is
-  // not something a reload can prevent.
-  auto kernel = st.kernel;
-  caf::error no_tables;
-  if (kernel && std::any_of(wanted.begin(), wanted.end(), [](auto& d) {
+  // A symbol or virtual address is walked now, with the guest running, through the tables
+  // of a VCPU in kernel mode now (the process found at attach may have exited and its
+  // tables been freed); failing that, through the newest the registry has seen.
+  if (st.kernel && std::any_of(wanted.begin(), wanted.end(), [](auto& d) {
         return d.target.by != breakpoint_target::kind::physical;
       })) {
-    auto cr3 = drv::kernel_cr3(*st.session, st.cfg.info.vcpus);
-    if (cr3) {
-      auto fresh = std::make_shared<drv::kernel_map>(*kernel);
-      fresh->cr3 = *cr3;
-      kernel = std::move(fresh);
-    } else {
-      no_tables = std::move(cr3.error());
-    }
+    if (auto cr3 = drv::kernel_cr3(*st.session, st.cfg.info.vcpus))
+      self->send(st.registry, tables_atom_v, *cr3);  // before the add below: one sender, in order
+    else
+      spdlog::warn("domain {}: reload: {}; walking the tables seen before", st.cfg.info.name,
+                   render(cr3.error()));
   }
-  auto r = resolve(self, wanted, no_tables ? nullptr : kernel.get());
-  if (no_tables)
-    for (auto& [name, why] : r.failed)
-      why = no_tables;
+  auto r = resolve(self, wanted);
   // What could not be armed stays out of the plan: the next reload tries it again.
   if (!r.failed.empty()) {
     auto kept = std::make_shared<domain_plan>(*plan);

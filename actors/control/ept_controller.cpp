@@ -63,9 +63,8 @@ change_results ept_controller_state::apply(const page_changes& changes) {
     // What monitored pages have now: one batched read for every page not yet monitored.
     std::vector<drv::gfn_t> unknown;
     for (auto i : indices)
-      if (changes[i].monitor && !previous.contains({view, changes[i].gfn}))
+      if (changes[i].deny != page_access::none && !previous.contains({view, changes[i].gfn}))
         unknown.push_back(changes[i].gfn);
-    auto sure = [&](drv::gfn_t gfn) { return !unsure.contains({view, gfn}); };
     std::vector<page_access> before(unknown.size());
     caf::error read_error;
     if (!unknown.empty())
@@ -79,16 +78,18 @@ change_results ept_controller_state::apply(const page_changes& changes) {
     for (auto i : indices) {
       auto& ch = changes[i];
       auto known = previous.find({view, ch.gfn});
-      if (ch.monitor && known == previous.end()) {
+      if (ch.deny != page_access::none && known == previous.end()) {
         if (read_error) {
           results[i] = read_error;
           continue;
         }
-        batch.push_back({ch.gfn, without(before_of[ch.gfn], page_access::x)});
-      } else if (ch.monitor && !sure(ch.gfn)) {
+        batch.push_back({ch.gfn, without(before_of[ch.gfn], ch.deny)});
+      } else if (ch.deny != page_access::none) {
+        // Another set of rights to deny, or a write whose outcome is unsure: from what the
+        // page had before vmitap.
         before_of[ch.gfn] = known->second;
-        batch.push_back({ch.gfn, without(known->second, page_access::x)});
-      } else if (!ch.monitor && known != previous.end()) {
+        batch.push_back({ch.gfn, without(known->second, ch.deny)});
+      } else if (known != previous.end()) {
         batch.push_back({ch.gfn, known->second});
       } else {
         continue;  // already as asked
@@ -121,11 +122,12 @@ change_results ept_controller_state::apply(const page_changes& changes) {
       if (done[k] == outcome::unchanged)
         continue;
       unsure.erase(key);
-      if (ch.monitor)
+      bool changed = ch.deny != page_access::none;
+      if (changed)
         previous[key] = before_of[ch.gfn];
       else
         previous.erase(key);
-      watched(key, ch.monitor);
+      watched(key, changed);
     }
   }
   return results;

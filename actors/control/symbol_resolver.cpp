@@ -4,43 +4,55 @@
 
 namespace vmitap {
 
-resolution resolve_targets(drv::domain_session& session, const drv::kernel_profile* profile,
-                           const drv::kernel_map* kernel, const std::vector<breakpoint_def>& defs) {
+resolution resolve_symbols(const drv::kernel_profile* profile, const drv::kernel_map* kernel,
+                           const std::vector<breakpoint_def>& defs) {
   using kind = breakpoint_target::kind;
   resolution out;
-  drv::page_walker walker{session};  // one pause: its cache of table entries stays valid
   for (auto def : defs) {
     auto& t = def.target;
-    auto fail = [&](caf::error err) { out.failed.emplace_back(def.name(), std::move(err)); };
     if (t.by == kind::physical) {
       out.resolved.push_back(std::move(def));
       continue;
     }
     if (!profile || !kernel) {
-      fail(make_error(ec::kernel_not_found, t.describe() + ": the domain has no profile"));
+      out.failed.emplace_back(
+        def.name(), make_error(ec::kernel_not_found, t.describe() + ": the domain has no profile"));
       continue;
     }
     if (t.by == kind::symbol) {
       auto value = profile->symbol(t.symbol);
       if (!value) {
-        fail(make_error(ec::invalid_argument, "no symbol " + t.symbol + " in " + profile->path));
+        out.failed.emplace_back(
+          def.name(),
+          make_error(ec::invalid_argument, "no symbol " + t.symbol + " in " + profile->path));
         continue;
       }
       t.va = kernel->va_of(*value) + t.offset;
     }
-    auto tr = walker.translate(kernel->cr3, t.va);
-    if (!tr) {
-      char at[24];
-      std::snprintf(at, sizeof at, "0x%llx", static_cast<unsigned long long>(t.va));
-      fail(make_error(
-        tr.fault == drv::translation_fault::not_present ? ec::not_mapped : ec::gfn_out_of_range,
-        t.describe() + " at " + at + ": " + drv::to_string(tr.fault)));
-      continue;
-    }
-    t.pa = tr.pa;
+    t.pa = 0;  // the registry places it
     out.resolved.push_back(std::move(def));
   }
   return out;
+}
+
+virtual_place place_virtual(drv::page_walker& walker, uint64_t cr3, uint64_t va) {
+  auto tr = walker.translate(cr3, va);
+  virtual_place at;
+  at.table = drv::gfn_of(tr.entry_pa);
+  if (tr) {
+    at.pa = tr.pa;
+    at.watched = tr.level == 1;
+    return at;
+  }
+  if (tr.fault == drv::translation_fault::not_present) {
+    at.watched = true;
+    return at;
+  }
+  char where[24];
+  std::snprintf(where, sizeof where, "0x%llx", static_cast<unsigned long long>(va));
+  at.error = make_error(ec::gfn_out_of_range,
+                        std::string("walking ") + where + ": " + drv::to_string(tr.fault));
+  return at;
 }
 
 }  // namespace vmitap

@@ -80,6 +80,8 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
   vc.stepping.store(lane.stepping(), std::memory_order_relaxed);
   if (v == verdict::hit)
     hit(ev, before, now, wall);
+  else if (v == verdict::table_written && !held_[ev.vcpu])
+    hold_for_walk(ev, before);
   else
     count(v, vc);
 }
@@ -88,7 +90,12 @@ void event_path::count(verdict v, vcpu_counters& vc) {
   switch (v) {
     case verdict::hit:
     case verdict::singlestep:
+    case verdict::table_written:
       return;
+    case verdict::table_write:
+      return cfg_.domain->counters().table_writes.add();
+    case verdict::table_bits:
+      return cfg_.domain->counters().table_bits.add();
     case verdict::neighbour:
       return vc.neighbours.add();
     case verdict::data_access:
@@ -192,12 +199,27 @@ std::vector<capture_value> event_path::capture(const std::vector<capture_spec>& 
   return values;
 }
 
-void event_path::hold(const drv::event& ev, const vcpu_logic& before, const breakpoint_ptr& bp,
-                      std::vector<capture_value> captures,
-                      std::optional<drv::process_info> process) {
+uint64_t event_path::keep(const drv::event& ev, const vcpu_logic& before) {
   auto token = next_token_++;
   held_[ev.vcpu] = held_response{ev, before, out_.back(), token};
   out_.pop_back();
+  return token;
+}
+
+void event_path::hold_for_walk(const drv::event& ev, const vcpu_logic& before) {
+  if (!cfg_.registry)
+    return;
+  auto token = keep(ev, before);
+  bool kernel_mode = (ev.regs.cs.sel & 3) == 0;
+  caf::anon_send(cfg_.registry, walk_atom_v,
+                 table_write{before.written_table(), ev.regs.cr3, kernel_mode, ev.vcpu, token,
+                             weak_from_this()});
+}
+
+void event_path::hold(const drv::event& ev, const vcpu_logic& before, const breakpoint_ptr& bp,
+                      std::vector<capture_value> captures,
+                      std::optional<drv::process_info> process) {
+  auto token = keep(ev, before);
   // The relay sets the deadline.
   handler_hit hit{site(ev, bp, std::move(captures), std::move(process)), ev.regs, {}};
   caf::anon_send(cfg_.relay, hit_atom_v,

@@ -5,7 +5,8 @@
 // batch's hit records to the sinks. It runs on the poller thread that owns the ring; nothing
 // in it crosses a thread per request. A hit whose breakpoint has a handler is the exception:
 // its response is held, the hit goes to the domain's handler relay, and the decision comes
-// back through the poller's inbox; only that VCPU waits.
+// back through the poller's inbox; only that VCPU waits. A write to a watched page table is
+// held the same way, at its SINGLESTEP, until the registry has walked the tables again.
 
 #include "actors/handlers/handler_relay.hpp"
 #include "actors/hotpath/hotpath.hpp"
@@ -28,8 +29,9 @@ struct event_path_config {
   std::vector<drv::view_id> homes;  ///< per VCPU: the view it returns to after a step
   std::vector<bool> homing;         ///< per VCPU: not there yet (singlestep sends it)
   std::vector<sink_handle> sinks;
-  handler_relay_actor relay;   ///< where held hits go; none: handlers are not called
-  suppression_actor registry;  ///< told of breakpoints over their rate limit
+  handler_relay_actor relay;       ///< where held hits go; none: handlers are not called
+  registry_notice_actor registry;  ///< told of breakpoints over their rate limit and of page
+                                   ///< tables written; none: a table write is answered at once
   /// The domain's kernel, found at attach; none: hits carry no process.
   std::shared_ptr<const drv::kernel_map> kernel;
   size_t batch = defaults::ring_batch;
@@ -72,6 +74,11 @@ private:
   uint64_t count_hit(const breakpoint_ptr& bp, std::chrono::steady_clock::time_point now);
   void hold(const drv::event& ev, const vcpu_logic& before, const breakpoint_ptr& bp,
             std::vector<capture_value> captures, std::optional<drv::process_info> process);
+  /// Holds the answer to the SINGLESTEP after a page-table write until the registry has
+  /// walked the tables again.
+  void hold_for_walk(const drv::event& ev, const vcpu_logic& before);
+  /// Keeps the newest response in out_ for `vcpu` until it is decided; returns its token.
+  uint64_t keep(const drv::event& ev, const vcpu_logic& before);
   void resolve(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d);
   void give_one(const drv::response& rsp);
   void count_failures(const drv::give_result& r);

@@ -19,15 +19,18 @@ void vcpu_logic::step_over(drv::response& rsp) {
       singlestep_on_ = homing_ = false;
       return;
     case step_mode::classic:
-      rsp.flags |= flag::alternate_p2m;
-      rsp.view = 0;
-      if (!singlestep_on_) {
-        rsp.flags |= flag::toggle_singlestep;
-        singlestep_on_ = true;
-      }
-      stepping_ = true;
-      return;
+      return step_classic(rsp);
   }
+}
+
+void vcpu_logic::step_classic(drv::response& rsp) {
+  rsp.flags |= flag::alternate_p2m;
+  rsp.view = 0;
+  if (!singlestep_on_) {
+    rsp.flags |= flag::toggle_singlestep;
+    singlestep_on_ = true;
+  }
+  stepping_ = true;
 }
 
 drv::response vcpu_logic::decide(const drv::event& ev, const breakpoint_table* table,
@@ -39,6 +42,22 @@ drv::response vcpu_logic::decide(const drv::event& ev, const breakpoint_table* t
   }
   switch (ev.reason) {
     case event_reason::mem_access: {
+      if (table && table->watching(ev.mem.gfn) && allows(ev.mem.attempted, drv::page_access::w)) {
+        if (ev.mem.in_page_walk) {
+          // The hardware's own write (Xen 4.17 has no r_pw to allow it): a translation does
+          // not change by it.
+          out = verdict::table_bits;
+          step_over(rsp);
+          return rsp;
+        }
+        // Whatever the mode: fast singlestep and EMULATE go on without a word once the
+        // write is done, and the walk must see the tables before the guest can use them.
+        out = verdict::table_write;
+        step_classic(rsp);
+        table_step_ = true;
+        written_table_ = ev.mem.gfn;
+        return rsp;
+      }
       auto page = table ? table->find(ev.view, ev.mem.gfn) : page_entries{};
       if (!page.empty() && allows(ev.mem.attempted, drv::page_access::x)) {
         breakpoints_at(page, ev.mem.offset, hits);
@@ -60,7 +79,8 @@ drv::response vcpu_logic::decide(const drv::event& ev, const breakpoint_table* t
       rsp.flags |= flag::toggle_singlestep;
       singlestep_on_ = false;
       if (stepping_ || homing_) {
-        out = verdict::singlestep;
+        out = table_step_ ? verdict::table_written : verdict::singlestep;
+        table_step_ = false;
         rsp.flags |= flag::alternate_p2m;
         rsp.view = home_view_;
         stepping_ = homing_ = false;
@@ -87,7 +107,7 @@ drv::response vcpu_logic::redirect(const drv::event& ev, const drv::registers& r
     rsp.flags |= flag::toggle_singlestep;
     singlestep_on_ = false;
   }
-  homing_ = stepping_ = false;
+  homing_ = stepping_ = table_step_ = false;
   return rsp;
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 
 // What vmitap answers to one request, without any actor or thread machinery: the decision
-// (hit / page neighbour / data access / stale / spurious / malformed) and the step-over state
-// machine of one VCPU. The hot path runs it where the request arrives; tests run it directly.
+// (hit / page neighbour / data access / page-table write / stale / spurious / malformed) and
+// the step-over state machine of one VCPU. The hot path runs it where the request arrives; tests
+// run it directly.
 
 #include "actors/model/plan.hpp"
 #include "actors/model/snapshot.hpp"
@@ -13,11 +14,15 @@ class vcpu_logic {
 public:
   enum class verdict : uint8_t {
     hit,
-    neighbour,    ///< a monitored page, not a breakpoint's address
-    data_access,  ///< a read or write of a monitored page (its own access lacked it)
-    stale,        ///< a view vmitap manages, a page no longer monitored
-    spurious,     ///< nothing vmitap asked for
-    singlestep,   ///< the end of a classic step, or of the trip to the home view
+    neighbour,      ///< a monitored page, not a breakpoint's address
+    data_access,    ///< a read or write of a monitored page (its own access lacked it)
+    stale,          ///< a view vmitap manages, a page no longer monitored
+    spurious,       ///< nothing vmitap asked for
+    singlestep,     ///< the end of a classic step, or of the trip to the home view
+    table_write,    ///< the guest writes a watched page table: a classic step, so the write is
+                    ///< done, and only done, at the SINGLESTEP that follows
+    table_written,  ///< that SINGLESTEP: the tables are to be walked again before it is answered
+    table_bits,     ///< the hardware sets an accessed or dirty bit in a watched page table
     bad_version,
     unknown_reason,
   };
@@ -37,17 +42,23 @@ public:
   drv::response redirect(const drv::event& ev, const drv::registers& regs);
 
   bool stepping() const { return stepping_; }
+  /// The page table written, from a table_write until its table_written.
+  drv::gfn_t written_table() const { return written_table_; }
   bool singlestep_on() const { return singlestep_on_; }
   bool homing() const { return homing_; }
 
 private:
   void step_over(drv::response& rsp);
+  /// View 0 and singlestep: the instruction runs there and the VCPU reports back.
+  void step_classic(drv::response& rsp);
 
   step_mode mode_;
   drv::view_id home_view_;
   bool homing_;
-  bool stepping_ = false;  // classic: waiting for the SINGLESTEP event
-  bool singlestep_on_;     // TOGGLE_SINGLESTEP flips: track the VCPU's state
+  bool stepping_ = false;    // classic: waiting for the SINGLESTEP event
+  bool table_step_ = false;  // that step runs a write to a watched page table
+  drv::gfn_t written_table_ = 0;
+  bool singlestep_on_;  // TOGGLE_SINGLESTEP flips: track the VCPU's state
 };
 
 }  // namespace vmitap

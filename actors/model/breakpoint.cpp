@@ -42,9 +42,11 @@ breakpoint_ptr make_breakpoint(const breakpoint_def& def, drv::view_id view, arm
   auto& o = def.options;
   auto bp = std::make_shared<breakpoint>();
   bp->name = o.name;
-  bp->pa = def.target.pa;
+  bp->move_to(def.target.pa);
   bp->view = view;
   bp->live = when == armed_by::reload;
+  bp->walked = def.target.by != breakpoint_target::kind::physical;
+  bp->set_pending(bp->walked && def.target.pa == 0);
   if (!tags && !o.tags.empty())
     tags = std::make_shared<const std::vector<std::string>>(o.tags);
   if (tags || !o.captures.empty() || o.handler || o.limit.max_per_second > 0 ||

@@ -115,16 +115,18 @@ struct breakpoint_extras {
 };
 
 /// An armed breakpoint. Immutable once published but for its hit counts, which the one
-/// poller that owns its domain's ring increments (others only read them). Kept small: there
-/// may be a hundred thousand (72 bytes, and its extras only if it has any).
+/// poller that owns its domain's ring increments (others only read them), and the address of
+/// a virtual one, which the registry moves while it is out of the table (its page went and
+/// came back elsewhere). Kept small: there may be a hundred thousand (72 bytes, and its
+/// extras only if it has any).
 struct breakpoint {
   std::string name;
-  uint64_t pa = 0;
   mutable std::atomic<uint64_t> hits{0};
   mutable std::atomic<uint64_t> filtered{0};        ///< hits in processes it does not report
   std::unique_ptr<const breakpoint_extras> extras;  ///< none: no tags, captures, handler, limit
   drv::view_id view = 0;
-  bool live = false;  ///< armed by a reload, after the session's start: counts from then on
+  bool live = false;    ///< armed by a reload, after the session's start: counts from then on
+  bool walked = false;  ///< a symbol or a virtual address: placed by a page-table walk
 
   /// Shared by every breakpoint with the same tags; none: no tags.
   const tag_list& tags() const { return extras ? extras->tags : no_extras.tags; }
@@ -143,8 +145,18 @@ struct breakpoint {
   /// True if a hit in process `name` is reported.
   bool reports(std::string_view process) const;
 
+  /// Where it traps (a pending one: where it last did; 0 if it never did).
+  uint64_t pa() const { return pa_.load(std::memory_order_relaxed); }
+  /// A virtual one whose page is not mapped now: armed when it is.
+  bool pending() const { return pending_.load(std::memory_order_relaxed); }
+  /// The registry's, while the breakpoint is in no table.
+  void move_to(uint64_t pa) const { pa_.store(pa, std::memory_order_relaxed); }
+  void set_pending(bool pending) const { pending_.store(pending, std::memory_order_relaxed); }
+
 private:
   static const breakpoint_extras no_extras;
+  mutable std::atomic<uint64_t> pa_{0};
+  mutable std::atomic<bool> pending_{false};
 };
 
 /// `def` armed in `view`, with `tags` (or, if none are given, the definition's own).

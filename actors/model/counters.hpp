@@ -97,6 +97,8 @@ struct domain_counters {
   /// Captures that could not be read, by drv::translation_fault (index 0, none, unused).
   std::array<counter, capture_fault_kinds> capture_failures;
   counter process_failures;  ///< hits whose process could not be read (recorded without it)
+  counter table_writes;      ///< guest writes to watched page tables (each walked again after)
+  counter table_bits;        ///< accessed/dirty bits the hardware set in watched page tables
   /// Request taken from the ring → response written (the poller's part).
   histogram handling{handling_buckets()};
 
@@ -106,6 +108,10 @@ struct domain_counters {
   counter handler_errors;      ///< VCPUs resumed because the handler failed or is not there
   counter handler_queue_full;  ///< hits not sent: the handler had handler_queue_bound calls
   counter handler_expired;     ///< calls a function handler skipped: their deadline had passed
+
+  // The registry's: virtual breakpoints (a symbol or a virtual address) by where they are.
+  std::atomic<uint32_t> pending{0};         ///< their page is not mapped: armed when it is
+  std::atomic<uint32_t> watched_tables{0};  ///< page-table pages write-protected for them
 
   // The controller's: one actor writes them.
   counter access_calls;

@@ -32,6 +32,7 @@ struct handler_decision;
 struct handler_hit;
 struct hit_record;
 struct page_change;
+struct table_write;
 using breakpoint_ptr = std::shared_ptr<const breakpoint>;
 using plan_ptr = std::shared_ptr<const domain_plan>;
 using hit_batch = std::vector<hit_record>;
@@ -70,6 +71,8 @@ CAF_ADD_ATOM(vmitap, vmitap, suppress_atom, "suppress")
 CAF_ADD_ATOM(vmitap, vmitap, rearm_atom, "rearm")
 CAF_ADD_ATOM(vmitap, vmitap, deadline_atom, "deadline")
 CAF_ADD_ATOM(vmitap, vmitap, locate_atom, "locate")
+CAF_ADD_ATOM(vmitap, vmitap, walk_atom, "walk")
+CAF_ADD_ATOM(vmitap, vmitap, tables_atom, "tables")
 
 // Values.
 CAF_ADD_TYPE_ID(vmitap, (std::vector<std::string>))
@@ -93,6 +96,7 @@ CAF_ADD_TYPE_ID(vmitap, (std::vector<vmitap::breakpoint_ptr>))
 CAF_ADD_TYPE_ID(vmitap, (vmitap::plan_ptr))
 CAF_ADD_TYPE_ID(vmitap, (vmitap::hit_batch))
 CAF_ADD_TYPE_ID(vmitap, (vmitap::handler_call))
+CAF_ADD_TYPE_ID(vmitap, (vmitap::table_write))
 
 CAF_END_TYPE_ID_BLOCK(vmitap)
 
@@ -114,3 +118,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vmitap::breakpoint_ptr>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::plan_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::hit_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::handler_call)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vmitap::table_write)

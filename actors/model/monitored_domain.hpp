@@ -43,15 +43,16 @@ public:
     identity_ = std::move(id);
   }
 
-  /// Breakpoints their rate limit took out of the table for now (the registry publishes them
-  /// here, so their series do not vanish during a cool-down).
-  std::vector<breakpoint_ptr> suppressed() const {
+  /// Breakpoints kept by name but out of the table for now: suppressed by their rate limit,
+  /// or virtual ones whose page is not mapped (the registry publishes them here, so their
+  /// series do not vanish meanwhile).
+  std::vector<breakpoint_ptr> out_of_table() const {
     std::lock_guard g{mutex_};
-    return suppressed_;
+    return out_of_table_;
   }
-  void publish_suppressed(std::vector<breakpoint_ptr> bps) {
+  void publish_out_of_table(std::vector<breakpoint_ptr> bps) {
     std::lock_guard g{mutex_};
-    suppressed_ = std::move(bps);
+    out_of_table_ = std::move(bps);
   }
 
 private:
@@ -61,7 +62,7 @@ private:
   snapshot_cell table_;
   mutable std::mutex mutex_;
   std::shared_ptr<const domain_identity> identity_;
-  std::vector<breakpoint_ptr> suppressed_;
+  std::vector<breakpoint_ptr> out_of_table_;
 };
 
 using domain_ptr = std::shared_ptr<monitored_domain>;

@@ -8,11 +8,12 @@ breakpoint_count count_of(const breakpoint& bp) {
   auto* limiter = bp.limiter();
   return {bp.name,
           bp.view,
-          bp.pa,
+          bp.pa(),
           bp.hits.load(std::memory_order_relaxed),
           bp.filtered.load(std::memory_order_relaxed),
           limiter ? limiter->suppressions() : 0,
-          bp.live};
+          bp.live,
+          bp.pending()};
 }
 
 void fold_breakpoints(std::vector<breakpoint_count>& into,

@@ -21,12 +21,13 @@ struct breakpoint_count {
   uint64_t filtered = 0;      ///< hits in processes its filter excludes (not recorded)
   uint64_t suppressions = 0;  ///< times its rate limit disarmed it (it missed those hits)
   bool live = false;          ///< armed part of the session only (by a reload, or removed by one)
+  bool pending = false;       ///< virtual, its page not mapped at the report (pa: where it was)
   bool operator==(const breakpoint_count&) const = default;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, breakpoint_count& x) {
-  return f(x.name, x.view, x.pa, x.hits, x.filtered, x.suppressions, x.live);
+  return f(x.name, x.view, x.pa, x.hits, x.filtered, x.suppressions, x.live, x.pending);
 }
 
 /// `bp`'s count now.

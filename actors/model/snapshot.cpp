@@ -32,6 +32,10 @@ bool breakpoint_table::manages(drv::view_id view) const {
   return std::find(views.begin(), views.end(), view) != views.end();
 }
 
+bool breakpoint_table::watching(drv::gfn_t gfn) const {
+  return watched && std::binary_search(watched->begin(), watched->end(), gfn);
+}
+
 void breakpoints_at(page_entries page, uint64_t offset, std::vector<breakpoint_ptr>& hits) {
   auto i = std::lower_bound(page.begin(), page.end(), offset,
                             [](const table_entry& e, uint64_t off) { return e.offset < off; });
@@ -83,22 +87,22 @@ page_entries table_builder::find(drv::view_id view, drv::gfn_t gfn) {
 }
 
 bool table_builder::contains(const breakpoint* bp) {
-  auto page = find(bp->view, drv::gfn_of(bp->pa));
+  auto page = find(bp->view, drv::gfn_of(bp->pa()));
   return std::any_of(page.begin(), page.end(), [&](auto& e) { return e.bp.get() == bp; });
 }
 
 void table_builder::add(breakpoint_ptr bp) {
-  auto page = page_key(bp->view, drv::gfn_of(bp->pa));
+  auto page = page_key(bp->view, drv::gfn_of(bp->pa()));
   auto& w = working(breakpoint_table::shard_of(page));
   ++breakpoints_per_view_[bp->view];
-  table_entry e{page, uint16_t(bp->pa & drv::page_mask), std::move(bp)};
+  table_entry e{page, uint16_t(bp->pa() & drv::page_mask), std::move(bp)};
   if (!w.entries.empty() && e < w.entries.back())
     w.sorted = false;  // sorted once, when the shard is next read
   w.entries.push_back(std::move(e));
 }
 
 bool table_builder::remove(const breakpoint* bp) {
-  auto shard = breakpoint_table::shard_of(page_key(bp->view, drv::gfn_of(bp->pa)));
+  auto shard = breakpoint_table::shard_of(page_key(bp->view, drv::gfn_of(bp->pa())));
   if (!contains(bp))
     return false;
   std::erase_if(working(shard).entries, [&](auto& e) { return e.bp.get() == bp; });
@@ -113,10 +117,17 @@ void table_builder::clear() {
   changed_ = true;
 }
 
+void table_builder::watch(std::vector<drv::gfn_t> sorted) {
+  watched_ =
+    sorted.empty() ? nullptr : std::make_shared<const std::vector<drv::gfn_t>>(std::move(sorted));
+  changed_ = true;
+}
+
 table_ptr table_builder::build() {
   auto t = std::make_shared<breakpoint_table>();
   t->version = last_->version + 1;
   t->views = views_;
+  t->watched = watched_;
   for (size_t s = 0; s < breakpoint_table::shard_count; ++s) {
     current(s);  // sorted before it is shared
     if (working_[s]) {

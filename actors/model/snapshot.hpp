@@ -43,9 +43,13 @@ struct breakpoint_table {
   std::array<std::shared_ptr<const table_shard>, shard_count> shards;
   std::array<uint32_t, drv::max_views> breakpoints_per_view{};
   std::array<uint32_t, drv::max_views> pages_per_view{};
+  /// Page-table pages whose entries decide where virtual breakpoints are (sorted; write
+  /// access removed in every view vmitap manages). None: no virtual breakpoint.
+  std::shared_ptr<const std::vector<drv::gfn_t>> watched;
 
   page_entries find(drv::view_id view, drv::gfn_t gfn) const;
   bool manages(drv::view_id view) const;
+  bool watching(drv::gfn_t gfn) const;
   /// Every breakpoint, in no particular order.
   template <class F>
   void for_each(F&& f) const {
@@ -92,6 +96,8 @@ public:
   bool remove(const breakpoint* bp);
   /// Every page goes.
   void clear();
+  /// The page-table pages the next table watches (sorted).
+  void watch(std::vector<drv::gfn_t> sorted);
   /// True if something changed since the last build.
   bool changed() const { return changed_; }
   /// A new version: the shards this batch changed, the others shared with the last one.
@@ -113,6 +119,7 @@ private:
   table_ptr last_;
   std::array<std::shared_ptr<table_shard>, breakpoint_table::shard_count> working_;
   std::array<uint32_t, drv::max_views> breakpoints_per_view_{};
+  std::shared_ptr<const std::vector<drv::gfn_t>> watched_;
   bool changed_ = false;
 };
 

@@ -176,7 +176,7 @@ TEST_P(poller_on_sim, hits_and_neighbours_are_exact_deterministically) {
   ASSERT_TRUE(dom->halted());
   uint64_t truth_total = 0, hits = 0, neighbours = 0, singlesteps = 0, events = 0;
   domain->table().load()->for_each([&](const breakpoint_ptr& bp) {
-    auto truth = dom->executions(bp->pa, view);
+    auto truth = dom->executions(bp->pa(), view);
     EXPECT_EQ(bp->hits.load(), truth) << bp->name;
     truth_total += truth;
   });

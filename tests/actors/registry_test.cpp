@@ -251,7 +251,7 @@ TEST_F(registry_test, a_breakpoint_over_its_rate_limit_is_disarmed_for_its_cool_
   EXPECT_TRUE(allows(access_of(pa(0)), page_access::x)) << "its page is restored";
   EXPECT_FALSE(allows(access_of(pa(1)), page_access::x)) << "the other stays armed";
   EXPECT_EQ(bp->limiter()->suppressions(), 1u);
-  ASSERT_EQ(domain->suppressed().size(), 1u);
+  ASSERT_EQ(domain->out_of_table().size(), 1u);
   auto listed = ask<std::vector<breakpoint_ptr>>(registry, list_atom_v);
   ASSERT_TRUE(listed);
   EXPECT_EQ(listed->size(), 2u) << "a suppressed breakpoint is still listed";
@@ -266,7 +266,7 @@ TEST_F(registry_test, a_breakpoint_over_its_rate_limit_is_disarmed_for_its_cool_
   ASSERT_EQ(back.size(), 1u);
   EXPECT_EQ(back[0].bp, bp) << "the same breakpoint, hits and all";
   EXPECT_EQ(access_of(pa(0)), before);
-  EXPECT_TRUE(domain->suppressed().empty());
+  EXPECT_TRUE(domain->out_of_table().empty());
   EXPECT_FALSE(bp->limiter()->over(std::chrono::steady_clock::now()))
     << "re-armed: a new window counts from its next hit";
 }
@@ -285,7 +285,7 @@ TEST_F(registry_test, a_breakpoint_removed_during_its_cool_down_is_not_rearmed) 
   run(std::chrono::milliseconds(500));  // the cool-down ends after the removal
   EXPECT_TRUE(domain->table().load()->find(view, drv::gfn_of(pa(0))).empty());
   EXPECT_TRUE(allows(access_of(pa(0)), page_access::x));
-  EXPECT_TRUE(domain->suppressed().empty());
+  EXPECT_TRUE(domain->out_of_table().empty());
   ASSERT_EQ(add({spec("limited", pa(0, 8))})->ok, 1u) << "its name is free again";
 }
 
@@ -306,4 +306,78 @@ TEST(rate_limiter, the_hit_over_the_limit_asks_once_and_a_new_window_starts_afte
   for (int i = 0; i < 3; ++i)
     EXPECT_FALSE(limiter.over(t2)) << "a new window from the first hit after the re-arm";
   EXPECT_TRUE(limiter.over(t2));
+}
+
+namespace {
+
+/// Records the releases a registry gives after walking.
+struct release_log : held_responses {
+  std::vector<std::pair<drv::vcpu_id, uint64_t>> released;
+  void decided(drv::vcpu_id vcpu, uint64_t token, std::optional<handler_decision> d) override {
+    EXPECT_FALSE(d) << "a walk resumes the VCPU as it was";
+    released.emplace_back(vcpu, token);
+  }
+};
+
+breakpoint_def virtual_at(std::string name, uint64_t va) {
+  breakpoint_def def;
+  def.options.name = std::move(name);
+  def.options.view = "main";
+  def.target.by = breakpoint_target::kind::virtual_address;
+  def.target.va = va;
+  return def;
+}
+
+}  // namespace
+
+// A virtual address whose page is not mapped is pending: kept by name, in no table, its clear
+// entry's table page write-protected; one mapped by a 4 KiB page is armed and its leaf's table
+// watched; a removal gives every page back what it had.
+TEST_F(registry_test, virtual_breakpoints_are_armed_or_pending_and_their_page_tables_watched) {
+  boot_registry();
+  auto cr3 = kernel_cr3();
+  ASSERT_NE(cr3, 0u);
+  auto& process = dom->layout().processes[dom->vcpu_process(0)];
+  ASSERT_EQ(process.cr3, cr3);
+  auto& stack = dom->layout().vcpus[0];
+  drv::page_walker walker{*shared};
+  auto unmapped = walker.translate(cr3, process.unmapped_va);
+  ASSERT_EQ(unmapped.fault, drv::translation_fault::not_present);
+  auto mapped = walker.translate(cr3, stack.stack_low);
+  ASSERT_TRUE(mapped);
+  auto r = add({virtual_at("pending", process.unmapped_va + 0x10),
+                virtual_at("armed", stack.stack_low + 0x20)});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->ok, 2u);
+  EXPECT_TRUE(r->failed.empty());
+  EXPECT_EQ(domain->counters().pending.load(), 1u);
+  auto table = domain->table().load();
+  EXPECT_EQ(table->breakpoints_per_view[view], 1u) << "the pending one is in no table";
+  EXPECT_TRUE(table->watching(drv::gfn_of(unmapped.entry_pa)));
+  EXPECT_TRUE(table->watching(drv::gfn_of(mapped.entry_pa)));
+  EXPECT_EQ(access_of(unmapped.entry_pa), page_access::rx) << "its table lost Write";
+  EXPECT_EQ(access_of(mapped.pa), page_access::rw) << "the armed one's page lost Execute";
+  auto listed = ask<std::vector<breakpoint_ptr>>(registry, list_atom_v);
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 2u);
+  for (auto& bp : *listed)
+    EXPECT_EQ(bp->pending(), bp->name == "pending") << bp->name;
+  ASSERT_EQ(domain->out_of_table().size(), 1u);
+
+  // A write to a watched table that moves nothing: the VCPU is released all the same.
+  auto log = std::make_shared<release_log>();
+  caf::anon_send(registry, walk_atom_v,
+                 table_write{drv::gfn_of(unmapped.entry_pa), cr3, true, 1, 7, log});
+  run();
+  ASSERT_EQ(log->released.size(), 1u);
+  EXPECT_EQ(log->released[0], std::make_pair(drv::vcpu_id{1}, uint64_t{7}));
+
+  auto gone = remove({"pending", "armed"});
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->ok, 2u);
+  EXPECT_EQ(access_of(unmapped.entry_pa), page_access::rwx);
+  EXPECT_EQ(access_of(mapped.entry_pa), page_access::rwx);
+  EXPECT_EQ(access_of(mapped.pa), page_access::rwx);
+  EXPECT_EQ(domain->counters().pending.load(), 0u);
+  EXPECT_FALSE(domain->table().load()->watched);
 }

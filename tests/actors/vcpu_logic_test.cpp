@@ -202,3 +202,53 @@ TEST(vcpu_logic, a_read_or_write_of_a_monitored_page_is_a_data_access_stepped_ov
   ev.mem.attempted = drv::page_access::r;
   EXPECT_EQ(decide(logic, ev, t).v, verdict::stale);
 }
+
+// A write to a watched page table is stepped classically in every mode: the registry walks
+// the tables at the SINGLESTEP that follows, when the write is done and the VCPU still waits.
+TEST(vcpu_logic, a_page_table_write_is_a_classic_step_in_every_mode_and_its_singlestep_is_told) {
+  table_builder b{{home}};
+  b.add(make_breakpoint(breakpoint_def::at("bp", 0x100010), home, armed_by::attach));
+  b.watch({0x300, 0x7f0});
+  table_ptr t = b.build();
+  for (auto mode : {step_mode::fast, step_mode::classic, step_mode::emulate}) {
+    SCOPED_TRACE(to_string(mode));
+    vcpu_logic logic{mode, home};
+    auto ev = trap(drv::pa_of(0x7f0, 0x18));
+    ev.mem.attempted = drv::page_access::w;
+    auto d = decide(logic, ev, t);
+    EXPECT_EQ(d.v, verdict::table_write);
+    EXPECT_EQ(d.rsp.flags, flag::vcpu_paused | flag::alternate_p2m | flag::toggle_singlestep);
+    EXPECT_EQ(d.rsp.view, 0);
+    EXPECT_EQ(logic.written_table(), 0x7f0u);
+    auto back = decide(logic, singlestep(), t);
+    EXPECT_EQ(back.v, verdict::table_written);
+    EXPECT_EQ(back.rsp.flags, flag::vcpu_paused | flag::alternate_p2m | flag::toggle_singlestep);
+    EXPECT_EQ(back.rsp.view, home);
+    EXPECT_FALSE(logic.singlestep_on());
+    // The next step is an ordinary one again.
+    auto hit = decide(logic, trap(0x100010), t);
+    EXPECT_EQ(hit.v, verdict::hit);
+    if (mode == step_mode::classic) {
+      EXPECT_EQ(decide(logic, singlestep(), t).v, verdict::singlestep);
+    }
+  }
+}
+
+// The hardware setting an accessed or dirty bit (Xen 4.17 has no r_pw): counted, stepped
+// over like any trap, nothing walked.
+TEST(vcpu_logic, an_accessed_bit_update_in_a_watched_table_is_stepped_over_in_the_lane_s_mode) {
+  table_builder b{{home}};
+  b.watch({0x7f0});
+  table_ptr t = b.build();
+  vcpu_logic logic{step_mode::fast, home};
+  auto ev = trap(drv::pa_of(0x7f0, 0x18));
+  ev.mem.attempted = drv::page_access::w;
+  ev.mem.in_page_walk = true;
+  auto d = decide(logic, ev, t);
+  EXPECT_EQ(d.v, verdict::table_bits);
+  EXPECT_EQ(d.rsp.flags, flag::vcpu_paused | flag::alternate_p2m | flag::fast_singlestep);
+  // A read of a watched table is nobody's business: its access kept Read.
+  ev.mem.in_page_walk = false;
+  ev.mem.attempted = drv::page_access::r;
+  EXPECT_EQ(decide(logic, ev, t).v, verdict::stale);
+}

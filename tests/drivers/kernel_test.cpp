@@ -168,15 +168,18 @@ TEST_P(kernel, every_symbol_resolves_to_the_sims_own_entry_under_a_random_slide)
       EXPECT_EQ(t.pa, drv::pa_of(k.image_gfn, sim::layout_of::banner_offset));
     }
 
-    auto r = resolve_targets(*g->session, &profile, &map, defs);
+    auto r = resolve_symbols(&profile, &map, defs);
     for (auto& [name, err] : r.failed)
       ADD_FAILURE() << name << ": " << render(err);
     ASSERT_EQ(r.resolved.size(), k.function_names.size());
     for (size_t i = 0; i < r.resolved.size(); ++i) {
       auto& t = r.resolved[i].target;
       EXPECT_EQ(r.resolved[i].name(), k.function_names[i]);
-      EXPECT_EQ(t.pa, g->entry_pa(i)) << t.symbol;
       EXPECT_EQ(t.va, k.va_of(g->entry_pa(i))) << t.symbol;
+      auto at = place_virtual(walker, map.cr3, t.va);
+      EXPECT_FALSE(at.error) << t.symbol;
+      EXPECT_EQ(at.pa, g->entry_pa(i)) << t.symbol;
+      EXPECT_FALSE(at.watched) << t.symbol << ": a 2 MiB page of the image is never paged";
     }
   }
   EXPECT_GT(slides.size(), 1u) << "the seeds draw different slides";
@@ -346,7 +349,7 @@ TEST_P(kernel, a_profile_without_the_syscall_entry_cannot_find_the_kernel) {
   EXPECT_THAT(render(found.error()), HasSubstr(profile.path));
 }
 
-TEST_P(kernel, resolve_targets_passes_physical_ones_through_and_walks_the_rest) {
+TEST_P(kernel, symbols_resolve_to_virtual_addresses_and_walks_place_them_or_leave_them_pending) {
   for (auto seed : {seeds[0], seeds[3]}) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     auto cfg = config(seed);
@@ -392,34 +395,45 @@ TEST_P(kernel, resolve_targets_passes_physical_ones_through_and_walks_the_rest) 
     std::vector<breakpoint_def> defs{def("sym", by_symbol), def("va", by_va),
                                      def("unmapped", unmapped), def("unknown", unknown),
                                      def("phys", physical)};
-    auto r = resolve_targets(*g->session, &profile, &*found, defs);
+    auto r = resolve_symbols(&profile, &*found, defs);
     std::map<std::string, breakpoint_target> resolved;
     for (auto& d : r.resolved)
       resolved[d.name()] = d.target;
-    std::map<std::string, caf::error> failed;
-    for (auto& [name, err] : r.failed)
-      failed[name] = err;
-    ASSERT_EQ(resolved.size(), 3u);
-    ASSERT_EQ(failed.size(), 2u);
+    ASSERT_EQ(resolved.size(), 4u);
+    ASSERT_EQ(r.failed.size(), 1u);
+    EXPECT_EQ(r.failed[0].first, "unknown");
+    EXPECT_EQ(code_of(r.failed[0].second), ec::invalid_argument) << render(r.failed[0].second);
+    EXPECT_THAT(render(r.failed[0].second), HasSubstr("no_such_function"));
 
+    drv::page_walker walker{*g->session};
     ASSERT_TRUE(resolved.contains("sym"));
-    EXPECT_EQ(resolved["sym"].pa, fn.entry_pa + offset);
     EXPECT_EQ(resolved["sym"].va, k.va_of(fn.entry_pa) + offset);
     EXPECT_EQ(resolved["sym"].symbol, k.function_names[f]);
+    EXPECT_EQ(place_virtual(walker, found->cr3, resolved["sym"].va).pa, fn.entry_pa + offset);
     ASSERT_TRUE(resolved.contains("va"));
-    EXPECT_EQ(resolved["va"].pa, second);
+    EXPECT_EQ(place_virtual(walker, found->cr3, resolved["va"].va).pa, second);
     ASSERT_TRUE(resolved.contains("phys"));
     EXPECT_EQ(resolved["phys"], physical) << "a physical target is armed as configured";
 
-    ASSERT_TRUE(failed.contains("unmapped"));
-    EXPECT_EQ(code_of(failed["unmapped"]), ec::not_mapped) << render(failed["unmapped"]);
-    EXPECT_THAT(render(failed["unmapped"]), HasSubstr("not_present"));
-    ASSERT_TRUE(failed.contains("unknown"));
-    EXPECT_EQ(code_of(failed["unknown"]), ec::invalid_argument) << render(failed["unknown"]);
-    EXPECT_THAT(render(failed["unknown"]), HasSubstr("no_such_function"));
+    // Not mapped: pending, its clear PTE's table page watched.
+    ASSERT_TRUE(resolved.contains("unmapped"));
+    auto pending = place_virtual(walker, found->cr3, resolved["unmapped"].va);
+    EXPECT_FALSE(pending.error) << render(pending.error);
+    EXPECT_EQ(pending.pa, 0u);
+    EXPECT_TRUE(pending.watched);
+    auto clear = walker.translate(found->cr3, resolved["unmapped"].va);
+    EXPECT_EQ(clear.level, 1u);
+    EXPECT_EQ(pending.table, drv::gfn_of(clear.entry_pa));
+    // Past the kernel's map of RAM an upper entry is clear: pending too, that entry watched.
+    auto beyond_va = k.va_of(drv::pa_of(g->dom->info().max_gfn + 1));
+    auto beyond = place_virtual(walker, found->cr3, beyond_va);
+    EXPECT_FALSE(beyond.error) << render(beyond.error);
+    EXPECT_EQ(beyond.pa, 0u);
+    EXPECT_TRUE(beyond.watched);
+    EXPECT_EQ(beyond.table, drv::gfn_of(walker.translate(found->cr3, beyond_va).entry_pa));
 
     // Without a profile only the physical target resolves.
-    auto bare = resolve_targets(*g->session, nullptr, nullptr, defs);
+    auto bare = resolve_symbols(nullptr, nullptr, defs);
     ASSERT_EQ(bare.resolved.size(), 1u);
     EXPECT_EQ(bare.resolved[0].target, physical);
     ASSERT_EQ(bare.failed.size(), 4u);

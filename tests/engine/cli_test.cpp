@@ -169,6 +169,7 @@ TEST(cli, a_reload_names_what_it_changed_and_status_and_summary_keep_every_break
   EXPECT_NE(line.find("b "), std::string::npos) << line;
   EXPECT_NE(line.find("a "), std::string::npos) << line;
   EXPECT_NE(line.find("(removed by a reload)"), std::string::npos) << line;
+  EXPECT_NE(line.find("1 armed, 0 pending"), std::string::npos) << line;
   EXPECT_NE(r.err.find("removed by a reload", status + line.size()), std::string::npos)
     << "and in the summary: " << r.err;
 }

@@ -80,10 +80,18 @@ protected:
     ASSERT_TRUE(v);
     view = *v;
     ASSERT_FALSE(shared->switch_all(view));
-    registry = sys.spawn(
-      breakpoint_registry,
-      breakpoint_registry_config{controller, domain, {{"main", view}}, dom->info().max_gfn});
+    registry =
+      sys.spawn(breakpoint_registry,
+                breakpoint_registry_config{
+                  controller, domain, {{"main", view}}, dom->info().max_gfn, shared, kernel_cr3()});
     run();
+  }
+
+  /// The tables virtual breakpoints are walked through: VCPU 0's (every sim process maps
+  /// the kernel).
+  uint64_t kernel_cr3() {
+    auto regs = shared->vcpu_registers(0);
+    return regs ? regs->cr3 : 0;
   }
 
   breakpoint_def spec(std::string name, uint64_t pa) {
