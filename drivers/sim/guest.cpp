@@ -319,6 +319,7 @@ caf::expected<guest_image> build_guest(const domain_config& cfg, const program& 
                       "first " +
                         std::to_string(layout.linear_bytes >> 20) + " MiB)");
   layout.kernel = make_kernel(cfg, code, layout.linear_bytes);
+  layout.loader_store_pa = drv::pa_of(layout.kernel.image_gfn, layout_of::loader_store_offset);
   auto top = drv::gfn_of(layout.linear_bytes) - 1;  // reserved pages must be in the linear map
 
   // Counted first, from a top far above RAM: a guest too large for its memory must not have

@@ -117,6 +117,11 @@ public:
   void write64(uint64_t pa, uint64_t value) {
     word(pa).store(value, std::memory_order_relaxed);  // 8-aligned
   }
+  /// Sets `bits` in the word at `pa` (8-aligned) as one atomic operation, as the processor
+  /// sets a page-table entry's accessed bit; returns the word as it was.
+  uint64_t fetch_or64(uint64_t pa, uint64_t bits) {
+    return word(pa).fetch_or(bits, std::memory_order_relaxed);
+  }
 
 private:
   std::atomic<uint64_t>& word(uint64_t pa) const {
@@ -179,6 +184,8 @@ struct guest_layout {
   std::vector<drv::gfn_t> module_table_gfns;
   /// The physical address of the PTE that maps module page `gfn`.
   uint64_t module_pte_pa(drv::gfn_t gfn) const { return module_ptes[gfn - first_module_gfn]; }
+  /// Where the module loader's page-table stores are (their rip: kernel.va_of of it).
+  uint64_t loader_store_pa = 0;
 };
 
 /// The guest as built: its layout and the reserved pages' contents (from first_reserved_gfn).
