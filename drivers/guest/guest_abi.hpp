@@ -18,6 +18,8 @@ namespace pte {
 inline constexpr uint64_t present = 1ULL << 0;
 inline constexpr uint64_t writable = 1ULL << 1;
 inline constexpr uint64_t user = 1ULL << 2;
+/// A: the processor sets it in each entry a walk uses (a write to the table page).
+inline constexpr uint64_t accessed = 1ULL << 5;
 inline constexpr uint64_t large = 1ULL << 7;  ///< PS: a 1 GiB (PDPTE) or 2 MiB (PDE) page
 inline constexpr uint64_t no_execute = 1ULL << 63;
 /// Bits 51:12: the physical address of the next table or of a 4 KiB page.

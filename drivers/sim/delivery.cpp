@@ -228,6 +228,7 @@ void domain::set_registers(vcpu& v, const drv::registers& regs) {
   }
   v.pc = *pc;
   v.arrived = false;
+  recount_module_user(v);  // a return from the module's outermost call leaves it
 }
 
 caf::error domain::set_singlestep(uint64_t session, drv::vcpu_id id, bool on) {
@@ -282,7 +283,7 @@ caf::expected<drv::registers> domain::vcpu_registers(uint64_t session, drv::vcpu
   if (auto err = check_session(session, "vcpu_registers"))
     return err;
   auto regs = v.regs;
-  regs.rip = layout_.kernel.va_of(program_.at(v.pc).pa);
+  regs.rip = layout_.kernel.va_of(next_pa(v));
   if (user_mode_resumes_ > 0) {  // in_user_mode_until: what a VCPU in user code shows
     regs.cs.sel = 0x33;
     regs.ss.sel = 0x2b;

@@ -8,7 +8,9 @@
 // The implementation is split by concern: ept.cpp (views and access), execution.cpp (VCPUs
 // running the workload), delivery.cpp (sessions, requests out, responses in, pause),
 // ground_truth.cpp (what ran where; invariants), faults.cpp (fault injection), guest.cpp (guest
-// memory and page tables) and calls.cpp (calling conventions: arguments, strings, stack).
+// memory and page tables), calls.cpp (calling conventions: arguments, strings, stack) and
+// module.cpp (the loadable module: VCPU 0 pages it in and out, VCPUs enter and leave it, the
+// hardware's accessed-bit writes on the way to its code).
 
 #include "drivers/driver.hpp"
 #include "drivers/guest/guest_abi.hpp"
@@ -41,6 +43,9 @@ struct domain_config {
   drv::calling_convention abi = drv::calling_convention::sysv;
   uint32_t processes = 2;     ///< address spaces (1..64); VCPU i runs in process i % processes
   bool record_calls = false;  ///< log every call's arguments (memory grows with each call)
+  /// With a module (workload.module_functions): VCPU 0's top-level calls from one module
+  /// transition (load or unload) to the next. At least 1.
+  uint32_t module_interval = 64;
 };
 
 /// A guest as `cfg` builds it: its code, its memory and page tables, its kernel.
@@ -76,6 +81,25 @@ struct invariants {
     return unanswered == 0 && paused_vcpus == 0 && pages_changed == 0 && views_left == 0 &&
            requests_raised == requests_answered + answered_by_detach + dropped_by_death;
   }
+};
+
+/// What the module loader did and what the guest's hardware did on the way to module code
+/// (ground truth for a monitor that follows the module's page tables).
+struct module_truth {
+  uint64_t loads = 0;               ///< loads completed (the module callable from then on)
+  uint64_t unloads = 0;             ///< unloads completed (the module absent from then on)
+  uint64_t pte_stores = 0;          ///< the loader's page-table stores retired
+  uint64_t table_write_traps = 0;   ///< requests raised for a store the view denied W
+  uint64_t accessed_bit_traps = 0;  ///< requests raised for an accessed-bit write (in_page_walk)
+  uint64_t accessed_bits_set = 0;   ///< accessed bits the walks set in module PTEs
+  /// Summed over the unloads, at the moment each completed: module pages whose access in an
+  /// active view lacked X (the host p2m's counts only where it differs from the domain's
+  /// code_access). A monitor that follows the module has disarmed every one by then: 0.
+  uint64_t pages_monitored_while_absent = 0;
+  /// Module instructions retired while the module was absent or their page's PTE was not
+  /// present: what the loader's ordering rules out. Always 0.
+  uint64_t executed_while_absent = 0;
+  uint64_t module_instructions = 0;  ///< module instructions retired, over every VCPU
 };
 
 /// Driver calls the domain has served, by kind (what a benchmark counts as driver calls).
@@ -174,6 +198,10 @@ public:
   caf::expected<drv::registers> vcpu_registers(uint64_t session, drv::vcpu_id vcpu);
   bool vcpu_singlestepping(drv::vcpu_id vcpu);
   bool halted();  ///< every VCPU used up its instruction budget
+  /// The module can be entered now (it is loaded and not draining).
+  bool module_loaded() const { return module_state_.load() == module_state::loaded; }
+  /// What the module loader and the walks did so far (read while the guest runs).
+  sim::module_truth module_truth();
   call_counts calls();
   /// The calls `vcpu` set up into the function at `entry_pa`, in order (needs record_calls).
   /// Logged when set up, before the VCPU fetches the entry: one trapped there is logged.
@@ -212,6 +240,7 @@ public:
 private:
   friend class hypervisor;
   enum class run_state : uint8_t { runnable, waiting, stuck, halted };
+  enum class module_state : uint8_t { absent, loaded, draining };
   static constexpr uint32_t unrecorded = ~uint32_t{0};
   struct frame {
     uint32_t return_pc = 0;
@@ -253,6 +282,8 @@ private:
     std::vector<std::vector<uint64_t>> executions;  // [view][instruction index]
     // Instructions reached but not run: a monitor's SET_REGISTERS moved rip away first.
     std::map<std::pair<drv::view_id, uint32_t>, uint64_t> redirected;
+    bool in_module = false;          // counted in module_users_ (module.cpp)
+    sim::module_truth module_truth;  // its walks' and module instructions' part
     latency_histogram response_latency;
     latency_histogram lateness;
 
@@ -265,6 +296,21 @@ private:
     sim_clock::time_point answered_at{};
     sim_clock::time_point response_due{};
     uint64_t response_session = 0;
+  };
+
+  // The module loader: VCPU 0's, owned as VCPU 0's fields are.
+  enum class loader_phase : uint8_t {
+    idle,        // counting top-level calls to the next transition
+    draining,    // unloading: waits until no VCPU is in the module
+    storing,     // stores the module's PTEs, one per step (rip: layout_.loader_store_pa)
+    completing,  // the last store retired: the transition completes at the next step
+  };
+  struct module_loader {
+    loader_phase phase = loader_phase::idle;
+    bool loading = false;     // storing, completing: a load (else an unload)
+    uint32_t calls = 0;       // top-level calls since the last transition
+    uint32_t next = 0;        // the module page whose PTE it stores next
+    sim::module_truth truth;  // loads, unloads, stores, their traps
   };
 
   struct view_table {
@@ -285,6 +331,40 @@ private:
   /// Between two top-level calls, the VCPU may switch to another process (cr3 and current
   /// thread together).
   void schedule(vcpu& v);
+  /// What `v` runs next: its program instruction's address, or the loader's store.
+  uint64_t next_pa(const vcpu& v) const {
+    return v.handle.id == 0 && loader_.phase == loader_phase::storing ? layout_.loader_store_pa
+                                                                      : program_.at(v.pc).pa;
+  }
+  /// A mem_access request for `attempted` at `pa` (guest linear address `gla`).
+  drv::event access_fault(const vcpu& v, uint64_t pa, drv::page_access attempted,
+                          uint64_t gla) const;
+  /// After an instruction (or a loader store) retired: fast singlestep returns to its view,
+  /// singlestep raises its request.
+  std::optional<drv::event> after_retire(vcpu& v);
+  /// The next top-level call, as the thread's loop makes it.
+  void start_root(vcpu& v);
+  // module.cpp
+  /// A top-level function: a module function the module cannot take now is drawn again.
+  uint32_t pick_root(vcpu& v);
+  /// Counts `v` in the module if it may be entered now; false (and not counted) if not.
+  bool enter_module(vcpu& v);
+  /// After `v`'s pc or stack changed: in the module while its pc or a return address is
+  /// module code.
+  void recount_module_user(vcpu& v);
+  void leave_module(vcpu& v);
+  /// VCPU 0 between two top-level calls (outside the module): starts a transition, or goes on
+  /// with an unload. True if it stores now (the next top-level call waits until it is done).
+  bool loader_boundary();
+  /// The loader's next PTE store, checked as a data write; a request if the view denies it.
+  std::optional<drv::event> loader_store(vcpu& v);
+  void complete_transition();
+  /// Module pages some active view lacks X on (not counting the domain's own code_access).
+  uint64_t monitored_module_pages() const;
+  /// Before a module instruction's EPT check: the walk sets its PTE's accessed bit, a write
+  /// to the page table its view may deny (a request with in_page_walk).
+  std::optional<drv::event> walk_to_module_code(vcpu& v, const instruction& in);
+  void count_module_instruction(vcpu& v, const instruction& in);
   // calls.cpp
   /// Sets up a call of `function` returning to `return_va`, as its caller would; returns the
   /// stack bytes it took.
@@ -335,6 +415,12 @@ private:
   uint64_t views_left_ = 0;  // by the last session, at its detach
   std::atomic<uint64_t> get_calls_{0}, set_calls_{0}, view_calls_{0};
   std::atomic<uint32_t> halted_vcpus_{0};  // read without a lock: polling it starves nobody
+
+  // The module (module.cpp). Both seq_cst: a VCPU entering adds itself to the users, then
+  // reads the state; an unload stores draining, then reads the users. One sees the other.
+  std::atomic<module_state> module_state_{module_state::absent};
+  std::atomic<uint32_t> module_users_{0};  // VCPUs with module code in their pc or stack
+  module_loader loader_;
 
   // Requests with a VCPU id out of range, bounded as Xen's ring bounds them.
   static constexpr uint32_t ring_slots = 8;

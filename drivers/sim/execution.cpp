@@ -13,6 +13,8 @@ using drv::page_access;
 caf::expected<prepared_guest> prepare_guest(const domain_config& cfg) {
   if (cfg.vcpus == 0 || cfg.memory_mib == 0)
     return make_error(ec::invalid_argument, "needs vcpus and memory");
+  if (cfg.workload.module_functions > 0 && cfg.module_interval == 0)
+    return make_error(ec::invalid_argument, "sim guest: module_interval must be at least 1");
   auto max_gfn = cfg.memory_mib * (1024 * 1024 / drv::page_size) - 1;
   auto code = program::generate(cfg.workload, max_gfn);
   if (!code)
@@ -78,10 +80,7 @@ domain::domain(hypervisor& hv, drv::domain_id id, domain_config cfg, program cod
     v->regs.gs_base = layout_.kernel.va_of(drv::pa_of(v->home->percpu_gfn));
     auto entry = program_.functions()[layout_.kernel.syscall_entry].entry_pa;
     v->regs.msr_lstar = layout_.kernel.va_of(entry);
-    auto root = program_.pick_root_function(v->random);
-    v->pc = program_.functions()[root].first;
-    v->regs.rsp = v->home->stack_top - 8;  // its thread's start routine called nothing yet
-    enter(*v, root, 0);
+    start_root(*v);  // its thread's start routine called nothing yet
     v->executions.resize(drv::max_views);
     vcpus_.push_back(std::move(v));
   }
@@ -102,8 +101,22 @@ drv::event domain::make_event(const vcpu& v, drv::event_reason reason) const {
   ev.vcpu = v.handle.id;
   ev.view = v.view;
   ev.regs = v.regs;
-  ev.regs.rip = layout_.kernel.va_of(program_.at(v.pc).pa);
+  ev.regs.rip = layout_.kernel.va_of(next_pa(v));
   return ev;
+}
+
+drv::event domain::access_fault(const vcpu& v, uint64_t pa, page_access attempted,
+                                uint64_t gla) const {
+  auto ev = make_event(v, drv::event_reason::mem_access);
+  ev.mem = {drv::gfn_of(pa), pa & drv::page_mask, gla, attempted, true};
+  return ev;
+}
+
+void domain::start_root(vcpu& v) {
+  auto root = pick_root(v);
+  v.pc = program_.functions()[root].first;
+  v.regs.rsp = v.home->stack_top - 8;
+  enter(v, root, 0);
 }
 
 void domain::retire(vcpu& v, const instruction& in) {
@@ -113,8 +126,14 @@ void domain::retire(vcpu& v, const instruction& in) {
   ++counts[v.pc];
   ++v.retired;
   v.arrived = false;
+  if (program_.in_module(v.pc))
+    count_module_instruction(v, in);
   switch (in.kind) {
     case op::call: {
+      if (program_.is_module_function(in.target) && !enter_module(v)) {
+        ++v.pc;  // the module is out: the call does nothing, as a plain instruction
+        break;
+      }
       auto bytes = enter(v, in.target, layout_.kernel.va_of(program_.at(v.pc + 1).pa));
       v.stack.push_back(
         {v.pc + 1, bytes, cfg_.record_calls ? uint32_t(v.calls.size() - 1) : unrecorded});
@@ -124,17 +143,18 @@ void domain::retire(vcpu& v, const instruction& in) {
     case op::ret:
       if (v.stack.empty()) {
         // The outermost return: the thread's loop calls its next function, from the stack's
-        // top, with no return address.
+        // top, with no return address. On VCPU 0 the module loader may run first.
         schedule(v);
-        auto root = program_.pick_root_function(v.random);
-        v.pc = program_.functions()[root].first;
-        v.regs.rsp = v.home->stack_top - 8;
-        enter(v, root, 0);
+        leave_module(v);
+        if (v.handle.id != 0 || !program_.has_module() || !loader_boundary())
+          start_root(v);
       } else {
         // ret pops the return address, the caller drops its argument area.
         v.pc = v.stack.back().return_pc;
         v.regs.rsp += v.stack.back().bytes;
         v.stack.pop_back();
+        if (v.in_module)
+          recount_module_user(v);
       }
       break;
     case op::branch:
@@ -170,21 +190,26 @@ std::optional<drv::event> domain::step(vcpu& v) {
     v.malformed.reset();
     return ev;
   }
+  if (v.handle.id == 0 && loader_.phase == loader_phase::completing)
+    complete_transition();
   if (cfg_.instructions_per_vcpu != 0 && v.retired >= cfg_.instructions_per_vcpu) {
     v.state = run_state::halted;
     ++halted_vcpus_;
     return std::nullopt;
   }
+  if (v.handle.id == 0 && loader_.phase == loader_phase::storing)
+    return loader_store(v);
   const auto& in = program_.at(v.pc);
   if (!v.arrived) {
     v.arrived = true;
     v.arrival_view = v.view;
   }
+  if (program_.in_module(v.pc))
+    if (auto ev = walk_to_module_code(v, in))
+      return ev;
   if (!v.emulate_next) {
     auto fault = [&](uint64_t pa, page_access attempted) {
-      auto ev = make_event(v, drv::event_reason::mem_access);
-      ev.mem = {drv::gfn_of(pa), pa & drv::page_mask, layout_.kernel.va_of(pa), attempted, true};
-      return ev;
+      return access_fault(v, pa, attempted, layout_.kernel.va_of(pa));
     };
     if (!allows(access_in(v.view, drv::gfn_of(in.pa)), page_access::x))
       return fault(in.pa, page_access::x);
@@ -195,6 +220,10 @@ std::optional<drv::event> domain::step(vcpu& v) {
   }
   v.emulate_next = false;  // EMULATE: this one instruction ran without the EPT check
   retire(v, in);
+  return after_retire(v);
+}
+
+std::optional<drv::event> domain::after_retire(vcpu& v) {
   if (v.fast_singlestep) {
     if (valid_view(v.fast_return_view))  // Xen skips a switch to a destroyed view
       v.view = v.fast_return_view;
@@ -203,7 +232,7 @@ std::optional<drv::event> domain::step(vcpu& v) {
   }
   if (v.singlestep) {
     auto ev = make_event(v, drv::event_reason::singlestep);
-    ev.mem.gfn = drv::gfn_of(program_.at(v.pc).pa);
+    ev.mem.gfn = drv::gfn_of(next_pa(v));
     return ev;
   }
   return std::nullopt;

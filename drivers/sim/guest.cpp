@@ -206,22 +206,41 @@ void lay_out_kernel(const domain_config& cfg, table_builder& b, guest_layout& la
 }
 
 // Lays out the page tables, then each VCPU's pages, taking pages from `b`'s top down.
-void lay_out(const domain_config& cfg, uint64_t stack_pages, table_builder& b,
+void lay_out(const domain_config& cfg, const program& code, uint64_t stack_pages, table_builder& b,
              guest_layout& layout) {
   // The kernel half, shared: PML4[511] of every process points to the same PDPT. 2 MiB pages;
-  // RAM not filling its last 2 MiB (an odd memory_mib) ends in 4 KiB pages.
+  // RAM not filling its last 2 MiB (an odd memory_mib) ends in 4 KiB pages, and so do the
+  // regions holding module pages: a module page comes and goes by its own PTE.
   constexpr auto kernel_flags = pte::present | pte::writable;
+  auto holds_module = [&](uint64_t at, uint64_t end) {
+    return code.has_module() && drv::pa_of(code.first_module_gfn()) < end &&
+           drv::pa_of(code.last_module_gfn()) >= at;
+  };
   auto kernel_pdpt = b.alloc();
+  layout.first_module_gfn = code.first_module_gfn();
   for (uint64_t at = 0; at < layout.linear_bytes; at += large_page) {
     auto va = layout.kernel.va_of(at);
     auto pd = b.next(kernel_pdpt, drv::table_index(va, 3), kernel_flags);
-    if (at + large_page <= layout.linear_bytes) {
+    auto end = std::min(at + large_page, layout.linear_bytes);
+    bool module = holds_module(at, end);
+    if (end == at + large_page && !module) {
       b.entry(pd, drv::table_index(va, 2)) = at | kernel_flags | pte::large;
       continue;
     }
     auto pt = b.next(pd, drv::table_index(va, 2), kernel_flags);
-    for (auto pa = at; pa < layout.linear_bytes; pa += drv::page_size)
-      b.entry(pt, drv::table_index(layout.kernel.va_of(pa), 1)) = pa | kernel_flags;
+    if (module)
+      layout.module_table_gfns.push_back(pt);
+    for (auto pa = at; pa < end; pa += drv::page_size) {
+      auto index = drv::table_index(layout.kernel.va_of(pa), 1);
+      if (code.is_module_gfn(drv::gfn_of(pa))) {
+        // Out until the loader stores it present: the frame stays, as in a PTE on its way in.
+        b.entry(pt, index) = pa | pte::writable;
+        layout.module_ptes.push_back(drv::pa_of(pt) + 8 * index);
+      } else {
+        // Accessed already: a walk through the module's table writes module entries only.
+        b.entry(pt, index) = pa | kernel_flags | (module ? pte::accessed : 0);
+      }
+    }
   }
 
   std::vector<drv::gfn_t> pml4s;
@@ -294,14 +313,20 @@ caf::expected<guest_image> build_guest(const domain_config& cfg, const program& 
     return make_error(ec::invalid_argument,
                       "sim guest: code_base_gfn must be at least 1 (the kernel image's first "
                       "page lies below the code)");
+  if (code.has_module() && drv::pa_of(code.last_module_gfn() + 1) > layout.linear_bytes)
+    return make_error(ec::invalid_argument,
+                      "sim guest: the module's pages must lie in the kernel's map of RAM (its "
+                      "first " +
+                        std::to_string(layout.linear_bytes >> 20) + " MiB)");
   layout.kernel = make_kernel(cfg, code, layout.linear_bytes);
+  layout.loader_store_pa = drv::pa_of(layout.kernel.image_gfn, layout_of::loader_store_offset);
   auto top = drv::gfn_of(layout.linear_bytes) - 1;  // reserved pages must be in the linear map
 
   // Counted first, from a top far above RAM: a guest too large for its memory must not have
   // its tables' addresses wrap below gfn 0 while it is built.
   table_builder dry{drv::gfn_t{1} << 32};
   auto scratch = layout;
-  lay_out(cfg, stack_pages, dry, scratch);
+  lay_out(cfg, code, stack_pages, dry, scratch);
   auto last_data = code.last_data_gfn();
   if (top <= last_data || top - last_data < dry.used()) {
     auto need_mib = (drv::pa_of(last_data + 1 + dry.used()) + (1 << 20) - 1) >> 20;
@@ -316,7 +341,7 @@ caf::expected<guest_image> build_guest(const domain_config& cfg, const program& 
                         std::to_string(cfg.memory_mib) + " MiB");
   }
   table_builder b{top};
-  lay_out(cfg, stack_pages, b, layout);
+  lay_out(cfg, code, stack_pages, b, layout);
   layout.last_reserved_gfn = top;
   layout.first_reserved_gfn = top - (b.used() - 1);
   image.pages = b.take();

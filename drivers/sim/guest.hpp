@@ -2,8 +2,9 @@
 
 // The simulated guest's memory as a VMI tool sees it: a store of the pages the sim writes
 // (page tables, stacks, strings), x86-64 four-level page tables over guest RAM (the kernel's
-// linear map, shared by every process, and each process's own user half), each function's
-// signature, and the ground truth of the calls the VCPUs set up (guest.cpp, calls.cpp).
+// linear map, shared by every process, with a loadable module's pages behind PTEs of their
+// own, and each process's own user half), each function's signature, and the ground truth of
+// the calls the VCPUs set up (guest.cpp, calls.cpp).
 
 #include "drivers/guest/guest_abi.hpp"
 #include "drivers/sim/kernel.hpp"
@@ -116,6 +117,11 @@ public:
   void write64(uint64_t pa, uint64_t value) {
     word(pa).store(value, std::memory_order_relaxed);  // 8-aligned
   }
+  /// Sets `bits` in the word at `pa` (8-aligned) as one atomic operation, as the processor
+  /// sets a page-table entry's accessed bit; returns the word as it was.
+  uint64_t fetch_or64(uint64_t pa, uint64_t bits) {
+    return word(pa).fetch_or(bits, std::memory_order_relaxed);
+  }
 
 private:
   std::atomic<uint64_t>& word(uint64_t pa) const {
@@ -169,6 +175,17 @@ struct guest_layout {
   std::vector<vcpu_layout> vcpus;
   std::vector<signature> signatures;  ///< per function
   uint32_t max_call_depth = 0;        ///< frames, the root's included
+  /// The loadable module's pages (program::first_module_gfn() on) are mapped by 4 KiB PTEs,
+  /// present only while it is in: [i] is where the PTE of its page i is. Each 2 MiB region
+  /// holding module pages has a page table of its own (its other pages present, their
+  /// accessed bits set); `module_table_gfns` are those tables, ascending.
+  drv::gfn_t first_module_gfn = 0;
+  std::vector<uint64_t> module_ptes;
+  std::vector<drv::gfn_t> module_table_gfns;
+  /// The physical address of the PTE that maps module page `gfn`.
+  uint64_t module_pte_pa(drv::gfn_t gfn) const { return module_ptes[gfn - first_module_gfn]; }
+  /// Where the module loader's page-table stores are (their rip: kernel.va_of of it).
+  uint64_t loader_store_pa = 0;
 };
 
 /// The guest as built: its layout and the reserved pages' contents (from first_reserved_gfn).

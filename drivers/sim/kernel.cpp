@@ -130,6 +130,8 @@ uint64_t build_id(const domain_config& cfg) {
   auto text = std::to_string(w.seed) + "/" + std::to_string(w.functions) + "/" +
               std::to_string(w.min_function_length) + "/" + std::to_string(w.max_function_length) +
               "/" + std::to_string(w.code_base_gfn) + "/" + drv::to_string(kernel_os_of(cfg));
+  if (w.module_functions > 0)  // the module moves the code after it: another build
+    text += "/module " + std::to_string(w.module_functions);
   return fnv1a(text);
 }
 
@@ -170,14 +172,16 @@ sim_kernel make_kernel(const domain_config& cfg, const program& code, uint64_t l
   for (size_t i = 0; i < n; ++i)
     k.function_names.push_back(windows ? name_from(windows_names, i, "KiSimRoutine")
                                        : name_from(linux_names, i, "sim_routine_"));
-  // The syscall entry is the coldest function; Windows has both entries (KVA shadow on).
-  k.syscall_entry = uint32_t(n - 1);
+  // The syscall entry is the coldest function outside the module (MSR_LSTAR must always
+  // translate); Windows has both entries (KVA shadow on).
+  auto entry = code.first_module_function() - 1;
+  k.syscall_entry = entry;
   if (windows) {
-    k.function_names[n - 1] = "KiSystemCall64Shadow";
-    if (n >= 2)
-      k.function_names[n - 2] = "KiSystemCall64";
+    k.function_names[entry] = "KiSystemCall64Shadow";
+    if (entry >= 1)
+      k.function_names[entry - 1] = "KiSystemCall64";
   } else {
-    k.function_names[n - 1] = "entry_SYSCALL_64";
+    k.function_names[entry] = "entry_SYSCALL_64";
   }
 
   char hex[17];

@@ -45,6 +45,9 @@ inline constexpr uint64_t banner_offset = 0x100;
 inline constexpr uint64_t pe_header_offset = 0x80;
 inline constexpr uint64_t debug_directory_offset = 0x200;
 inline constexpr uint64_t codeview_offset = 0x240;
+/// The module loader's store instruction (the rip of its page-table writes): no program
+/// instruction is there, so no breakpoint is either.
+inline constexpr uint64_t loader_store_offset = 0xf00;
 }  // namespace layout_of
 
 /// One process of the guest; thread `v` of it is the one VCPU `v` runs when in it.

@@ -23,18 +23,30 @@ caf::expected<program> program::generate(const workload_config& cfg, drv::gfn_t 
       cfg.max_function_length < cfg.min_function_length)
     return make_error(ec::invalid_argument,
                       "sim workload: need functions >= 1 and 2 <= min <= max length");
+  if (cfg.module_functions >= cfg.functions)
+    return make_error(ec::invalid_argument,
+                      "sim workload: module_functions (" + std::to_string(cfg.module_functions) +
+                        ") must be fewer than functions (" + std::to_string(cfg.functions) +
+                        "): some code must stay when the module is out");
   program p;
+  p.first_module_function_ = cfg.functions - cfg.module_functions;
   rng r{cfg.seed ^ 0x5eed0f5c0de5ULL};
   auto data_pages = std::max(cfg.data_pages, 1u);
   // The data pages follow the code; their addresses are drawn before the code is complete,
   // so place them where the code cannot reach: after the largest code this config can make.
-  auto max_code_bytes = uint64_t(cfg.functions) * (cfg.max_function_length * 15 + 16);
+  auto max_code_bytes = uint64_t(cfg.functions) * (cfg.max_function_length * 15 + 16) +
+                        (cfg.module_functions > 0 ? drv::page_size : 0);  // the module's start
   auto data_base = (cfg.code_base_gfn + drv::gfn_of(max_code_bytes) + 1 + data_alignment - 1) /
                    data_alignment * data_alignment;
   uint64_t pa = drv::pa_of(cfg.code_base_gfn);
   auto data_page = [&](uint64_t k) { return drv::pa_of(data_base + k % data_pages); };
   for (uint32_t f = 0; f < cfg.functions; ++f) {
     pa = (pa + 15) & ~uint64_t{15};  // functions start 16-byte aligned
+    if (f == p.first_module_function_) {
+      pa = (pa + drv::page_mask) & ~drv::page_mask;  // no page holds both kinds of code
+      p.first_module_instruction_ = uint32_t(p.instructions_.size());
+      p.first_module_gfn_ = drv::gfn_of(pa);
+    }
     auto len = cfg.min_function_length +
                uint32_t(r.below(cfg.max_function_length - cfg.min_function_length + 1));
     function fn{uint32_t(p.instructions_.size()), len, 0};
@@ -72,6 +84,8 @@ caf::expected<program> program::generate(const workload_config& cfg, drv::gfn_t 
   }
   p.first_code_gfn_ = cfg.code_base_gfn;
   p.last_code_gfn_ = drv::gfn_of(pa - 1);
+  if (!p.has_module())
+    p.first_module_instruction_ = uint32_t(p.instructions_.size());
   p.last_data_gfn_ = data_base + data_pages - 1;
   if (p.last_data_gfn_ > max_gfn) {
     auto need_mib = (drv::pa_of(p.last_data_gfn_ + 1) + (1 << 20) - 1) >> 20;

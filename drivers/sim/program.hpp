@@ -30,6 +30,10 @@ struct workload_config {
   double code_read_fraction = 0.25;  ///< loads that read constants from code pages
   drv::gfn_t code_base_gfn = 0x100;  ///< code starts at 1 MiB
   uint32_t data_pages = 16;          ///< follow the code, 64 KiB aligned
+  /// The last this many functions form a loadable module: its code starts on a page of its
+  /// own, and it is paged in and out while the guest runs (domain_config::module_interval).
+  /// 0: no module. Fewer than `functions`.
+  uint32_t module_functions = 0;
 };
 
 enum class op : uint8_t { plain, call, ret, branch, load, store };
@@ -74,6 +78,20 @@ public:
   drv::gfn_t last_data_gfn() const { return last_data_gfn_; }
   bool is_code(drv::gfn_t gfn) const { return gfn >= first_code_gfn_ && gfn <= last_code_gfn_; }
 
+  // The loadable module: the last functions, from a page boundary to the end of the code, so
+  // its pages hold its code and nothing else. Without one, the first indices are one past
+  // the last and no gfn is the module's.
+  bool has_module() const { return first_module_function_ < functions_.size(); }
+  uint32_t first_module_function() const { return first_module_function_; }
+  uint32_t first_module_instruction() const { return first_module_instruction_; }
+  bool is_module_function(uint32_t function) const { return function >= first_module_function_; }
+  bool in_module(uint32_t instruction) const { return instruction >= first_module_instruction_; }
+  drv::gfn_t first_module_gfn() const { return first_module_gfn_; }
+  drv::gfn_t last_module_gfn() const { return last_code_gfn_; }
+  bool is_module_gfn(drv::gfn_t gfn) const {
+    return has_module() && gfn >= first_module_gfn_ && gfn <= last_code_gfn_;
+  }
+
   /// The byte a memory read at `pa` sees on a code page (opcode-like filler, deterministic).
   std::byte code_byte(uint64_t pa) const;
 
@@ -85,6 +103,9 @@ private:
   drv::gfn_t first_code_gfn_ = 0;
   drv::gfn_t last_code_gfn_ = 0;
   drv::gfn_t last_data_gfn_ = 0;
+  uint32_t first_module_function_ = 0;
+  uint32_t first_module_instruction_ = 0;
+  drv::gfn_t first_module_gfn_ = 0;
 };
 
 }  // namespace vmitap::sim

@@ -129,3 +129,65 @@ TEST_F(xen_driver_test, the_watch_reports_guests_starting_and_stopping) {
   }
   driver->unwatch();
 }
+
+// A guest whose module's page table is write-protected: the loader's stores and the walks'
+// accessed-bit writes reach vmitap through Xen's ring, the walks' with in_page_walk (Xen's
+// MEM_ACCESS_FAULT_IN_GPT) and the stores' without.
+TEST_F(xen_driver_test, a_page_walk_request_keeps_its_flag_through_the_ring) {
+  auto cfg = small_domain(1);
+  cfg.workload.functions = 64;
+  cfg.workload.module_functions = 32;
+  cfg.module_interval = 2;
+  auto made = hv->create_domain(cfg);
+  ASSERT_TRUE(made) << render(made.error());
+  dom = *made;
+  open();
+  auto s = attach();
+  ASSERT_TRUE(s);
+  auto v = s->create_view(drv::page_access::rwx);
+  ASSERT_TRUE(v) << render(v.error());
+  view = *v;
+  ASSERT_FALSE(s->switch_all(view));
+  std::vector<drv::access_change> tables;
+  for (auto gfn : dom->layout().module_table_gfns)
+    tables.push_back({gfn, drv::page_access::rx});
+  ASSERT_FALSE(s->set_access(view, tables));
+  auto ring = s->start_events();
+  ASSERT_TRUE(ring);
+  auto store_rip = dom->layout().kernel.va_of(dom->layout().loader_store_pa);
+  size_t walks = 0, stores = 0;
+  std::vector<drv::event> in(4);
+  for (int round = 0; round < 2000 && (walks < 2 || stores < 2); ++round) {
+    auto n = wait_and_take(**ring, in);
+    ASSERT_GT(n, 0u) << "the guest stopped raising requests";
+    std::vector<drv::response> out;
+    for (size_t i = 0; i < n; ++i) {
+      const auto& ev = in[i];
+      ASSERT_EQ(ev.reason, drv::event_reason::mem_access);
+      EXPECT_EQ(ev.mem.attempted, drv::page_access::w);
+      EXPECT_THAT(dom->layout().module_table_gfns, ::testing::Contains(ev.mem.gfn));
+      if (ev.mem.in_page_walk) {
+        ++walks;
+        EXPECT_EQ(ev.mem.gla, ev.regs.rip);
+      } else {
+        ++stores;
+        EXPECT_EQ(ev.regs.rip, store_rip);
+      }
+      auto rsp = drv::make_response(ev);
+      rsp.flags |= drv::flag::emulate;  // Xen writes it with the access the view lacks
+      out.push_back(rsp);
+    }
+    auto r = (*ring)->give(out);
+    ASSERT_EQ(r.failed, 0u) << render(r.first);
+  }
+  EXPECT_GE(walks, 2u);
+  EXPECT_GE(stores, 2u);
+  auto truth = dom->module_truth();
+  EXPECT_GE(truth.accessed_bit_traps, walks);
+  EXPECT_GE(truth.table_write_traps, stores);
+  for (auto& c : tables)
+    c.value = drv::page_access::rwx;
+  ASSERT_FALSE(s->set_access(view, tables));
+  ASSERT_FALSE(s->detach());
+  expect_clean();
+}
