@@ -19,6 +19,8 @@ struct session_counts {
   uint64_t malformed = 0;
   uint64_t singlesteps = 0;
   uint64_t respond_failures = 0;
+  uint64_t table_writes = 0;  ///< guest writes to page tables it watched
+  uint64_t table_bits = 0;    ///< accessed/dirty updates in page tables it watched
 
   session_counts& operator+=(const session_counts& x) {
     events += x.events;
@@ -31,6 +33,8 @@ struct session_counts {
     malformed += x.malformed;
     singlesteps += x.singlesteps;
     respond_failures += x.respond_failures;
+    table_writes += x.table_writes;
+    table_bits += x.table_bits;
     return *this;
   }
 };
@@ -38,7 +42,7 @@ struct session_counts {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, session_counts& x) {
   return f(x.events, x.hits, x.filtered, x.neighbours, x.data_accesses, x.stale, x.spurious,
-           x.malformed, x.singlesteps, x.respond_failures);
+           x.malformed, x.singlesteps, x.respond_failures, x.table_writes, x.table_bits);
 }
 
 }  // namespace vmitap::drv

@@ -47,7 +47,7 @@ void read_section(reader& r, const toml::table* t, config& cfg) {
       auto path = reader::indexed("sim.domain", i);
       r.allow_only(d, path,
                    {"name", "vcpus", "memory_mib", "instructions", "seed", "functions", "abi",
-                    "processes", "record_calls"});
+                    "processes", "record_calls", "module_functions", "module_interval"});
       sim::domain_config dc;
       if (auto n = r.get_string(d, "name", path, "a string")) {
         dc.name = *n;
@@ -79,8 +79,15 @@ void read_section(reader& r, const toml::table* t, config& cfg) {
         dc.processes = uint32_t(*n);
       if (auto b = r.get_bool(d, "record_calls", path))
         dc.record_calls = *b;
+      if (auto n = r.get_count(d, "module_functions", path, 0, 4095))
+        dc.workload.module_functions = uint32_t(*n);
+      if (auto n = r.get_count(d, "module_interval", path, 1, 1'000'000))
+        dc.module_interval = uint32_t(*n);
       // The code, its data and the guest's page tables, stacks and strings must fit.
-      if (auto err = sim::domain::validate(dc))
+      if (dc.workload.module_functions >= dc.workload.functions)
+        r.error(reader::where(d, "module_functions"), path + ".module_functions",
+                "must be fewer than functions (" + std::to_string(dc.workload.functions) + ")");
+      else if (auto err = sim::domain::validate(dc))
         r.error(reader::where(d, "memory_mib"), path + ".memory_mib", context_of(err));
       o.domains.push_back(std::move(dc));
     }
@@ -190,6 +197,10 @@ std::string describe_section(const config& cfg) {
     out << "  sim domain " << d.name << " (id " << i + 1 << "): " << d.vcpus << " vcpus, "
         << d.memory_mib << " MiB, seed " << d.workload.seed << ", " << drv::to_string(d.abi) << ", "
         << d.processes << " process(es), "
+        << (d.workload.module_functions
+              ? std::to_string(d.workload.module_functions) + " module function(s) paged every " +
+                  std::to_string(d.module_interval) + " calls, "
+              : std::string())
         << (d.instructions_per_vcpu
               ? std::to_string(d.instructions_per_vcpu) + " instructions per vcpu"
               : std::string("runs until stopped"))

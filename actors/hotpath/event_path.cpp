@@ -82,8 +82,30 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
     hit(ev, before, now, wall);
   else if (v == verdict::table_written && !held_[ev.vcpu])
     hold_for_walk(ev, before);
+  else if (v == verdict::table_bits && hit_behind_walk(ev, before, now, wall))
+    cfg_.domain->counters().table_bits.add();
   else
     count(v, vc);
+}
+
+bool event_path::hit_behind_walk(const drv::event& ev, const vcpu_logic& before,
+                                 clock_type::time_point now,
+                                 std::chrono::system_clock::time_point wall) {
+  // The fetch's own walk trapped: stepped over in view 0, the instruction runs there and
+  // never meets its page's missing Execute. If it is a breakpoint's, this is its hit.
+  if (!ev.mem.gla_valid || ev.mem.gla != ev.regs.rip || !cfg_.session)
+    return false;
+  drv::page_walker walker{*cfg_.session};
+  auto t = walker.translate(ev.regs.cr3, ev.regs.rip);
+  if (!t)
+    return false;
+  breakpoints_at(table_->find(ev.view, drv::gfn_of(t.pa)), t.pa & drv::page_mask, hits_);
+  if (hits_.empty())
+    return false;
+  auto fetch = ev;
+  fetch.mem = {drv::gfn_of(t.pa), t.pa & drv::page_mask, ev.regs.rip, drv::page_access::x, true};
+  hit(fetch, before, now, wall);
+  return true;
 }
 
 void event_path::count(verdict v, vcpu_counters& vc) {

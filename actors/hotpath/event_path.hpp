@@ -64,6 +64,11 @@ private:
   /// Answers one request (into out_) and counts it.
   void decide(const drv::event& ev, std::chrono::steady_clock::time_point now,
               std::chrono::system_clock::time_point wall);
+  /// An accessed-bit update on the way to fetching a breakpoint's instruction: its hit (the
+  /// step runs the instruction where nothing traps). True if it was one.
+  bool hit_behind_walk(const drv::event& ev, const vcpu_logic& before,
+                       std::chrono::steady_clock::time_point now,
+                       std::chrono::system_clock::time_point wall);
   /// Counts a request that hit no breakpoint, by its verdict.
   void count(vcpu_logic::verdict v, vcpu_counters& vc);
   /// Every breakpoint in hits_: counted, recorded for the sinks, and the first with a

@@ -57,6 +57,8 @@ vcpu_stats domain_counters::totals() const {
   t.events += orphans.get();
   t.malformed += orphans.get();
   t.respond_failures = respond_failures.get();
+  t.table_writes = table_writes.get();
+  t.table_bits = table_bits.get();
   return t;
 }
 

@@ -194,6 +194,10 @@ private:
         maybe(d, "processes", [&](auto& d, auto k) { d.insert(k, num(1, 64)); });
       if (chance(0.2))
         maybe(d, "record_calls", [&](auto& d, auto k) { d.insert(k, chance(0.5)); });
+      if (chance(0.2)) {
+        maybe(d, "module_functions", [&](auto& d, auto k) { d.insert(k, num(0, 12)); });
+        maybe(d, "module_interval", [&](auto& d, auto k) { d.insert(k, num(0, 100)); });
+      }
       domains.push_back(d);
     }
     if (!wrong())

@@ -101,6 +101,10 @@ TEST(config_validation, every_problem_names_file_line_column_key_and_expectation
     {"[[sim.domain]]\nname = \"small\"\nmemory_mib = 1\n",
      "t.toml:3:14: sim.domain[0].memory_mib: sim workload: code and data need 2 MiB of guest "
      "memory, the domain has 1 MiB"},
+    {"[[sim.domain]]\nname = \"m\"\nfunctions = 8\nmodule_functions = 8\n",
+     "t.toml:4:20: sim.domain[0].module_functions: must be fewer than functions (8)"},
+    {"[[sim.domain]]\nname = \"m\"\nmodule_interval = 0\n",
+     "t.toml:3:19: sim.domain[0].module_interval: "},
     {"domain = 3\n", "t.toml:1:10: domain: expected an array of tables ([[domain]])"},
     {"[xen]\n", "t.toml:1:1: xen: a [xen] section, but the driver is \"sim\""},
     {"[engine\n", "t.toml:1:8: syntax: "},

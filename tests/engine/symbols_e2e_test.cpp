@@ -162,6 +162,92 @@ INSTANTIATE_TEST_SUITE_P(
            "_" + to_string(info.param.mode) + (info.param.xen ? "_xen" : "");
   });
 
+/// A guest whose module is paged in and out while it runs: every module function and two of
+/// the resident kernel's are armed by symbol. The module's start pending (their page is not
+/// mapped at attach), are armed at each load before any VCPU can run them, disarmed at each
+/// unload; hits equal executions, and vmitap saw every trap on the module's page tables.
+void check_pending(scenario& s, drv::calling_convention abi, step_mode mode) {
+  auto dc = guest(abi, 41 + uint64_t(mode));
+  dc.record_calls = false;
+  dc.instructions_per_vcpu = 0;  // a VCPU halted inside the module would keep it loaded
+  dc.workload.module_functions = 16;
+  dc.module_interval = 6;
+  auto dom = *s.hv->create_domain(dc);
+  s.domains.push_back(dom);
+  const auto& kernel = dom->layout().kernel;
+  auto first_module = dom->code().first_module_function();
+  auto pages = dom->layout().module_ptes.size();  // a store each per load or unload
+  auto plan = std::make_shared<domain_plan>();
+  plan->mode = mode;
+  plan->profile = profile_of(dc);
+  std::vector<std::string> module_bps;
+  for (uint32_t f = first_module; f < dom->code().functions().size(); ++f) {
+    module_bps.push_back(kernel.function_names[f]);
+    plan->breakpoints.push_back(by_symbol(module_bps.back(), module_bps.back()));
+  }
+  for (uint32_t f = 0; f < 2; ++f)
+    plan->breakpoints.push_back(by_symbol(kernel.function_names[f], kernel.function_names[f]));
+  engine_config::domain_entry e;
+  e.select.name = dc.name;
+  e.plan = plan;
+  s.cfg.domains.push_back(e);
+
+  auto module_hits = [&](const domain_report& r) {
+    uint64_t n = 0;
+    for (auto& bp : r.breakpoints)
+      if (std::find(module_bps.begin(), module_bps.end(), bp.name) != module_bps.end())
+        n += bp.hits;
+    return n;
+  };
+  auto reports = s.run_until([&](engine& eng) {
+    auto status = eng.status();
+    if (status.empty())
+      return false;
+    // Traps on its tables count only transitions made while vmitap watched them (on Xen the
+    // guest runs a little before the attach pauses it).
+    auto t = dom->module_truth();
+    return t.table_write_traps >= 3 * 2 * pages && module_hits(status[0]) > 0;
+  });
+  ASSERT_TRUE(s.verified(reports)) << "hits equal executions; every page-table trap counted";
+  ASSERT_EQ(reports.size(), 1u);
+  auto truth = dom->module_truth();
+  EXPECT_GT(module_hits(reports[0]), 0u);
+  EXPECT_GE(truth.unloads, 2u);
+  EXPECT_EQ(reports[0].totals.table_writes, truth.table_write_traps);
+  EXPECT_EQ(reports[0].totals.table_bits, truth.accessed_bit_traps);
+  EXPECT_EQ(truth.pages_monitored_while_absent, 0u) << "disarmed before every unload completed";
+  EXPECT_EQ(truth.executed_while_absent, 0u);
+}
+
+class pending_e2e : public ::testing::TestWithParam<params> {};
+
+TEST_P(pending_e2e, module_breakpoints_are_armed_at_page_in_disarmed_at_page_out_and_exact) {
+  auto [abi, mode, xen] = GetParam();
+  if (!xen) {
+    scenario s;
+    check_pending(s, abi, mode);
+    return;
+  }
+  xen_scenario s;
+  check_pending(s, abi, mode);
+  s.expect_clean();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+  every, pending_e2e,
+  ::testing::Values(params{drv::calling_convention::sysv, step_mode::fast},
+                    params{drv::calling_convention::sysv, step_mode::classic},
+                    params{drv::calling_convention::sysv, step_mode::emulate},
+                    params{drv::calling_convention::ms_x64, step_mode::fast},
+                    params{drv::calling_convention::ms_x64, step_mode::classic},
+                    params{drv::calling_convention::ms_x64, step_mode::emulate},
+                    params{drv::calling_convention::sysv, step_mode::classic, true},
+                    params{drv::calling_convention::ms_x64, step_mode::fast, true}),
+  [](const auto& info) {
+    return std::string(info.param.abi == drv::calling_convention::sysv ? "linux" : "windows") +
+           "_" + to_string(info.param.mode) + (info.param.xen ? "_xen" : "");
+  });
+
 /// One guest monitored with a breakpoint on its first function, by symbol, from the profile
 /// of its own build (or of the build `profile_seed` makes). The plan is the entry's: what a
 /// test adds to it before the run is armed too.

@@ -83,6 +83,32 @@ verification verify(hypervisor& hv, const std::vector<observed_session>& session
            (unsigned long long)inv.pages_changed, (unsigned long long)inv.views_left,
            (unsigned long long)s.access_calls);
   }
+  // A monitor that follows the module's page tables saw every trap on them and disarmed the
+  // module's pages before each unload completed.
+  bool header = false;
+  for (auto& s : sessions) {
+    auto dom = hv.find(s.id);
+    if (!dom || !dom->code().has_module())
+      continue;
+    if (!header)
+      append(out, "\n%-12s %6s %8s %13s %13s %13s %13s %9s\n", "domain", "loads", "unloads",
+             "table-writes", "(truth)", "accessed-bits", "(truth)", "left-armed");
+    header = true;
+    auto t = dom->module_truth();
+    auto& c = s.counts;
+    bool whole = per_domain[s.id] == 1 && !s.died;
+    bool exact = c.table_writes == t.table_write_traps && c.table_bits == t.accessed_bit_traps;
+    ok &= (exact || !whole) && t.pages_monitored_while_absent == 0 && t.executed_while_absent == 0;
+    append(out, "%-12s %6llu %8llu %13llu %13llu %13llu %13llu %9llu  %s\n", s.name.c_str(),
+           (unsigned long long)t.loads, (unsigned long long)t.unloads,
+           (unsigned long long)c.table_writes, (unsigned long long)t.table_write_traps,
+           (unsigned long long)c.table_bits, (unsigned long long)t.accessed_bit_traps,
+           (unsigned long long)t.pages_monitored_while_absent,
+           !exact && whole                      ? "MISMATCH"
+           : t.pages_monitored_while_absent > 0 ? "ARMED WHILE ABSENT"
+           : t.executed_while_absent > 0        ? "RAN WHILE ABSENT"
+                                                : "exact");
+  }
   append(out, "\n%s\n",
          ok ? "verified: every breakpoint's hits equal ground truth; requests answered = raised, "
               "VCPUs left paused = 0, pages changed = 0, views left = 0"
