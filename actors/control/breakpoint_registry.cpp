@@ -37,8 +37,11 @@ void finish(state::pending& req) {
 }
 
 void page_settled(state::pending& req) {
-  if (--req.pages_left == 0)
+  if (--req.pages_left == 0) {
     finish(req);
+    if (req.then)
+      req.then();
+  }
 }
 
 void publish(state& st) {
@@ -84,6 +87,14 @@ void forget(state& st, const breakpoint* bp) {
   st.builder->remove(bp);  // the last reference may go here: `bp` is not used after
 }
 
+/// A breakpoint that could not be armed or watched goes again, a virtual one with its watch
+/// (later: touching its table now would change the pages being iterated).
+void forget_failed(state& st, const breakpoint_ptr& bp) {
+  if (st.virtuals.contains(bp.get()))
+    st.failed_virtuals.push_back(bp);
+  forget(st, bp.get());
+}
+
 tag_list intern(state& st, const std::vector<std::string>& tags) {
   if (tags.empty())
     return nullptr;
@@ -112,7 +123,7 @@ void resolve_waiters(state& st, state::page& p, const caf::error& err) {
             } else {
               w.request->result.failed.emplace_back(bp->name, err);
               w.request->result.domain_gone |= domain_gone(err);
-              forget(st, bp.get());  // never armed: it goes again
+              forget_failed(st, bp);  // never armed: it goes again
             }
           }
         }
@@ -139,15 +150,16 @@ void resolve_waiters(state& st, state::page& p, const caf::error& err) {
       case state::wait_kind::settle:
         if (!p.in_flight && (p.denied == want || err || p.failed)) {
           settled = true;
-          for (auto& bp : w.added) {
-            if (!err && !p.failed) {
-              ++w.request->result.ok;
-            } else {
+          // Pending breakpoints counted as added: one whose table a view could not watch
+          // would never arm, so it fails (once, whichever view failed).
+          for (auto& bp : w.added)
+            if ((err || p.failed) && st.by_name.find(bp->name) == bp.get()) {
+              --w.request->result.ok;
               w.request->result.failed.emplace_back(
                 bp->name, err ? err : make_error(ec::invalid_argument, "watching its page table"));
               w.request->result.domain_gone |= domain_gone(err);
+              forget_failed(st, bp);
             }
-          }
         }
         break;
     }
@@ -168,6 +180,7 @@ void drop_if_idle(state& st, std::unordered_map<uint64_t, state::page>::iterator
 }
 
 void send_batch(state_ptr self);
+void drop_failed_virtuals(state& st);
 
 void on_results(state_ptr self, std::vector<uint64_t> keys, const change_results& results) {
   auto& st = self->state;
@@ -187,6 +200,7 @@ void on_results(state_ptr self, std::vector<uint64_t> keys, const change_results
       st.unsettled.insert(keys[i]);
     drop_if_idle(st, it);
   }
+  drop_failed_virtuals(st);
   send_batch(self);
 }
 
@@ -215,6 +229,11 @@ void send_batch(state_ptr self) {
     keys.push_back(key);
   }
   st.unsettled.clear();
+  if (!st.failed_virtuals.empty()) {
+    drop_failed_virtuals(st);  // touches their tables: settled by the next batch
+    if (changes.empty())
+      return send_batch(self);
+  }
   publish(st);  // before any access changes: no VCPU traps on a page it does not know
   if (changes.empty())
     return;
@@ -287,14 +306,17 @@ caf::expected<drv::view_id> validate(const state& st, const breakpoint_def& def)
   return view->second;
 }
 
-/// Where a virtual target is now, or why it cannot be placed.
-virtual_place place(state& st, drv::page_walker& walker, uint64_t va) {
+/// Where a virtual target is now, or why it cannot be placed. `walker` is made at the first
+/// walk and kept for the rest of the message: one pause of its cache.
+virtual_place place(state& st, std::unique_ptr<drv::page_walker>& walker, uint64_t va) {
   if (!st.cfg.session || st.cr3 == 0) {
     virtual_place at;
     at.error = make_error(ec::kernel_not_found, "no kernel page tables to walk");
     return at;
   }
-  auto at = place_virtual(walker, st.cr3, va);
+  if (!walker)
+    walker = std::make_unique<drv::page_walker>(*st.cfg.session);
+  auto at = place_virtual(*walker, st.cr3, va);
   if (!at.error && drv::gfn_of(at.pa) > st.cfg.max_gfn)
     at.error = make_error(ec::gfn_out_of_range, "mapped beyond guest memory");
   return at;
@@ -306,14 +328,12 @@ caf::result<batch_result> add(state_ptr self, const std::vector<breakpoint_def>&
   auto req = std::make_shared<state::pending>();
   std::map<uint64_t, std::vector<breakpoint_ptr>> per_page;
   std::map<drv::gfn_t, std::vector<breakpoint_ptr>> per_table;  // newly watched tables
-  std::unique_ptr<drv::page_walker> walker;  // one pause of a walk's cache: this message
+  std::unique_ptr<drv::page_walker> walker;
   for (auto def : defs) {
     virtual_place at;
     bool walked = def.target.by != breakpoint_target::kind::physical;
     if (walked) {
-      if (!walker && st.cfg.session)
-        walker = std::make_unique<drv::page_walker>(*st.cfg.session);
-      at = place(st, *walker, def.target.va);
+      at = place(st, walker, def.target.va);
       if (at.error) {
         req->result.failed.emplace_back(def.name(), std::move(at.error));
         continue;
@@ -331,9 +351,9 @@ caf::result<batch_result> add(state_ptr self, const std::vector<breakpoint_def>&
       st.virtuals[bp.get()] = {bp, def.target.va, at};
       bool fresh = at.watched && watch(st, at.table);
       if (at.pa == 0) {
-        // Pending: added once its page table is watched, so a mapping cannot slip by.
-        if (fresh || st.watches.contains(at.table))
-          per_table[at.table].push_back(bp);
+        // Pending: added, unless its page table cannot be watched.
+        ++req->result.ok;
+        per_table[at.table].push_back(bp);
         continue;
       }
       if (fresh)
@@ -357,8 +377,16 @@ caf::result<batch_result> add(state_ptr self, const std::vector<breakpoint_def>&
   }
   publish_out_of_table(st);
   bool delegated = req->pages_left > 0;  // answered when its pages settle
-  if (delegated)
+  if (delegated) {
     req->promise = self->make_response_promise<batch_result>();
+    // The tables were read before they were watched: a write in between went unseen, so
+    // each is walked again once watched.
+    if (!per_table.empty())
+      req->then = [self, tables = std::move(per_table)] {
+        for (auto& entry : tables)
+          self->send(self, walk_atom_v, table_write{entry.first, 0, false, 0, 0, {}});
+      };
+  }
   send_batch(self);  // publishes first
   if (!delegated)
     return std::move(req->result);
@@ -375,6 +403,12 @@ void drop_virtual(state& st, const breakpoint* bp) {
     touch_table(st, v->second.at.table, nullptr, {});
   }
   st.virtuals.erase(v);
+}
+
+void drop_failed_virtuals(state& st) {
+  for (auto& bp : std::exchange(st.failed_virtuals, {}))
+    drop_virtual(st, bp.get());
+  publish_out_of_table(st);
 }
 
 caf::result<batch_result> remove(state_ptr self, const std::vector<std::string>& names) {
@@ -503,13 +537,12 @@ void walk(state_ptr self, const table_write& w) {
     st.cr3 = w.cr3;  // the writer's tables are live; the ones seen before may not be
   std::set<uint64_t> moved_pages;
   std::set<drv::gfn_t> moved_tables;
+  std::vector<drv::gfn_t> new_tables;  // read before they were watched: walked again after
   std::unique_ptr<drv::page_walker> walker;
   for (auto& [raw, v] : st.virtuals) {
     if (!v.at.watched || v.at.table != w.gfn)
       continue;
-    if (!walker)
-      walker = std::make_unique<drv::page_walker>(*st.cfg.session);
-    auto at = place(st, *walker, v.va);
+    auto at = place(st, walker, v.va);
     if (at.error) {
       // Not a table vmitap can read now: pending, watched where it was.
       spdlog::warn("domain {}: breakpoint {}: {}", st.cfg.domain->info().name, v.bp->name,
@@ -519,8 +552,10 @@ void walk(state_ptr self, const table_write& w) {
     if (at.watched != v.at.watched || at.table != v.at.table) {
       if (unwatch(st, v.at.table))
         moved_tables.insert(v.at.table);
-      if (at.watched && watch(st, at.table))
+      if (at.watched && watch(st, at.table)) {
         moved_tables.insert(at.table);
+        new_tables.push_back(at.table);
+      }
     }
     if (at.pa != v.at.pa) {
       const auto& bp = v.bp;
@@ -550,10 +585,21 @@ void walk(state_ptr self, const table_write& w) {
     ++req->pages_left;
     p.waiters.push_back({req, state::wait_kind::settle, {}});
   }
+  if (!new_tables.empty())
+    req->then = [self, new_tables] {
+      for (auto gfn : new_tables)
+        self->send(self, walk_atom_v, table_write{gfn, 0, false, 0, 0, {}});
+    };
+  bool delegated = req->pages_left > 0;  // released when its pages settle
+  // Listed out of the table before it leaves and after it comes back: never in neither.
   publish_out_of_table(st);
   send_batch(self);  // publishes first
-  if (req->pages_left == 0)
+  publish_out_of_table(st);
+  if (!delegated) {
     finish(*req);
+    if (req->then)
+      req->then();
+  }
 }
 
 }  // namespace

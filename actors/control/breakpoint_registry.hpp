@@ -57,7 +57,8 @@ struct breakpoint_registry_state {
       promise;
     batch_result result;
     size_t pages_left = 0;
-    caf::error first_error;  // clear: the first page that could not be restored
+    caf::error first_error;      // clear: the first page that could not be restored
+    std::function<void()> then;  // after it is answered
   };
   /// add: armed (Execute removed); remove: disarmed; settle: as wanted, whatever that is.
   enum class wait_kind : uint8_t { add, remove, clear, settle };
@@ -93,6 +94,9 @@ struct breakpoint_registry_state {
   /// Suppressed breakpoints, out of the table until their cool-down ends (still by name).
   std::unordered_map<const breakpoint*, breakpoint_ptr> suppressed;
   std::unordered_map<const breakpoint*, virtual_target> virtuals;
+  /// Virtual breakpoints that failed to arm or to be watched, forgotten by name: dropped
+  /// (with their watch) once no page is being iterated.
+  std::vector<breakpoint_ptr> failed_virtuals;
   std::map<drv::gfn_t, uint32_t> watches;  // page table → virtual breakpoints it decides
   uint64_t cr3 = 0;                        // walked through
   bool batch_in_flight = false;

@@ -382,7 +382,17 @@ caf::result<ok_atom> update(state_ptr self, plan_ptr plan) {
           ->request(self->state.registry, defaults::access_change_timeout, add_atom_v,
                     std::move(added), armed_by::reload)
           .then(
-            [rp, removal_failures](batch_result& r) mutable {
+            [self, rp, removal_failures](batch_result& r) mutable {
+              // What the registry could not arm stays out of the plan too: the next reload
+              // tries it again.
+              if (!r.failed.empty()) {
+                auto kept = std::make_shared<domain_plan>(*self->state.cfg.plan);
+                std::erase_if(kept->breakpoints, [&](auto& d) {
+                  return std::any_of(r.failed.begin(), r.failed.end(),
+                                     [&](auto& f) { return f.first == d.name(); });
+                });
+                self->state.cfg.plan = std::move(kept);
+              }
               auto failures = removal_failures;
               if (!r.failed.empty())
                 failures += (failures.empty() ? "" : "; ") + describe_failures(r);

@@ -85,8 +85,8 @@ change_results ept_controller_state::apply(const page_changes& changes) {
         }
         batch.push_back({ch.gfn, without(before_of[ch.gfn], ch.deny)});
       } else if (ch.deny != page_access::none) {
-        // Another set of rights to deny, or a write whose outcome is unsure: from what the
-        // page had before vmitap.
+        // Another set of rights to deny, or again after a write whose outcome is unknown:
+        // from what the page had before vmitap.
         before_of[ch.gfn] = known->second;
         batch.push_back({ch.gfn, without(known->second, ch.deny)});
       } else if (known != previous.end()) {
@@ -115,13 +115,11 @@ change_results ept_controller_state::apply(const page_changes& changes) {
       if (done[k] == outcome::unknown) {
         // Maybe applied: restore it at teardown, and write it again when next asked.
         previous.emplace(key, before_of[ch.gfn]);
-        unsure.insert(key);
         watched(key, true);
         continue;
       }
       if (done[k] == outcome::unchanged)
         continue;
-      unsure.erase(key);
       bool changed = ch.deny != page_access::none;
       if (changed)
         previous[key] = before_of[ch.gfn];
@@ -150,7 +148,6 @@ caf::error ept_controller_state::teardown() {
       for (size_t k = 0; k < batch.size(); ++k)
         if (done[k] == outcome::applied) {
           previous.erase({view, batch[k].gfn});
-          unsure.erase({view, batch[k].gfn});
           watched({view, batch[k].gfn}, false);
         } else {
           left.push_back(batch[k]);

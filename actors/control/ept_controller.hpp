@@ -13,7 +13,6 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include <map>
-#include <set>
 
 namespace vmitap {
 
@@ -31,12 +30,9 @@ struct ept_controller_state {
 
   ept_controller_config cfg;
   /// Pages this controller may have changed, with the access they had before: restored at
-  /// teardown.
+  /// teardown. One whose write failed and could not be read back is here too (it may have
+  /// changed); every change of a page is written from this access, whatever the page has.
   std::map<page_key, drv::page_access> previous;
-  /// Pages whose access is unknown: a write failed and reading back failed too. The next
-  /// change of such a page writes it whatever the controller believes, and teardown
-  /// restores it.
-  std::set<page_key> unsure;
   std::vector<drv::view_id> views;  // created by this controller
 
   change_results apply(const page_changes& changes);

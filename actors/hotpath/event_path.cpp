@@ -80,7 +80,7 @@ void event_path::decide(const drv::event& ev, clock_type::time_point now,
   vc.stepping.store(lane.stepping(), std::memory_order_relaxed);
   if (v == verdict::hit)
     hit(ev, before, now, wall);
-  else if (v == verdict::table_written && !held_[ev.vcpu])
+  else if (v == verdict::table_written)
     hold_for_walk(ev, before);
   else if (v == verdict::table_bits && hit_behind_walk(ev, before, now, wall))
     cfg_.domain->counters().table_bits.add();
@@ -231,11 +231,14 @@ uint64_t event_path::keep(const drv::event& ev, const vcpu_logic& before) {
 void event_path::hold_for_walk(const drv::event& ev, const vcpu_logic& before) {
   if (!cfg_.registry)
     return;
-  auto token = keep(ev, before);
-  bool kernel_mode = (ev.regs.cs.sel & 3) == 0;
-  caf::anon_send(cfg_.registry, walk_atom_v,
-                 table_write{before.written_table(), ev.regs.cr3, kernel_mode, ev.vcpu, token,
-                             weak_from_this()});
+  table_write w{before.written_table(), ev.regs.cr3, (ev.regs.cs.sel & 3) == 0, ev.vcpu, 0, {}};
+  // A VCPU waiting already cannot have stepped; if a ring says it did, answer at once rather
+  // than lose the held response, and walk all the same.
+  if (!held_[ev.vcpu]) {
+    w.token = keep(ev, before);
+    w.path = weak_from_this();
+  }
+  caf::anon_send(cfg_.registry, walk_atom_v, std::move(w));
 }
 
 void event_path::hold(const drv::event& ev, const vcpu_logic& before, const breakpoint_ptr& bp,

@@ -381,3 +381,29 @@ TEST_F(registry_test, virtual_breakpoints_are_armed_or_pending_and_their_page_ta
   EXPECT_EQ(domain->counters().pending.load(), 0u);
   EXPECT_FALSE(domain->table().load()->watched);
 }
+
+// A virtual breakpoint that cannot be armed goes entirely: its name is free again and its
+// page table is no longer watched.
+TEST_F(registry_test, a_virtual_breakpoint_that_fails_to_arm_leaves_no_watch_behind) {
+  boot_registry();
+  auto cr3 = kernel_cr3();
+  auto& stack = dom->layout().vcpus[0];
+  drv::page_walker walker{*shared};
+  auto mapped = walker.translate(cr3, stack.stack_low);
+  ASSERT_TRUE(mapped);
+  dom->fail_access_changes(1, 0, EIO);
+  auto r = add({virtual_at("armed", stack.stack_low + 0x20)});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->ok, 0u);
+  ASSERT_EQ(r->failed.size(), 1u);
+  run();
+  EXPECT_FALSE(domain->table().load()->watched);
+  EXPECT_EQ(access_of(mapped.entry_pa), page_access::rwx);
+  EXPECT_EQ(access_of(mapped.pa), page_access::rwx);
+  auto listed = ask<std::vector<breakpoint_ptr>>(registry, list_atom_v);
+  ASSERT_TRUE(listed);
+  EXPECT_TRUE(listed->empty());
+  auto again = add({virtual_at("armed", stack.stack_low + 0x20)});
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->ok, 1u) << "its name is free";
+}
