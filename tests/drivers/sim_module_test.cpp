@@ -41,15 +41,6 @@ protected:
   uint64_t va_of(uint64_t pa) { return layout().kernel.va_of(pa); }
   uint64_t entry_va(uint32_t function) { return va_of(code().functions()[function].entry_pa); }
 
-  uint64_t read64(uint64_t pa) {
-    std::array<std::byte, 8> b{};
-    auto err = session->read_physical(pa, b);
-    EXPECT_FALSE(err) << render(err);
-    uint64_t v;
-    std::memcpy(&v, b.data(), 8);
-    return v;
-  }
-
   drv::translation translate(uint64_t va) {
     drv::page_walker walker{*session};  // one per look: the guest changes its tables
     return walker.translate(layout().processes[0].cr3, va);

@@ -24,15 +24,6 @@ struct walk_result {
 
 class sim_paging : public sim_fixture {
 protected:
-  uint64_t read64(uint64_t pa) {
-    std::array<std::byte, 8> b{};
-    auto err = session->read_physical(pa, b);
-    EXPECT_FALSE(err) << render(err);
-    uint64_t v;
-    std::memcpy(&v, b.data(), 8);
-    return v;
-  }
-
   /// Four levels; a PDPTE or PDE with the large bit ends the walk early (1 GiB, 2 MiB).
   walk_result walk(uint64_t cr3, uint64_t va) {
     if (!drv::canonical(va))

@@ -133,22 +133,20 @@ void check_symbols(scenario& s, drv::calling_convention abi, step_mode mode) {
   EXPECT_EQ(filtered_records, filtered.hits) << "every reported hit has its record";
 }
 
-class symbols_e2e : public ::testing::TestWithParam<params> {};
-
-TEST_P(symbols_e2e, hits_by_symbol_are_exact_and_every_record_names_the_process_that_ran) {
-  auto [abi, mode, xen] = GetParam();
-  if (!xen) {
+/// Runs `check` on the sim's driver, or through the Xen driver on the fake Xen.
+void on_driver(const params& p, void (*check)(scenario&, drv::calling_convention, step_mode)) {
+  if (!p.xen) {
     scenario s;
-    check_symbols(s, abi, mode);
+    check(s, p.abi, p.mode);
     return;
   }
   xen_scenario s;
-  check_symbols(s, abi, mode);
+  check(s, p.abi, p.mode);
   s.expect_clean();
 }
 
-INSTANTIATE_TEST_SUITE_P(
-  every, symbols_e2e,
+/// Both kernels in every step mode on the sim, and one of each through the fake Xen.
+const auto every_kernel_and_mode =
   ::testing::Values(params{drv::calling_convention::sysv, step_mode::fast},
                     params{drv::calling_convention::sysv, step_mode::classic},
                     params{drv::calling_convention::sysv, step_mode::emulate},
@@ -156,11 +154,20 @@ INSTANTIATE_TEST_SUITE_P(
                     params{drv::calling_convention::ms_x64, step_mode::classic},
                     params{drv::calling_convention::ms_x64, step_mode::emulate},
                     params{drv::calling_convention::sysv, step_mode::fast, true},
-                    params{drv::calling_convention::ms_x64, step_mode::classic, true}),
-  [](const auto& info) {
-    return std::string(info.param.abi == drv::calling_convention::sysv ? "linux" : "windows") +
-           "_" + to_string(info.param.mode) + (info.param.xen ? "_xen" : "");
-  });
+                    params{drv::calling_convention::ms_x64, step_mode::classic, true});
+
+std::string name_of(const ::testing::TestParamInfo<params>& info) {
+  return std::string(info.param.abi == drv::calling_convention::sysv ? "linux" : "windows") + "_" +
+         to_string(info.param.mode) + (info.param.xen ? "_xen" : "");
+}
+
+class symbols_e2e : public ::testing::TestWithParam<params> {};
+
+TEST_P(symbols_e2e, hits_by_symbol_are_exact_and_every_record_names_the_process_that_ran) {
+  on_driver(GetParam(), check_symbols);
+}
+
+INSTANTIATE_TEST_SUITE_P(every, symbols_e2e, every_kernel_and_mode, name_of);
 
 /// A guest whose module is paged in and out while it runs: every module function and two of
 /// the resident kernel's are armed by symbol. The module's start pending (their page is not
@@ -222,31 +229,10 @@ void check_pending(scenario& s, drv::calling_convention abi, step_mode mode) {
 class pending_e2e : public ::testing::TestWithParam<params> {};
 
 TEST_P(pending_e2e, module_breakpoints_are_armed_at_page_in_disarmed_at_page_out_and_exact) {
-  auto [abi, mode, xen] = GetParam();
-  if (!xen) {
-    scenario s;
-    check_pending(s, abi, mode);
-    return;
-  }
-  xen_scenario s;
-  check_pending(s, abi, mode);
-  s.expect_clean();
+  on_driver(GetParam(), check_pending);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-  every, pending_e2e,
-  ::testing::Values(params{drv::calling_convention::sysv, step_mode::fast},
-                    params{drv::calling_convention::sysv, step_mode::classic},
-                    params{drv::calling_convention::sysv, step_mode::emulate},
-                    params{drv::calling_convention::ms_x64, step_mode::fast},
-                    params{drv::calling_convention::ms_x64, step_mode::classic},
-                    params{drv::calling_convention::ms_x64, step_mode::emulate},
-                    params{drv::calling_convention::sysv, step_mode::classic, true},
-                    params{drv::calling_convention::ms_x64, step_mode::fast, true}),
-  [](const auto& info) {
-    return std::string(info.param.abi == drv::calling_convention::sysv ? "linux" : "windows") +
-           "_" + to_string(info.param.mode) + (info.param.xen ? "_xen" : "");
-  });
+INSTANTIATE_TEST_SUITE_P(every, pending_e2e, every_kernel_and_mode, name_of);
 
 /// One guest monitored with a breakpoint on its first function, by symbol, from the profile
 /// of its own build (or of the build `profile_seed` makes). The plan is the entry's: what a

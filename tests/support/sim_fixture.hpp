@@ -8,6 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstring>
+
 #include <deque>
 
 namespace vmitap::testing {
@@ -41,6 +44,16 @@ protected:
     auto r = session->start_events();
     ASSERT_TRUE(r) << render(r.error());
     ring = *r;
+  }
+
+  /// A guest-physical word, through the session (as a monitor reads it).
+  uint64_t read64(uint64_t pa) {
+    std::array<std::byte, 8> b{};
+    auto err = session->read_physical(pa, b);
+    EXPECT_FALSE(err) << render(err);
+    uint64_t v;
+    std::memcpy(&v, b.data(), 8);
+    return v;
   }
 
   drv::view_id monitored_view() {
