@@ -381,8 +381,8 @@ TEST(symbols_attach, a_reload_arms_the_symbols_it_adds) {
   EXPECT_TRUE(dom->check().holds());
 }
 
-// A reload whose new symbol cannot be translated (its page is not mapped) says which and
-// keeps it out of the plan: the next reload tries it again rather than taking it as armed.
+// A reload adding an address no table maps now arms it as pending (reported so, at its last
+// address 0); the stop gives its watched page table back its Write.
 TEST(symbols_attach, a_reload_adds_an_unmapped_va_as_pending_and_the_stop_restores_its_watch) {
   scenario s;
   auto g = add_symbol_guest(s, drv::calling_convention::ms_x64, 15, 0);
